@@ -1,0 +1,184 @@
+"""Compute planning: memory, FLOPs and time of full fine-tuning vs LoRA vs QLoRA, before you train.
+
+All numbers are estimates from the model's shapes (a Hugging Face ``config.json`` or a preset):
+
+- Memory = weights + gradients + optimizer states + activations (at a sequence length and micro-batch).
+  Full fine-tuning with AdamW in mixed precision: 16 bytes/param (bf16 weights 2, bf16 grads 2,
+  fp32 master 4, Adam m and v 8). LoRA: frozen bf16 weights (2 bytes/param) + 16 bytes per
+  trainable LoRA param. QLoRA: NF4 weights with double quantization (~4.13 bits per linear-layer
+  param; embeddings stay bf16) + LoRA params with paged 8-bit AdamW (4 + 4 + 2 bytes).
+- FLOPs per token: full ≈ 6N (forward 2N, backward 4N); LoRA ≈ 4N (forward 2N + activation
+  gradients 2N; no weight gradients for the frozen N), plus attention 12·L·d·s and 6 per LoRA param.
+  Gradient checkpointing adds one more forward (2N) of hardware work that MFU does not count.
+- Time = tokens × FLOPs/token ÷ (peak × MFU).
+- Data guidance from the scaling-law literature (Chinchilla ≈ 20 tokens/param; Kaplan D ≳ 5×10³·N^0.74)
+  is for PRE-TRAINING a model from scratch. It is shown for scale, not as a fine-tuning rule.
+
+Not here: measuring anything (``scripts/bench_finetune.py`` measures; its MFU feeds the default here).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.errors import ConfigError
+
+# Llama-family shapes. "bundled" is SmolLM2-135M-Instruct, the model shipped with the assistant.
+ARCHS: dict[str, dict] = {
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, rope_theta=100000.0,
+                         max_position_embeddings=8192),
+    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0,
+                         max_position_embeddings=131072),
+    "llama-3.1-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0,
+                          max_position_embeddings=131072),
+}
+ARCHS["bundled"] = ARCHS["smollm2-135m"]
+ARCHS["llama-8b"] = ARCHS["llama-3.1-8b"]
+
+# Dense bf16 peak TFLOP/s (vendor datasheets, SXM parts) and memory in GB.
+GPUS: dict[str, tuple[float, float]] = {
+    "h200": (989.0, 141.0), "h100": (989.0, 80.0), "a100": (312.0, 80.0), "a10g": (125.0, 24.0),
+    "l4": (121.0, 24.0), "rtx4090": (165.0, 24.0),
+}
+DEFAULT_MFU = 0.35  # a typical LoRA MFU on one H100/H200; scripts/bench_finetune.py measures ours
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Shapes:
+    hidden: int
+    inter: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, c: dict) -> "Shapes":
+        try:
+            return cls(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["num_attention_heads"],
+                       c.get("num_key_value_heads") or c["num_attention_heads"], c["vocab_size"], bool(c.get("tie_word_embeddings", False)))
+        except KeyError as e:
+            raise ConfigError(f"the model config lacks {e}; plan supports Llama-style configs (hidden_size, intermediate_size, ...)") from e
+
+    @property
+    def kv_dim(self) -> int:
+        return self.hidden // self.heads * self.kv_heads
+
+    def module_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear layer of one decoder block, by peft target-module name."""
+        h, i, kv = self.hidden, self.inter, self.kv_dim
+        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    @property
+    def linear_params(self) -> int:
+        """Parameters in the decoder blocks' linear layers (what QLoRA quantizes)."""
+        return self.layers * sum(a * b for a, b in self.module_shapes().values())
+
+    @property
+    def embed_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    @property
+    def params(self) -> int:
+        return self.linear_params + self.embed_params + self.layers * 2 * self.hidden + self.hidden
+
+    @property
+    def matmul_params(self) -> int:
+        """Parameters that cost FLOPs per token: the blocks plus the output projection."""
+        return self.linear_params + self.vocab * self.hidden
+
+    def lora_params(self, r: int, targets: tuple[str, ...]) -> int:
+        shapes = self.module_shapes()
+        return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+
+
+def load_shapes(base: str) -> tuple[str, Shapes]:
+    """(name, shapes) from a preset name or a folder with config.json."""
+    key = base.lower()
+    if key in ARCHS:
+        return key, Shapes.from_config(ARCHS[key])
+    cfg = Path(base).expanduser() / "config.json"
+    if cfg.is_file():
+        return Path(base).name, Shapes.from_config(json.loads(cfg.read_text()))
+    raise ConfigError(f"unknown base {base!r}: use a model folder with config.json or one of {sorted(ARCHS)}")
+
+
+def activation_bytes(s: Shapes, *, seq: int, batch: int, checkpointing: bool) -> float:
+    """Activations kept for the backward pass (bf16, SDPA/flash attention: no seq² scores stored)."""
+    tokens = seq * batch
+    per_layer = 2 * (8 * s.hidden + 2 * s.kv_dim + 4 * s.inter)  # bytes per token per block
+    logits = tokens * s.vocab * (2 + 4 + 4)  # bf16 logits, fp32 copy for the loss, its gradient
+    if checkpointing:
+        return tokens * (s.layers * 2 * s.hidden + per_layer) + logits
+    return tokens * s.layers * per_layer + logits
+
+
+def estimate(s: Shapes, *, seq: int = 2048, batch: int = 1, r: int = 16, targets: tuple[str, ...] | None = None,
+             checkpointing: bool = True) -> dict[str, dict[str, float]]:
+    """Memory (GB) and FLOPs/token for full fine-tuning, LoRA and QLoRA."""
+    targets = targets or tuple(s.module_shapes())
+    n, lora = s.params, s.lora_params(r, targets)
+    act = activation_bytes(s, seq=seq, batch=batch, checkpointing=checkpointing)
+    attn = 12 * s.layers * s.hidden * seq  # attention score/value matmuls, forward + backward, per token
+    nf4_bytes = s.linear_params * 4.127 / 8 + (n - s.linear_params) * 2
+    rows = {
+        "full": dict(weights=2 * n, grads=2 * n, optimizer=12 * n, flops=6 * s.matmul_params + attn, trainable=n),
+        "lora": dict(weights=2 * n + 4 * lora, grads=4 * lora, optimizer=8 * lora, flops=4 * s.matmul_params + attn + 6 * lora, trainable=lora),
+        "qlora": dict(weights=nf4_bytes + 4 * lora, grads=4 * lora, optimizer=2 * lora, flops=4 * s.matmul_params + attn + 6 * lora, trainable=lora),
+    }
+    for row in rows.values():
+        row["activations"] = act
+        row["total"] = row["weights"] + row["grads"] + row["optimizer"] + act
+        for k in ("weights", "grads", "optimizer", "activations", "total"):
+            row[k] /= GB
+    return rows
+
+
+def data_guidance(n_params: int) -> dict[str, float]:
+    """Pre-training heuristics (NOT fine-tuning rules): Chinchilla and Kaplan et al. token counts."""
+    return {"chinchilla_tokens": 20.0 * n_params, "kaplan_tokens": 5e3 * n_params ** 0.74}
+
+
+def plan(base: str, *, data_tokens: float, gpu: str = "h200", seq: int = 2048, batch: int = 1, r: int = 16,
+         mfu: float = DEFAULT_MFU, epochs: float = 1.0, checkpointing: bool = True, gpus: int = 1) -> dict:
+    if gpu.lower() not in GPUS:
+        raise ConfigError(f"unknown GPU {gpu!r}; use one of {sorted(GPUS)}")
+    if not 0 < mfu <= 1:
+        raise ConfigError(f"mfu={mfu} must be in (0, 1]")
+    name, s = load_shapes(base)
+    peak, mem = GPUS[gpu.lower()]
+    rows = estimate(s, seq=seq, batch=batch, r=r, checkpointing=checkpointing)
+    for row in rows.values():
+        flops = row["flops"] * data_tokens * epochs
+        row["hours"] = flops / (peak * 1e12 * mfu * gpus) / 3600
+        row["fits"] = row["total"] <= mem
+    return {"base": name, "params": s.params, "gpu": gpu, "gpu_gb": mem, "peak_tflops": peak, "mfu": mfu, "gpus": gpus,
+            "seq": seq, "batch": batch, "r": r, "tokens": data_tokens, "epochs": epochs, "methods": rows,
+            "pretraining_heuristics": data_guidance(s.params)}
+
+
+def format_plan(p: dict) -> str:
+    lines = [f"base {p['base']}: {p['params'] / 1e6:,.1f}M parameters; {p['tokens']:,.0f} tokens x {p['epochs']} epoch(s); "
+             f"seq {p['seq']}, micro-batch {p['batch']}, LoRA r={p['r']} on all linear layers",
+             f"{p['gpus']} x {p['gpu'].upper()} ({p['gpu_gb']:.0f} GB, {p['peak_tflops']:.0f} TFLOP/s bf16 peak) at MFU {p['mfu']:.0%}",
+             "",
+             "| method | trainable | weights GB | grads GB | optimizer GB | activations GB | total GB | fits | FLOPs/token | hours |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for m, r in p["methods"].items():
+        lines.append(f"| {m} | {r['trainable'] / 1e6:,.2f}M | {r['weights']:.2f} | {r['grads']:.2f} | {r['optimizer']:.2f} | "
+                     f"{r['activations']:.2f} | {r['total']:.2f} | {'yes' if r['fits'] else 'NO'} | {r['flops']:.3g} | {r['hours']:.3g} |")
+    h = p["pretraining_heuristics"]
+    lines += ["",
+              "Data guidance (PRE-TRAINING heuristics from scaling-law papers, not fine-tuning rules):",
+              f"  Chinchilla ~20 tokens/param: {h['chinchilla_tokens']:.3g} tokens; Kaplan D >= 5e3*N^0.74: {h['kaplan_tokens']:.3g} tokens.",
+              "  LoRA fine-tuning for a task/format typically needs 1e3-1e5 examples (1e6-1e8 tokens), far below these;",
+              "  watch the validation metrics (assistant finetune eval) rather than a token budget."]
+    return "\n".join(lines)

@@ -1,0 +1,335 @@
+"""Continuous batching: many generation requests decoded together on one model.
+
+One engine thread owns the model. Between decode steps it admits waiting requests (their prompts
+are prefilled together, left-padded, computing logits for the last position only) and merges their
+KV caches into the running batch; after each step, finished or cancelled sequences leave the batch
+and the padding columns nobody needs any more are trimmed. Every sequence keeps its own sampling
+settings (greedy at temperature 0, else temperature + top-p), stop strings and adapter: with a peft
+model the whole batch runs in one forward pass with ``adapter_names=`` (peft's mixed-adapter
+batches; ``"__base__"`` rows use the plain base model).
+
+Why not transformers' own ``generate_batch``/``ContinuousBatchingManager``: it works (we measured
+it), but one manager has one generation config for every request, no stop strings, no per-request
+LoRA adapter and no streaming of text deltas per request, which the server needs. Its paged KV cache
+is the better memory layout; ours is transformers' ``DynamicCache`` with one row per sequence,
+which is simple and exact (a request's greedy output does not depend on its neighbours).
+
+Not here: HTTP (``server``), tokenization of chat messages (``base``), model loading (``loading``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from assistant.errors import ModelError
+from assistant.llm.base import IncrementalDetokenizer, TextStopper, eos_ids
+
+log = logging.getLogger(__name__)
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+class QueueFull(ModelError):
+    """Too many requests are waiting; try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class Event:
+    kind: str  # "delta" | "done" | "error"
+    text: str = ""
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class RequestHandle:
+    """A submitted request: iterate for text deltas, or call ``result``; ``cancel`` to stop early."""
+
+    def __init__(self, sink: Callable[[Event], None] | None = None) -> None:
+        self._queue: queue.Queue[Event] = queue.Queue()
+        self.sink = sink or self._queue.put
+        self.cancelled = threading.Event()
+        self.finish_reason: str | None = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            ev = self._queue.get()
+            if ev.kind == "delta":
+                yield ev.text
+            elif ev.kind == "error":
+                raise ModelError(ev.text)
+            else:
+                self.finish_reason = ev.finish_reason
+                self.prompt_tokens, self.completion_tokens = ev.prompt_tokens, ev.completion_tokens
+                return
+
+    def result(self) -> str:
+        return "".join(self)
+
+
+@dataclass
+class _Seq:
+    """One request inside the engine."""
+
+    handle: RequestHandle
+    prompt: list[int]
+    max_new: int
+    temperature: float
+    top_p: float
+    adapter: str | None
+    detok: IncrementalDetokenizer
+    stopper: TextStopper
+    generated: int = 0
+    pending: int = -1  # sampled token not yet fed to the model
+    pos: int = 0  # real tokens already in this row's KV cache
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class BatchEngine:
+    """Owns a model in a background thread; ``submit`` is thread-safe."""
+
+    def __init__(self, model, tokenizer, *, adapters: list[str] | None = None, max_batch: int = 64,
+                 max_queue: int = 256, prefill_tokens: int = 16384) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.adapters = set(adapters or [])
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.prefill_tokens = prefill_tokens
+        self._eos = eos_ids(tokenizer, model)
+        self._waiting: deque[_Seq] = deque()
+        self._running: list[_Seq] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._cache = None
+        self._mask = None  # (B, L) 1 for real tokens, 0 for left padding
+        self._peft = hasattr(model, "peft_config")
+        self._device = next(model.parameters()).device
+        self._thread = threading.Thread(target=self._loop, name="llm-batch-engine", daemon=True)
+        self._thread.start()
+
+    # -- public -------------------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+               stop: list[str] | None = None, adapter: str | None = None,
+               sink: Callable[[Event], None] | None = None) -> RequestHandle:
+        if adapter is not None and adapter not in self.adapters:
+            raise ModelError(f"Unknown adapter {adapter!r}; loaded: {sorted(self.adapters) or 'none'}.")
+        if not prompt_ids:
+            raise ModelError("Empty prompt.")
+        handle = RequestHandle(sink)
+        seq = _Seq(handle=handle, prompt=list(prompt_ids), max_new=max(1, max_new_tokens), temperature=temperature,
+                   top_p=top_p, adapter=adapter, detok=IncrementalDetokenizer(self.tokenizer),
+                   stopper=TextStopper(stop))
+        with self._cond:
+            if self._closed:
+                raise ModelError("The generation engine is shut down.")
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting; try again shortly.",
+                                retry_after=self._retry_after())
+            self._waiting.append(seq)
+            self._cond.notify()
+        return handle
+
+    def stats(self) -> dict:
+        with self._cond:
+            return {"running": len(self._running), "waiting": len(self._waiting), "max_batch": self.max_batch,
+                    "max_queue": self.max_queue}
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    def _retry_after(self) -> float:
+        # a crude estimate: the queue drains one batch per few seconds; clients back off at least 1 s
+        return float(max(1, min(30, len(self._waiting) // max(1, self.max_batch) + 1)))
+
+    # -- engine thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._closed and not self._waiting and not self._running:
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    new = self._admit()
+                try:
+                    if new:
+                        self._prefill(new)
+                    if self._running:
+                        self._decode()
+                except Exception as e:  # a failed step fails the requests in it, never the engine
+                    log.exception("generation step failed")
+                    for s in self._running + new:
+                        s.handle.sink(Event("error", text=f"Generation failed: {e}"))
+                    self._running, self._cache, self._mask = [], None, None
+        for s in list(self._waiting) + self._running:
+            s.handle.sink(Event("error", text="The server is shutting down."))
+
+    def _admit(self) -> list[_Seq]:
+        new: list[_Seq] = []
+        longest = 0
+        while self._waiting and len(self._running) + len(new) < self.max_batch:
+            s = self._waiting[0]
+            if s.handle.cancelled.is_set():
+                self._waiting.popleft()
+                self._finish(s, "cancelled")
+                continue
+            longest2 = max(longest, len(s.prompt))
+            if new and longest2 * (len(new) + 1) > self.prefill_tokens:
+                break
+            new.append(self._waiting.popleft())
+            longest = longest2
+        return new
+
+    def _forward(self, input_ids, mask, positions, cache, adapters: list[str | None], **kw):
+        extra = {}
+        if self._peft:
+            extra["adapter_names"] = [a or BASE for a in adapters]
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1, **extra, **kw)
+        return out.logits[:, -1, :], out.past_key_values
+
+    def _prefill(self, new: list[_Seq]) -> None:
+        import torch
+
+        L = max(len(s.prompt) for s in new)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(new), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(new), L), dtype=torch.long)
+        for i, s in enumerate(new):  # left padding: every row's last token is at column L-1
+            ids[i, L - len(s.prompt):] = torch.tensor(s.prompt)
+            mask[i, L - len(s.prompt):] = 1
+            s.pos = len(s.prompt)
+        ids, mask = ids.to(self._device), mask.to(self._device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self._forward(ids, mask, positions, None, [s.adapter for s in new])
+        self._merge(new, cache, mask)
+        self._emit(logits)
+
+    def _merge(self, new: list[_Seq], cache, mask) -> None:
+        """Append freshly prefilled rows to the running batch, left-padding the shorter cache."""
+        import torch
+        import torch.nn.functional as F
+
+        if not self._running:
+            self._running, self._cache, self._mask = list(new), cache, mask
+            return
+        old_len, new_len = self._mask.shape[1], mask.shape[1]
+        L = max(old_len, new_len)
+        for lo, ln in zip(_layers(self._cache), _layers(cache)):
+            for attr in ("keys", "values"):
+                a, b = getattr(lo, attr), getattr(ln, attr)  # (B, heads, len, head_dim)
+                a = F.pad(a, (0, 0, L - old_len, 0)) if L > old_len else a
+                b = F.pad(b, (0, 0, L - new_len, 0)) if L > new_len else b
+                setattr(lo, attr, torch.cat([a, b], dim=0))
+        self._mask = torch.cat([F.pad(self._mask, (L - old_len, 0)), F.pad(mask, (L - new_len, 0))], dim=0)
+        self._running.extend(new)
+
+    def _decode(self) -> None:
+        import torch
+
+        ids = torch.tensor([[s.pending] for s in self._running], device=self._device)
+        positions = torch.tensor([[s.pos] for s in self._running], device=self._device)
+        self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._running), 1))], dim=1)
+        logits, self._cache = self._forward(ids, self._mask, positions, self._cache,
+                                            [s.adapter for s in self._running])
+        for s in self._running:
+            s.pos += 1
+        self._emit(logits)
+
+    def _emit(self, logits) -> None:
+        """Sample one token per running row, stream it out, and drop the rows that are done."""
+        tokens = _sample(logits, [s.temperature for s in self._running], [s.top_p for s in self._running])
+        keep: list[int] = []
+        for i, (s, tok) in enumerate(zip(self._running, tokens)):
+            if s.handle.cancelled.is_set():
+                self._finish(s, "cancelled")
+                continue
+            s.generated += 1
+            reason = None
+            if tok in self._eos:
+                reason = "stop"
+            else:
+                delta = s.stopper.feed(s.detok.add(tok))
+                if delta:
+                    s.handle.sink(Event("delta", text=delta))
+                if s.stopper.stopped:
+                    reason = "stop"
+                elif s.generated >= s.max_new:
+                    reason = "length"
+            if reason:
+                self._finish(s, reason)
+            else:
+                s.pending = tok
+                keep.append(i)
+        if len(keep) < len(self._running):
+            self._select(keep)
+
+    def _finish(self, s: _Seq, reason: str) -> None:
+        rest = s.stopper.final()
+        if rest and reason != "cancelled":
+            s.handle.sink(Event("delta", text=rest))
+        s.handle.sink(Event("done", finish_reason=reason, prompt_tokens=len(s.prompt),
+                            completion_tokens=s.generated))
+
+    def _select(self, keep: list[int]) -> None:
+        """Keep only rows ``keep`` and drop padding columns that no remaining row uses."""
+        import torch
+
+        self._running = [self._running[i] for i in keep]
+        if not keep:
+            self._cache, self._mask = None, None
+            return
+        idx = torch.tensor(keep, device=self._device)
+        mask = self._mask[idx]
+        start = int((mask.cumsum(-1) == 0).sum(-1).min())  # leading all-padding columns
+        for layer in _layers(self._cache):
+            layer.keys = layer.keys[idx, :, start:]
+            layer.values = layer.values[idx, :, start:]
+        self._mask = mask[:, start:]
+
+
+def _layers(cache) -> list:
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        raise ModelError("This transformers version's KV cache has no per-layer objects; use transformers >= 5.0.")
+    return layers
+
+
+def _sample(logits, temperatures: list[float], top_ps: list[float]) -> list[int]:
+    """(B, vocab) logits → one token per row: argmax at temperature 0, else temperature + top-p."""
+    import torch
+
+    out = logits.argmax(dim=-1)
+    rows = [i for i, t in enumerate(temperatures) if t > 0]
+    if rows:
+        idx = torch.tensor(rows, device=logits.device)
+        temp = torch.tensor([temperatures[i] for i in rows], device=logits.device, dtype=torch.float32)
+        probs = torch.softmax(logits[idx].float() / temp[:, None], dim=-1)
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        top_p = torch.tensor([top_ps[i] for i in rows], device=logits.device)
+        drop = (sorted_p.cumsum(-1) - sorted_p) > top_p[:, None]  # keep the smallest set reaching top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        choice = torch.multinomial(sorted_p, 1).squeeze(-1)
+        out[idx] = order.gather(-1, choice[:, None]).squeeze(-1)
+    return out.tolist()

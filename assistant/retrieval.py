@@ -1,0 +1,149 @@
+"""Hybrid retrieval: dense (FAISS) + keyword (FTS5 BM25), fused by reciprocal rank fusion, ACL-filtered.
+
+The access filter is applied inside both retrievers, before any ranking or truncation: FAISS gets an
+ID selector of the chunks the asker may read, FTS5 gets the same condition in SQL. A document the
+asker cannot read can therefore never reach the fused list, the prompt or the answer.
+
+``Audience`` generalises "who is asking" to "who will see the result": a single person (a DM, the
+CLI's ``--as``) or every member of a channel (a chunk is allowed only if *each* member can read it).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from assistant.documents import Principals
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Everyone who will see a result. Empty ``members`` with ``everything`` = the administrator."""
+
+    members: tuple[Principals, ...]
+    everything: bool = False
+
+    @classmethod
+    def of(cls, who: Principals | Sequence[Principals] | "Audience") -> "Audience":
+        if isinstance(who, Audience):
+            return who
+        if isinstance(who, Principals):
+            return cls((who,), everything=who.everything)
+        return cls(tuple(who))
+
+
+@dataclass(frozen=True)
+class Hit:
+    rank: int
+    chunk_id: int
+    doc_key: int
+    doc_id: str
+    source: str
+    path: str
+    title: str
+    url: str | None
+    score: float  # fused score (RRF)
+    similarity: float  # cosine between the query and the chunk, for relevance thresholds
+    text: str
+    heading_path: tuple[str, ...]
+    modified: float | None
+
+    def as_json(self) -> dict:
+        return {"rank": self.rank, "doc_id": self.doc_id, "source": self.source, "path": self.path,
+                "title": self.title, "url": self.url, "score": round(self.score, 6), "text": self.text}
+
+
+class Retriever:
+    def __init__(self, store, index, embedder, *, mode: str = "hybrid", candidates: int = 50, rrf_k: int = 60,
+                 rerank: bool = False) -> None:
+        self.store, self.index, self.embedder = store, index, embedder
+        self.mode, self.candidates, self.rrf_k, self.rerank = mode, candidates, rrf_k, rerank
+        self._allowed_cache: dict[tuple, np.ndarray] = {}
+        self.last_timings: dict[str, float] = {}
+
+    def allowed(self, audience: Audience) -> np.ndarray | None:
+        """Chunk ids every member of the audience may read; None = no restriction."""
+        if audience.everything:
+            return None
+        if not audience.members:
+            return np.zeros(0, dtype=np.int64)
+        key = (self.store.generation, tuple(tuple(sorted(m.tokens())) for m in audience.members))
+        got = self._allowed_cache.get(key)
+        if got is None:
+            sets = [self.store.allowed_chunk_ids(m.tokens()) for m in audience.members]
+            got = sets[0]
+            for s in sets[1:]:
+                got = np.intersect1d(got, s, assume_unique=True)
+            if len(self._allowed_cache) > 256:
+                self._allowed_cache.clear()
+            self._allowed_cache[key] = got
+        return got
+
+    def search(self, query: str, *, who, k: int = 5, mode: str | None = None, per_doc: int | None = 1,
+               prefix: str | None = None, source: str | None = None) -> list[Hit]:
+        """Top ``k`` hits. ``per_doc`` caps chunks per document (1 for a document list, None for answering)."""
+        mode = mode or self.mode
+        audience = Audience.of(who)
+        t0 = time.perf_counter()
+        allowed = self.allowed(audience)
+        if allowed is not None and (prefix or source):
+            allowed = np.intersect1d(allowed, self._scope_ids(prefix, source), assume_unique=True)
+        elif prefix or source:
+            allowed = self._scope_ids(prefix, source)
+        t1 = time.perf_counter()
+        qv = self.embedder.embed_query(query)  # (dim,)
+        t2 = time.perf_counter()
+        ranked: list[list[int]] = []
+        if mode in ("hybrid", "dense"):
+            ranked.append([cid for cid, _ in self.index.search(qv, self.candidates, allowed=allowed)])
+        t3 = time.perf_counter()
+        if mode in ("hybrid", "keyword"):
+            tokens = None
+            if not audience.everything:
+                tokens = audience.members[0].tokens() if len(audience.members) == 1 else None
+            kw = self.store.keyword_search(query, limit=self.candidates * (3 if tokens is None and allowed is not None else 1),
+                                           tokens=tokens)
+            if allowed is not None:
+                ok = set(allowed.tolist())
+                kw = [(cid, s) for cid, s in kw if cid in ok]  # multi-member audiences: intersect here
+            ranked.append([cid for cid, _ in kw[: self.candidates]])
+        t4 = time.perf_counter()
+        fused: dict[int, float] = {}
+        for lst in ranked:
+            for r, cid in enumerate(lst):
+                fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + r + 1)
+        order = sorted(fused, key=fused.get, reverse=True)
+        rows = self.store.chunk_rows(order[: max(k * 8, 40)])
+        ids_for_sim = [cid for cid in order if cid in rows]
+        _, vecs = self.store.vectors(ids_for_sim, dim=self.embedder.dim) if ids_for_sim else (None, np.zeros((0, 1)))
+        sim = dict(zip(ids_for_sim, (vecs @ qv).tolist())) if len(ids_for_sim) else {}
+        if self.rerank:
+            order = sorted(ids_for_sim, key=lambda c: fused[c] + 0.02 * sim.get(c, 0.0), reverse=True)
+        hits: list[Hit] = []
+        per: dict[int, int] = {}
+        for cid in order:
+            if cid not in rows:
+                continue
+            ch, doc = rows[cid]
+            if per_doc is not None and per.get(doc.key, 0) >= per_doc:
+                continue
+            per[doc.key] = per.get(doc.key, 0) + 1
+            hits.append(Hit(len(hits) + 1, cid, doc.key, doc.doc_id, doc.source, doc.path, doc.title, doc.url,
+                            fused[cid], sim.get(cid, 0.0), ch.text, ch.heading_path, doc.modified))
+            if len(hits) >= k:
+                break
+        self.last_timings = {"acl_ms": (t1 - t0) * 1e3, "embed_ms": (t2 - t1) * 1e3, "dense_ms": (t3 - t2) * 1e3,
+                             "keyword_ms": (t4 - t3) * 1e3, "total_ms": (time.perf_counter() - t0) * 1e3}
+        return hits
+
+    def _scope_ids(self, prefix: str | None, source: str | None) -> np.ndarray:
+        keys = [d.key for d in self.store.iter_documents(source=source, path_prefix=prefix)]
+        ids: list[int] = []
+        for i in range(0, len(keys), 900):
+            part = keys[i:i + 900]
+            ids += [r[0] for r in self.store.execute(
+                f"SELECT id FROM chunks WHERE doc_key IN ({','.join('?' * len(part))})", part)]
+        return np.array(sorted(ids), dtype=np.int64)

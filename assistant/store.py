@@ -1,0 +1,402 @@
+"""The durable store: one SQLite database (WAL) holding documents, chunks (text + vector), access
+principals, an FTS5 keyword index, sync cursors, failures, sync runs and feedback.
+
+SQLite is the source of truth. The FAISS index (``assistant.index``) is derived from the vectors
+stored here and is reconciled against this database at start-up, so a crash between the two never
+leaves them inconsistent for long. Each document is replaced in one transaction (rows, chunks, FTS,
+access), and a page's cursor is written only after its documents are committed.
+
+Thread-safety: one connection guarded by a re-entrant lock (the bot answers from several threads).
+Other modules that need their own tables (scheduler) create them through ``execute``/``transaction``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from assistant.documents import Access, Chunk, Document, Failure
+from assistant.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+  key INTEGER PRIMARY KEY,
+  source TEXT NOT NULL, doc_id TEXT NOT NULL,
+  path TEXT NOT NULL, title TEXT NOT NULL, mime TEXT NOT NULL, url TEXT,
+  modified REAL, version TEXT NOT NULL, content_hash TEXT NOT NULL,
+  metadata TEXT NOT NULL DEFAULT '{}', indexed_at REAL NOT NULL,
+  UNIQUE (source, doc_id)
+);
+CREATE INDEX IF NOT EXISTS documents_modified ON documents (source, modified);
+CREATE TABLE IF NOT EXISTS access (
+  doc_key INTEGER NOT NULL REFERENCES documents(key) ON DELETE CASCADE,
+  principal TEXT NOT NULL,
+  PRIMARY KEY (doc_key, principal)
+);
+CREATE INDEX IF NOT EXISTS access_principal ON access (principal, doc_key);
+CREATE TABLE IF NOT EXISTS chunks (
+  id INTEGER PRIMARY KEY,
+  doc_key INTEGER NOT NULL REFERENCES documents(key) ON DELETE CASCADE,
+  ordinal INTEGER NOT NULL, text TEXT NOT NULL, heading_path TEXT NOT NULL,
+  start INTEGER NOT NULL, "end" INTEGER NOT NULL, vector BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_key, ordinal);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, title, tokenize = 'porter unicode61');
+CREATE TABLE IF NOT EXISTS cursors (source TEXT PRIMARY KEY, cursor TEXT, updated_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS failures (
+  source TEXT NOT NULL, item_id TEXT NOT NULL, stage TEXT NOT NULL, reason TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 1, last_at REAL NOT NULL, PRIMARY KEY (source, item_id)
+);
+CREATE TABLE IF NOT EXISTS sync_runs (
+  id INTEGER PRIMARY KEY, source TEXT NOT NULL, started REAL NOT NULL, finished REAL,
+  status TEXT NOT NULL, stats TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS feedback (
+  id INTEGER PRIMARY KEY, question TEXT NOT NULL, answer TEXT NOT NULL, sources TEXT NOT NULL,
+  vote INTEGER NOT NULL, user TEXT, channel TEXT, created REAL NOT NULL
+);
+"""
+
+_STOP = frozenset("a an and are as at be by can do does for from get got have how i if in is it me my "
+                  "of on or our should so that the their there this to us was we what when where which "
+                  "who why will with you your".split())
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    key: int
+    source: str
+    doc_id: str
+    path: str
+    title: str
+    mime: str
+    url: str | None
+    modified: float | None
+    version: str
+    content_hash: str
+    indexed_at: float
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    id: int
+    doc_key: int
+    ordinal: int
+    text: str
+    heading_path: tuple[str, ...]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    id: int
+    question: str
+    answer: str
+    sources: list
+    vote: int
+    user: str | None
+    channel: str | None
+    created: float
+
+
+_DOC_COLS = "key, source, doc_id, path, title, mime, url, modified, version, content_hash, indexed_at, metadata"
+
+
+def _doc(row) -> DocumentRow:
+    return DocumentRow(*row[:11], metadata=json.loads(row[11]))
+
+
+def fts_query(text: str) -> str | None:
+    """A safe FTS5 query: quoted terms OR-ed (BM25 ranks by how many match); None if no terms."""
+    words = [w for w in re.findall(r"\w+", text.lower()) if w not in _STOP and len(w) > 1]
+    if not words:
+        words = re.findall(r"\w+", text.lower())
+    seen = list(dict.fromkeys(words))[:32]
+    return " OR ".join(f'"{w}"' for w in seen) if seen else None
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"The store at {self.path} is unreadable ({e}). Move it away and re-ingest: "
+                             "nothing else is kept there.") from None
+        self.lock = threading.RLock()
+        self.generation = 0  # bumped on every write; caches key on it
+        with self.transaction():
+            got = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if got is None:
+                self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(got[0]) != SCHEMA_VERSION:
+                raise StoreError(f"The store at {self.path} has schema {got[0]}, this version needs {SCHEMA_VERSION}. "
+                                 "Re-ingest into a new data_dir.")
+
+    # -- plumbing -------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            self.generation += 1
+
+    def execute(self, sql: str, params: Iterable = ()) -> list:
+        with self.lock:
+            return self.db.execute(sql, tuple(params)).fetchall()
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.execute("SELECT value FROM meta WHERE key=?", (key,))
+        return row[0][0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+    # -- documents ------------------------------------------------------------------------------
+    def get_document(self, source: str, doc_id: str) -> DocumentRow | None:
+        rows = self.execute(f"SELECT {_DOC_COLS} FROM documents WHERE source=? AND doc_id=?", (source, doc_id))
+        return _doc(rows[0]) if rows else None
+
+    def document_by_key(self, key: int) -> DocumentRow | None:
+        rows = self.execute(f"SELECT {_DOC_COLS} FROM documents WHERE key=?", (key,))
+        return _doc(rows[0]) if rows else None
+
+    def iter_documents(self, source: str | None = None, path_prefix: str | None = None,
+                       modified_since: float | None = None) -> Iterator[DocumentRow]:
+        sql, params = f"SELECT {_DOC_COLS} FROM documents WHERE 1=1", []
+        if source:
+            sql += " AND source=?"
+            params.append(source)
+        if path_prefix:
+            sql += " AND path LIKE ? ESCAPE '\\'"
+            params.append(path_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        if modified_since is not None:
+            sql += " AND modified >= ?"
+            params.append(modified_since)
+        for row in self.execute(sql + " ORDER BY source, path", params):
+            yield _doc(row)
+
+    def document_ids(self, source: str) -> set[str]:
+        return {r[0] for r in self.execute("SELECT doc_id FROM documents WHERE source=?", (source,))}
+
+    def document_count(self, source: str | None = None) -> int:
+        if source:
+            return self.execute("SELECT count(*) FROM documents WHERE source=?", (source,))[0][0]
+        return self.execute("SELECT count(*) FROM documents")[0][0]
+
+    def chunk_count(self) -> int:
+        return self.execute("SELECT count(*) FROM chunks")[0][0]
+
+    def access_of(self, key: int) -> Access:
+        return Access.from_tokens(r[0] for r in self.execute("SELECT principal FROM access WHERE doc_key=?", (key,)))
+
+    def chunks_of(self, key: int) -> list[ChunkRow]:
+        rows = self.execute('SELECT id, doc_key, ordinal, text, heading_path, start, "end" FROM chunks '
+                            "WHERE doc_key=? ORDER BY ordinal", (key,))
+        return [ChunkRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
+
+    def upsert_document(self, doc: Document, content_hash: str, chunks: list[Chunk] | None,
+                        vectors: np.ndarray | None) -> tuple[int, list[int], list[int]]:
+        """Write one document atomically. ``chunks=None`` keeps the existing chunks (metadata or
+        access change only). Returns (doc key, removed chunk ids, added chunk ids)."""
+        meta = json.dumps(dict(doc.metadata), sort_keys=True)
+        now = time.time()
+        with self.transaction() as db:
+            old = db.execute("SELECT key FROM documents WHERE source=? AND doc_id=?", (doc.source, doc.id)).fetchone()
+            if old:
+                key = old[0]
+                db.execute("UPDATE documents SET path=?, title=?, mime=?, url=?, modified=?, version=?, content_hash=?, "
+                           "metadata=?, indexed_at=? WHERE key=?",
+                           (doc.path, doc.title, doc.mime, doc.url, doc.modified, doc.version, content_hash, meta, now, key))
+                db.execute("DELETE FROM access WHERE doc_key=?", (key,))
+            else:
+                key = db.execute("INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, "
+                                 "content_hash, metadata, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                                 (doc.source, doc.id, doc.path, doc.title, doc.mime, doc.url, doc.modified,
+                                  doc.version, content_hash, meta, now)).lastrowid
+            db.executemany("INSERT INTO access VALUES (?, ?)", [(key, t) for t in sorted(doc.access.tokens())])
+            removed: list[int] = []
+            added: list[int] = []
+            if chunks is not None:
+                removed = [r[0] for r in db.execute("SELECT id FROM chunks WHERE doc_key=?", (key,))]
+                if removed:
+                    db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in removed])
+                    db.execute("DELETE FROM chunks WHERE doc_key=?", (key,))
+                assert vectors is not None and len(vectors) == len(chunks)
+                for c, v in zip(chunks, vectors):
+                    cid = db.execute('INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) '
+                                     "VALUES (?,?,?,?,?,?,?)",
+                                     (key, c.ordinal, c.text, json.dumps(list(c.heading_path)), c.start, c.end,
+                                      np.asarray(v, dtype=np.float32).tobytes())).lastrowid
+                    db.execute("INSERT INTO chunks_fts (rowid, text, title) VALUES (?, ?, ?)",
+                               (cid, c.text, " ".join((doc.title, *c.heading_path))))
+                    added.append(cid)
+            elif old:
+                # title or path may have changed: keep the keyword index's title column current
+                for cid, hp in db.execute("SELECT id, heading_path FROM chunks WHERE doc_key=?", (key,)).fetchall():
+                    db.execute("UPDATE chunks_fts SET title=? WHERE rowid=?", (" ".join((doc.title, *json.loads(hp))), cid))
+            db.execute("DELETE FROM failures WHERE source=? AND item_id=?", (doc.source, doc.id))
+        return key, removed, added
+
+    def delete_document(self, source: str, doc_id: str) -> list[int]:
+        """Delete a document and everything derived from it; returns its removed chunk ids."""
+        with self.transaction() as db:
+            row = db.execute("SELECT key FROM documents WHERE source=? AND doc_id=?", (source, doc_id)).fetchone()
+            db.execute("DELETE FROM failures WHERE source=? AND item_id=?", (source, doc_id))
+            if not row:
+                return []
+            ids = [r[0] for r in db.execute("SELECT id FROM chunks WHERE doc_key=?", (row[0],))]
+            db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in ids])
+            db.execute("DELETE FROM documents WHERE key=?", (row[0],))  # cascades to chunks, access
+        return ids
+
+    # -- vectors --------------------------------------------------------------------------------
+    def chunk_ids(self) -> np.ndarray:
+        return np.array([r[0] for r in self.execute("SELECT id FROM chunks ORDER BY id")], dtype=np.int64)
+
+    def vectors(self, ids: Iterable[int] | None = None, *, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(ids int64 (n,), vectors float32 (n, dim)) for the given chunk ids (all when None)."""
+        if ids is None:
+            rows = self.execute("SELECT id, vector FROM chunks ORDER BY id")
+        else:
+            wanted = list(ids)
+            rows = []
+            for i in range(0, len(wanted), 900):
+                part = wanted[i:i + 900]
+                rows += self.execute(f"SELECT id, vector FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
+        out_ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        return out_ids, vecs
+
+    # -- access-filtered lookups ------------------------------------------------------------------
+    def allowed_chunk_ids(self, tokens: frozenset[str]) -> np.ndarray:
+        toks = sorted(tokens)
+        rows = self.execute(
+            f"SELECT DISTINCT c.id FROM access a JOIN chunks c ON c.doc_key = a.doc_key "
+            f"WHERE a.principal IN ({','.join('?' * len(toks))})", toks)
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def keyword_search(self, text: str, *, limit: int, tokens: frozenset[str] | None) -> list[tuple[int, float]]:
+        """BM25 over chunk text (title and headings weighted 2x); ACL applied before the LIMIT."""
+        q = fts_query(text)
+        if q is None:
+            return []
+        if tokens is None:
+            sql = ("SELECT rowid, bm25(chunks_fts, 1.0, 2.0) AS s FROM chunks_fts WHERE chunks_fts MATCH ? "
+                   "ORDER BY s LIMIT ?")
+            params: list = [q, limit]
+        else:
+            toks = sorted(tokens)
+            sql = ("SELECT f.rowid, bm25(chunks_fts, 1.0, 2.0) AS s FROM chunks_fts f WHERE chunks_fts MATCH ? AND "
+                   "f.rowid IN (SELECT c.id FROM access a JOIN chunks c ON c.doc_key = a.doc_key "
+                   f"WHERE a.principal IN ({','.join('?' * len(toks))})) ORDER BY s LIMIT ?")
+            params = [q, *toks, limit]
+        try:
+            rows = self.execute(sql, params)
+        except sqlite3.OperationalError:
+            return []
+        return [(r[0], -r[1]) for r in rows]
+
+    def chunk_rows(self, ids: list[int]) -> dict[int, tuple[ChunkRow, DocumentRow]]:
+        out: dict[int, tuple[ChunkRow, DocumentRow]] = {}
+        for i in range(0, len(ids), 900):
+            part = ids[i:i + 900]
+            rows = self.execute(
+                'SELECT c.id, c.doc_key, c.ordinal, c.text, c.heading_path, c.start, c."end", '
+                + ", ".join(f"d.{col.strip()}" for col in _DOC_COLS.split(","))
+                + f" FROM chunks c JOIN documents d ON d.key = c.doc_key WHERE c.id IN ({','.join('?' * len(part))})", part)
+            for r in rows:
+                out[r[0]] = (ChunkRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]), _doc(r[7:]))
+        return out
+
+    # -- cursors, failures, runs ----------------------------------------------------------------
+    def get_cursor(self, source: str) -> str | None:
+        rows = self.execute("SELECT cursor FROM cursors WHERE source=?", (source,))
+        return rows[0][0] if rows else None
+
+    def set_cursor(self, source: str, cursor: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)", (source, cursor, time.time()))
+
+    def cursors(self) -> dict[str, tuple[str | None, float]]:
+        return {r[0]: (r[1], r[2]) for r in self.execute("SELECT source, cursor, updated_at FROM cursors")}
+
+    def record_failure(self, f: Failure) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO failures VALUES (?,?,?,?,1,?) ON CONFLICT(source, item_id) DO UPDATE SET "
+                       "stage=excluded.stage, reason=excluded.reason, attempts=attempts+1, last_at=excluded.last_at",
+                       (f.source, f.item_id, f.stage, f.reason[:2000], time.time()))
+
+    def failures(self, source: str | None = None) -> list[tuple[Failure, int]]:
+        sql = "SELECT source, item_id, stage, reason, attempts FROM failures"
+        rows = self.execute(sql + " WHERE source=? ORDER BY last_at" if source else sql + " ORDER BY last_at",
+                            (source,) if source else ())
+        return [(Failure(r[0], r[1], r[2], r[3]), r[4]) for r in rows]
+
+    def clear_failure(self, source: str, item_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM failures WHERE source=? AND item_id=?", (source, item_id))
+
+    def start_run(self, source: str) -> int:
+        with self.transaction() as db:
+            return db.execute("INSERT INTO sync_runs (source, started, status) VALUES (?, ?, 'running')",
+                              (source, time.time())).lastrowid
+
+    def finish_run(self, run_id: int, status: str, stats: dict) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE sync_runs SET finished=?, status=?, stats=? WHERE id=?",
+                       (time.time(), status, json.dumps(stats), run_id))
+
+    def last_runs(self) -> dict[str, dict]:
+        rows = self.execute("SELECT source, started, finished, status, stats FROM sync_runs WHERE id IN "
+                            "(SELECT max(id) FROM sync_runs GROUP BY source)")
+        return {r[0]: {"started": r[1], "finished": r[2], "status": r[3], **json.loads(r[4])} for r in rows}
+
+    def sources(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self.execute("SELECT source, count(*) FROM documents GROUP BY source")}
+
+    # -- feedback -------------------------------------------------------------------------------
+    def add_feedback(self, *, question: str, answer: str, sources: list, vote: int, user: str | None,
+                     channel: str | None = None) -> int:
+        with self.transaction() as db:
+            return db.execute("INSERT INTO feedback (question, answer, sources, vote, user, channel, created) "
+                              "VALUES (?,?,?,?,?,?,?)",
+                              (question, answer, json.dumps(sources), int(vote), user, channel, time.time())).lastrowid
+
+    def list_feedback(self) -> list[FeedbackRow]:
+        rows = self.execute("SELECT id, question, answer, sources, vote, user, channel, created FROM feedback ORDER BY id")
+        return [FeedbackRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
+
+    def integrity_ok(self) -> bool:
+        return self.execute("PRAGMA integrity_check")[0][0] == "ok"
