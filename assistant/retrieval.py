@@ -118,8 +118,10 @@ class Retriever:
         order = sorted(fused, key=fused.get, reverse=True)
         rows = self.store.chunk_rows(order[: max(k * 8, 40)])
         ids_for_sim = [cid for cid in order if cid in rows]
-        _, vecs = self.store.vectors(ids_for_sim, dim=self.embedder.dim) if ids_for_sim else (None, np.zeros((0, 1)))
-        sim = dict(zip(ids_for_sim, (vecs @ qv).tolist())) if len(ids_for_sim) else {}
+        sim: dict[int, float] = {}
+        if ids_for_sim:
+            got_ids, vecs = self.store.vectors(ids_for_sim, dim=self.embedder.dim)  # rows come back in id order
+            sim = dict(zip(got_ids.tolist(), (vecs @ qv).tolist()))
         if self.rerank:
             order = sorted(ids_for_sim, key=lambda c: fused[c] + 0.02 * sim.get(c, 0.0), reverse=True)
         hits: list[Hit] = []

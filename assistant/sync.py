@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +33,7 @@ from assistant.errors import AssistantError, CursorExpired, EmptyDocument, NotFo
 from assistant.parsing import parse
 
 log = logging.getLogger(__name__)
+_H1 = re.compile(r"^#\s+(.+?)\s*$", re.M)
 
 
 @dataclass
@@ -215,6 +217,8 @@ class Syncer:
                 text = parse(doc.content, doc.mime, name=doc.path, max_bytes=self.max_parse_bytes)
             except EmptyDocument:
                 text = ""  # known and listed, but nothing to search: no chunks, not a failure
+            if doc.metadata.get("title_from") == "filename" and (m := _H1.search(text[:2000])):
+                doc = replace(doc, title=m.group(1).strip()[:200])  # the parsed document's own title wins
             p.doc, p.text = doc, text
             p.content_hash = content_hash(doc, text)
             if row is not None and row.content_hash == p.content_hash:

@@ -148,9 +148,11 @@ class LocalFilesConnector:
         except FileNotFoundError:
             raise NotFound(f"{ref.id} no longer exists") from None
         mime = guess_mime(ref.id)
-        return Document(id=ref.id, source=self.name, path=ref.id, title=title_of(ref.id, content, mime), mime=mime,
-                        content=content, access=access_for(ref.id, self.rules), version=self._version(ref.id, st),
-                        modified=st.st_mtime, url=full.as_uri())
+        title = title_of(ref.id, content, mime)
+        meta = {} if mime in ("text/markdown", "text/plain") else {"title_from": "filename"}
+        return Document(id=ref.id, source=self.name, path=ref.id, title=title, mime=mime, content=content,
+                        access=access_for(ref.id, self.rules), version=self._version(ref.id, st),
+                        modified=st.st_mtime, url=full.as_uri(), metadata=meta)
 
     def list_ids(self) -> Iterator[str]:
         for rel, _ in self._files():

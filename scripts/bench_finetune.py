@@ -104,7 +104,7 @@ def run_one(arch_name: str, method: str, recipe: str, *, seq: int, steps: int, w
                             max_steps=warmup + steps, lr=1e-4)
     else:
         cfg = T.TrainConfig(method=method, r=8, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"), global_batch=global_batch,
-                            micro_batch=1, max_seq_len=seq, grad_checkpointing=method != "qlora", bucketing=False, pad_to_max=True,
+                            micro_batch=1, max_seq_len=seq, grad_checkpointing=True, bucketing=False, pad_to_max=True, attention_mask=True,
                             save_every=0, max_steps=warmup + steps, lr=1e-4)
     data = synthetic(global_batch * (warmup + steps), seq, shapes.vocab, seed=0)
     lengths = [len(x) for x, _ in data]

@@ -197,6 +197,26 @@ def test_changes_report_edits_renames_moves_trash_and_sharing(fake, small_world)
     assert ups[renamed].meta["path"].endswith("/Renamed") and ups[moved].meta["path"].startswith("My Drive/Shared/")
 
 
+def test_folder_changes_reach_every_descendant(fake, small_world):
+    w, folders = fake.world, small_world["folders"]
+    conn = make(fake)
+    before, _, last = sync_all(conn)
+
+    def below(folder):
+        return {fid for fid, f in w.files.items() if folder in [a.id for a in w.ancestors(f)]
+                and f.mime != "application/vnd.google-apps.folder"}
+
+    renamed, shared, trashed = folders["My Drive/Policies"], folders["My Drive/Projects"], folders["Engineering/Teams"]
+    w.rename(renamed, "Rules")
+    w.share(shared, "user", email=BOB)
+    w.trash(trashed)
+    ups, dels, _ = sync_all(conn, last.next_cursor)
+    assert set(ups) == below(renamed) | below(shared) and set(dels) >= below(trashed)
+    assert all(ups[i].meta["path"].startswith("My Drive/Rules/") for i in below(renamed))
+    assert all(ups[i].version != before[i].version for i in ups)
+    assert all(BOB in conn.fetch(ups[i]).access.users for i in below(shared))
+
+
 def test_invalid_change_token_raises_cursor_expired(fake, small_world):
     conn = make(fake)
     _, _, last = sync_all(conn)
@@ -333,7 +353,7 @@ def synced(embedder, tmp_path_factory):
         w.share(link, "anyone", discoverable=False)
         w.share(link, "domain", domain=w.domain, discoverable=False)
         eng = open_engine(tmp_path_factory.mktemp("gdrive-e2e"), embedder)
-        conn = make(fake, page_size=50)
+        conn = make(fake)  # one change page per drive: every page costs an embedding call
         report = eng.sync(conn)
         yield {"fake": fake, "engine": eng, "conn": conn, "report": report, "world": world,
                "secret": secret, "link": link, "total": 198}
@@ -373,6 +393,15 @@ def test_unchanged_world_resyncs_without_downloads(synced):
     assert (full.added, full.updated, full.deleted, full.unchanged) == (0, 0, 0, synced["total"])
 
 
+def test_expired_cursor_restarts_a_full_listing_without_downloads(synced):
+    eng, conn, w = synced["engine"], synced["conn"], synced["fake"].world
+    before = len(w.downloads())
+    w.invalidate_page_tokens()
+    rep = eng.sync(conn)
+    assert rep.restarted and (rep.added, rep.deleted, rep.unchanged) == (0, 0, synced["total"])
+    assert len(w.downloads()) == before
+
+
 def test_incremental_sync_reflects_each_change_exactly(synced):
     eng, conn, w = synced["engine"], synced["conn"], synced["fake"].world
     files, folders = list(synced["world"]["files"]), synced["world"]["folders"]
@@ -395,7 +424,7 @@ def test_incremental_sync_reflects_each_change_exactly(synced):
     assert synced["secret"] in hit_ids(eng, SECRET, Principals(email=BOB))
 
 
-def small_synced_world(fake, n=30):
+def small_synced_world(fake, n=12):
     world = populate(fake.world, n, pages=tiny_pages(n))
     return set(world["files"])
 
@@ -408,7 +437,7 @@ def test_throttling_mid_sync_still_completes_with_correct_counts(fake, embedder,
     w.inject("500", times=2, after=2, path="/permissions")
     eng = open_engine(tmp_path, embedder)
     try:
-        rep = eng.sync(make(fake, page_size=8))
+        rep = eng.sync(make(fake))
         assert (rep.added, rep.failed) == (len(ids), 0)
         assert eng.store.document_ids("gdrive") == ids
         assert sorted(r.status for r in w.requests if r.status != 200) == [403, 403, 403, 429, 429, 500, 500]
@@ -416,18 +445,20 @@ def test_throttling_mid_sync_still_completes_with_correct_counts(fake, embedder,
         eng.close()
 
 
-@pytest.mark.parametrize("kill", [{"fetches": 11}, {"pages": 2}])
+@pytest.mark.parametrize("kill", ["fetch", "listing"])
 def test_killed_sync_resumes_without_duplicates_or_gaps(fake, embedder, tmp_path, kill):
     ids = small_synced_world(fake)
     w = fake.world
+    my_drive = sum(1 for f in ids if w.files[f].drive_id is None)  # the first change page
+    kill = {"fetches": my_drive + 3} if kill == "fetch" else {"pages": 1}
     eng = open_engine(tmp_path, embedder)
     try:
         with pytest.raises(Killed):
-            eng.sync(make(fake, page_size=8, cls=CrashingConnector, crash=kill))
+            eng.sync(make(fake, cls=CrashingConnector, crash=kill))
         done = eng.store.document_count(source="gdrive")
         assert 0 < done < len(ids)
         before = len(w.downloads())
-        rep = eng.sync(make(fake, page_size=8))
+        rep = eng.sync(make(fake))
         assert eng.store.document_ids("gdrive") == ids
         assert rep.added == len(ids) - done and rep.failed == 0
         assert len(w.downloads()) - before == len(ids) - done  # committed files are not downloaded again

@@ -153,6 +153,9 @@ def test_shared_file_is_its_own_document_downloaded_with_the_token(fake, ws):
     assert dl and dl[-1].headers["Authorization"] == f"Bearer {fake.token}"
     assert f"file:{ws.file}" not in upserts(connector(fake, include_files=False).changes(None))
     assert f"file:{ws.file}" not in upserts(connector(fake, max_file_mb=0.00001).changes(None))
+    photo = fake.add_file("team.png", b"\x89PNG...", mimetype="image/png", user=ws.bob)
+    fake.post(ws.eng, ws.bob, "team photo", files=[photo])
+    assert f"file:{photo}" not in upserts(connector(fake).changes(None))  # no text to index
 
 
 def test_download_without_a_valid_token_is_an_auth_error_not_a_login_page(fake, ws):
@@ -181,6 +184,31 @@ def test_history_larger_than_a_page_resumes_from_the_saved_cursor_in_a_new_proce
     rest = list(connector(fake, page_size=7).changes(cursor))
     assert seen | set(upserts(rest)) == everything and len(everything) == 50
     assert rest[-1].prune
+
+
+def test_replies_to_old_threads_are_seen_while_tracked_or_broadcast(fake, ws):
+    c = connector(fake, track_days=7, recheck_hours=0)  # no "hot" re-fetching, to see what the cursor knows
+    revived = fake.post(ws.eng, ws.alice, "Old RFC about service mesh", ago=30 * DAY)
+    fake.post(ws.eng, ws.bob, "still relevant", thread_ts=revived, ago=3 * DAY)  # active: tracked
+    quiet = fake.post(ws.eng, ws.alice, "Ancient question about tabs vs spaces", ago=60 * DAY)
+    fake.post(ws.eng, ws.bob, "tabs", thread_ts=quiet, ago=50 * DAY)  # quiet: not tracked
+    cursor = [p.next_cursor for p in c.changes(None)][-1]
+    fake.post(ws.eng, ws.carol, "we adopted it", thread_ts=revived)
+    fake.post(ws.eng, ws.carol, "spaces won", thread_ts=quiet, broadcast=True)  # also sent to the channel
+    pages = list(c.changes(cursor))
+    got = upserts(pages)
+    assert {f"{ws.eng}/{revived}", f"{ws.eng}/{quiet}"} <= set(got)
+    assert "spaces won" in c.fetch(got[f"{ws.eng}/{quiet}"]).content.decode()
+    again = upserts(c.changes(pages[-1].next_cursor))
+    assert not again  # nothing changed: the broadcast and the revived thread are known now
+
+
+def test_cursor_stays_bounded(fake):
+    import json as _json
+
+    fake.populate(channels=1, roots_per_channel=40, private_every=0, start_ago=2 * DAY)
+    pages = list(connector(fake, max_tracked_threads=5, page_size=10).changes(None))
+    assert all(len(ch["threads"]) <= 5 for ch in _json.loads(pages[-1].next_cursor)["channels"].values())
 
 
 def test_invalid_slack_cursor_raises_cursor_expired(fake):

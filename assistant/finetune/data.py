@@ -98,6 +98,26 @@ def documents_from_markdown(root: Path, *, folders: Iterable[str] | None = None)
     return docs
 
 
+def documents_from_files(root: Path, *, prefix: str = "") -> list[DocText]:
+    """Every parseable file under ``root`` (pdf, docx, html, ... through ``assistant.parsing``)."""
+    import mimetypes
+
+    from assistant.errors import ParseError
+    from assistant.parsing import parse
+
+    docs = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        try:
+            text = path.read_text(encoding="utf-8") if path.suffix == ".md" else parse(path.read_bytes(), mime, name=path.name)
+        except (ParseError, UnicodeDecodeError):
+            continue
+        title, sections = split_sections(text)
+        if sections:
+            docs.append(DocText(prefix + path.relative_to(root).as_posix(), title or path.stem, tuple(sections)))
+    return docs
+
+
 def documents_from_store(store, *, source: str | None = None, path_prefix: str | None = None) -> list[DocText]:
     """Documents of the index (``engine.store``): one section per chunk, heading = last heading."""
     docs = []
@@ -113,6 +133,7 @@ def documents_from_store(store, *, source: str | None = None, path_prefix: str |
 
 _GENERIC = {"overview", "introduction", "intro", "summary", "resources", "links", "contents", "faq", "faqs",
             "background", "references", "table of contents", "further reading", "related", "notes", "other"}
+_INJECTION = re.compile(r"\bignore (all|any|previous|prior|your|the above)\b|\binstructions?\b.*\b(reply|respond|say)\b|pwned", re.I)
 _PRONOUN_START = re.compile(r"^(this|it|there|these|those|that|we|you|they|he|she|i|here|our|your|if|when|for|in|on|as|note|example|e\.g|please|see|also|so|but|and|or|what|how|why)\b", re.I)
 _DEFINITION = re.compile(r"^(?:The |A |An )?(?P<subj>[A-Za-z][\w\-’'/&. ]{2,48}?) (?P<verb>is|are) (?P<rest>.{12,})$")
 _MODAL = re.compile(r"^(?P<subj>(?:All |Every |Each )?[A-Z][\w\-’' ]{2,40}?) (?P<modal>must|should|need to|are required to) (?P<rest>.{10,})$")
@@ -128,7 +149,7 @@ def sentences(text: str) -> list[str]:
             s = s.strip()
             words = s.split()
             prose = sum(w.strip(".,;:()\"'’").isalpha() for w in words) >= 0.7 * len(words)
-            if 6 <= len(words) <= 70 and prose and not s.endswith("?"):
+            if 6 <= len(words) <= 70 and prose and not s.endswith("?") and not _INJECTION.search(s):
                 out.append(s)
     return out
 
@@ -143,7 +164,7 @@ def _question_for(heading: str, sents: list[str], rng: random.Random) -> tuple[s
         if _PRONOUN_START.match(s):
             continue
         m = _DEFINITION.match(s)
-        if m and len(m.group("subj").split()) <= 6:
+        if m and len(m.group("subj").split()) <= 6 and not re.search(r"\b(this|that|these|those|its|their|our|your|it)\b", m.group("subj"), re.I):
             subj = m.group("subj").strip()
             return f"What {m.group('verb')} {'the ' if s.startswith('The ') else ''}{subj}?", s
         m = _MODAL.match(s)

@@ -60,6 +60,9 @@ class TrainConfig:
     grad_checkpointing: bool = False
     bucketing: bool = True
     pad_to_max: bool = False  # pad every sequence to max_seq_len (the plain recipe; for benchmarks)
+    # Padding is on the right and attention is causal, so real tokens never see the pads: no mask
+    # is needed, and without one SDPA takes its flash kernel (a mask plus GQA forces the slow path).
+    attention_mask: bool = False
     seed: int = 0
     save_every: int = 50
     min_lr_ratio: float = 0.1
@@ -324,7 +327,8 @@ def train_encoded(model, encoded: list[tuple[list[int], list[int]]], cfg: TrainC
             batch = collate([encoded[i] for i in mb], pad_id=pad_id, width=cfg.max_seq_len if cfg.pad_to_max else None)
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
             with (nullcontext() if j == len(mbs) - 1 or d.world == 1 else net.no_sync()):
-                logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (b, t, vocab)
+                mask = batch["attention_mask"] if cfg.attention_mask else None
+                logits = net(input_ids=batch["input_ids"], attention_mask=mask).logits  # (b, t, vocab)
                 nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum")
                 (nll * d.world / denom).backward()  # DDP averages gradients over processes; undo that
             del logits

@@ -224,7 +224,7 @@ class BatchEngine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits, cache = self._forward(ids, mask, positions, None, [s.adapter for s in new])
         self._merge(new, cache, mask)
-        self._emit(logits)
+        self._emit(new, logits)
 
     def _merge(self, new: list[_Seq], cache, mask) -> None:
         """Append freshly prefilled rows to the running batch, left-padding the shorter cache."""
@@ -255,15 +255,16 @@ class BatchEngine:
                                             [s.adapter for s in self._running])
         for s in self._running:
             s.pos += 1
-        self._emit(logits)
+        self._emit(list(self._running), logits)
 
-    def _emit(self, logits) -> None:
-        """Sample one token per running row, stream it out, and drop the rows that are done."""
-        tokens = _sample(logits, [s.temperature for s in self._running], [s.top_p for s in self._running])
-        keep: list[int] = []
-        for i, (s, tok) in enumerate(zip(self._running, tokens)):
+    def _emit(self, seqs: list[_Seq], logits) -> None:
+        """Sample one token for each of ``seqs`` (rows of ``logits``), stream it, drop finished rows."""
+        tokens = _sample(logits, [s.temperature for s in seqs], [s.top_p for s in seqs])
+        done: set[int] = set()
+        for s, tok in zip(seqs, tokens):
             if s.handle.cancelled.is_set():
                 self._finish(s, "cancelled")
+                done.add(id(s))
                 continue
             s.generated += 1
             reason = None
@@ -279,11 +280,11 @@ class BatchEngine:
                     reason = "length"
             if reason:
                 self._finish(s, reason)
+                done.add(id(s))
             else:
                 s.pending = tok
-                keep.append(i)
-        if len(keep) < len(self._running):
-            self._select(keep)
+        if done:
+            self._select([i for i, s in enumerate(self._running) if id(s) not in done])
 
     def _finish(self, s: _Seq, reason: str) -> None:
         rest = s.stopper.final()

@@ -11,7 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from assistant.errors import ConfigError
-from connectors.google_drive.client import SCOPES, DriveClient, RetryPolicy, load_credentials, parse_credentials_json
+from connectors.google_drive.client import (
+    SCOPES,
+    DriveClient,
+    RetryPolicy,
+    load_credentials,
+    parse_credentials_json,
+)
 from connectors.google_drive.connector import DriveConfig, GoogleDriveConnector
 
 __all__ = ["SCOPES", "DriveClient", "DriveConfig", "GoogleDriveConnector", "RetryPolicy", "config_from_settings",

@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import random
-import socket
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import google_auth_httplib2
 import httplib2
@@ -33,7 +33,15 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from assistant.errors import AuthError, ConfigError, ConnectorError, CursorExpired, NotFound, PermissionDenied, RateLimited
+from assistant.errors import (
+    AuthError,
+    ConfigError,
+    ConnectorError,
+    CursorExpired,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+)
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +181,7 @@ class DriveClient:
                 raise AuthError(f"Google rejected the Drive credentials ({e}). Check the key file, that the service "
                                 "account has domain-wide delegation for the scopes drive.readonly and "
                                 "drive.metadata.readonly when a subject is set, and that the subject exists.") from None
-            except (TransportError, httplib2.HttpLib2Error, socket.timeout, ConnectionError, TimeoutError) as e:
+            except (TransportError, httplib2.HttpLib2Error, ConnectionError, TimeoutError) as e:
                 svc = None  # the connection may be half-closed: this service object is dropped
                 problem = f"{type(e).__name__}: {e}"
             if attempt >= self.retry.max_retries:
@@ -231,8 +239,8 @@ class DriveClient:
         token = None
         while True:
             kw = {"pageToken": token} if token else {}
-            page = self.call(lambda s: s.permissions().list(fileId=file_id, supportsAllDrives=True, pageSize=100,
-                                                            fields=f"nextPageToken,permissions({fields})", **kw),
+            page = self.call(lambda s, kw=kw: s.permissions().list(fileId=file_id, supportsAllDrives=True, pageSize=100,
+                                                                   fields=f"nextPageToken,permissions({fields})", **kw),
                              what=f"permissions.list {file_id}")
             yield from page.get("permissions", [])
             token = page.get("nextPageToken")
@@ -243,7 +251,7 @@ class DriveClient:
         token = None
         while True:
             kw = {"pageToken": token} if token else {}
-            page = self.call(lambda s: s.drives().list(pageSize=100, fields="nextPageToken,drives(id,name)", **kw),
+            page = self.call(lambda s, kw=kw: s.drives().list(pageSize=100, fields="nextPageToken,drives(id,name)", **kw),
                              what="drives.list")
             yield from page.get("drives", [])
             token = page.get("nextPageToken")

@@ -12,8 +12,10 @@ The cursor is JSON: ``{"mode": "full", "start", "segs", "seg", "page"}`` while l
 fetch is one download, plus one ``permissions.list`` for shared-drive items (Drive does not return
 their permissions in listings). ``fetch`` is thread-safe: sync calls it from a pool.
 
-Not handled: a folder renamed or moved does not re-path its unchanged descendants (Drive reports
-no change for them); shared-drive membership changes reach items only when they change.
+A changed folder (renamed, moved, trashed, re-shared) is walked with ``'id' in parents`` queries,
+because Drive reports no change for its descendants; their version keys include the path and the
+permission set, so only descendants whose path or access really changed are fetched again.
+Not handled: shared-drive membership changes reach items only when they change or a full sync runs.
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from assistant.documents import Access, ChangePage, Document, ItemRef
 from assistant.errors import AuthError, ConfigError, ConnectorError, NotFound, PermissionDenied, RateLimited
 from connectors.google_drive.client import DriveClient, RetryPolicy, load_credentials
 from connectors.google_drive.convert import (
-    FILE_FIELDS, PERMISSION_FIELDS, access_from_permissions, export_choices, is_folder, skip_reason, to_document,
+    FILE_FIELDS,
+    PERMISSION_FIELDS,
+    access_from_permissions,
+    export_choices,
+    is_folder,
+    skip_reason,
+    to_document,
     version_key,
 )
 
@@ -146,26 +155,65 @@ class GoogleDriveConnector:
         while True:
             resp = self.client.list_changes(token, pageSize=self.config.page_size, includeItemsFromAllDrives=True,
                                             supportsAllDrives=True, includeRemoved=True, spaces="drive", fields=fields)
-            changes = [c for c in resp.get("changes", []) if c.get("changeType", "file") == "file"]
-            for c in changes:  # folders first: the files of this page may sit in them
-                if c.get("file") and is_folder(c["file"]):
-                    self._remember_folder(c["file"])
-            upserts, deletions = [], []
-            for c in changes:
-                f = c.get("file")
-                if f is not None and is_folder(f):
-                    continue
-                ref = None if c.get("removed") or f is None else self._ref(f)
-                if ref is not None:
-                    upserts.append(ref)
-                else:  # removed, trashed, no longer shared with us, or moved out of scope
-                    deletions.append(c["fileId"])
+            upserts, deletions = self._sort_changes([c for c in resp.get("changes", [])
+                                                     if c.get("changeType", "file") == "file"])
             nxt = resp.get("nextPageToken")
             token = nxt or resp["newStartPageToken"]
             yield ChangePage(upserts=tuple(upserts), deletions=tuple(deletions),
                              next_cursor=json.dumps({"mode": "changes", "token": token}))
             if not nxt:
                 return
+
+    def _sort_changes(self, changes: list[dict]) -> tuple[list[ItemRef], list[str]]:
+        """One page of changes -> (upserts, deletions)."""
+        folders = [c["file"] for c in changes if c.get("file") and not c.get("removed") and is_folder(c["file"])]
+        for f in folders:  # first: the files of this page may sit in them
+            self._remember_folder(f)
+        files: dict[str, dict | None] = {}
+        for c in changes:
+            f = None if c.get("removed") else c.get("file")
+            if f is None:
+                self._forget_folder(c["fileId"])
+                files[c["fileId"]] = None
+            elif not is_folder(f):
+                files[c["fileId"]] = f
+        # A renamed, moved, trashed or re-shared folder changes its descendants' paths, scope or
+        # inherited access, and Drive reports no change for them: walk the subtree.
+        for folder in folders:
+            for child in self._subtree(str(folder["id"])):
+                files.setdefault(str(child["id"]), child)
+        upserts, deletions = [], []
+        for fid, f in files.items():
+            ref = None if f is None else self._ref(f)
+            if ref is not None:
+                upserts.append(ref)
+            else:  # removed, trashed, no longer shared with us, or moved out of scope
+                deletions.append(fid)
+        return upserts, deletions
+
+    def _subtree(self, folder_id: str) -> Iterator[dict]:
+        """Every file below a folder, trashed ones included (so they become deletions)."""
+        todo, seen = [folder_id], set()
+        while todo:
+            fid = todo.pop()
+            if fid in seen:
+                continue
+            seen.add(fid)
+            page = None
+            while True:
+                resp = self.client.list_files(corpora="allDrives", includeItemsFromAllDrives=True, supportsAllDrives=True,
+                                              q=f"'{fid}' in parents", pageSize=self.config.page_size,
+                                              fields=f"nextPageToken,files({FILE_FIELDS})",
+                                              **({"pageToken": page} if page else {}))
+                for f in resp.get("files", []):
+                    if is_folder(f):
+                        self._remember_folder(f)
+                        todo.append(str(f["id"]))
+                    else:
+                        yield f
+                page = resp.get("nextPageToken")
+                if not page:
+                    break
 
     def list_ids(self) -> Iterator[str]:
         if self._complete_ids is not None:
@@ -198,12 +246,16 @@ class GoogleDriveConnector:
         elif not c.my_drive:
             return None
         path = "/".join([name for _, name in reversed(chain)] + [str(f.get("name", ""))])
-        return ItemRef(id=str(f["id"]), version=version_key(f), meta={"file": f, "path": path})
+        return ItemRef(id=str(f["id"]), version=version_key(f, path), meta={"file": f, "path": path})
 
     def _remember_folder(self, f: Mapping) -> None:
         with self._lock:
             self._folders[str(f["id"])] = {"name": f.get("name", ""), "parents": f.get("parents") or [],
                                            "driveId": f.get("driveId")}
+
+    def _forget_folder(self, fid: str) -> None:
+        with self._lock:
+            self._folders.pop(fid, None)
 
     def _folder(self, fid: str) -> dict | None:
         with self._lock:

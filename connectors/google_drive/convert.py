@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Iterable, Mapping
 
 from assistant.documents import Access, Document
 
@@ -77,14 +77,15 @@ def _acl_basis(meta: Mapping) -> str:
     return hashlib.sha1("\n".join(basis).encode()).hexdigest()[:10]
 
 
-def version_key(meta: Mapping) -> str:
+def version_key(meta: Mapping, path: str) -> str:
     """Changes when content, name, location or sharing changes; known from the listing alone.
 
-    ``version`` covers every change to the file itself; the ACL hash covers inherited sharing
-    (a folder shared with a new group), which does not bump the child's ``version``.
+    ``version`` covers every change to the file itself; the ACL hash covers inherited sharing (a
+    folder shared with a new group) and the path hash a renamed or moved ancestor folder, neither
+    of which bumps the file's own ``version``.
     """
     base = meta.get("version") or meta.get("md5Checksum") or meta.get("modifiedTime") or ""
-    return f"{base}:{_acl_basis(meta)}"
+    return f"{base}:{_acl_basis(meta)}:{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
 def access_from_permissions(perms: Iterable[Mapping]) -> Access:
@@ -108,7 +109,7 @@ def parse_time(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(value).timestamp()  # 3.11 reads the trailing Z
     except ValueError:
         return None
 
@@ -121,7 +122,7 @@ def to_document(meta: Mapping, content: bytes, mime: str, access: Access, *, sou
     metadata = {"mime_type": str(meta.get("mimeType", "")), "drive_id": str(meta.get("driveId") or "")}
     if owners and owners[0].get("emailAddress"):
         metadata["owner"] = owners[0]["emailAddress"]
-    version = version_key(meta)
+    version = version_key(meta, path)
     if acl_error:
         metadata["acl_error"] = acl_error
         version += ":acl-error"

@@ -21,7 +21,6 @@ import os
 import threading
 from pathlib import Path
 from typing import Any
-
 from urllib.parse import urlsplit
 
 import msal

@@ -25,8 +25,9 @@ eTag does not move on permission changes; ``Document.version`` is eTag + a diges
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 from urllib.parse import quote, urlsplit
 
 from assistant.documents import Access, ChangePage, Document, ItemRef
@@ -118,6 +119,7 @@ class OneDriveConnector:
         self._max_bytes = int(config.max_file_mb * 1024 * 1024)
         self._filters = [_split_folder(p) for p in config.folder_paths]
         self._targets: list[DriveTarget] | None = None
+        self._lock = threading.Lock()
         self._folders: dict[str, dict[str, str]] = {}  # drive id → folder item id → path in drive
         self._live: set[str] | None = None  # ids seen by a full enumeration run in this process
         self._live_complete = False
@@ -125,31 +127,35 @@ class OneDriveConnector:
     # -- drives ------------------------------------------------------------------------------
     def drives(self) -> list[DriveTarget]:
         """Resolve the configured UPNs, sites and drive ids to drives (once per connector)."""
-        if self._targets is None:
-            found: dict[str, DriveTarget] = {}
+        with self._lock:  # fetch workers may ask at the same time (retries of earlier failures)
+            if self._targets is None:
+                self._targets = self._resolve_drives()
+            return self._targets
 
-            def add(drive: dict, label: str, *keys: str) -> None:
-                old = found.get(drive["id"])
-                ks = frozenset(k.lower().rstrip("/") for k in (drive["id"], *keys) if k) | (old.keys if old else frozenset())
-                found[drive["id"]] = DriveTarget(drive["id"], old.label if old else label, ks)
+    def _resolve_drives(self) -> list[DriveTarget]:
+        found: dict[str, DriveTarget] = {}
 
-            for upn in self.config.user_drives:
-                drive = self._resolve(f"users/{quote(upn)}/drive", f"user_drives entry {upn!r}")
-                add(drive, upn, upn)
-            sites = [(sid, sid) for sid in self.config.site_ids]
-            for url in self.config.site_urls:
-                u = urlsplit(url)
-                site = self._resolve(f"sites/{u.hostname}:{quote(u.path.rstrip('/') or '/')}", f"site_urls entry {url!r}")
-                sites.append((site["id"], url))
-            for sid, key in sites:
-                site = self._resolve(f"sites/{sid}", f"site {key!r}")
-                for drive in self.graph.values(f"sites/{site['id']}/drives"):
-                    add(drive, f"{site.get('displayName') or site.get('name') or sid}/{drive.get('name', '')}", sid, key)
-            for did in self.config.drive_ids:
-                drive = self._resolve(f"drives/{did}", f"drive_ids entry {did!r}")
-                add(drive, drive.get("name") or did, did)
-            self._targets = list(found.values())
-        return self._targets
+        def add(drive: dict, label: str, *keys: str) -> None:
+            old = found.get(drive["id"])
+            ks = frozenset(k.lower().rstrip("/") for k in (drive["id"], *keys) if k) | (old.keys if old else frozenset())
+            found[drive["id"]] = DriveTarget(drive["id"], old.label if old else label, ks)
+
+        for upn in self.config.user_drives:
+            drive = self._resolve(f"users/{quote(upn)}/drive", f"user_drives entry {upn!r}")
+            add(drive, upn, upn)
+        sites = [(sid, sid) for sid in self.config.site_ids]
+        for url in self.config.site_urls:
+            u = urlsplit(url)
+            site = self._resolve(f"sites/{u.hostname}:{quote(u.path.rstrip('/') or '/')}", f"site_urls entry {url!r}")
+            sites.append((site["id"], url))
+        for sid, key in sites:
+            site = self._resolve(f"sites/{sid}", f"site {key!r}")
+            for drive in self.graph.values(f"sites/{site['id']}/drives"):
+                add(drive, f"{site.get('displayName') or site.get('name') or sid}/{drive.get('name', '')}", sid, key)
+        for did in self.config.drive_ids:
+            drive = self._resolve(f"drives/{did}", f"drive_ids entry {did!r}")
+            add(drive, drive.get("name") or did, did)
+        return list(found.values())
 
     def _resolve(self, path: str, what: str) -> dict:
         try:
@@ -332,7 +338,8 @@ class OneDriveConnector:
         meta = dict(ref.meta) if ref.meta else self._meta(drive_id, item_id)
         content = self.graph.download(f"drives/{drive_id}/items/{item_id}/content", max_bytes=self._max_bytes)
         access, acl_error = self.access(drive_id, item_id)
-        metadata = {"drive_id": drive_id, "item_id": item_id, "etag": str(meta.get("etag", ""))}
+        metadata = {"drive_id": drive_id, "item_id": item_id, "etag": str(meta.get("etag", "")),
+                    "title_from": "filename"}  # sync lets the document's own heading replace it
         if acl_error:
             metadata["acl_error"] = acl_error
         return Document(

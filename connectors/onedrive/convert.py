@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Iterable, Mapping
 
 from assistant.documents import Access
 
@@ -43,7 +43,7 @@ def parse_time(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(value).timestamp()  # 3.11+ reads the "Z" suffix
     except ValueError:
         return None
 

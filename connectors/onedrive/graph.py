@@ -1,7 +1,7 @@
 """A small Microsoft Graph REST client: JSON GETs, @odata.nextLink paging, throttling, downloads.
 
 - Throttling: 429 and 503 are retried after ``Retry-After`` (seconds or an HTTP date) when the
-  server sends it; other transient failures (500/502/504, connection errors, timeouts) are retried
+  server sends it (a wait over ``max_wait_s`` ends in ``RateLimited`` rather than a stalled worker); other transient failures (500/502/504, connection errors, timeouts) are retried
   with exponential backoff and full jitter. Retries are bounded by ``max_retries``; a source that
   keeps throttling ends in ``RateLimited``.
 - 401 drops the cached app token and tries once more with a fresh one.
@@ -21,7 +21,8 @@ import email.utils
 import random
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import urljoin
 
 import requests
@@ -64,7 +65,7 @@ class GraphClient:
 
     def __init__(self, base_url: str, tokens: Callable[[], str], *, verify: bool | str = True,
                  timeout: float = 60.0, max_retries: int = 6, backoff_s: float = 0.5,
-                 max_backoff_s: float = 60.0, pool_size: int = 16,
+                 max_backoff_s: float = 60.0, max_wait_s: float = 300.0, pool_size: int = 16,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self._tokens = tokens
@@ -72,6 +73,7 @@ class GraphClient:
         self.max_retries = max_retries
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
+        self._max_wait_s = max_wait_s  # a longer Retry-After ends the retries (RateLimited)
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._api = VerifyingSession(verify=verify, timeout=timeout)
@@ -133,6 +135,8 @@ class GraphClient:
                 if attempt >= self.max_retries:
                     return resp
                 wait = retry_after_seconds(resp.headers.get("Retry-After")) if resp.status_code in (429, 503) else None
+                if wait is not None and wait > self._max_wait_s:  # hours-long: give the item back to sync
+                    return resp
                 resp.close()
                 self._wait(attempt, wait)
                 attempt += 1

@@ -46,6 +46,11 @@ from connectors.slack.client import SlackClient
 
 log = logging.getLogger(__name__)
 _SKIP_FILE_MODES = {"tombstone", "hidden_by_limit", "external", "snippet_deleted"}
+# media, archives and Slack-native objects have no text to index: listing them would only record
+# a parse failure per file and retry it every run
+_SKIP_MIME_PREFIXES = ("image/", "video/", "audio/", "font/", "application/vnd.slack", "application/zip",
+                       "application/x-zip", "application/gzip", "application/x-tar", "application/x-7z",
+                       "application/x-rar", "application/x-msdownload")
 
 
 @dataclass(frozen=True)
@@ -392,6 +397,7 @@ class SlackConnector:
 
     def _file_ok(self, f: dict) -> bool:
         return bool(f.get("id")) and f.get("mode") not in _SKIP_FILE_MODES and not f.get("is_external") \
+            and not str(f.get("mimetype") or "").startswith(_SKIP_MIME_PREFIXES) \
             and float(f.get("size") or 0) <= self.config.max_file_mb * 1e6
 
     def fetch(self, ref: ItemRef) -> Document:

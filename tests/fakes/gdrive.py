@@ -34,8 +34,19 @@ from pathlib import Path
 
 from tests.fakes.gdrive_api import FakeDriveHandler
 from tests.fakes.gdrive_support import (  # noqa: F401  (re-exported for tests)
-    EXPORT_LIMIT, EXPORTS, FOLDER, GDOC, GSHEET, GSLIDES, SCOPE_META, SCOPE_RO, ApiError, Recorded, make_jwt_key,
-    rfc3339, verify_jwt,
+    EXPORT_LIMIT,
+    EXPORTS,
+    FOLDER,
+    GDOC,
+    GSHEET,
+    GSLIDES,
+    SCOPE_META,
+    SCOPE_RO,
+    ApiError,
+    Recorded,
+    make_jwt_key,
+    rfc3339,
+    verify_jwt,
 )
 
 
@@ -114,6 +125,9 @@ class DriveWorld:
             self.root(u)
 
     # -- building and mutating the world ------------------------------------------------------
+    # Like Drive, a change to a folder (move, rename, trash, sharing) is logged for the folder only;
+    # its descendants change state (path, trashed, inherited permissions) without a change entry.
+    # Permanent deletion logs every deleted item.
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids):05d}" + hashlib.sha1(os.urandom(8)).hexdigest()[:6]
 
@@ -176,15 +190,15 @@ class DriveWorld:
         with self.lock:
             rec = self.files[fid]
             rec.parent, rec.drive_id = parent, self.files[parent].drive_id
-            for d in [fid, *self._descendants(fid)]:
+            for d in self._descendants(fid):
                 self.files[d].drive_id = rec.drive_id
-                self._logged(d, bump=d == fid)
+            self._logged(fid, bump=True)
 
     def trash(self, fid: str, trashed: bool = True) -> None:
         with self.lock:
             for d in [fid, *self._descendants(fid)]:
                 self.files[d].trashed = trashed
-                self._logged(d, bump=True)
+            self._logged(fid, bump=True)
 
     def delete(self, fid: str) -> None:
         """Permanent deletion (the change log then reports ``removed: true``)."""
@@ -198,15 +212,13 @@ class DriveWorld:
         with self.lock:
             p = Perm(self._new_id("p"), type, role, email=email, domain=domain, discoverable=discoverable)
             self.files[fid].perms.append(p)
-            for d in [fid, *self._descendants(fid)]:  # inherited permissions change for the subtree
-                self._logged(d, bump=d == fid)
+            self._logged(fid, bump=True)
             return p.id
 
     def unshare(self, fid: str, perm_id: str) -> None:
         with self.lock:
             self.files[fid].perms = [p for p in self.files[fid].perms if p.id != perm_id]
-            for d in [fid, *self._descendants(fid)]:
-                self._logged(d, bump=d == fid)
+            self._logged(fid, bump=True)
 
     # -- queries -------------------------------------------------------------------------------
     def ancestors(self, rec: FileRec) -> list[FileRec]:
@@ -357,7 +369,7 @@ class FakeDrive:
         self.server.shutdown()
         self.server.server_close()
 
-    def __enter__(self) -> "FakeDrive":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

@@ -18,7 +18,16 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes.gdrive_support import (
-    DISCOVERY, EXPORTS, META_SCOPES, READ_SCOPES, ApiError, Recorded, apply_fields, parse_fields, parse_q, rfc3339,
+    DISCOVERY,
+    EXPORTS,
+    META_SCOPES,
+    READ_SCOPES,
+    ApiError,
+    Recorded,
+    apply_fields,
+    parse_fields,
+    parse_q,
+    rfc3339,
     validate_fields,
 )
 
@@ -39,7 +48,7 @@ _DEFAULT_FIELDS = {
 def _routes() -> list[tuple[str, re.Pattern, str, dict]]:
     out = []
     for res in ("files", "changes", "permissions", "drives"):
-        for name, m in DISCOVERY["resources"][res]["methods"].items():
+        for m in DISCOVERY["resources"][res]["methods"].values():
             rx = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(m["path"]))
             out.append((m["httpMethod"], re.compile(rx + "$"), m["id"], m))
     # literal paths (files/trash, changes/startPageToken) before templates that would swallow them
@@ -89,10 +98,11 @@ def _token(payload: dict) -> str:
 def _untoken(tok: str, *, epoch: int, query_hash: str) -> dict:
     try:
         data = json.loads(base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4)))
-        assert data["e"] == epoch and data["h"] == query_hash
-        return data
-    except Exception:
-        raise ApiError(400, "invalid", "Invalid Value", location="pageToken") from None
+        if data["e"] == epoch and data["h"] == query_hash:
+            return data
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise ApiError(400, "invalid", "Invalid Value", location="pageToken")
 
 
 def _page(items: list, p: dict, world, qhash: str, default_size: int) -> tuple[list, str | None]:
@@ -255,6 +265,16 @@ class Api:
         return {"kind": "drive#drive", "id": path["driveId"], "name": d["name"]}, "Drive"
 
 
+def _fault_error(fault: dict) -> ApiError:
+    if fault["kind"] == "rate_limit":
+        return ApiError(403, "userRateLimitExceeded", "User Rate Limit Exceeded", domain="usageLimits")
+    if fault["kind"] == "429":
+        ra = fault["retry_after"]
+        return ApiError(429, "rateLimitExceeded", "Too Many Requests", domain="usageLimits",
+                        headers={"Retry-After": f"{ra:g}"} if ra is not None else {})
+    return ApiError(500, "backendError", "Backend Error")
+
+
 class FakeDriveHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -290,53 +310,51 @@ class FakeDriveHandler(BaseHTTPRequestHandler):
         if url.path == "/token" and verb == "POST":
             return self._token(world, raw)
         flat = {k: v[-1] for k, v in query.items()}
-        user, status = None, 0
+        user = None
         try:
             if world.latency_s:
                 time.sleep(world.latency_s)
             fault = world.take_fault(url.path)
             if fault and fault["kind"] == "drop":
+                with world.lock:
+                    world.requests.append(Recorded(verb, url.path, flat, 0, None))
                 self.close_connection = True
                 return
             if fault:
-                raise {"rate_limit": ApiError(403, "userRateLimitExceeded", "User Rate Limit Exceeded", domain="usageLimits"),
-                       "429": ApiError(429, "rateLimitExceeded", "Too Many Requests", domain="usageLimits",
-                                       headers={"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}),
-                       "500": ApiError(500, "backendError", "Backend Error")}[fault["kind"]]
+                raise _fault_error(fault)
             user, scopes = self._auth(world)
-            if not url.path.startswith(PREFIX):
-                raise ApiError(404, "notFound", f"Not Found: {url.path}")
-            rel = url.path[len(PREFIX):]
-            for http_method, rx, method_id, spec in ROUTES:
-                m = rx.match(rel)
-                if m and http_method == verb:
-                    break
-            else:
-                raise ApiError(404, "notFound", f"Not Found: {verb} {url.path}")
-            params = check_params(spec, query)
-            impl = getattr(Api(world, user), "_".join(method_id.split(".")[1:]), None)
-            if impl is None:
-                raise ApiError(501, "notImplemented", f"The Drive fake does not implement {method_id}")
-            media = params.get("alt") == "media" or method_id == "drive.files.export"
-            if not scopes & (READ_SCOPES if media else META_SCOPES):
-                raise ApiError(403, "insufficientPermissions", "Request had insufficient authentication scopes.")
-            with world.lock:
-                result, kind = impl(params, {k: v for k, v in m.groupdict().items()})
-                if isinstance(result, dict):
-                    tree = parse_fields(str(params.get("fields") or _DEFAULT_FIELDS[kind]))
-                    validate_fields(tree, kind)
-                    result = apply_fields(result, tree)
-            status = 200
-            if isinstance(result, bytes):
-                self._send(200, result, kind)
-            else:
-                self._send(200, json.dumps(result).encode(), "application/json; charset=UTF-8")
+            status, body, ctype, headers = 200, *self._dispatch(world, verb, url.path, query, user, scopes), {}
         except ApiError as e:
-            status = e.code
-            self._send(e.code, json.dumps(e.body()).encode(), "application/json; charset=UTF-8", e.headers)
-        finally:
-            with world.lock:
-                world.requests.append(Recorded(verb, url.path, flat, status, user))
+            status, body, ctype, headers = e.code, json.dumps(e.body()).encode(), "application/json; charset=UTF-8", e.headers
+        with world.lock:  # recorded before the client can see the answer
+            world.requests.append(Recorded(verb, url.path, flat, status, user))
+        self._send(status, body, ctype, headers)
+
+    @staticmethod
+    def _dispatch(world, verb: str, path: str, query: dict, user: str, scopes: set[str]) -> tuple[bytes, str]:
+        if not path.startswith(PREFIX):
+            raise ApiError(404, "notFound", f"Not Found: {path}")
+        rel = path[len(PREFIX):]
+        for http_method, rx, method_id, spec in ROUTES:
+            m = rx.match(rel)
+            if m and http_method == verb:
+                break
+        else:
+            raise ApiError(404, "notFound", f"Not Found: {verb} {path}")
+        params = check_params(spec, query)
+        impl = getattr(Api(world, user), "_".join(method_id.split(".")[1:]), None)
+        if impl is None:
+            raise ApiError(501, "notImplemented", f"The Drive fake does not implement {method_id}")
+        media = params.get("alt") == "media" or method_id == "drive.files.export"
+        if not scopes & (READ_SCOPES if media else META_SCOPES):
+            raise ApiError(403, "insufficientPermissions", "Request had insufficient authentication scopes.")
+        with world.lock:
+            result, kind = impl(params, m.groupdict())
+            if isinstance(result, bytes):
+                return result, kind
+            tree = parse_fields(str(params.get("fields") or _DEFAULT_FIELDS[kind]))
+            validate_fields(tree, kind)
+            return json.dumps(apply_fields(result, tree)).encode(), "application/json; charset=UTF-8"
 
     def _auth(self, world) -> tuple[str, set[str]]:
         auth = self.headers.get("Authorization", "")
@@ -349,9 +367,9 @@ class FakeDriveHandler(BaseHTTPRequestHandler):
     def _token(self, world, raw: bytes) -> None:
         form = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
         try:
-            body = world.grant(form)
-            self._send(200, json.dumps(body).encode(), "application/json")
+            status, body = 200, world.grant(form)
         except ApiError as e:
-            self._send(e.code, json.dumps({"error": e.reason, "error_description": e.message}).encode(), "application/json")
+            status, body = e.code, {"error": e.reason, "error_description": e.message}
         with world.lock:
-                world.requests.append(Recorded("POST", "/token", {"grant_type": form.get("grant_type", "")}, 200, None))
+            world.requests.append(Recorded("POST", "/token", {"grant_type": form.get("grant_type", "")}, status, None))
+        self._send(status, json.dumps(body).encode(), "application/json")

@@ -31,6 +31,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
@@ -40,7 +41,7 @@ def make_tls_cert(directory: Path, *, name: str = "fake-identity") -> tuple[Path
     """Self-signed cert + key (PEM files) valid for 127.0.0.1 and localhost; returns (cert, key)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -151,13 +152,13 @@ class FakeIdentity:
                 pub.verify(sig, signed, padding.PKCS1v15(), hashes.SHA256())
             else:
                 return False
-        except Exception:
+        except (ValueError, KeyError, TypeError, InvalidSignature):  # malformed or forged
             return False
         return (body.get("aud") == audience and body.get("iss") == client_id == body.get("sub")
                 and float(body.get("exp", 0)) > time.time())
 
     def token(self, tenant: str, form: dict) -> tuple[int, dict]:
-        get = lambda k: (form.get(k) or [None])[0]  # noqa: E731
+        get = lambda k: (form.get(k) or [None])[0]
         if tenant != self.tenant:
             return _aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
         if get("grant_type") != "client_credentials":

@@ -1,0 +1,85 @@
+"""The ``serve-llm`` command: run the OpenAI-compatible server for a base model and LoRA adapters.
+
+``register(app, get_settings)`` adds the command to the main typer app (the composition root calls
+it). Defaults come from the ``[llm]`` settings; flags override them.
+
+Not here: the server itself (``server``), loading (``loading``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import typer
+
+from assistant.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+try:  # settings.py is the one module that reads the environment
+    from assistant.settings import read_secret_env  # type: ignore[attr-defined]
+except ImportError:  # until settings.py offers it
+    import os
+
+    def read_secret_env(name: str) -> str | None:
+        return os.environ.get(name) or None
+
+
+def parse_adapters(specs: list[str]) -> dict[str, str]:
+    """['hr=/adapters/hr', 'eng'] → {'hr': '/adapters/hr', 'eng': 'eng'} (a bare name is a registered adapter)."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        name = name.strip()
+        if not name:
+            raise ConfigError(f"--adapter {spec!r}: expected NAME=PATH or a registered adapter NAME.")
+        if name in out:
+            raise ConfigError(f"--adapter {name!r} is given twice; each adapter needs its own name.")
+        out[name] = path.strip() if sep else name
+    return out
+
+
+def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
+    @app.command("serve-llm")
+    def serve_llm(
+        base: Optional[str] = typer.Option(None, "--base", help="HF model folder, .gguf file or 'bundled' (default: llm.model)"),
+        adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of a peft adapter, or a registered NAME; repeatable"),
+        quantize: Optional[str] = typer.Option(None, "--quantize", help="none | nf4 (CUDA + bitsandbytes); default llm.quantize"),
+        host: str = typer.Option("127.0.0.1", "--host", help="0.0.0.0 to accept other hosts (set an API key then)"),
+        port: int = typer.Option(8000, "--port"),
+        api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="environment variable holding the bearer key clients must send"),
+        max_queue: int = typer.Option(256, "--max-queue", min=1, help="waiting requests before answering 429"),
+        max_batch: int = typer.Option(64, "--max-batch", min=1, help="sequences decoded together"),
+        context_tokens: Optional[int] = typer.Option(None, "--context-tokens", help="prompt + answer limit (default: the model's)"),
+    ) -> None:
+        """Serve the model over an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models)."""
+        import uvicorn
+
+        from assistant.llm.server import ServerConfig, build_engine, create_app
+
+        settings = get_settings()
+        llm = settings.llm  # type: ignore[attr-defined]
+        q = quantize or llm.quantize
+        if q not in ("none", "nf4"):
+            raise ConfigError(f"--quantize {q!r}: use none or nf4.")
+        api_key = None
+        if api_key_env:
+            api_key = read_secret_env(api_key_env)
+            if not api_key:
+                raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is empty or unset. "
+                                  f"Export it (export {api_key_env}=...) or drop the flag.")
+        elif host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("serving on %s without an API key: anyone who can reach the port can use the model", host)
+        engine, tok, base_id = build_engine(base or llm.model, parse_adapters(adapter),
+                                            data_dir=settings.data_dir,  # type: ignore[attr-defined]
+                                            device=llm.device, dtype=llm.dtype, quantize=q,
+                                            max_batch=max_batch, max_queue=max_queue)
+        limit = getattr(engine.model.config, "max_position_embeddings", None) or 4096
+        config = ServerConfig(base_id=base_id, api_key=api_key, context_tokens=context_tokens or int(limit),
+                              default_max_tokens=llm.max_new_tokens)
+        typer.echo(f"serving {base_id} + adapters {sorted(engine.adapters) or '[]'} on http://{host}:{port}/v1")
+        try:
+            uvicorn.run(create_app(engine, tok, config), host=host, port=port, log_level="info")
+        finally:
+            engine.close()

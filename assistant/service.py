@@ -1,0 +1,71 @@
+"""The assistant as one object: engine (store + index + embedder) plus the model, answering and summaries.
+
+The CLI, the Slack bot and the scheduler each build one ``Assistant`` from settings and call
+``ask`` / ``summarize`` / ``search``. The model loads lazily on the first question, so commands that
+never generate (search, status) never pay for it. ``llm.model = "none"`` runs without a model:
+answers are then the verified extractive quotes alone.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from assistant.answering import Answer, Answerer
+from assistant.engine import Engine
+from assistant.settings import Settings
+from assistant.summaries import Summarizer, Summary
+
+_UNSET = object()
+
+
+class Assistant:
+    def __init__(self, settings: Settings, *, engine: Engine | None = None, llm=_UNSET, embedder=None) -> None:
+        self.settings = settings
+        self.engine = engine or Engine.open(settings, embedder=embedder)
+        self._llm = llm
+        self._lock = threading.Lock()
+
+    @property
+    def llm(self):
+        with self._lock:
+            if self._llm is _UNSET:
+                if self.settings.llm.model.lower() == "none":
+                    self._llm = None
+                else:
+                    from assistant.llm import load_llm
+
+                    self._llm = load_llm(self.settings.llm, data_dir=self.settings.data_dir)
+            return self._llm
+
+    def default_adapter(self) -> str | None:
+        spec = self.settings.llm.adapter
+        llm = self.llm
+        if llm is None or not spec or spec.lower() == "none":
+            return None
+        if self.settings.llm.endpoint:
+            return spec if spec != "default" else None
+        return spec if spec in llm.adapter_names() else None
+
+    def answerer(self) -> Answerer:
+        return Answerer(self.engine.retriever, self.llm, self.engine.embedder, settings=self.settings,
+                        adapter=self.default_adapter())
+
+    def ask(self, question: str, *, who, history=None, adapter: str | None = None, on_delta=None, k=None) -> Answer:
+        return self.answerer().ask(question, who=who, history=history, adapter=adapter, on_delta=on_delta, k=k)
+
+    def summarize(self, *, who, scope: str | None = None, since: float | None = None, use_llm: bool = True,
+                  max_docs: int | None = None) -> Summary:
+        return Summarizer(self.engine, self.llm if use_llm else None, settings=self.settings).summarize(
+            who=who, scope=scope, since=since, use_llm=use_llm, max_docs=max_docs)
+
+    def search(self, query: str, *, who, k: int = 5, **kw):
+        return self.engine.search(query, who=who, k=k, **kw)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> "Assistant":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
