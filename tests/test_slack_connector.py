@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from assistant.documents import ItemRef, Principals
-from assistant.errors import AuthError, CursorExpired, RateLimited
+from assistant.errors import AuthError, ConfigError, CursorExpired, RateLimited
 from connectors.slack import SlackConfig, SlackConnector, from_settings
 from connectors.slack.convert import render_mrkdwn
 from tests.fakes.slack import FakeSlack
@@ -243,6 +243,8 @@ def test_from_settings_uses_the_settings_section_without_importing_settings(fake
     c = from_settings(s.connectors.slack)
     assert c.name == "slack" and c.config.exclude_channels == ("x-*",) and c.config.days_back == 30
     assert fake.token not in repr(s.connectors.slack) and fake.token not in repr(c.config)
+    with pytest.raises(ConfigError, match="bot_token"):
+        from_settings(load_settings(environ={}).connectors.slack)
     code = "import sys, connectors.slack; assert 'assistant.settings' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -421,6 +423,17 @@ def test_crash_between_pages_then_rerun_gives_the_exact_state_and_rate_limits_co
         assert rep.failed == 0
         assert state(e) == expected
     assert len(expected) == 16 + 4  # every root of every page, plus the files
+
+
+def test_throttled_past_the_retry_budget_mid_sync_then_rerun_converges(fake, eng):
+    fake.populate(channels=2, roots_per_channel=6, private_every=0)
+    fake.fail_next("conversations.history", 2, after=2)  # the 3rd history page is refused twice
+    with pytest.raises(RateLimited):
+        eng.sync(connector(fake, page_size=3, max_retries=1))
+    partial = eng.store.document_count("slack")
+    assert 0 < partial < 12
+    rep = eng.sync(connector(fake, page_size=3, max_retries=1))
+    assert eng.store.document_count("slack") == 12 and rep.added == 12 - partial
 
 
 def test_expired_cursor_mid_enumeration_restarts_and_converges(fake, eng):

@@ -26,7 +26,8 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.handler import RetryHandler
 
-from assistant.errors import AuthError, ConnectorError, CursorExpired, NotFound, PermissionDenied, RateLimited
+from assistant.errors import (AuthError, ConfigError, ConnectorError, CursorExpired, NotFound, PermissionDenied,
+                              RateLimited)
 
 _AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
                 "no_permission", "ekm_access_denied"}
@@ -77,7 +78,7 @@ class SlackClient:
     def __init__(self, token: str, *, base_url: str = "https://slack.com/api/", timeout_s: float = 30.0,
                  max_retries: int = 6, backoff_s: float = 0.5, web_client: WebClient | None = None) -> None:
         if not token:
-            raise AuthError("No Slack bot token. Set connectors.slack.bot_token (xoxb-...) in your config or "
+            raise ConfigError("No Slack bot token. Set connectors.slack.bot_token (xoxb-...) in your config or "
                             "ASSISTANT_CONNECTORS__SLACK__BOT_TOKEN.")
         self.token = token
         self.timeout_s = timeout_s

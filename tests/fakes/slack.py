@@ -44,6 +44,7 @@ class Recorded:
     path: str  # "/chat.postMessage" (the "/api" prefix removed) or "/files-pri/..."
     params: dict
     headers: dict
+    body: bytes = b""
     status: int = 200
     at: float = field(default_factory=time.time)
 
@@ -58,7 +59,7 @@ class FakeSlack(SlackWorld):
         self.latency_s = latency_s
         self.requests: list[Recorded] = []
         self.responses: list[dict] = []  # JSON posted to response_url(...) links
-        self._faults: dict[str, list[tuple[int, str, int]]] = {}
+        self._faults: dict[str, list[tuple[int, str, int] | None]] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
@@ -94,20 +95,21 @@ class FakeSlack(SlackWorld):
 
     # ---- faults --------------------------------------------------------------------------------
     def fail_next(self, method: str, n: int = 1, *, status: int = 429, error: str = "ratelimited",
-                  retry_after: int = 0) -> None:
+                  retry_after: int = 0, after: int = 0) -> None:
         """The next ``n`` calls of ``method`` ("conversations.history", or "*" for any) fail.
 
         status 429 → ``ratelimited`` with ``Retry-After: retry_after``; 5xx → that status with
         ``error``; 200 → ``ok:false`` with ``error``; 0 → the connection is closed without a reply.
+        ``after``: let that many calls of ``method`` through first (a failure in the middle of a run).
         """
         with self.lock:
-            self._faults.setdefault(method, []).extend([(status, error, retry_after)] * n)
+            self._faults.setdefault(method, []).extend([None] * after + [(status, error, retry_after)] * n)
 
     def _take_fault(self, method: str) -> tuple[int, str, int] | None:
         with self.lock:
             for key in (method, "*"):
                 if self._faults.get(key):
-                    return self._faults[key].pop(0)
+                    return self._faults[key].pop(0)  # None: a call let through by ``after``
         return None
 
     # ---- traffic assertions --------------------------------------------------------------------
@@ -216,7 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif body:
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         headers = {k: v for k, v in self.headers.items()}
-        rec = Recorded(self.command, path, params, headers)
+        rec = Recorded(self.command, path, params, headers, body)
         with fake.lock:
             fake.requests.append(rec)
         if fake.latency_s:
