@@ -86,7 +86,8 @@ def model_flops(shapes: P.Shapes, lengths: list[int], lora_params: int) -> float
     return sum(4 * shapes.matmul_params * n + 12 * shapes.layers * shapes.hidden * n * n + 6 * lora_params * n for n in lengths)
 
 
-def run_one(arch_name: str, method: str, recipe: str, *, seq: int, steps: int, warmup: int, global_batch: int, dist: T.Dist) -> dict:
+def run_one(arch_name: str, method: str, recipe: str, *, seq: int, steps: int, warmup: int, global_batch: int, dist: T.Dist,
+            micro: int | None = None) -> dict:
     arch = P.ARCHS[arch_name]
     shapes = P.Shapes.from_config(arch)
     big = shapes.params > 1e9
@@ -98,7 +99,7 @@ def run_one(arch_name: str, method: str, recipe: str, *, seq: int, steps: int, w
             from peft import prepare_model_for_kbit_training
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     if recipe == "ours":
-        micro = 1 if method == "qlora" and big else (4 if big else 16)
+        micro = micro or (4 if big else 16)
         cfg = T.TrainConfig(method=method, r=16, alpha=32, target_modules=T.ALL_LINEAR, global_batch=global_batch, micro_batch=micro,
                             max_seq_len=seq, grad_checkpointing=method == "qlora" and big, bucketing=True, save_every=0,
                             max_steps=warmup + steps, lr=1e-4)
@@ -146,13 +147,17 @@ def worker(args) -> list[dict]:
             for recipe in args.recipes.split(","):
                 if dist.world > 1 and (method == "qlora" or recipe == "plain"):
                     continue  # the multi-GPU rows measure scaling of our LoRA recipe
-                try:
-                    row = run_one(arch, method, recipe, seq=args.seq, steps=args.steps, warmup=args.warmup, global_batch=args.global_batch, dist=dist)
-                except Exception as e:  # one failing row must not lose the others
-                    row = dict(model=arch, method=method, recipe=recipe, gpus=dist.world, error=f"{type(e).__name__}: {e}"[:300])
-                if dist.main:
-                    print(json.dumps(row), flush=True)
-                rows.append(row)
+                big = P.Shapes.from_config(P.ARCHS[arch]).params > 1e9
+                micros = [int(x) for x in args.qlora_micro.split(",")] if (method == "qlora" and big and recipe == "ours") else [None]
+                for micro in micros:
+                    try:
+                        row = run_one(arch, method, recipe, seq=args.seq, steps=args.steps, warmup=args.warmup,
+                                      global_batch=args.global_batch, dist=dist, micro=micro)
+                    except Exception as e:  # one failing row must not lose the others
+                        row = dict(model=arch, method=method, recipe=recipe, gpus=dist.world, error=f"{type(e).__name__}: {e}"[:300])
+                    if dist.main:
+                        print(json.dumps(row), flush=True)
+                    rows.append(row)
     return rows
 
 
@@ -185,6 +190,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--global-batch", type=int, default=16)
+    ap.add_argument("--qlora-micro", default="1,4", help="micro-batches to measure for 8B QLoRA (1: least memory)")
     ap.add_argument("--gpus", default="1", help="comma-separated GPU counts, e.g. 1,2 (more than 1 runs under torchrun)")
     ap.add_argument("--out", type=Path, default=None, help="Markdown table to write")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (tests the script, not the hardware)")

@@ -237,7 +237,9 @@ def test_expired_delta_link_raises_cursor_expired(fake):
 def test_folder_filter_and_moving_out(fake):
     world, ids = small_world()
     fg = fake(world)
-    c = connector(fg, folder_paths=(f"{ALICE}:/Notes/Deep",))
+    world.add_file(ids["a"], "/Notes/Deep/photo.png", b"\x89PNG...", mime="image/png")  # never listed
+    world.add_file(ids["a"], "/Notes/Deep/huge.txt", "x" * 2_000_000, mime="text/plain")  # over max_file_mb
+    c = connector(fg, folder_paths=(f"{ALICE}:/Notes/Deep",), max_file_mb=1)
     pages, cursor = drain(c)
     assert {r.meta["path"] for p in pages for r in p.upserts} == {f"{ALICE}/Notes/Deep/plan.md", "Eng/Documents/Specs/api.md"}
     by_url = connector(fg, folder_paths=(f"{SITE_URL}/:/Nothing/Here",))

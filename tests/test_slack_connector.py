@@ -45,6 +45,7 @@ def ws(fake):
     secret = fake.add_channel("secret-plans", private=True, members=[alice])
     rnd = fake.add_channel("random", members=[alice], bot_member=False)
     dm = fake.add_channel("alice-dm", is_im=True, members=[alice])
+    group_dm = fake.add_channel("mpdm-alice--bob", is_mpim=True, members=[alice, bob])
     laptop = fake.post(general, alice, "How do I request a new laptop?", ago=3 * DAY)
     laptop_reply = fake.post(general, bob, f"Use the IT portal, laptops ship within five days. See <#{eng}|eng>.",
                              thread_ts=laptop, ago=3 * DAY - 60)
@@ -60,7 +61,8 @@ def ws(fake):
     quantum = fake.post(secret, alice, "The quantum budget for next year is 3 million.", ago=2 * DAY)
     fake.post(rnd, alice, "Cats are great", ago=DAY)
     fake.post(dm, alice, "my private note about the dentist", ago=DAY)
-    return SimpleNamespace(alice=alice, bob=bob, carol=carol, general=general, eng=eng, secret=secret, rnd=rnd, dm=dm,
+    fake.post(group_dm, bob, "surprise party for carol on friday", ago=DAY)
+    return SimpleNamespace(alice=alice, bob=bob, carol=carol, general=general, eng=eng, secret=secret, rnd=rnd, dm=dm, group_dm=group_dm,
                            laptop=laptop, laptop_reply=laptop_reply, vacation=vacation, freeze=freeze, runbook=runbook, quantum=quantum, file=doc)
 
 
@@ -90,7 +92,8 @@ def test_full_listing_has_one_document_per_thread_and_never_dms(fake, ws):
     assert ids == {f"{ws.general}/{ws.laptop}", f"{ws.general}/{ws.vacation}", f"{ws.eng}/{ws.freeze}",
                    f"{ws.eng}/{ws.runbook}", f"file:{ws.file}", f"{ws.secret}/{ws.quantum}"}
     assert pages[-1].prune and not any(p.prune for p in pages[:-1])
-    assert not fake.calls("/conversations.history", channel=ws.dm) and not fake.calls("/conversations.history", channel=ws.rnd)
+    for never in (ws.dm, ws.group_dm, ws.rnd):  # DMs, group DMs, channels the bot is not in
+        assert not fake.calls("/conversations.history", channel=never)
 
 
 def test_thread_document_has_authors_times_replies_link_and_access(fake, ws):
@@ -484,6 +487,10 @@ def test_fake_serves_the_bot_methods_with_real_shapes_and_records_them(fake, ws)
     urllib.request.urlopen(req).read()
     assert fake.responses == [{"name": "ask-1", "text": "an answer"}]
     fake.assert_received("/chat.postMessage", min_count=2)
+    ev = fake.message_event(ws.general, ws.bob, f"<@{fake.bot_user}> where is the runbook?", mention=True)
+    assert ev["event"]["type"] == "app_mention" and fake.message(ws.general, ev["event"]["ts"])["user"] == ws.bob
+    cmd = fake.slash_command("/ask", "vacation?", user=ws.bob, channel=ws.general)
+    assert cmd["response_url"].startswith(fake.root) and cmd["channel_id"] == ws.general
     with pytest.raises(AssertionError):
         fake.assert_received("/chat.delete")
 

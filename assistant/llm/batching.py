@@ -104,14 +104,15 @@ class BatchEngine:
     """Owns a model in a background thread; ``submit`` is thread-safe."""
 
     def __init__(self, model, tokenizer, *, adapters: list[str] | None = None, max_batch: int = 64,
-                 max_queue: int = 256, prefill_tokens: int = 16384) -> None:
+                 max_queue: int = 256, prefill_tokens: int = 16384, eos_token_ids: set[int] | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.adapters = set(adapters or [])
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.prefill_tokens = prefill_tokens
-        self._eos = eos_ids(tokenizer, model)
+        # which tokens end a sequence; an empty set generates exactly max_new_tokens (benchmarks)
+        self._eos = eos_ids(tokenizer, model) if eos_token_ids is None else set(eos_token_ids)
         self._waiting: deque[_Seq] = deque()
         self._running: list[_Seq] = []
         self._cond = threading.Condition()

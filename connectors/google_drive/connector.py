@@ -28,7 +28,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.documents import Access, ChangePage, Document, ItemRef
-from assistant.errors import AuthError, ConfigError, ConnectorError, NotFound, PermissionDenied, RateLimited
+from assistant.errors import (
+    AuthError,
+    ConfigError,
+    ConnectorError,
+    CursorExpired,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+)
 from connectors.google_drive.client import DriveClient, RetryPolicy, load_credentials
 from connectors.google_drive.convert import (
     FILE_FIELDS,
@@ -81,6 +89,16 @@ class DriveConfig:
                               "shared_drive_ids or folder_ids.")
 
 
+def _parse_cursor(cursor: str) -> dict:
+    try:
+        state = json.loads(cursor)
+        if state.get("mode") == "changes" and state.get("token") or state.get("mode") == "full" and "segs" in state:
+            return state
+    except (ValueError, AttributeError):
+        pass
+    raise CursorExpired(f"Unreadable Google Drive cursor {cursor[:40]!r}; a full listing will run.")
+
+
 class GoogleDriveConnector:
     """Implements ``connectors.base.Connector`` for Google Drive."""
 
@@ -99,7 +117,7 @@ class GoogleDriveConnector:
     # -- listing ---------------------------------------------------------------------------------
     def changes(self, cursor: str | None) -> Iterator[ChangePage]:
         self._complete_ids = None
-        state = json.loads(cursor) if cursor else None
+        state = _parse_cursor(cursor) if cursor else None
         if state is None:
             state = {"mode": "full", "start": self.client.start_page_token(), "segs": self._segments(), "seg": 0, "page": None}
             yield from self._full(state, fresh=True)

@@ -1,8 +1,9 @@
 """OneDrive / SharePoint connector: Graph delta queries → change pages; items → Documents.
 
 What gets indexed: the drives named in the config (users' OneDrives by UPN, every document library
-of a SharePoint site by id or URL, drives by id), optionally narrowed to folders. Files only;
-folders, the root and OneNote packages are not documents. Document ids are ``{drive id}/{item id}``.
+of a SharePoint site by id or URL, drives by id), optionally narrowed to folders. Files the core
+parsers read (``convert.indexable``) and no larger than ``max_file_mb``; folders, the root, OneNote
+packages, images and archives are not documents and are never downloaded. Document ids are ``{drive id}/{item id}``.
 
 Incremental sync uses ``/drives/{id}/root/delta`` per drive. The cursor is JSON with, per drive,
 the link to continue from (an ``@odata.nextLink`` mid-way, the ``@odata.deltaLink`` once the drive
@@ -11,7 +12,8 @@ indexed, so a crash resumes at the first unindexed page. Within a page the last 
 wins. ``410 Gone`` (resync required), a changed drive set or a changed Graph URL raise
 ``CursorExpired``; sync then enumerates everything again (idempotent upserts + prune on the last
 page). Delta asks for sharing changes too (``Prefer: deltashowsharingchanges``), so permission
-edits arrive as changes.
+edits arrive as changes — completely only when the app holds Sites.FullControl.All; with
+Files.Read.All Graph may scope them out, so run a periodic full sync, which re-reads every ACL.
 
 Delta items carry no path (Graph omits ``parentReference.path`` in delta), so folder paths are
 tracked by id while paging and looked up once per unknown folder.
@@ -34,7 +36,7 @@ from assistant.documents import Access, ChangePage, Document, ItemRef
 from assistant.errors import ConfigError, ConnectorError, CursorExpired, NotFound
 
 from .auth import GRAPH_SCOPE, GraphTokens
-from .convert import access_digest, access_from_permissions, item_mime, parse_time, reference_path
+from .convert import access_digest, access_from_permissions, indexable, item_mime, parse_time, reference_path
 from .graph import GraphClient
 
 DELTA_PREFER = "deltashowremovedasdeleted, deltatraversepermissiongaps, deltashowsharingchanges"
@@ -197,7 +199,7 @@ class OneDriveConnector:
         return f"{base}/{item.get('name', '')}"
 
     def _excluded(self, drive: DriveTarget, path: str, item: dict) -> bool:
-        if int(item.get("size") or 0) > self._max_bytes:
+        if int(item.get("size") or 0) > self._max_bytes or not indexable(item):
             return True
         wanted = [p for k, p in self._filters if k is None or k in drive.keys]
         if not wanted:  # no folder filter names this drive: all of it

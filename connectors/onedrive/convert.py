@@ -38,6 +38,28 @@ def item_mime(item: Mapping) -> str:
     return mime
 
 
+# What the core parsers read (assistant.parsing); anything else is not downloaded at all, so a drive
+# full of images or archives costs listing only, not a failed download on every run.
+INDEXABLE_EXTENSIONS = frozenset({
+    ".md", ".markdown", ".txt", ".text", ".log", ".html", ".htm", ".pdf", ".docx", ".pptx", ".xlsx",
+    ".csv", ".tsv", ".json", ".yaml", ".yml", ".rst"})
+_INDEXABLE_MIMES = frozenset({
+    "application/pdf", "application/json", "application/yaml", "application/x-yaml", "application/xhtml+xml",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
+
+
+def indexable(item: Mapping) -> bool:
+    """True for files the core parsers can turn into text (by extension, else by MIME type)."""
+    name = str(item.get("name", "")).lower()
+    ext = name[name.rfind("."):] if "." in name else ""
+    if ext in INDEXABLE_EXTENSIONS:
+        return True
+    mime = item_mime(item)
+    return mime.startswith("text/") or mime in _INDEXABLE_MIMES
+
+
 def parse_time(value: str | None) -> float | None:
     """Graph's ISO-8601 timestamps (``2024-01-02T03:04:05Z``) → POSIX seconds."""
     if not value:

@@ -26,8 +26,15 @@ from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, R
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.handler import RetryHandler
 
-from assistant.errors import (AuthError, ConfigError, ConnectorError, CursorExpired, NotFound, PermissionDenied,
-                              RateLimited)
+from assistant.errors import (
+    AuthError,
+    ConfigError,
+    ConnectorError,
+    CursorExpired,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+)
 
 _AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
                 "no_permission", "ekm_access_denied"}

@@ -14,8 +14,9 @@ permissions and a change log; tests mutate it (``edit``, ``rename``, ``move``, `
 ...) and read ``requests`` to assert on traffic. Fault modes: ``inject("rate_limit" | "429" |
 "500" | "drop", ...)``, ``latency_s``, ``invalidate_page_tokens()``.
 
-What it does not do: writes through the API, search beyond the ``q`` clauses below, revisions,
-shortcuts, labels, or Drive's eventual consistency.
+What it does not do: writes through the API, ``q`` beyond ``trashed``/``mimeType``/``name`` comparisons
+and ``'id' in parents`` joined by ``and``, revisions, shortcuts, labels, or eventual consistency.
+The HTTP layer is ``gdrive_api.py``; masks, JWT checks and the ``q`` grammar are ``gdrive_support.py``.
 """
 
 from __future__ import annotations

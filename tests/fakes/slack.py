@@ -18,6 +18,10 @@ what a bot did; ``thread(channel, ts)`` and ``message(channel, ts)`` show the cu
 status=429)`` (429 with Retry-After, 5xx, or ``status=0`` to drop the connection),
 ``invalidate_cursors()``.
 
+Bot tests: ``message_event`` (posts a message and returns the Events API envelope for it) and
+``slash_command`` (form fields with a ``response_url`` served here) build inbound payloads; signing
+and delivering them to the bot is the test's job.
+
 Not served: Events API delivery, Socket Mode, OAuth, files.upload, search.
 """
 
@@ -92,6 +96,34 @@ class FakeSlack(SlackWorld):
             cid = self.channel_id(channel)
             root = self.messages[cid].get(thread_ts)
             return ([dict(root)] if root else []) + [dict(m) for m in self._replies(cid, thread_ts)]
+
+    # ---- inbound payloads for bot tests (the fake does not deliver them: sign and POST them yourself) ---
+    def message_event(self, channel: str, user: str, text: str, *, thread_ts: str | None = None,
+                      mention: bool = False) -> dict:
+        """Post ``text`` into the workspace (so history/replies see it) and return the Events API
+        envelope Slack would send: ``app_mention`` when ``mention`` (text should contain
+        ``<@UBOT>``), else ``message`` (``channel_type`` "im" in DMs)."""
+        with self.lock:
+            cid = self.channel_id(channel)
+            ts = self.post(cid, user, text, thread_ts=thread_ts)
+            ch = self.channels[cid]
+            event = {"type": "app_mention" if mention else "message", "user": user, "text": text, "ts": ts,
+                     "channel": cid, "event_ts": ts, "team": self.team_id,
+                     "channel_type": "im" if ch.is_im else "mpim" if ch.is_mpim else "group" if ch.private else "channel"}
+            if thread_ts:
+                event["thread_ts"] = thread_ts
+            return {"token": "verification-token", "team_id": self.team_id, "api_app_id": "AFAKE", "event": event,
+                    "type": "event_callback", "event_id": self._new_id("Ev"), "event_time": int(float(ts)),
+                    "authorizations": [{"team_id": self.team_id, "user_id": self.bot_user, "is_bot": True}]}
+
+    def slash_command(self, command: str, text: str, *, user: str, channel: str) -> dict:
+        """The form fields of a slash command invocation (URL-encode them as the request body)."""
+        with self.lock:
+            cid = self.channel_id(channel)
+            return {"token": "verification-token", "team_id": self.team_id, "team_domain": self.domain,
+                    "channel_id": cid, "channel_name": self.channels[cid].name, "user_id": user,
+                    "user_name": self.users[user].name, "command": command, "text": text, "api_app_id": "AFAKE",
+                    "response_url": self.response_url(self._new_id("cmd")), "trigger_id": self._new_id("trig")}
 
     # ---- faults --------------------------------------------------------------------------------
     def fail_next(self, method: str, n: int = 1, *, status: int = 429, error: str = "ratelimited",

@@ -1,0 +1,207 @@
+"""Evaluation: answer a JSONL question set under one or more configurations and score it.
+
+Input lines: ``{"id","question","answer","must_contain":[…],"gold_docs":[paths],"kind"}`` (only id and
+question are required). For every configuration this records what ``ask --json`` returns plus a
+document-level retrieval ranking, then computes retrieval hit@1/5/10 and MRR against gold_docs,
+answer accuracy (every must_contain string in the answer, case-insensitive), citation precision,
+refusal precision/recall (kind "unanswerable" vs refused) and latency p50/p95. Results: one Markdown
+table with the configurations side by side, ``answers.jsonl``, ``metrics.json`` and PNG plots.
+Gold paths match a retrieved path when one is a path-suffix of the other, so a gold
+``content/x.md`` matches a document ingested as ``content/x.md`` from the corpus root.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assistant.errors import ConfigError
+
+KINDS = {"fact", "multi", "howto", "unanswerable"}
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    answer: str = ""
+    must_contain: tuple[str, ...] = ()
+    gold_docs: tuple[str, ...] = ()
+    kind: str = "fact"
+
+
+def load_questions(path: Path) -> list[Question]:
+    out, seen = [], set()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"Question file {path} does not exist.") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{n} is not valid JSON ({e.msg}). Each line must be one JSON object.") from None
+        if not isinstance(d, dict) or not d.get("id") or not d.get("question"):
+            raise ConfigError(f'{path}:{n} needs at least "id" and "question", e.g. {{"id": "q1", "question": "…"}}')
+        kind = d.get("kind", "fact")
+        if kind not in KINDS:
+            raise ConfigError(f"{path}:{n}: kind {kind!r} is not one of {sorted(KINDS)}")
+        if d["id"] in seen:
+            raise ConfigError(f"{path}:{n}: duplicate id {d['id']!r}")
+        seen.add(d["id"])
+        out.append(Question(str(d["id"]), d["question"], d.get("answer", ""), tuple(d.get("must_contain", [])),
+                            tuple(d.get("gold_docs", [])), kind))
+    if not out:
+        raise ConfigError(f"{path} holds no questions.")
+    return out
+
+
+def same_doc(path: str, gold: str) -> bool:
+    a, b = path.strip("/"), gold.strip("/")
+    return a == b or a.endswith("/" + b) or b.endswith("/" + a)
+
+
+def first_gold_rank(paths: list[str], gold: tuple[str, ...]) -> int | None:
+    for i, p in enumerate(paths, 1):
+        if any(same_doc(p, g) for g in gold):
+            return i
+    return None
+
+
+@dataclass
+class Record:
+    config: str
+    q: Question
+    answer: dict
+    ranked_paths: list[str]
+    search_ms: float
+
+    def as_json(self) -> dict:
+        return {"config": self.config, "id": self.q.id, "kind": self.q.kind, "gold_docs": list(self.q.gold_docs),
+                "must_contain": list(self.q.must_contain), "ranked_paths": self.ranked_paths,
+                "search_ms": round(self.search_ms, 1), **self.answer}
+
+
+@dataclass
+class Metrics:
+    config: str
+    n: int = 0
+    hit: dict[int, float] = field(default_factory=dict)
+    mrr: float = 0.0
+    accuracy: float | None = None
+    citation_precision: float | None = None
+    refusal_precision: float | None = None
+    refusal_recall: float | None = None
+    answer_p50_ms: float = 0.0
+    answer_p95_ms: float = 0.0
+    search_p50_ms: float = 0.0
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, int(round(p * (len(v) - 1)))))]
+
+
+def score(config: str, records: list[Record]) -> Metrics:
+    m = Metrics(config, n=len(records))
+    with_gold = [r for r in records if r.q.gold_docs]
+    if with_gold:
+        ranks = [first_gold_rank(r.ranked_paths, r.q.gold_docs) for r in with_gold]
+        for k in range(1, 11):
+            m.hit[k] = sum(1 for r in ranks if r is not None and r <= k) / len(ranks)
+        m.mrr = sum(1.0 / r for r in ranks if r is not None) / len(ranks)
+    graded = [r for r in records if r.q.must_contain and r.q.kind != "unanswerable" and r.answer]
+    if graded:
+        m.accuracy = sum(1 for r in graded if not r.answer["refused"] and
+                         all(s.lower() in r.answer["answer"].lower() for s in r.q.must_contain)) / len(graded)
+    cited = [(c["path"], r.q.gold_docs) for r in records if r.q.gold_docs and r.answer for c in r.answer["citations"]]
+    if cited:
+        m.citation_precision = sum(1 for p, gold in cited if any(same_doc(p, g) for g in gold)) / len(cited)
+    answered = [r for r in records if r.answer]
+    refused = [r for r in answered if r.answer["refused"]]
+    unans = [r for r in answered if r.q.kind == "unanswerable"]
+    if refused:
+        m.refusal_precision = sum(1 for r in refused if r.q.kind == "unanswerable") / len(refused)
+    if unans:
+        m.refusal_recall = sum(1 for r in unans if r.answer["refused"]) / len(unans)
+    lat = [r.answer["timings_ms"].get("total", 0.0) for r in answered]
+    m.answer_p50_ms, m.answer_p95_ms = _pct(lat, 0.5), _pct(lat, 0.95)
+    m.search_p50_ms = statistics.median([r.search_ms for r in records]) if records else 0.0
+    return m
+
+
+def _f(v: float | None, pct: bool = True) -> str:
+    return "–" if v is None else (f"{v:.2f}" if pct else f"{v:.0f}")
+
+
+def table(metrics: list[Metrics]) -> str:
+    rows = [
+        ("questions", [str(m.n) for m in metrics]),
+        ("hit@1", [_f(m.hit.get(1)) for m in metrics]),
+        ("hit@5", [_f(m.hit.get(5)) for m in metrics]),
+        ("hit@10", [_f(m.hit.get(10)) for m in metrics]),
+        ("MRR", [_f(m.mrr) for m in metrics]),
+        ("answer accuracy", [_f(m.accuracy) for m in metrics]),
+        ("citation precision", [_f(m.citation_precision) for m in metrics]),
+        ("refusal precision", [_f(m.refusal_precision) for m in metrics]),
+        ("refusal recall", [_f(m.refusal_recall) for m in metrics]),
+        ("answer p50 (ms)", [_f(m.answer_p50_ms, False) for m in metrics]),
+        ("answer p95 (ms)", [_f(m.answer_p95_ms, False) for m in metrics]),
+        ("search p50 (ms)", [f"{m.search_p50_ms:.1f}" for m in metrics]),
+    ]
+    head = "| metric | " + " | ".join(m.config for m in metrics) + " |\n|---|" + "---|" * len(metrics) + "\n"
+    return head + "\n".join(f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows) + "\n"
+
+
+def plots(metrics: list[Metrics], records: dict[str, list[Record]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in metrics:
+        if m.hit:
+            ks = sorted(m.hit)
+            ax.plot(ks, [m.hit[k] for k in ks], marker="o", label=m.config)
+    ax.set(xlabel="k (documents)", ylabel="hit@k", title="Retrieval: gold document in top k", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "hit_at_k.png", dpi=110)
+    files.append(out / "hit_at_k.png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, recs in records.items():
+        lat = [r.answer["timings_ms"].get("total", 0.0) / 1000 for r in recs if r.answer]
+        if lat:
+            ax.hist(lat, bins=20, alpha=0.5, label=name)
+    ax.set(xlabel="seconds per question (ask, end to end)", ylabel="questions", title="Answer latency")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    files.append(out / "latency.png")
+    plt.close(fig)
+    return files
+
+
+def run_config(name: str, assistant, questions: list[Question], *, who, answer: bool = True,
+               progress=None) -> list[Record]:
+    recs = []
+    for q in questions:
+        t = time.perf_counter()
+        hits = assistant.search(q.question, who=who, k=10)
+        search_ms = (time.perf_counter() - t) * 1e3
+        ans = assistant.ask(q.question, who=who).as_json() if answer else {}
+        recs.append(Record(name, q, ans, [h.path for h in hits], search_ms))
+        if progress:
+            progress(1)
+    return recs
