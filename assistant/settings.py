@@ -165,8 +165,13 @@ class SlackBotSettings(_Section):
 
 
 class SchedulerSettings(_Section):
-    timezone: str = "UTC"
+    timezone: str = Field("UTC", description="IANA time zone of schedules made without one (e.g. Europe/Berlin)")
     grace_s: float = Field(3600.0, ge=0, description="a run missed while down runs once at start-up within this window")
+    lease_s: float = Field(600.0, gt=0, description="a claimed run that has not posted within this time may be taken over (crash recovery); keep it below grace_s")
+    poll_s: float = Field(30.0, gt=0, description="how often the scheduler looks for new schedules and retries")
+    max_attempts: int = Field(5, ge=1, le=100, description="posting attempts per period before the run is marked failed")
+    use_llm: bool = Field(True, description="phrase report bullets with the model (off: each document's most central sentence)")
+    max_items: int = Field(12, ge=1, le=50, description="documents listed per report")
 
 
 class Settings(BaseSettings):

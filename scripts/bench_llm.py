@@ -199,6 +199,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="Markdown file to write the table to")
     ap.add_argument("--budget-s", type=float, default=420, help="skip optional parts after this many seconds")
     ap.add_argument("--concurrency", default="1,8,32,128")
+    ap.add_argument("--hf-batch", action="store_true", help="also time transformers' generate_batch (slow warm-up)")
+    ap.add_argument("--static", action="store_true", help="also time generate() with a static cache + torch.compile")
     ap.add_argument("--prompt", type=int, default=1000)
     ap.add_argument("--new", type=int, default=200)
     args = ap.parse_args()
@@ -215,6 +217,8 @@ def main() -> None:
         from transformers import AutoTokenizer
         tok = ModTokenizer(AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True))
 
+    if device == "cuda" and args.tokenizer:
+        check_loading(args.tokenizer)
     model = build_model(args.tiny, device)
     vocab = model.config.vocab_size
     wbytes = weight_bytes_per_token(model)
@@ -258,20 +262,7 @@ def main() -> None:
             f"peak GPU mem {torch.cuda.max_memory_allocated() / 2**30:.0f} GiB" if device == "cuda" else
             f"{toks / wall / naive:.1f}x naive")
     ref_n = 32 if 32 in levels else levels[-1]
-    if time.perf_counter() - T0 < args.budget_s * 0.5:
-        try:
-            from transformers import GenerationConfig
-            gc_ = GenerationConfig(max_new_tokens=args.new, min_new_tokens=args.new, do_sample=False,
-                                   eos_token_id=None, pad_token_id=0)
-            t = time.perf_counter()
-            out = model.generate_batch(inputs=ps_all[:ref_n], generation_config=gc_)
-            sync()
-            wall = time.perf_counter() - t
-            toks = sum(len(o.generated_tokens) for o in out.values())
-            row(f"{ref_n} concurrent, transformers generate_batch (reference)", f"{toks / wall:.0f} tok/s",
-                f"wall {wall:.1f} s incl. its warm-up; one config for all requests, no adapters/stop strings")
-        except Exception as e:  # reference only
-            row(f"{ref_n} concurrent, transformers generate_batch (reference)", "failed", repr(e)[:120])
+    write(args, gpu)
     engine.close()
 
     # 4. LoRA adapters: 1 and 4 active, mixed in one batch
@@ -304,7 +295,8 @@ def main() -> None:
     # 5. NF4 vs bf16
     if device == "cuda" and time.perf_counter() - T0 < args.budget_s * 0.8:
         try:
-            qmodel = quantize_nf4(model)
+            import copy
+            qmodel = quantize_nf4(copy.deepcopy(model))
             gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -317,12 +309,81 @@ def main() -> None:
             row(f"{ref_n} concurrent, NF4, our engine", f"{toks / wall:.0f} tok/s",
                 f"{toks / wall / results[ref_n]:.2f}x bf16; peak GPU mem {torch.cuda.max_memory_allocated() / 2**30:.0f} GiB")
             qeng.close()
+            del qmodel, qeng
+            gc.collect()
+            torch.cuda.empty_cache()
         except Exception as e:
             row("NF4", "failed", repr(e)[:160])
     elif device == "cuda":
         row("NF4", "skipped", "time budget")
-
     write(args, gpu)
+
+    # 6. what CUDA graphs would buy at batch 1: generate() with a static cache (auto torch.compile)
+    if args.static and time.perf_counter() - T0 < args.budget_s * 0.6:
+        try:
+            ids = torch.tensor([p128], device=device)
+            kw = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0,
+                      cache_implementation="static")
+            t = time.perf_counter()
+            model.generate(ids, max_new_tokens=16, min_new_tokens=16, **kw)
+            sync()
+            warm = time.perf_counter() - t
+            rates = []
+            for _ in range(2):
+                t = time.perf_counter()
+                out = model.generate(ids, max_new_tokens=128, min_new_tokens=128, **kw)
+                sync()
+                rates.append((out.shape[1] - ids.shape[1]) / (time.perf_counter() - t))
+            r = max(rates)
+            note = f"first call {warm:.0f} s (compilation)"
+            if device == "cuda":
+                note += f"; {r / (copy_bandwidth() / wbytes):.0%} of the bandwidth floor"
+            row("batch-1 decode, generate() static cache + torch.compile (reference)", f"{r:.1f} tok/s", note)
+        except Exception as e:
+            row("static cache + compile", "failed", repr(e)[:160])
+        write(args, gpu)
+    if args.hf_batch and time.perf_counter() - T0 < args.budget_s * 0.8:
+        try:
+            from transformers import GenerationConfig
+            gc_ = GenerationConfig(max_new_tokens=args.new, min_new_tokens=args.new, do_sample=False,
+                                   eos_token_id=None, pad_token_id=0)
+            t = time.perf_counter()
+            out = model.generate_batch(inputs=ps_all[:ref_n], generation_config=gc_)
+            sync()
+            wall = time.perf_counter() - t
+            toks = sum(len(o.generated_tokens) for o in out.values())
+            row(f"{ref_n} concurrent, transformers generate_batch (reference)", f"{toks / wall:.0f} tok/s",
+                f"wall {wall:.1f} s incl. its warm-up; one config for all requests, no adapters/stop strings")
+        except Exception as e:  # reference only
+            row(f"{ref_n} concurrent, transformers generate_batch (reference)", "failed", repr(e)[:120])
+        write(args, gpu)
+
+
+def check_loading(tokenizer_dir: str) -> None:
+    """The production loader on CUDA: a tiny saved model through load_model, bf16 and NF4."""
+    import shutil
+    import tempfile
+
+    from assistant.llm.loading import load_model
+
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        build_model(True, "cpu").save_pretrained(tmp)
+        for f in Path(tokenizer_dir).iterdir():
+            shutil.copy(f, tmp / f.name)
+        for q in ("none", "nf4"):
+            m, t = load_model(tmp, quantize=q)
+            eng = BatchEngine(m, t, eos_token_ids=set())
+            out = eng.submit([5, 6, 7], max_new_tokens=4)
+            out.result()
+            eng.close()
+            row(f"load_model(quantize={q!r}) on CUDA", "ok",
+                f"{type(m.model.layers[0].mlp.up_proj).__name__}, {next(m.parameters()).dtype}")
+            del m
+    except Exception as e:
+        row("load_model on CUDA", "failed", repr(e)[:160])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def quantize_nf4(model):

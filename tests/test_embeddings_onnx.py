@@ -22,7 +22,7 @@ SENTENCES = [
     "Your laptop screen is set to lock after 10 minutes of inactivity.",
     "Teammates should submit expenses at the end of every month in Airbase.",
     "We use OpsGenie for our 24x7 Support rotation.",
-    "ok",
+    "baby leave",
 ]
 
 
@@ -64,11 +64,11 @@ def test_interface_matches_embedder(onnx_embedder):
 
 
 def test_a_vector_does_not_depend_on_its_batch(onnx_embedder):
-    """Padding must not leak into the mean, and results come back in input order."""
+    """Same vector alone or among others (no padding, no shared quantization scale), in input order."""
     long_text = "Kubernetes rollback procedure for a failed deployment. " * 100  # truncated at 256 tokens
     alone = np.stack([onnx_embedder.embed_query(t) for t in SENTENCES])
     mixed = onnx_embedder.embed([long_text, *SENTENCES, long_text])  # batch_size 4: several padded batches
-    np.testing.assert_allclose(mixed[1:-1], alone, atol=2e-3)
+    np.testing.assert_allclose(mixed[1:-1], alone, atol=1e-6)
     np.testing.assert_allclose(mixed[0], mixed[-1], atol=1e-6)
 
 

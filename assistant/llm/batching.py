@@ -19,6 +19,7 @@ Not here: HTTP (``server``), tokenization of chat messages (``base``), model loa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -120,6 +121,12 @@ class BatchEngine:
         self._cache = None
         self._mask = None  # (B, L) 1 for real tokens, 0 for left padding
         self._peft = hasattr(model, "peft_config")
+        self._fused: FusedLoRA | None = None
+        if self._peft and self.adapters:
+            try:
+                self._fused = FusedLoRA(model, sorted(self.adapters))
+            except ModelError as e:
+                log.info("%s", e)
         self._device = next(model.parameters()).device
         self._thread = threading.Thread(target=self._loop, name="llm-batch-engine", daemon=True)
         self._thread.start()
@@ -156,6 +163,8 @@ class BatchEngine:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=30)
+        if self._fused is not None:
+            self._fused.close()
 
     def _retry_after(self) -> float:
         # a crude estimate: the queue drains one batch per few seconds; clients back off at least 1 s
@@ -204,10 +213,22 @@ class BatchEngine:
 
     def _forward(self, input_ids, mask, positions, cache, adapters: list[str | None], **kw):
         extra = {}
-        if self._peft:
-            extra["adapter_names"] = [a or BASE for a in adapters]
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1, **extra, **kw)
+        ctx = contextlib.nullcontext()
+        if self._fused is not None:
+            self._fused.set_rows(adapters, self._device)
+        elif self._peft:
+            kinds = set(adapters)
+            if len(kinds) > 1:  # mixed batch: peft routes each row through its own adapter
+                extra["adapter_names"] = [a or BASE for a in adapters]
+            elif None in kinds:  # all base: skip the LoRA branches entirely
+                ctx = self.model.disable_adapter()
+            else:  # one adapter for everyone: the ordinary (faster) LoRA path
+                (name,) = kinds
+                if self.model.active_adapter != name:
+                    self.model.set_adapter(name)
+        with ctx:
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                             past_key_values=cache, use_cache=True, logits_to_keep=1, **extra, **kw)
         return out.logits[:, -1, :], out.past_key_values
 
     def _prefill(self, new: list[_Seq]) -> None:
@@ -335,3 +356,82 @@ def _sample(logits, temperatures: list[float], top_ps: list[float]) -> list[int]
         choice = torch.multinomial(sorted_p, 1).squeeze(-1)
         out[idx] = order.gather(-1, choice[:, None]).squeeze(-1)
     return out.tolist()
+
+
+class FusedLoRA:
+    """Every adapter's LoRA factors concatenated per layer, so any mix of adapters costs two matmuls.
+
+    For each LoRA linear layer: ``A = [A_1; ...; A_n]`` (n*r, in) and ``B = [s_1 B_1, ..., s_n B_n]``
+    (out, n*r). A row using adapter i multiplies by a 0/1 mask keeping rank slots i*r..i*r+r, so
+    ``y = base(x) + ((x @ A.T) * mask_row) @ B.T`` — the same result as peft's per-adapter loop, with
+    a cost that does not grow with the number of distinct adapters in the batch. peft's own LoRA
+    branch is switched off while the engine owns the model; plain LoRA on linear layers only (DoRA or
+    embedding LoRA raise ``ModelError`` and the engine falls back to peft's ``adapter_names``).
+    """
+
+    def __init__(self, model, names: list[str]) -> None:
+        import torch
+        from peft.tuners.lora import LoraLayer
+
+        self.index = {n: i for i, n in enumerate(names)}
+        self._masks: dict[int, object] | None = None  # rank -> (B, 1, n*rank) mask for this step
+        self._hooks = []
+        layers = []
+        for mod in model.modules():
+            if not isinstance(mod, LoraLayer):
+                continue
+            present = [n for n in names if n in mod.lora_A]
+            if any(n in getattr(mod, "lora_embedding_A", {}) for n in names) or \
+               any(n in getattr(mod, "lora_variant", {}) for n in present) or getattr(mod, "fan_in_fan_out", False):
+                raise ModelError("An adapter uses DoRA, embedding LoRA or Conv1D layers; using peft's mixed batches.")
+            if not present:
+                continue
+            r = max(mod.r[n] for n in present)
+            w = mod.lora_A[present[0]].weight
+            base = mod.get_base_layer()
+            dtype = getattr(base, "compute_dtype", None) or base.weight.dtype  # the layer's compute dtype
+            dtype = dtype if dtype.is_floating_point else torch.bfloat16  # 4-bit weights compute in bf16
+            A = torch.zeros((len(names) * r, w.shape[1]), dtype=dtype, device=w.device)
+            B = torch.zeros((mod.lora_B[present[0]].weight.shape[0], len(names) * r), dtype=dtype, device=w.device)
+            for n in present:
+                i, rn = self.index[n], mod.r[n]
+                A[i * r:i * r + rn] = mod.lora_A[n].weight
+                B[:, i * r:i * r + rn] = mod.lora_B[n].weight * mod.scaling[n]
+            layers.append((mod, A, B, r))
+        if not layers:
+            raise ModelError("No LoRA linear layers found in the adapters.")
+        self.ranks = sorted({r for *_, r in layers})
+        self.dtype = layers[0][1].dtype
+        for mod, A, B, r in layers:
+            self._hooks.append(mod.register_forward_hook(self._hook(A, B, r)))
+        model.base_model.disable_adapter_layers()  # peft's branch off: our hook adds the LoRA term
+        self.model = model
+
+    def _hook(self, A, B, r):
+        def add_lora(module, inputs, output):
+            if self._masks is None:
+                return output
+            x = inputs[0]
+            delta = ((x.to(A.dtype) @ A.T) * self._masks[r]) @ B.T  # (B, T, n*r) -> (B, T, out)
+            return output + delta.to(output.dtype)
+        return add_lora
+
+    def set_rows(self, adapters: list[str | None], device) -> None:
+        """Choose each row's adapter for the next forward (None = base model)."""
+        import torch
+
+        if all(a is None for a in adapters):
+            self._masks = None
+            return
+        idx = torch.tensor([self.index[a] if a is not None else -1 for a in adapters], device=device)
+        n = len(self.index)
+        self._masks = {}
+        for r in self.ranks:
+            slot = torch.arange(n * r, device=device) // r  # which adapter each rank slot belongs to
+            self._masks[r] = (slot[None, :] == idx[:, None]).to(self.dtype)[:, None, :]
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._masks = None
+        self.model.base_model.enable_adapter_layers()

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Self
 
 from tests.fakes.graph_api import DownloadHandler, GraphHandler, Recorded
 from tests.fakes.graph_identity import FakeIdentity, make_tls_cert
@@ -356,7 +357,7 @@ class FakeGraph:
             server.server_close()
         self.identity.close()
 
-    def __enter__(self) -> FakeGraph:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

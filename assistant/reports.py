@@ -1,0 +1,187 @@
+"""Scheduled summary reports: what changed in a scope during one period, for one audience.
+
+``build_report(assistant, schedule, period_start, period_end, audience)`` asks the summarizer
+(``Assistant.summarize``) for the documents of the scope modified since ``period_start`` that
+EVERY member of the audience may read, keeps those modified before ``period_end``, and arranges
+them as a ``Report``: "what changed" bullets grouped by source (new / updated, each with a numbered
+citation), the busiest Slack threads, sentences that record decisions, and a Sources list.
+``Report.blocks()`` renders Block Kit, ``Report.text()`` the fallback text (also what the CLI
+prints). The audience of a Slack channel comes from ``assistant.slackbot.identity.channel_audience``.
+
+Not done here: deciding when to run or posting (``assistant.scheduler``), reading Slack messages
+that were never ingested (reports see what the Slack connector indexed).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from assistant import grounding as g
+from assistant.retrieval import Audience
+from assistant.summaries import Bullet
+
+BUSY_THREAD_MESSAGES = 4  # a Slack thread with at least this many messages counts as busy
+MAX_BLOCKS = 50  # Block Kit's limit per message
+_DECISION = re.compile(r"\b(decided|decision|agreed|approved|we will|we'll|going forward|resolved to|"
+                       r"signed off|chose|settled on)\b", re.I)
+
+
+@dataclass(frozen=True)
+class Decision:
+    text: str
+    bullet: Bullet
+
+
+@dataclass
+class Report:
+    """One rendered period of one schedule. ``empty`` when nothing in scope changed."""
+
+    title: str
+    scope: str | None
+    period_start: datetime
+    period_end: datetime
+    bullets: list[Bullet] = field(default_factory=list)
+    busy_threads: list[tuple[Bullet, int]] = field(default_factory=list)  # (thread, message count)
+    decisions: list[Decision] = field(default_factory=list)
+    footer: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not self.bullets
+
+    @property
+    def period(self) -> str:
+        return _period(self.period_start, self.period_end)
+
+    def by_source(self) -> dict[str, list[Bullet]]:
+        out: dict[str, list[Bullet]] = {}
+        for b in self.bullets:
+            out.setdefault(b.source, []).append(b)
+        return out
+
+    def no_changes_line(self) -> str:
+        return f"No changes in {self.scope or 'any source'} {self.period}."
+
+    # -- rendering ----------------------------------------------------------------------------
+    def text(self) -> str:
+        if self.empty:
+            return "\n".join(x for x in (f"{self.title}: {self.no_changes_line()}", self.footer) if x)
+        lines = [self.title, "", "What changed:"]
+        for src, bs in self.by_source().items():
+            lines.append(f"{src}:")
+            lines += [f"  • {b.title} ({'new' if b.new else 'updated'}): {b.text} [{b.n}]" for b in bs]
+        if self.busy_threads:
+            lines += ["", "Busy threads:"] + [f"  • {b.title}: {n} messages [{b.n}]" for b, n in self.busy_threads]
+        if self.decisions:
+            lines += ["", "Decisions:"] + [f"  • {d.text} [{d.bullet.n}]" for d in self.decisions]
+        lines += ["", "Sources:"] + [f"  [{b.n}] {b.title} — {b.url or b.path}" for b in self.bullets]
+        if self.footer:
+            lines += ["", self.footer]
+        return "\n".join(lines)
+
+    def blocks(self) -> list[dict]:
+        footer = [_context(self.footer)] if self.footer else []
+        if self.empty:
+            return [_section(f"*{_esc(self.title)}*\n{_esc(self.no_changes_line())}"), *footer]
+        out: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": self.title[:150], "emoji": False}},
+                           _context(f"What changed in *{_esc(self.scope or 'all sources')}* {_esc(self.period)} · "
+                                    f"{len(self.bullets)} document{'s' * (len(self.bullets) != 1)}")]
+        for src, bs in self.by_source().items():
+            lines = [f"• {_link(b)} _({'new' if b.new else 'updated'})_: {_esc(b.text)} [{b.n}]" for b in bs]
+            out += _sections(f"*{_esc(src)}*", lines)
+        if self.busy_threads:
+            out += _sections("*Busy threads*", [f"• {_link(b)}: {n} messages [{b.n}]" for b, n in self.busy_threads])
+        if self.decisions:
+            out += _sections("*Decisions*", [f"• {_esc(d.text)} [{d.bullet.n}]" for d in self.decisions])
+        out.append({"type": "divider"})
+        out += [_context(part) for part in _chunks([f"{_link(b, numbered=True)}" for b in self.bullets], 1500, " · ")]
+        if len(out) + len(footer) > MAX_BLOCKS:
+            out = out[: MAX_BLOCKS - len(footer) - 1] + [_context("(report shortened to fit one Slack message)")]
+        return out + footer
+
+
+def _period(start: datetime, end: datetime) -> str:
+    fmt = "%a %d %b %Y %H:%M"
+    same_day = start.date() == end.date()
+    return (f"{start.strftime(fmt)} – {end.strftime('%H:%M' if same_day else fmt)} "
+            f"({end.tzname() or end.tzinfo})")
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _link(b: Bullet, *, numbered: bool = False) -> str:
+    label = f"[{b.n}] {b.title}" if numbered else b.title
+    if b.url and b.url.startswith(("https://", "http://")):
+        return f"<{b.url}|{_esc(label).replace('|', '¦')}>"
+    return f"{_esc(label)} (`{_esc(b.path)}`)" if numbered else f"*{_esc(label)}*"
+
+
+def _section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
+def _context(text: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+
+
+def _chunks(lines: list[str], limit: int, sep: str = "\n") -> list[str]:
+    out, cur = [], ""
+    for line in lines:
+        line = line[:limit]
+        if cur and len(cur) + len(sep) + len(line) > limit:
+            out.append(cur)
+            cur = line
+        else:
+            cur = f"{cur}{sep}{line}" if cur else line
+    return out + ([cur] if cur else [])
+
+
+def _sections(heading: str, lines: list[str]) -> list[dict]:
+    parts = _chunks(lines, 2900 - len(heading))
+    return [_section((heading + "\n" if i == 0 else "") + p) for i, p in enumerate(parts)]
+
+
+# -- building -----------------------------------------------------------------------------------
+def build_report(assistant, schedule, period_start: datetime, period_end: datetime, audience: Audience, *,
+                 use_llm: bool = False, max_items: int = 12) -> Report:
+    """The report of ``schedule`` (anything with ``.scope`` and optionally ``.title``/``.tz``)
+    for [period_start, period_end), using only documents every member of ``audience`` can read."""
+    scope = getattr(schedule, "scope", None) or None
+    tz = ZoneInfo(getattr(schedule, "tz", None) or str(period_end.tzinfo or "UTC"))
+    start, end = period_start.astimezone(tz), period_end.astimezone(tz)
+    t0, t1 = start.timestamp(), end.timestamp()
+    store = assistant.engine.store
+    # documents modified after the period end would otherwise crowd the newest-first summary
+    later = sum(1 for _ in store.iter_documents(modified_since=t1))
+    summary = assistant.summarize(who=audience, scope=scope, since=t0, use_llm=use_llm, max_docs=max_items + later)
+    kept = [b for b in summary.bullets if b.modified is not None and t0 <= b.modified < t1][:max_items]
+    bullets = [Bullet(b.text, n, b.doc_id, b.source, b.path, b.title, b.url, b.modified, b.new)
+               for n, b in enumerate(kept, start=1)]
+    name = getattr(schedule, "title", None) or f"Report for {scope or 'all sources'}"
+    report = Report(f"{name} · {_period(start, end)}", scope, start, end, bullets)
+    for b in bullets:
+        row = store.get_document(b.source, b.doc_id)
+        if row is None:
+            continue
+        messages = int(row.metadata.get("messages") or 0) if row.metadata.get("kind") == "thread" else 0
+        if messages >= BUSY_THREAD_MESSAGES:
+            report.busy_threads.append((b, messages))
+        found = _decision(" ".join(c.text for c in store.chunks_of(row.key)[:6]))
+        if found:
+            report.decisions.append(Decision(g.sanitize(found, allowed_urls={b.url} if b.url else set()), b))
+    report.busy_threads.sort(key=lambda x: -x[1])
+    del report.busy_threads[5:]
+    del report.decisions[8:]
+    return report
+
+
+def _decision(text: str) -> str | None:
+    for span in g.sentences(text, min_chars=20):
+        if _DECISION.search(span.text):
+            return g.clean_quote(span.text)[:300]
+    return None

@@ -1,0 +1,327 @@
+"""The bot's core: what happens after Slack is acknowledged. Listeners in ``app.py`` only parse and call in.
+
+Flows (each runs on the bot's own worker pool, never on the request thread):
+- ``answer_message``: a mention in a channel or a DM. A "thinking…" placeholder is posted (in the
+  thread for channels), the model's words are streamed into it with ``chat.update`` at most every
+  ``settings.slack.stream_every_s``, then it is replaced by the final Block Kit answer.
+  Permissions: in a DM the asker's own access; in a channel only documents *every member* can read
+  (the channel's Audience). When that is refused but the asker alone could get a supported answer,
+  the answer goes to the asker with ``chat.postEphemeral`` and the thread only says so — the
+  private answer is never streamed into the channel.
+- ``answer_command`` (``/ask``) and ``summarize_command`` (``/summarize``): ephemeral replies
+  through the ``response_url``, with the asker's access.
+- ``record_feedback``: a 👍/👎 click stores (question, answer, sources, vote, user, channel, time).
+Follow-ups: earlier question/answer pairs of the thread (``conversations.replies``) become ``history``.
+Exactly once: an event is handled only if neither its ``event_id`` nor its message (channel, ts)
+was seen before — in memory and in the store table ``slackbot_events`` — so Slack's retries
+(``X-Slack-Retry-Num``) and app_mention/message twins never produce a second answer.
+Any exception becomes a friendly message where the user is looking and one log line.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from assistant.retrieval import Audience
+from assistant.slackbot import blocks as bk
+from assistant.summaries import parse_since
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS slackbot_events (key TEXT PRIMARY KEY, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slackbot_answers (token TEXT PRIMARY KEY, question TEXT NOT NULL, answer TEXT NOT NULL,
+    sources TEXT NOT NULL, channel TEXT, user TEXT, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slackbot_votes (token TEXT NOT NULL, user TEXT NOT NULL, vote INTEGER NOT NULL,
+    PRIMARY KEY (token, user));
+"""
+_KEEP_EVENTS_S = 3 * 86400
+_BOT_NOTES = {bk.THINKING, bk.PRIVATE_NOTICE, bk.ERROR_TEXT}
+_MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
+_CHANNEL_REF = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
+_LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
+_SINCE_WORDS = re.compile(r"\s*(?:\b(?:since|last|for the last|over the last)\s+)?(\d+(?:\.\d+)?\s*[smhdw]|\d{4}-\d{2}-\d{2})\s*$", re.I)
+
+HELP_ASK = "Ask me a question, e.g. `/ask how do I request a new laptop?`"
+HELP_SUMMARIZE = ("Tell me what to summarize, e.g. `/summarize #eng since 7d`, `/summarize gdrive:Security 2w` "
+                  "or `/summarize handbook`.")
+
+
+def clean_text(text: str, *, bot_user_id: str | None = None) -> str:
+    """Slack mrkdwn → the plain question: our mention removed, channel refs and links readable."""
+    text = _MENTION.sub(lambda m: "" if bot_user_id and bot_user_id in m.group(0) else m.group(0), text or "")
+    text = _CHANNEL_REF.sub(lambda m: f"#{m.group(2) or m.group(1)}", text)
+    text = _LINK.sub(lambda m: m.group(2) or m.group(1), text)
+    return " ".join(html.unescape(text).split())
+
+
+class Once:
+    """Has this key been handled before? Memory first (fast path), then a row in the store (restarts)."""
+
+    def __init__(self, store, *, memory: int = 10_000) -> None:
+        self.store = store
+        self._mem: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._memory = memory
+        store.execute("SELECT 1")  # fail early on a closed store
+        for stmt in filter(str.strip, _SCHEMA.split(";")):
+            store.execute(stmt)
+        store.execute("DELETE FROM slackbot_events WHERE seen < ?", (time.time() - _KEEP_EVENTS_S,))
+
+    def first(self, *keys: str) -> bool:
+        """True when none of ``keys`` was seen; records them all either way."""
+        keys = tuple(k for k in keys if k)
+        with self._lock:
+            seen = any(k in self._mem for k in keys)
+            for k in keys:
+                self._mem[k] = None
+                self._mem.move_to_end(k)
+            while len(self._mem) > self._memory:
+                self._mem.popitem(last=False)
+        new = [bool(self.store.execute("INSERT OR IGNORE INTO slackbot_events VALUES (?, ?) RETURNING key",
+                                       (k, time.time()))) for k in keys]
+        return not seen and all(new)
+
+
+class Streamer:
+    """Collects model deltas and pushes them into the placeholder at most every ``every_s`` seconds."""
+
+    def __init__(self, client, channel: str, ts: str, *, every_s: float, allowed_urls=frozenset()) -> None:
+        self.client, self.channel, self.ts, self.every_s = client, channel, ts, every_s
+        self.parts: list[str] = []
+        self.last = time.monotonic()
+        self.updates = 0
+        self.allowed_urls = set(allowed_urls)
+
+    def __call__(self, delta: str) -> None:
+        self.parts.append(delta)
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            try:
+                self.client.chat_update(channel=self.channel, ts=self.ts,
+                                        **bk.streaming_message("".join(self.parts), allowed_urls=self.allowed_urls))
+                self.updates += 1
+            except Exception as e:  # a failed progress update must not lose the answer
+                log.warning("slackbot: streaming update failed: %s", e)
+
+
+class BotCore:
+    """The work behind the listeners; owns the worker pool, identity lookups and exactly-once records."""
+
+    def __init__(self, settings, assistant, client, identity, *, bot_user_id: str, bot_id: str | None = None,
+                 workers: int = 8) -> None:
+        self.settings, self.assistant, self.client, self.identity = settings, assistant, client, identity
+        self.bot_user_id, self.bot_id = bot_user_id, bot_id
+        self.store = assistant.engine.store
+        self.once = Once(self.store)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slackbot-work")
+        self._pending = 0
+        self._idle = threading.Condition()
+        self.stats = {"answered": 0, "private": 0, "errors": 0, "duplicates": 0}
+
+    # -- scheduling -----------------------------------------------------------------------------
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        with self._idle:
+            self._pending += 1
+
+        def run():
+            try:
+                fn(*args, **kwargs)
+            except Exception:
+                self.stats["errors"] += 1
+                log.exception("slackbot: %s failed", getattr(fn, "__name__", fn))
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+        return self.pool.submit(run)
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until no work is queued or running (tests, benchmarks, shutdown)."""
+        end = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=False)
+
+    def first_time(self, *keys: str) -> bool:
+        if self.once.first(*keys):
+            return True
+        self.stats["duplicates"] += 1
+        log.info("slackbot: duplicate delivery %s ignored", ", ".join(k for k in keys if k))
+        return False
+
+    # -- questions in channels and DMs ----------------------------------------------------------
+    def answer_message(self, *, channel: str, user: str, text: str, ts: str, thread_ts: str | None = None,
+                       is_dm: bool = False) -> None:
+        question = clean_text(text, bot_user_id=self.bot_user_id)
+        reply_ts = thread_ts or (None if is_dm else ts)
+        if not question:
+            self.client.chat_postMessage(channel=channel, thread_ts=reply_ts, **bk.notice_message(HELP_ASK))
+            return
+        placeholder = None
+        try:
+            placeholder = self.client.chat_postMessage(channel=channel, thread_ts=reply_ts, **bk.thinking_message())["ts"]
+            history = self._history(channel, thread_ts or ts, before=ts, threaded=bool(thread_ts), is_dm=is_dm)
+            asker = self.identity.principals(user)
+            who = asker if is_dm else self._audience_with(self.identity.channel_audience(channel), asker)
+            stream = Streamer(self.client, channel, placeholder, every_s=self.settings.slack.stream_every_s)
+            ans = self.assistant.ask(question, who=who, history=history, on_delta=stream)
+            if not is_dm and ans.refused:
+                private = self.assistant.ask(question, who=asker, history=history)
+                if not private.refused:
+                    token = self._remember(private, channel=channel, user=user)
+                    self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts or ts,
+                                                   **bk.answer_message(private, feedback_token=token,
+                                                                       note="Only you can see this answer."))
+                    self.client.chat_update(channel=channel, ts=placeholder, **bk.notice_message(bk.PRIVATE_NOTICE))
+                    self.stats["private"] += 1
+                    return
+            token = self._remember(ans, channel=channel, user=user)
+            self.client.chat_update(channel=channel, ts=placeholder, **bk.answer_message(ans, feedback_token=token))
+            self.stats["answered"] += 1
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("slackbot: answering in %s failed (question %r)", channel, question[:200])
+            self._say_sorry(channel, placeholder, reply_ts)
+
+    @staticmethod
+    def _audience_with(channel: Audience, asker) -> Audience:
+        # the asker is a member; adding them again only guards against a stale member list
+        return channel if asker in channel.members else Audience(channel.members + (asker,))
+
+    def _say_sorry(self, channel: str, placeholder: str | None, thread_ts: str | None) -> None:
+        try:
+            if placeholder:
+                self.client.chat_update(channel=channel, ts=placeholder, **bk.notice_message(bk.ERROR_TEXT))
+            else:
+                self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **bk.notice_message(bk.ERROR_TEXT))
+        except Exception as e:
+            log.error("slackbot: could not tell %s about the failure either: %s", channel, e)
+
+    def _history(self, channel: str, root_ts: str, *, before: str, threaded: bool, is_dm: bool) -> list[tuple[str, str]]:
+        """Earlier (question, answer) pairs: the thread, or a DM's last few minutes."""
+        try:
+            if threaded:
+                msgs = self.client.conversations_replies(channel=channel, ts=root_ts, limit=200).get("messages") or []
+            elif is_dm:
+                resp = self.client.conversations_history(channel=channel, limit=12, oldest=f"{time.time() - 900:.6f}")
+                msgs = sorted(resp.get("messages") or [], key=lambda m: float(m["ts"]))
+            else:
+                return []
+        except Exception as e:
+            log.warning("slackbot: could not read the conversation for context (%s); answering without it", e)
+            return []
+        pairs: list[tuple[str, str]] = []
+        question: str | None = None
+        for m in msgs:
+            if float(m.get("ts", 0)) >= float(before):
+                break
+            if m.get("user") == self.bot_user_id or (self.bot_id and m.get("bot_id") == self.bot_id):
+                answer = html.unescape(m.get("text") or "")
+                if question and answer and answer not in _BOT_NOTES and not answer.startswith(bk.THINKING):
+                    pairs.append((question, answer[:600]))
+                question = None
+            elif not m.get("bot_id") and not m.get("subtype"):
+                question = clean_text(m.get("text") or "", bot_user_id=self.bot_user_id) or question
+        return pairs[-3:]
+
+    # -- slash commands -------------------------------------------------------------------------
+    def answer_command(self, *, text: str, user: str, channel: str, respond) -> None:
+        question = clean_text(text, bot_user_id=self.bot_user_id)
+        if not question:
+            respond(response_type="ephemeral", **bk.notice_message(HELP_ASK))
+            return
+        try:
+            ans = self.assistant.ask(question, who=self.identity.principals(user))
+            token = self._remember(ans, channel=channel, user=user)
+            respond(response_type="ephemeral", replace_original=False, **bk.answer_message(ans, feedback_token=token))
+            self.stats["answered"] += 1
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("slackbot: /ask failed (question %r)", question[:200])
+            respond(response_type="ephemeral", **bk.notice_message(bk.ERROR_TEXT))
+
+    def summarize_command(self, *, text: str, user: str, channel: str, respond) -> None:
+        try:
+            scope, since = self.parse_summary_request(text)
+        except Exception as e:
+            respond(response_type="ephemeral", **bk.notice_message(f"{e} {HELP_SUMMARIZE}"))
+            return
+        if not scope:
+            respond(response_type="ephemeral", **bk.notice_message(HELP_SUMMARIZE))
+            return
+        try:
+            summary = self.assistant.summarize(who=self.identity.principals(user), scope=scope, since=since,
+                                               use_llm=self.assistant.settings.llm.model.lower() != "none")
+            respond(response_type="ephemeral", replace_original=False, **bk.summary_message(summary))
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("slackbot: /summarize %r failed", text[:200])
+            respond(response_type="ephemeral", **bk.notice_message(bk.ERROR_TEXT))
+
+    def parse_summary_request(self, text: str) -> tuple[str | None, float | None]:
+        """'<#C1|eng> since 7d' → ('slack:#eng', t); 'drive:Security 2w' → ('gdrive:Security', t)."""
+        text = (text or "").strip()
+        since = None
+        m = _SINCE_WORDS.search(text)
+        if m:
+            since = parse_since(m.group(1).replace(" ", ""))
+            text = text[: m.start()].strip()
+        ref = _CHANNEL_REF.search(text)
+        if ref:
+            name = ref.group(2) or self._channel_name(ref.group(1))
+            return f"slack:#{name}", since
+        text = html.unescape(text)
+        if text.startswith("#"):
+            return f"slack:{text}", since
+        if text.lower().startswith("drive:"):
+            text = "gdrive:" + text[6:]
+        return text or None, since
+
+    def _channel_name(self, channel_id: str) -> str:
+        return self.client.conversations_info(channel=channel_id)["channel"]["name"]
+
+    # -- feedback -------------------------------------------------------------------------------
+    def _remember(self, ans, *, channel: str | None, user: str | None) -> str:
+        token = uuid.uuid4().hex
+        sources = [c.as_json() for c in ans.citations]
+        self.store.execute("INSERT INTO slackbot_answers VALUES (?,?,?,?,?,?,?)",
+                           (token, ans.question, ans.answer, json.dumps(sources), channel, user, time.time()))
+        return token
+
+    def record_feedback(self, *, token: str, vote: int, user: str, channel: str | None, respond=None) -> bool:
+        """Store one vote per (answer, person); a changed vote is stored as a new row. True when stored."""
+        row = self.store.execute("SELECT question, answer, sources, channel FROM slackbot_answers WHERE token=?", (token,))
+        if not row:
+            if respond:
+                respond(response_type="ephemeral", replace_original=False,
+                        **bk.notice_message("I no longer have this answer, so I could not record your vote."))
+            return False
+        question, answer, sources, answer_channel = row[0]
+        changed = self.store.execute(
+            "INSERT INTO slackbot_votes VALUES (?,?,?) ON CONFLICT(token, user) DO UPDATE SET vote=excluded.vote "
+            "WHERE vote != excluded.vote RETURNING token", (token, user, vote))
+        if changed:
+            who = self.identity.principals(user)
+            self.store.add_feedback(question=question, answer=answer, sources=json.loads(sources), vote=vote,
+                                    user=who.email or user, channel=channel or answer_channel)
+        if respond:
+            respond(response_type="ephemeral", replace_original=False,
+                    **bk.notice_message("Thanks — your feedback was recorded." if changed else "You already voted that way."))
+        return bool(changed)
