@@ -113,7 +113,7 @@ class Answerer:
         t3 = time.perf_counter()
         kept, used = self._verify(model_text, sources)
         model_refused = bool(_REFUSAL_HINT.search(model_text)) and not kept
-        if not kept and (model_refused or self.llm is None) and best_score < self.s.answering.min_relevance + 0.15:
+        if not kept and (best_score < self.s.answering.min_quote_score or (model_refused and best_score < 0.6)):
             # neither the model nor the best quote is convincing: refusing beats guessing
             return self._refuse(question, hits, timings, t0, model_text=model_text)
         cite_idx = sorted(used) if used else []
@@ -164,6 +164,7 @@ class Answerer:
         vecs = self.embedder.embed([sp.text for _, sp in spans])  # (n, dim)
         qv = self.embedder.embed_query(question)
         ranked = g.best_sentences(qv, [sp for _, sp in spans], vecs, query=question, top=len(spans))
+        ranked = [(i, s) for i, s in ranked if len(spans[i][1].text.split()) >= 4] or ranked
         # a small prior for the retriever's order: the first source is usually the right one
         scored = [(spans[i][0], spans[i][1], s - 0.02 * spans[i][0]) for i, s in ranked]
         return sorted(scored, key=lambda t: -t[2])
@@ -212,5 +213,5 @@ class Answerer:
                         break
             if ok and best is not None:
                 used.add(best)
-                kept.append(f"{plain} [{best + 1}]")
+                kept.append(f"{g.clean_quote(plain)} [{best + 1}]")
         return kept, used

@@ -137,7 +137,8 @@ def _cron_dow(field: str, text: str) -> str:
         elif "-" in rng:
             lo, hi = (int(x) for x in rng.split("-", 1)) if all(x.isdigit() for x in rng.split("-", 1)) else (-1, -1)
         elif rng.isdigit():
-            lo = hi = int(rng)
+            lo = int(rng)
+            hi = 7 if step else lo  # "1/2" = from Monday every second day
         else:
             raise _bad(text, f"day of week {field!r}")
         if not (0 <= lo <= 7 and 0 <= hi <= 7 and lo <= hi) or (step and not step.isdigit()):
@@ -148,7 +149,7 @@ def _cron_dow(field: str, text: str) -> str:
 
 
 def _zone_suffix(tokens: list[str], default_tz: str) -> tuple[list[str], str]:
-    if tokens and ("/" in tokens[-1] or tokens[-1].upper() in ("UTC", "GMT")):
+    if tokens and (("/" in tokens[-1] and re.search("[A-Za-z]{2}", tokens[-1])) or tokens[-1].upper() in ("UTC", "GMT")):
         name = tokens[-1]
         name = "UTC" if name.upper() in ("UTC", "GMT") else name
         zone = next((z for z in (name, "/".join(p.capitalize() for p in name.split("/"))) if _valid_zone(z)), None)
@@ -181,6 +182,8 @@ def parse_cadence(text: str, *, tz: str = "UTC") -> Cadence:
         except ValueError as e:
             raise _bad(raw, str(e)) from None
         return Cadence("cron", expr, zone)
+    if len(tokens) in (4, 6, 7) and all(re.fullmatch(r"[\d*/,\-?]+", t) for t in low):
+        raise _bad(raw, f"a cron expression has 5 fields (minute hour day month weekday), this has {len(tokens)}")
     if phrase == "hourly":
         return Cadence("interval", "3600", zone)
     m = _EVERY.match(phrase)

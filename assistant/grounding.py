@@ -16,7 +16,7 @@ import numpy as np
 
 _SENT_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*_`-])|\n+")
 _NUM = re.compile(r"\d+(?:[.,:]\d+)*")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}|\b[A-Za-z]+\d[A-Za-z0-9]*\b")
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>|)\]]+", re.I)
 _SLACK_LINK = re.compile(r"<(https?://[^|>]+)(?:\|([^>]*))?>")
 _BROADCAST = re.compile(r"<!(?:channel|here|everyone)(?:\|[^>]*)?>|@(?:channel|here|everyone)\b|<!subteam\^[^>]*>", re.I)

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from assistant import grounding as g
 from assistant.retrieval import Audience
-from assistant.summaries import Bullet
+from assistant.summaries import Bullet, parse_scope
 
 BUSY_THREAD_MESSAGES = 4  # a Slack thread with at least this many messages counts as busy
 MAX_BLOCKS = 50  # Block Kit's limit per message
@@ -156,13 +156,17 @@ def build_report(assistant, schedule, period_start: datetime, period_end: dateti
     start, end = period_start.astimezone(tz), period_end.astimezone(tz)
     t0, t1 = start.timestamp(), end.timestamp()
     store = assistant.engine.store
+    name = getattr(schedule, "title", None) or f"Report for {scope or 'all sources'}"
+    source, prefix = parse_scope(scope, set(store.sources()))
+    if not any(d.modified is not None and d.modified < t1
+               for d in store.iter_documents(source=source, path_prefix=prefix, modified_since=t0)):
+        return Report(f"{name} · {_period(start, end)}", scope, start, end)  # nothing changed: no model needed
     # documents modified after the period end would otherwise crowd the newest-first summary
     later = sum(1 for _ in store.iter_documents(modified_since=t1))
     summary = assistant.summarize(who=audience, scope=scope, since=t0, use_llm=use_llm, max_docs=max_items + later)
     kept = [b for b in summary.bullets if b.modified is not None and t0 <= b.modified < t1][:max_items]
     bullets = [Bullet(b.text, n, b.doc_id, b.source, b.path, b.title, b.url, b.modified, b.new)
                for n, b in enumerate(kept, start=1)]
-    name = getattr(schedule, "title", None) or f"Report for {scope or 'all sources'}"
     report = Report(f"{name} · {_period(start, end)}", scope, start, end, bullets)
     for b in bullets:
         row = store.get_document(b.source, b.doc_id)

@@ -51,7 +51,7 @@ _TABLES = [
       id INTEGER PRIMARY KEY, schedule_id INTEGER NOT NULL, kind TEXT NOT NULL DEFAULT 'scheduled',
       period_start REAL NOT NULL, period_end REAL NOT NULL, run_key TEXT NOT NULL,
       status TEXT NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-      channel TEXT, ts TEXT, error TEXT, claimed_at REAL NOT NULL, finished_at REAL,
+      errors INTEGER NOT NULL DEFAULT 0, channel TEXT, ts TEXT, error TEXT, claimed_at REAL NOT NULL, finished_at REAL,
       UNIQUE (schedule_id, kind, period_start))""",
     "CREATE INDEX IF NOT EXISTS schedule_runs_pending ON schedule_runs (status, lease_until)",
 ]
@@ -145,7 +145,7 @@ def runs_of(store, schedule_id: int) -> list[dict]:
 
 
 class Poster(Protocol):
-    """Where reports go (``assistant.slack_posting.SlackPoster`` in production)."""
+    """Where reports go (``assistant.report_posting.SlackPoster`` in production)."""
 
     def resolve(self, channel: str) -> str: ...
     def audience(self, channel_id: str): ...
@@ -221,6 +221,10 @@ class Scheduler:
     def _run(self, s: Schedule, start: float, end: float, kind: str, now: datetime) -> RunResult | None:
         t = now.timestamp()
         key = f"r{s.id}-{_utc(end):%Y%m%dT%H%M%SZ}" + ("" if kind == "scheduled" else "-m")
+        seen = self.store.execute("SELECT status, lease_until FROM schedule_runs WHERE schedule_id=? AND kind=? "
+                                  "AND period_start=?", (s.id, kind, start))
+        if seen and (seen[0][0] in FINAL or seen[0][1] > t):
+            return None  # done, or someone (maybe a retry backing off) holds the lease: no write needed
         with self.store.transaction() as db:
             inserted = db.execute(
                 "INSERT OR IGNORE INTO schedule_runs (schedule_id, kind, period_start, period_end, run_key, status, "
@@ -229,11 +233,11 @@ class Scheduler:
             if not inserted:  # someone claimed it: take over only a stale, unfinished claim
                 taken = db.execute(
                     "UPDATE schedule_runs SET owner=?, lease_until=? WHERE schedule_id=? AND kind=? AND period_start=? "
-                    "AND status='claimed' AND (lease_until <= ? OR owner=?)",
-                    (self.owner, t + self.settings.lease_s, s.id, kind, start, t, self.owner)).rowcount
+                    "AND status='claimed' AND lease_until <= ?",
+                    (self.owner, t + self.settings.lease_s, s.id, kind, start, t)).rowcount
                 if not taken:
                     return None
-            run_id, attempts = db.execute("SELECT id, attempts FROM schedule_runs WHERE schedule_id=? AND kind=? "
+            run_id, attempts, errors = db.execute("SELECT id, attempts, errors FROM schedule_runs WHERE schedule_id=? AND kind=? "
                                           "AND period_start=?", (s.id, kind, start)).fetchone()
         try:
             channel_id = self.poster.resolve(s.channel)
@@ -262,10 +266,12 @@ class Scheduler:
             log.info("scheduler: posted report #%s (%s) to %s", s.id, key, channel_id)
             return RunResult(s.id, key, "posted", ts, report)
         except Exception as e:
-            final = attempts + 1 >= self.settings.max_attempts
-            with self.store.transaction() as db:  # release the lease: the next tick retries (history first)
-                db.execute("UPDATE schedule_runs SET status=?, lease_until=?, error=?, finished_at=? WHERE id=? AND owner=?",
-                           ("failed" if final else "claimed", t, str(e)[:500], t if final else None, run_id, self.owner))
+            final = errors + 1 >= self.settings.max_attempts
+            backoff = min(30.0 * 2 ** errors, 1800.0)  # the next try (history first) after 30 s, 60 s, 120 s ...
+            with self.store.transaction() as db:
+                db.execute("UPDATE schedule_runs SET status=?, lease_until=?, errors=errors+1, error=?, finished_at=? "
+                           "WHERE id=? AND owner=?", ("failed" if final else "claimed", t + backoff, str(e)[:500],
+                                                     t if final else None, run_id, self.owner))
             log.warning("scheduler: report #%s (%s) failed: %s%s", s.id, key, e, " — giving up" if final else "")
             return RunResult(s.id, key, "failed" if final else "retry")
 
@@ -338,7 +344,7 @@ def parse_scope_words(text: str) -> str | None:
     return text or None
 
 
-def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, timezone_name: str = "UTC",
+def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, tz: str = "UTC",
                             now: Callable[[], datetime] | None = None) -> str:
     """The reply to ``/schedule <text>`` typed in ``channel_id``. Never raises for bad input: the
     reply explains what to write instead."""
@@ -372,7 +378,7 @@ def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, 
             rest = rest[: to.start()]
             ref = _REF.match(to.group("to"))
             target = ref.group(1) if ref else to.group("to")
-        s = add_schedule(store, add.group("when"), channel=target, scope=parse_scope_words(rest), tz=timezone_name,
+        s = add_schedule(store, add.group("when"), channel=target, scope=parse_scope_words(rest), tz=tz,
                          empty=empty, created_by=user_id, origin_channel=channel_id,
                          now=(now() if now else datetime.now(timezone.utc)).timestamp())
         nxt = next_fire(s.cadence, now() if now else datetime.now(timezone.utc), anchor=s.created_at)

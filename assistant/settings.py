@@ -73,7 +73,7 @@ class LLMSettings(_Section):
     device: str = Field("auto", description="auto | cpu | cuda")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     quantize: Literal["none", "nf4"] = "none"
-    max_new_tokens: int = Field(160, ge=1, le=8192)
+    max_new_tokens: int = Field(96, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     context_tokens: int = Field(2048, ge=256, description="prompt + answer never exceed this")
     timeout_s: float = Field(120.0, gt=0)
@@ -83,6 +83,7 @@ class AnsweringSettings(_Section):
     min_relevance: float = Field(0.35, ge=-1.0, le=1.0, description="below this cosine similarity of the best chunk, refuse")
     sources: int = Field(5, ge=1, le=20, description="numbered sources put in the prompt")
     support_threshold: float = Field(0.6, ge=0.0, le=1.0, description="similarity a sentence needs to its cited passage")
+    min_quote_score: float = Field(0.45, ge=-1.0, le=2.0, description="when the model's answer fails verification, the best source sentence needs this score to be quoted instead of refusing")
 
 
 class GoogleDriveSettings(_Section):
@@ -169,7 +170,7 @@ class SchedulerSettings(_Section):
     grace_s: float = Field(3600.0, ge=0, description="a run missed while down runs once at start-up within this window")
     lease_s: float = Field(600.0, gt=0, description="a claimed run that has not posted within this time may be taken over (crash recovery); keep it below grace_s")
     poll_s: float = Field(30.0, gt=0, description="how often the scheduler looks for new schedules and retries")
-    max_attempts: int = Field(5, ge=1, le=100, description="posting attempts per period before the run is marked failed")
+    max_attempts: int = Field(8, ge=1, le=100, description="failed tries per period (backing off 30 s, 60 s, ... up to 30 min) before the run is marked failed")
     use_llm: bool = Field(True, description="phrase report bullets with the model (off: each document's most central sentence)")
     max_items: int = Field(12, ge=1, le=50, description="documents listed per report")
 

@@ -187,6 +187,8 @@ class Syncer:
             if p.chunks:
                 vecs = vectors[offset:offset + len(p.chunks)]
                 offset += len(p.chunks)
+            elif p.chunks is not None:
+                vecs = np.zeros((0, self.embedder.dim), dtype=np.float32)  # an empty document: no chunks
             _, removed, added = self.store.upsert_document(p.doc, p.content_hash, p.chunks, vecs)
             self.index.remove(removed)
             if added:

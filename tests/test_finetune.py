@@ -142,8 +142,9 @@ def test_user_jsonl_reports_the_bad_line(tmp_path):
 
 def test_markdown_sections_become_documents(tmp_path):
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x.md").write_text("# Title X\n\nIntro [link](http://x) text that is long enough to keep as a section body here.\n"
-                                         "## Part\nThe **part** has a body that is also long enough to be kept by the splitter.\n")
+    (tmp_path / "a" / "x.md").write_text("# Title X\n\nIntro [link](http://x) text that is long enough to keep as a section body here, "
+                                         "with a few more words.\n## Part\nThe **part** has a body that is also long enough to be kept "
+                                         "by the splitter, and then some.\n## Tiny\nToo short.\n")
     (doc,) = D.documents_from_markdown(tmp_path, folders=["a"])
     assert doc.doc_id == "a/x.md" and doc.title == "Title X"
     assert [h for h, _ in doc.sections] == ["Title X", "Part"] and "http" not in doc.sections[0][1]

@@ -67,6 +67,7 @@ def create_app(settings, assistant, client: WebClient | None = None, *, workers:
                    workers=workers)
     app = App(client=client, signing_secret=_secret(settings.slack.signing_secret) or "",
               process_before_response=False, token_verification_enabled=False, name="assistant",
+              listener_executor=core.listener_executor,
               logger=logging.getLogger("assistant.slackbot.bolt"))
     app.assistant_bot = core  # type: ignore[attr-defined]
     _listen(app, core)

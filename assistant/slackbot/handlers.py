@@ -124,18 +124,23 @@ class BotCore:
         self.store = assistant.engine.store
         self.once = Once(self.store)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slackbot-work")
+        self.listener_executor = _TrackedExecutor(self)  # bolt's listeners: counted, so wait_idle sees them
         self._pending = 0
         self._idle = threading.Condition()
         self.stats = {"answered": 0, "private": 0, "errors": 0, "duplicates": 0}
 
     # -- scheduling -----------------------------------------------------------------------------
     def submit(self, fn, /, *args, **kwargs) -> Future:
+        """Run ``fn`` on the worker pool; exceptions are logged, never raised into bolt."""
+        return self._track(self.pool, fn, *args, **kwargs)
+
+    def _track(self, pool: ThreadPoolExecutor, fn, /, *args, **kwargs) -> Future:
         with self._idle:
             self._pending += 1
 
         def run():
             try:
-                fn(*args, **kwargs)
+                return fn(*args, **kwargs)
             except Exception:
                 self.stats["errors"] += 1
                 log.exception("slackbot: %s failed", getattr(fn, "__name__", fn))
@@ -143,7 +148,7 @@ class BotCore:
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()
-        return self.pool.submit(run)
+        return pool.submit(run)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until no work is queued or running (tests, benchmarks, shutdown)."""
@@ -157,6 +162,7 @@ class BotCore:
         return True
 
     def close(self) -> None:
+        self.listener_executor.shutdown(wait=True)
         self.pool.shutdown(wait=True, cancel_futures=False)
 
     def first_time(self, *keys: str) -> bool:
@@ -206,11 +212,14 @@ class BotCore:
         return channel if asker in channel.members else Audience(channel.members + (asker,))
 
     def _say_sorry(self, channel: str, placeholder: str | None, thread_ts: str | None) -> None:
-        try:
-            if placeholder:
+        if placeholder:
+            try:
                 self.client.chat_update(channel=channel, ts=placeholder, **bk.notice_message(bk.ERROR_TEXT))
-            else:
-                self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **bk.notice_message(bk.ERROR_TEXT))
+                return
+            except Exception as e:
+                log.warning("slackbot: could not replace the placeholder with the apology (%s); posting it", e)
+        try:
+            self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **bk.notice_message(bk.ERROR_TEXT))
         except Exception as e:
             log.error("slackbot: could not tell %s about the failure either: %s", channel, e)
 
@@ -325,3 +334,14 @@ class BotCore:
             respond(response_type="ephemeral", replace_original=False,
                     **bk.notice_message("Thanks — your feedback was recorded." if changed else "You already voted that way."))
         return bool(changed)
+
+
+class _TrackedExecutor(ThreadPoolExecutor):
+    """bolt's listener executor: tasks count as pending work of the core (listeners only parse and enqueue)."""
+
+    def __init__(self, core: BotCore) -> None:
+        super().__init__(max_workers=8, thread_name_prefix="slackbot-listener")
+        self._core = core
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return self._core._track(super(), fn, *args, **kwargs)

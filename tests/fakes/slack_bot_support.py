@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from pydantic import SecretStr
 from slack_sdk import WebClient
 
 from tests.fakes.slack import FakeSlack
@@ -114,7 +115,8 @@ class BotRig:
 
         self.fake = FakeSlack(latency_s=latency_s)
         self.world = northwind_world(self.fake)
-        slack = {"signing_secret": SIGNING_SECRET, "bot_token": self.fake.token, "api_url": self.fake.url}
+        slack = {"signing_secret": SecretStr(SIGNING_SECRET), "bot_token": SecretStr(self.fake.token),
+                 "api_url": self.fake.url}
         if stream_every_s is not None:
             slack["stream_every_s"] = stream_every_s
         self.settings = settings.model_copy(update={"slack": settings.slack.model_copy(update=slack)})
