@@ -193,6 +193,11 @@ class Settings(BaseSettings):
     slack: SlackBotSettings = SlackBotSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
 
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(v).expanduser()
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[override]
         # load_settings merges files and the environment itself, so the sources are explicit.

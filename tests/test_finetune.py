@@ -7,6 +7,7 @@ in-test corpus, so a training step takes milliseconds. The DDP test starts 2 CPU
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -44,6 +45,15 @@ TOPICS = {
     "security": ("Security", [("Passwords", "The password manager is 1Password and every teammate must use it. "
                                             "Two-factor authentication is required on all company accounts.")]),
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread, and the test machine is shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -224,10 +234,11 @@ def test_ddp_on_two_cpu_processes_matches_one(tmp_path):
         if d.main:
             open(sys.argv[1], "w").write(json.dumps(res.losses))
     """))
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], capture_output=True, text=True, timeout=300, env=env)
     assert single.returncode == 0, single.stderr[-2000:]
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", str(script), str(tmp_path / "two.json")],
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, env=env)
     assert multi.returncode == 0, multi.stderr[-2000:]
     one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
     assert one[-1] < one[0]
