@@ -61,7 +61,7 @@ class Engine:
     def embedder(self):
         with self._lock:
             if self._embedder is None:
-                self._embedder = load_embedder(self.settings.embedding, cache_dir=self.data_dir / "models")
+                self._embedder = load_embedder(self.settings.embedding, cache_dir=self.settings.model_cache_dir)
             self._check_model(self._embedder)
             return self._embedder
 

@@ -180,7 +180,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
-    data_dir: Path = Field(Path("data"), description="store, index, model cache, adapters")
+    data_dir: Path = Field(Path("data"), description="store, index, adapters")
+    model_cache_dir: Path = Field(Path("~/.cache/workplace-assistant"),
+                                  description="converted models (GGUF → HF folder, ONNX exports), shared by every data_dir")
     log_level: str = "INFO"
     embedding: EmbeddingSettings = EmbeddingSettings()
     chunking: ChunkingSettings = ChunkingSettings()
@@ -193,7 +195,7 @@ class Settings(BaseSettings):
     slack: SlackBotSettings = SlackBotSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "model_cache_dir")
     @classmethod
     def _expand(cls, v: Path) -> Path:
         return Path(v).expanduser()

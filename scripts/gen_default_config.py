@@ -50,7 +50,7 @@ def render(model: BaseModel, prefix: str = "") -> list[str]:
             continue
         if field.description:
             lines.append(f"# {field.description}")
-        rendered = _value(value)
+        rendered = _value(field.default if isinstance(field.default, Path) else value)  # keep "~" unexpanded
         lines.append(f"{name} = {rendered}" if rendered is not None else f"# {name} = (unset)")
     for name, value, desc in nested:
         section = f"{prefix}{name}"
