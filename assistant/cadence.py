@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
@@ -218,7 +218,7 @@ def parse_cadence(text: str, *, tz: str = "UTC") -> Cadence:
 def previous_fire(cadence: Cadence, at: datetime, *, anchor: float | None = None) -> datetime | None:
     """The latest fire time ≤ ``at`` (aware), or None if there is none within five years."""
     trig = cadence.trigger(anchor=anchor)
-    at = at.astimezone(timezone.utc)
+    at = at.astimezone(UTC)
     for back in (3600, 86400, 8 * 86400, 32 * 86400, 367 * 86400, 5 * 367 * 86400):
         start = at - timedelta(seconds=back)
         fire = trig.get_next_fire_time(None, start)

@@ -76,7 +76,10 @@ class Embedder:
 
 def load_embedder(settings, *, cache_dir: Path):
     """Build the configured embedder (``settings`` is EmbeddingSettings)."""
-    if settings.backend == "onnx-int8":
+    backend = settings.backend
+    if backend == "auto":
+        backend = "torch" if resolve_device(settings.device) == "cuda" else "onnx-int8"
+    if backend == "onnx-int8":
         from assistant.embeddings_onnx import OnnxEmbedder
 
         path = bundled_model_path() if settings.model == "bundled" else Path(settings.model)

@@ -44,7 +44,7 @@ class SlackPoster:
         self._names: dict[str, str] = {}
 
     @classmethod
-    def from_settings(cls, settings) -> "SlackPoster":
+    def from_settings(cls, settings) -> SlackPoster:
         return cls(web_client(settings), workspace_group=settings.slack.workspace_principal)
 
     def auth(self) -> dict:

@@ -25,8 +25,10 @@ from assistant.summaries import Bullet, parse_scope
 
 BUSY_THREAD_MESSAGES = 4  # a Slack thread with at least this many messages counts as busy
 MAX_BLOCKS = 50  # Block Kit's limit per message
-_DECISION = re.compile(r"\b(decided|decision|agreed|approved|we will|we'll|going forward|resolved to|"
-                       r"signed off|chose|settled on)\b", re.I)
+# strongest first: a sentence with a stronger marker wins; among equals, the latest (threads end in decisions)
+_DECISION = [re.compile(p, re.IGNORECASE) for p in (
+    r"\b(we|they|team|it was|has been|have)\s+(decided|agreed (to|on|that))\b|\bdecision\s*:", r"\bdecided\b|\bdecision\b",
+    r"\b(agreed (to|on|that)|signed off|settled on|going forward|resolved to)\b")]
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Report:
         return out
 
     def no_changes_line(self) -> str:
-        return f"No changes in {self.scope or 'any source'} {self.period}."
+        return f"No changes in {scope_label(self.scope)}."
 
     # -- rendering ----------------------------------------------------------------------------
     def text(self) -> str:
@@ -85,9 +87,9 @@ class Report:
     def blocks(self) -> list[dict]:
         footer = [_context(self.footer)] if self.footer else []
         if self.empty:
-            return [_section(f"*{_esc(self.title)}*\n{_esc(self.no_changes_line())}"), *footer]
+            return [_section(f"*{_esc(self.title)}*: {_esc(self.no_changes_line())}"), *footer]
         out: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": self.title[:150], "emoji": False}},
-                           _context(f"What changed in *{_esc(self.scope or 'all sources')}* {_esc(self.period)} · "
+                           _context(f"What changed in *{_esc(scope_label(self.scope))}* {_esc(self.period)} · "
                                     f"{len(self.bullets)} document{'s' * (len(self.bullets) != 1)}")]
         for src, bs in self.by_source().items():
             lines = [f"• {_link(b)} _({'new' if b.new else 'updated'})_: {_esc(b.text)} [{b.n}]" for b in bs]
@@ -101,6 +103,13 @@ class Report:
         if len(out) + len(footer) > MAX_BLOCKS:
             out = out[: MAX_BLOCKS - len(footer) - 1] + [_context("(report shortened to fit one Slack message)")]
         return out + footer
+
+
+def scope_label(scope: str | None) -> str:
+    """'slack:#eng' → '#eng'; None → 'all sources'; anything else as written."""
+    if not scope:
+        return "all sources"
+    return scope[len("slack:"):] if scope.startswith("slack:#") else scope
 
 
 def _period(start: datetime, end: datetime) -> str:
@@ -156,7 +165,7 @@ def build_report(assistant, schedule, period_start: datetime, period_end: dateti
     start, end = period_start.astimezone(tz), period_end.astimezone(tz)
     t0, t1 = start.timestamp(), end.timestamp()
     store = assistant.engine.store
-    name = getattr(schedule, "title", None) or f"Report for {scope or 'all sources'}"
+    name = getattr(schedule, "title", None) or f"Report for {scope_label(scope)}"
     source, prefix = parse_scope(scope, set(store.sources()))
     if not any(d.modified is not None and d.modified < t1
                for d in store.iter_documents(source=source, path_prefix=prefix, modified_since=t0)):
@@ -165,7 +174,7 @@ def build_report(assistant, schedule, period_start: datetime, period_end: dateti
     later = sum(1 for _ in store.iter_documents(modified_since=t1))
     summary = assistant.summarize(who=audience, scope=scope, since=t0, use_llm=use_llm, max_docs=max_items + later)
     kept = [b for b in summary.bullets if b.modified is not None and t0 <= b.modified < t1][:max_items]
-    bullets = [Bullet(b.text, n, b.doc_id, b.source, b.path, b.title, b.url, b.modified, b.new)
+    bullets = [Bullet(b.text, n, b.doc_id, b.source, b.path, b.title, b.url, b.modified, b.new or _created_in(store, b, t0))
                for n, b in enumerate(kept, start=1)]
     report = Report(f"{name} · {_period(start, end)}", scope, start, end, bullets)
     for b in bullets:
@@ -173,6 +182,8 @@ def build_report(assistant, schedule, period_start: datetime, period_end: dateti
         if row is None:
             continue
         messages = int(row.metadata.get("messages") or 0) if row.metadata.get("kind") == "thread" else 0
+        if messages and b.text.strip(" ?.!") in b.title:  # the summary just repeats the thread's title
+            b.text = f"{messages} messages" + (f" from {row.metadata['authors']}" if row.metadata.get("authors") else "")
         if messages >= BUSY_THREAD_MESSAGES:
             report.busy_threads.append((b, messages))
         found = _decision(" ".join(c.text for c in store.chunks_of(row.key)[:6]))
@@ -184,8 +195,21 @@ def build_report(assistant, schedule, period_start: datetime, period_end: dateti
     return report
 
 
+def _created_in(store, b: Bullet, t0: float) -> bool:
+    """A Slack thread is new when its root was posted in the period (files and folders say so via
+    ``metadata.created``, which the summarizer already reads)."""
+    row = store.get_document(b.source, b.doc_id)
+    ts = row.metadata.get("thread_ts") if row is not None and row.metadata.get("kind") == "thread" else None
+    try:
+        return ts is not None and float(ts) >= t0
+    except ValueError:
+        return False
+
+
 def _decision(text: str) -> str | None:
-    for span in g.sentences(text, min_chars=20):
-        if _DECISION.search(span.text):
-            return g.clean_quote(span.text)[:300]
-    return None
+    best: tuple[int, int, str] | None = None
+    for i, span in enumerate(g.sentences(text, min_chars=20)):
+        strength = next((len(_DECISION) - k for k, p in enumerate(_DECISION) if p.search(span.text)), 0)
+        if strength and (best is None or (strength, i) >= best[:2]):
+            best = (strength, i, span.text)
+    return g.clean_quote(best[2])[:300] if best else None

@@ -24,7 +24,6 @@ Not done: per-user time zones from Slack profiles (use a zone in the phrase or
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -32,13 +31,15 @@ import socket
 import threading
 import time
 import uuid
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from assistant.cadence import Cadence, next_fire, parse_cadence, previous_fire
 from assistant.errors import AssistantError, ConfigError
-from assistant.reports import Report, build_report
+from assistant.reports import Report, build_report, scope_label
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Schedule:
 
     @property
     def title(self) -> str:
-        return f"Report for {self.scope or 'all sources'}"
+        return f"Report for {scope_label(self.scope)}"
 
     def describe(self) -> str:
         return (f"#{self.id}: '{self.spec}' = {self.cadence.describe()}, what changed in "
@@ -89,9 +90,15 @@ def _channel_ref(ch: str) -> str:
     return f"<#{ch}>" if re.fullmatch(r"[CGD][A-Z0-9]+", ch) else ch
 
 
+_READY: weakref.WeakSet = weakref.WeakSet()  # stores whose tables exist
+
+
 def ensure_tables(store) -> None:
+    if store in _READY:
+        return
     for sql in _TABLES:
         store.execute(sql)
+    _READY.add(store)
 
 
 _COLS = "id, spec, kind, expr, tz, scope, channel, empty, created_by, origin_channel, created_at"
@@ -163,7 +170,7 @@ class RunResult:
 
 
 def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 class Scheduler:
@@ -174,7 +181,7 @@ class Scheduler:
                  store=None, use_llm: bool | None = None, owner: str | None = None) -> None:
         self.assistant, self.poster, self.settings = assistant, poster, settings.scheduler
         self.store = store or assistant.engine.store
-        self.now = now or (lambda: datetime.now(timezone.utc))
+        self.now = now or (lambda: datetime.now(UTC))
         self.use_llm = self.settings.use_llm if use_llm is None else use_llm
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
@@ -209,7 +216,8 @@ class Scheduler:
         now = self.now()
         start = previous_fire(s.cadence, now, anchor=s.created_at) or now - timedelta(days=7)
         got = self._run(s, start.timestamp(), now.timestamp(), f"manual-{now.timestamp():.0f}", now)
-        assert got is not None
+        if got is None:
+            raise ConfigError(f"Schedule #{schedule_id} is already being run right now; try again in a moment.")
         return got
 
     def next_due(self) -> datetime | None:
@@ -237,8 +245,8 @@ class Scheduler:
                     (self.owner, t + self.settings.lease_s, s.id, kind, start, t)).rowcount
                 if not taken:
                     return None
-            run_id, attempts, errors = db.execute("SELECT id, attempts, errors FROM schedule_runs WHERE schedule_id=? AND kind=? "
-                                          "AND period_start=?", (s.id, kind, start)).fetchone()
+            run_id, attempts, errors = db.execute("SELECT id, attempts, errors FROM schedule_runs WHERE schedule_id=? "
+                                                  "AND kind=? AND period_start=?", (s.id, kind, start)).fetchone()
         try:
             channel_id = self.poster.resolve(s.channel)
             if attempts:  # an earlier attempt may have reached Slack: look before posting again
@@ -259,13 +267,13 @@ class Scheduler:
             if report.empty and s.empty == "skip":
                 self._finish(run_id, "empty", channel=channel_id)
                 return RunResult(s.id, key, "empty", report=report)
-            if not self._attempt(run_id, t):
+            if not self._attempt(run_id):
                 return None  # lost the lease while building
             ts = self.poster.post(channel_id, text=report.text(), blocks=report.blocks(), run_key=key)
             self._finish(run_id, "posted", channel=channel_id, ts=ts)
             log.info("scheduler: posted report #%s (%s) to %s", s.id, key, channel_id)
             return RunResult(s.id, key, "posted", ts, report)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure: release the lease and retry later
             final = errors + 1 >= self.settings.max_attempts
             backoff = min(30.0 * 2 ** errors, 1800.0)  # the next try (history first) after 30 s, 60 s, 120 s ...
             with self.store.transaction() as db:
@@ -275,7 +283,9 @@ class Scheduler:
             log.warning("scheduler: report #%s (%s) failed: %s%s", s.id, key, e, " — giving up" if final else "")
             return RunResult(s.id, key, "failed" if final else "retry")
 
-    def _attempt(self, run_id: int, t: float) -> bool:
+    def _attempt(self, run_id: int) -> bool:
+        """Count the post attempt (so a successor searches the history first) and renew the lease."""
+        t = self.now().timestamp()
         with self.store.transaction() as db:
             return bool(db.execute("UPDATE schedule_runs SET attempts=attempts+1, lease_until=? WHERE id=? AND owner=? "
                                    "AND status='claimed'", (t + self.settings.lease_s, run_id, self.owner)).rowcount)
@@ -321,20 +331,22 @@ SLASH_HELP = ("Usage: `/schedule weekly mon 09:00 summarize #eng`, `/schedule da
               "to #security`, `/schedule list`, `/schedule delete <id>`. Add a time zone after the time "
               "(`daily 17:30 Europe/Berlin`) and `--empty skip` to post nothing when nothing changed.")
 _VERBS = r"summarize|summarise|summary of|changes in|changes to|what changed in|report on|report"
-_ADD = re.compile(rf"^(?P<when>.+?)\s+(?:{_VERBS})\s+(?P<rest>.+)$", re.I)
-_TO = re.compile(r"\s+(?:to|into|in)\s+(?P<to><#[A-Z0-9]+(?:\|[^>]*)?>|#[\w.\-]+)\s*$", re.I)
-_EMPTY = re.compile(r"\s*--empty\s+(?P<e>\w+)\s*", re.I)
+_ADD = re.compile(rf"^(?P<when>.+?)\s+(?:{_VERBS})\s+(?P<rest>.+)$", re.IGNORECASE)
+_TO = re.compile(r"\s+(?:to|into|in)\s+(?P<to><#[A-Z0-9]+(?:\|[^>]*)?>|#[\w.\-]+)\s*$", re.IGNORECASE)
+_EMPTY = re.compile(r"\s*--empty\s+(?P<e>\w+)\s*", re.IGNORECASE)
 _REF = re.compile(r"^<#([A-Z0-9]+)(?:\|([^>]*))?>$")
 
 
-def parse_scope_words(text: str) -> str | None:
-    """'#eng' / '<#C1|eng>' → 'slack:#eng'; 'drive:Security' → 'gdrive:Security'; 'everything' → None."""
+def parse_scope_words(text: str, *, channel_name: Callable[[str], str] | None = None) -> str | None:
+    """'#eng' / '<#C1|eng>' → 'slack:#eng'; 'drive:Security' → 'gdrive:Security'; 'everything' → None.
+    ``channel_name`` (id → name, e.g. conversations.info) names a bare ``<#C1>`` or ``<#C1|>``."""
     text = text.strip()
     ref = _REF.match(text)
     if ref:
-        if not ref.group(2):
+        name = ref.group(2) or (channel_name(ref.group(1)) if channel_name else None)
+        if not name:
             raise ConfigError("Name the channel as #name (e.g. `summarize #eng`).")
-        return f"slack:#{ref.group(2)}"
+        return f"slack:#{name}"
     if text.lower() in ("everything", "all", "all sources", "*"):
         return None
     if text.startswith("#"):
@@ -345,9 +357,12 @@ def parse_scope_words(text: str) -> str | None:
 
 
 def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, tz: str = "UTC",
-                            now: Callable[[], datetime] | None = None) -> str:
-    """The reply to ``/schedule <text>`` typed in ``channel_id``. Never raises for bad input: the
-    reply explains what to write instead."""
+                            now: Callable[[], datetime] | None = None,
+                            channel_name: Callable[[str], str] | None = None) -> str:
+    """The reply to ``/schedule <text>`` typed in ``channel_id`` (show it to the user ephemerally).
+    Never raises for bad input: the reply explains what to write instead. ``tz``: the zone of
+    phrases without one (``settings.scheduler.timezone``); ``channel_name``: id → name, for
+    ``<#C123>`` references that arrive without a name."""
     text = (text or "").strip()
     words = text.split()
     try:
@@ -378,10 +393,10 @@ def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, 
             rest = rest[: to.start()]
             ref = _REF.match(to.group("to"))
             target = ref.group(1) if ref else to.group("to")
-        s = add_schedule(store, add.group("when"), channel=target, scope=parse_scope_words(rest), tz=tz,
+        s = add_schedule(store, add.group("when"), channel=target, scope=parse_scope_words(rest, channel_name=channel_name), tz=tz,
                          empty=empty, created_by=user_id, origin_channel=channel_id,
-                         now=(now() if now else datetime.now(timezone.utc)).timestamp())
-        nxt = next_fire(s.cadence, now() if now else datetime.now(timezone.utc), anchor=s.created_at)
+                         now=(now() if now else datetime.now(UTC)).timestamp())
+        nxt = next_fire(s.cadence, now() if now else datetime.now(UTC), anchor=s.created_at)
         when = f" Next: {nxt:%a %d %b %Y %H:%M %Z}." if nxt else ""
         return f"Scheduled report {s.describe()}.{when} Remove it with `/schedule delete {s.id}`."
     except AssistantError as e:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
@@ -56,7 +57,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         try:
             s = add_schedule(store, cron, channel=to, scope=scope, tz=tz or settings.scheduler.timezone, empty=empty,
                              created_by="cli")
-            nxt = next_fire(s.cadence, datetime.now(timezone.utc), anchor=s.created_at)
+            nxt = next_fire(s.cadence, datetime.now(UTC), anchor=s.created_at)
         finally:
             store.close()
         typer.echo(f"added {s.describe()}")
@@ -65,7 +66,8 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
 
     @sched.command("list")
     def list_(as_json: bool = typer.Option(False, "--json")) -> None:
-        """Show the schedules and their latest run."""
+        """Show the schedules, their next run and their latest run."""
+        from assistant.cadence import next_fire
         from assistant.scheduler import list_schedules, runs_of
 
         store = _store(get_settings())
@@ -80,11 +82,13 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
             return
         if not rows:
             typer.echo("No schedules. Add one: assistant schedule add --cron '0 9 * * MON' --scope slack:#eng --to '#eng'")
+        now = datetime.now(UTC)
         for s, last in rows:
-            tail = ""
+            nxt = next_fire(s.cadence, now, anchor=s.created_at)
+            tail = f"  [next: {nxt:%Y-%m-%d %H:%M %Z}]" if nxt else ""
             if last:
-                when = datetime.fromtimestamp(last["period_end"], timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-                tail = f"  [last: {last['status']} for {when}{', ts ' + last['ts'] if last['ts'] else ''}]"
+                when = datetime.fromtimestamp(last["period_end"], UTC).strftime("%Y-%m-%d %H:%M UTC")
+                tail += f"  [last: {last['status']} for {when}{', ts ' + last['ts'] if last['ts'] else ''}]"
             typer.echo(s.describe() + tail)
 
     @sched.command("remove")

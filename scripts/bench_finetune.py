@@ -62,9 +62,18 @@ def quantize_nf4_(model) -> None:
     for parent in list(model.model.layers.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, torch.nn.Linear):
-                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False, compute_dtype=torch.bfloat16,
-                                      compress_statistics=True, quant_type="nf4", device="meta")
-                w = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4")
+                q = bnb.nn.Linear4bit(
+                    child.in_features,
+                    child.out_features,
+                    bias=False,
+                    compute_dtype=torch.bfloat16,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                    device="meta",
+                )
+                w = bnb.nn.Params4bit(
+                    child.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4"
+                )
                 q.weight = w._quantize(child.weight.device)
                 setattr(parent, name, q)
                 del child
@@ -83,11 +92,25 @@ def synthetic(n: int, seq: int, vocab: int, seed: int) -> list[tuple[list[int], 
 
 
 def model_flops(shapes: P.Shapes, lengths: list[int], lora_params: int) -> float:
-    return sum(4 * shapes.matmul_params * n + 12 * shapes.layers * shapes.hidden * n * n + 6 * lora_params * n for n in lengths)
+    return sum(
+        4 * shapes.matmul_params * n + 12 * shapes.layers * shapes.hidden * n * n + 6 * lora_params * n
+        for n in lengths
+    )
 
 
-def run_one(arch_name: str, method: str, recipe: str, *, seq: int, steps: int, warmup: int, global_batch: int, dist: T.Dist,
-            micro: int | None = None) -> dict:
+def run_one(
+    arch_name: str,
+    method: str,
+    recipe: str,
+    *,
+    seq: int,
+    steps: int,
+    warmup: int,
+    global_batch: int,
+    dist: T.Dist,
+    micro: int | None = None,
+    profile: bool = False,
+) -> dict:
     arch = P.ARCHS[arch_name]
     shapes = P.Shapes.from_config(arch)
     big = shapes.params > 1e9
@@ -97,16 +120,42 @@ def run_one(arch_name: str, method: str, recipe: str, *, seq: int, steps: int, w
         quantize_nf4_(model)
         if recipe == "plain":
             from peft import prepare_model_for_kbit_training
+
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     if recipe == "ours":
         micro = micro or (4 if big else 16)
-        cfg = T.TrainConfig(method=method, r=16, alpha=32, target_modules=T.ALL_LINEAR, global_batch=global_batch, micro_batch=micro,
-                            max_seq_len=seq, grad_checkpointing=method == "qlora" and big, bucketing=True, save_every=0,
-                            max_steps=warmup + steps, lr=1e-4)
+        cfg = T.TrainConfig(
+            method=method,
+            r=16,
+            alpha=32,
+            target_modules=T.ALL_LINEAR,
+            global_batch=global_batch,
+            micro_batch=micro,
+            max_seq_len=seq,
+            grad_checkpointing=method == "qlora" and big,
+            bucketing=True,
+            save_every=0,
+            max_steps=warmup + steps,
+            lr=1e-4,
+        )
     else:
-        cfg = T.TrainConfig(method=method, r=8, alpha=8, dropout=0.0, target_modules=("q_proj", "v_proj"), global_batch=global_batch,
-                            micro_batch=1, max_seq_len=seq, grad_checkpointing=True, bucketing=False, pad_to_max=True, attention_mask=True,
-                            save_every=0, max_steps=warmup + steps, lr=1e-4)
+        cfg = T.TrainConfig(
+            method=method,
+            r=8,
+            alpha=8,
+            dropout=0.0,
+            target_modules=("q_proj", "v_proj"),
+            global_batch=global_batch,
+            micro_batch=1,
+            max_seq_len=seq,
+            grad_checkpointing=True,
+            bucketing=False,
+            pad_to_max=True,
+            attention_mask=True,
+            save_every=0,
+            max_steps=warmup + steps,
+            lr=1e-4,
+        )
     data = synthetic(global_batch * (warmup + steps), seq, shapes.vocab, seed=0)
     lengths = [len(x) for x, _ in data]
     marks: list[float] = []
@@ -120,7 +169,21 @@ def run_one(arch_name: str, method: str, recipe: str, *, seq: int, steps: int, w
 
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    res = T.train_encoded(model, data, cfg, pad_id=0, out_dir=None, dist=dist, progress=False, on_step=on_step)
+    prof = None
+    if profile and dist.main:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        prof = torch_profile(
+            activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        )
+        prof.__enter__()
+    res = T.train_encoded(
+        model, data, cfg, pad_id=0, out_dir=None, dist=dist, progress=False, on_step=on_step
+    )
+    if prof is not None:
+        prof.__exit__(None, None, None)
+        key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60), flush=True)
     seconds = marks[-1] - marks[warmup - 1]
     timed = []
     for s in range(warmup, warmup + steps):
@@ -129,9 +192,22 @@ def run_one(arch_name: str, method: str, recipe: str, *, seq: int, steps: int, w
     lora = shapes.lora_params(cfg.r, cfg.target_modules)
     mfu = model_flops(shapes, timed, lora) / seconds / (PEAK_TFLOPS * 1e12 * dist.world)
     peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else float("nan")
-    row = dict(model=arch_name, method=method, recipe=recipe, gpus=dist.world, micro=cfg.micro_batch, ckpt=cfg.grad_checkpointing,
-               r=cfg.r, targets=len(cfg.target_modules), tok_s=tok_s, mfu=mfu, peak_gib=peak, loss0=res.losses[0], loss_last=res.losses[-1],
-               losses=[round(x, 4) for x in res.losses])
+    row = dict(
+        model=arch_name,
+        method=method,
+        recipe=recipe,
+        gpus=dist.world,
+        micro=cfg.micro_batch,
+        ckpt=cfg.grad_checkpointing,
+        r=cfg.r,
+        targets=len(cfg.target_modules),
+        tok_s=tok_s,
+        mfu=mfu,
+        peak_gib=peak,
+        loss0=res.losses[0],
+        loss_last=res.losses[-1],
+        losses=[round(x, 4) for x in res.losses],
+    )
     del model, res
     gc.collect()
     if dev.type == "cuda":
@@ -148,13 +224,33 @@ def worker(args) -> list[dict]:
                 if dist.world > 1 and (method == "qlora" or recipe == "plain"):
                     continue  # the multi-GPU rows measure scaling of our LoRA recipe
                 big = P.Shapes.from_config(P.ARCHS[arch]).params > 1e9
-                micros = [int(x) for x in args.qlora_micro.split(",")] if (method == "qlora" and big and recipe == "ours") else [None]
+                micros = (
+                    [int(x) for x in args.qlora_micro.split(",")]
+                    if (method == "qlora" and big and recipe == "ours")
+                    else [None]
+                )
                 for micro in micros:
                     try:
-                        row = run_one(arch, method, recipe, seq=args.seq, steps=args.steps, warmup=args.warmup,
-                                      global_batch=args.global_batch, dist=dist, micro=micro)
+                        row = run_one(
+                            arch,
+                            method,
+                            recipe,
+                            seq=args.seq,
+                            steps=args.steps,
+                            warmup=args.warmup,
+                            global_batch=args.global_batch,
+                            dist=dist,
+                            micro=micro,
+                            profile=args.profile,
+                        )
                     except Exception as e:  # one failing row must not lose the others
-                        row = dict(model=arch, method=method, recipe=recipe, gpus=dist.world, error=f"{type(e).__name__}: {e}"[:300])
+                        row = dict(
+                            model=arch,
+                            method=method,
+                            recipe=recipe,
+                            gpus=dist.world,
+                            error=f"{type(e).__name__}: {e}"[:300],
+                        )
                     if dist.main:
                         print(json.dumps(row), flush=True)
                     rows.append(row)
@@ -162,22 +258,37 @@ def worker(args) -> list[dict]:
 
 
 def to_markdown(rows: list[dict], *, command: str, device: str) -> str:
-    lines = [f"# Fine-tuning throughput ({device})", "", f"Command: `{command}`", "",
-             "| model | method | recipe | GPUs | micro-batch | ckpt | LoRA r / modules | tokens/s | MFU | peak GiB | loss first → last |",
-             "|---|---|---|---:|---:|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"# Fine-tuning throughput ({device})",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| model | method | recipe | GPUs | micro-batch | ckpt | LoRA r / modules | tokens/s | MFU | peak "
+        "GiB | loss first → last |",
+        "|---|---|---|---:|---:|---|---|---:|---:|---:|---|",
+    ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['method']} | {r['recipe']} | {r['gpus']} | | | | failed: {r['error']} | | | |")
+            lines.append(
+                f"| {r['model']} | {r['method']} | {r['recipe']} | {r['gpus']} | | | | failed: "
+                f"{r['error']} | | | |"
+            )
             continue
-        lines.append(f"| {r['model']} | {r['method']} | {r['recipe']} | {r['gpus']} | {r['micro']} | {'on' if r['ckpt'] else 'off'} | "
-                     f"{r['r']} / {r['targets']} | {r['tok_s']:,.0f} | {r['mfu']:.1%} | {r['peak_gib']:.1f} | {r['loss0']:.3f} → {r['loss_last']:.3f} |")
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['recipe']} | {r['gpus']} | {r['micro']} | "
+            f"{'on' if r['ckpt'] else 'off'} | "
+            f"{r['r']} / {r['targets']} | {r['tok_s']:,.0f} | {r['mfu']:.1%} | {r['peak_gib']:.1f} | "
+            f"{r['loss0']:.3f} → {r['loss_last']:.3f} |"
+        )
     one = {(r["model"], r["method"], r["recipe"]): r for r in rows if r.get("gpus") == 1 and "error" not in r}
     for r in rows:
         if r.get("gpus", 1) > 1 and "error" not in r and (r["model"], r["method"], r["recipe"]) in one:
             base = one[(r["model"], r["method"], r["recipe"])]
             eff = r["tok_s"] / (r["gpus"] * base["tok_s"])
-            lines.append(f"\nScaling {r['model']} {r['method']}: {r['gpus']} GPUs = {eff:.2f} x ideal; "
-                         f"loss curves 1 GPU {base['losses']} vs {r['gpus']} GPUs {r['losses']}")
+            lines.append(
+                f"\nScaling {r['model']} {r['method']}: {r['gpus']} GPUs = {eff:.2f} x ideal; "
+                f"loss curves 1 GPU {base['losses']} vs {r['gpus']} GPUs {r['losses']}"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -190,16 +301,33 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--global-batch", type=int, default=16)
-    ap.add_argument("--qlora-micro", default="1,4", help="micro-batches to measure for 8B QLoRA (1: least memory)")
-    ap.add_argument("--gpus", default="1", help="comma-separated GPU counts, e.g. 1,2 (more than 1 runs under torchrun)")
+    ap.add_argument(
+        "--qlora-micro", default="1,4", help="micro-batches to measure for 8B QLoRA (1: least memory)"
+    )
+    ap.add_argument(
+        "--gpus", default="1", help="comma-separated GPU counts, e.g. 1,2 (more than 1 runs under torchrun)"
+    )
     ap.add_argument("--out", type=Path, default=None, help="Markdown table to write")
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (tests the script, not the hardware)")
+    ap.add_argument(
+        "--profile", action="store_true", help="print the top kernels of each row (torch.profiler)"
+    )
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny shapes on the CPU (tests the script, not the hardware)"
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.smoke:
-        P.ARCHS["smoke"] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                vocab_size=256, tie_word_embeddings=True, max_position_embeddings=4096)
+        P.ARCHS["smoke"] = dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=256,
+            tie_word_embeddings=True,
+            max_position_embeddings=4096,
+        )
         args.models, args.methods, args.seq, args.global_batch = "smoke", "lora", min(args.seq, 128), 4
     if args.worker:
         rows = worker(args)
@@ -213,15 +341,50 @@ def main() -> None:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "rows.json"
-            cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={g}", __file__, "--worker", "--json", str(out)]
-            cmd += [f"--models={args.models}", f"--methods={args.methods}", f"--recipes={args.recipes}", f"--seq={args.seq}",
-                    f"--steps={args.steps}", f"--warmup={args.warmup}", f"--global-batch={args.global_batch}"] + (["--smoke"] if args.smoke else [])
-            env = dict(os.environ, NCCL_NVLS_ENABLE="0", TORCH_SYMM_MEM_DISABLE_MULTICAST="1", NVSHMEM_DISABLE_NVLS="1", OMP_NUM_THREADS="1")
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                f"--nproc-per-node={g}",
+                __file__,
+                "--worker",
+                "--json",
+                str(out),
+            ]
+            cmd += [
+                f"--models={args.models}",
+                f"--methods={args.methods}",
+                f"--recipes={args.recipes}",
+                f"--seq={args.seq}",
+                f"--steps={args.steps}",
+                f"--warmup={args.warmup}",
+                f"--global-batch={args.global_batch}",
+            ] + (["--smoke"] if args.smoke else [])
+            env = dict(
+                os.environ,
+                NCCL_NVLS_ENABLE="0",
+                TORCH_SYMM_MEM_DISABLE_MULTICAST="1",
+                NVSHMEM_DISABLE_NVLS="1",
+                OMP_NUM_THREADS="1",
+            )
             proc = subprocess.run(cmd, env=env)
-            rows += json.loads(out.read_text()) if out.exists() else [dict(model=args.models, method="lora", recipe="ours", gpus=g,
-                                                                            error=f"torchrun exited {proc.returncode}")]
+            rows += (
+                json.loads(out.read_text())
+                if out.exists()
+                else [
+                    dict(
+                        model=args.models,
+                        method="lora",
+                        recipe="ours",
+                        gpus=g,
+                        error=f"torchrun exited {proc.returncode}",
+                    )
+                ]
+            )
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.smoke else "CPU"
-    md = to_markdown(rows, command="python " + " ".join(sys.argv), device=f"{device}, torch {torch.__version__}")
+    md = to_markdown(
+        rows, command="python " + " ".join(sys.argv), device=f"{device}, torch {torch.__version__}"
+    )
     print(md)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

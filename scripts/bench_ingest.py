@@ -35,7 +35,7 @@ def queries(n: int) -> list[str]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folder", type=Path)
-    ap.add_argument("--backend", default="torch", choices=["torch", "onnx-int8"])
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx-int8"])
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--queries", type=int, default=200)
     args = ap.parse_args(argv)

@@ -33,9 +33,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from assistant.llm.batching import BatchEngine  # noqa: E402
+from assistant.llm.batching import BatchEngine
 
 T0 = time.perf_counter()
 ROWS: list[tuple[str, str, str]] = []  # (measurement, value, note)
@@ -199,9 +199,11 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="Markdown file to write the table to")
     ap.add_argument("--budget-s", type=float, default=420, help="skip optional parts after this many seconds")
     ap.add_argument("--concurrency", default="1,8,32,128")
+    ap.add_argument("--quick", action="store_true", help="skip the loader check, naive loops and NF4 (re-runs)")
     ap.add_argument("--hf-batch", action="store_true", help="also time transformers' generate_batch (slow warm-up)")
     ap.add_argument("--static", action="store_true", help="also time generate() with a static cache + torch.compile")
     ap.add_argument("--prompt", type=int, default=1000)
+    ap.add_argument("--naive", type=float, default=22.0, help="with --quick: the naive loop's tok/s from a full run")
     ap.add_argument("--new", type=int, default=200)
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
@@ -217,7 +219,7 @@ def main() -> None:
         from transformers import AutoTokenizer
         tok = ModTokenizer(AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True))
 
-    if device == "cuda" and args.tokenizer:
+    if device == "cuda" and args.tokenizer and not args.quick:
         check_loading(args.tokenizer)
     model = build_model(args.tiny, device)
     vocab = model.config.vocab_size
@@ -238,8 +240,17 @@ def main() -> None:
             f"{eng_rate / floor:.0%} of the bandwidth floor ({floor:.0f} tok/s = bandwidth / {wbytes / 1e9:.1f} GB)")
     else:
         row("batch-1 decode, our engine", f"{eng_rate:.1f} tok/s")
-    naive1 = naive_rate(model, p128, 32 if args.tiny else 128, device)
-    row("batch-1 decode, plain model.generate()", f"{naive1:.1f} tok/s")
+    p1k = prompts(1, args.prompt, vocab, seed=5)[0]
+    for slabs in (False, True):
+        e = BatchEngine(model, tok, max_batch=4, eos_token_ids=set(), slabs=slabs)
+        decode_rate(e, p1k, 8)
+        r = decode_rate(e, p1k, 64 if args.tiny else 128)
+        row(f"batch-1 decode after a {args.prompt}-token prompt, KV {'slab (in place)' if slabs else 'concat per step'}",
+            f"{r:.1f} tok/s")
+        e.close()
+    if not args.quick:
+        naive1 = naive_rate(model, p128, 32 if args.tiny else 128, device)
+        row("batch-1 decode, plain model.generate()", f"{naive1:.1f} tok/s")
 
     # 2. TTFT for a 2,000-token prompt
     p2k = prompts(3, 2000 if not args.tiny else 200, vocab, seed=2)
@@ -249,7 +260,7 @@ def main() -> None:
 
     # 3. concurrency sweep: our engine vs a naive generate() loop
     ps_all = prompts(max(levels), args.prompt, vocab, seed=3)
-    naive = naive_rate(model, ps_all[0], args.new, device)
+    naive = naive_rate(model, ps_all[0], args.new, device) if not args.quick else args.naive
     row(f"naive loop of generate(), prompt {args.prompt} / output {args.new}", f"{naive:.1f} tok/s",
         "sequential, so the same at every concurrency")
     results: dict[int, float] = {}
@@ -289,11 +300,11 @@ def main() -> None:
         peng.close()
         model = pmodel.unload()  # the plain base model again
         del pmodel, peng
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (one failed section must not lose the rest)
         row("LoRA adapters", "failed", repr(e)[:160])
 
     # 5. NF4 vs bf16
-    if device == "cuda" and time.perf_counter() - T0 < args.budget_s * 0.8:
+    if device == "cuda" and not args.quick and time.perf_counter() - T0 < args.budget_s * 0.8:
         try:
             import copy
             qmodel = quantize_nf4(copy.deepcopy(model))
@@ -312,7 +323,7 @@ def main() -> None:
             del qmodel, qeng
             gc.collect()
             torch.cuda.empty_cache()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (one failed section must not lose the rest)
             row("NF4", "failed", repr(e)[:160])
     elif device == "cuda":
         row("NF4", "skipped", "time budget")
@@ -322,8 +333,8 @@ def main() -> None:
     if args.static and time.perf_counter() - T0 < args.budget_s * 0.6:
         try:
             ids = torch.tensor([p128], device=device)
-            kw = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0,
-                      cache_implementation="static")
+            kw = {"attention_mask": torch.ones_like(ids), "do_sample": False, "pad_token_id": 0,
+                  "cache_implementation": "static"}
             t = time.perf_counter()
             model.generate(ids, max_new_tokens=16, min_new_tokens=16, **kw)
             sync()
@@ -339,7 +350,7 @@ def main() -> None:
             if device == "cuda":
                 note += f"; {r / (copy_bandwidth() / wbytes):.0%} of the bandwidth floor"
             row("batch-1 decode, generate() static cache + torch.compile (reference)", f"{r:.1f} tok/s", note)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001  (one failed section must not lose the rest)
             row("static cache + compile", "failed", repr(e)[:160])
         write(args, gpu)
     if args.hf_batch and time.perf_counter() - T0 < args.budget_s * 0.8:
@@ -354,7 +365,7 @@ def main() -> None:
             toks = sum(len(o.generated_tokens) for o in out.values())
             row(f"{ref_n} concurrent, transformers generate_batch (reference)", f"{toks / wall:.0f} tok/s",
                 f"wall {wall:.1f} s incl. its warm-up; one config for all requests, no adapters/stop strings")
-        except Exception as e:  # reference only
+        except Exception as e:  # noqa: BLE001  (one failed section must not lose the rest)  # reference only
             row(f"{ref_n} concurrent, transformers generate_batch (reference)", "failed", repr(e)[:120])
         write(args, gpu)
 
@@ -380,7 +391,7 @@ def check_loading(tokenizer_dir: str) -> None:
             row(f"load_model(quantize={q!r}) on CUDA", "ok",
                 f"{type(m.model.layers[0].mlp.up_proj).__name__}, {next(m.parameters()).dtype}")
             del m
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (one failed section must not lose the rest)
         row("load_model on CUDA", "failed", repr(e)[:160])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -409,9 +420,9 @@ def quantize_nf4(model):
 def write(args, gpu: str) -> None:
     cmd = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
     lines = [f"## LLM serving benchmark ({gpu})", "",
-             "Llama-3.1-8B architecture with **random weights** (no 8B weights offline; speed does not depend "
-             "on weight values), bf16 unless noted, SDPA attention, eager PyTorch (no CUDA graphs). Output "
-             "length fixed (EOS ignored).", "",
+             ("Llama-3.1-8B architecture with **random weights** (no 8B weights offline; speed does not depend "
+              "on weight values), bf16 unless noted, SDPA attention, eager PyTorch (no CUDA graphs). Output "
+              "length fixed (EOS ignored)."), "",
              f"torch {torch.__version__}, transformers {__import__('transformers').__version__}. Command: `{cmd}`", "",
              "| measurement | value | note |", "| --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in ROWS]

@@ -122,7 +122,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("corpus", type=Path)
     ap.add_argument("--limit", type=int, default=0, help="only the first N files (sorted), for a quick run")
-    ap.add_argument("--backend", default="torch", choices=["torch", "onnx-int8"])
+    ap.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx-int8"])
     ap.add_argument("--side", choices=["ours", "llamaindex"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.side:

@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from assistant.settings import load_settings  # noqa: E402
-from assistant.slackbot import blocks as bk  # noqa: E402
+from assistant.settings import load_settings
+from assistant.slackbot import blocks as bk
 
 
 def show(title: str, lines: list[str]) -> None:

@@ -28,22 +28,76 @@ from assistant.prompting import REFUSAL  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 TOPICS = {
-    "leave": ("Parental leave", [("Eligibility", "Parental leave is 16 weeks of fully paid time off for every new parent. "
-                                                  "Teammates become eligible after three months of employment."),
-                                 ("How to request leave", "Submit the request in Deel at least 30 days before the leave starts. "
-                                                          "Your manager approves the dates within five business days.")]),
-    "laptop": ("Laptop policy", [("Hardware", "The standard laptop is a 14-inch MacBook Pro with 32 GB of memory. "
-                                              "Engineers may request a 16-inch model for heavy builds."),
-                                 ("Returns", "Laptops must be returned within ten days after your last working day.")]),
-    "oncall": ("On-call rotation", [("Schedule", "The on-call rotation is one week long and starts every Monday at 10:00 UTC. "
-                                                 "Each engineer is on call about once every six weeks."),
-                                    ("Escalation", "Incidents are escalated to the incident commander after fifteen minutes without progress.")]),
-    "travel": ("Travel", [("Booking", "Travel is booked through Navan so that the finance team sees every trip. "
-                                      "Economy class is the default for flights under six hours.")]),
-    "expenses": ("Expenses", [("Limits", "The meal allowance is 75 dollars per day while travelling for work. "
-                                         "Receipts are required for every expense above 25 dollars.")]),
-    "security": ("Security", [("Passwords", "The password manager is 1Password and every teammate must use it. "
-                                            "Two-factor authentication is required on all company accounts.")]),
+    "leave": (
+        "Parental leave",
+        [
+            (
+                "Eligibility",
+                "Parental leave is 16 weeks of fully paid time off for every new parent. "
+                "Teammates become eligible after three months of employment.",
+            ),
+            (
+                "How to request leave",
+                "Submit the request in Deel at least 30 days before the leave starts. "
+                "Your manager approves the dates within five business days.",
+            ),
+        ],
+    ),
+    "laptop": (
+        "Laptop policy",
+        [
+            (
+                "Hardware",
+                "The standard laptop is a 14-inch MacBook Pro with 32 GB of memory. "
+                "Engineers may request a 16-inch model for heavy builds.",
+            ),
+            ("Returns", "Laptops must be returned within ten days after your last working day."),
+        ],
+    ),
+    "oncall": (
+        "On-call rotation",
+        [
+            (
+                "Schedule",
+                "The on-call rotation is one week long and starts every Monday at 10:00 UTC. "
+                "Each engineer is on call about once every six weeks.",
+            ),
+            (
+                "Escalation",
+                "Incidents are escalated to the incident commander after fifteen minutes without progress.",
+            ),
+        ],
+    ),
+    "travel": (
+        "Travel",
+        [
+            (
+                "Booking",
+                "Travel is booked through Navan so that the finance team sees every trip. "
+                "Economy class is the default for flights under six hours.",
+            )
+        ],
+    ),
+    "expenses": (
+        "Expenses",
+        [
+            (
+                "Limits",
+                "The meal allowance is 75 dollars per day while travelling for work. "
+                "Receipts are required for every expense above 25 dollars.",
+            )
+        ],
+    ),
+    "security": (
+        "Security",
+        [
+            (
+                "Passwords",
+                "The password manager is 1Password and every teammate must use it. "
+                "Two-factor authentication is required on all company accounts.",
+            )
+        ],
+    ),
 }
 
 
@@ -74,12 +128,23 @@ def tokenizer(docs):
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    corpus = [s for d in docs for _, s in d.sections] + [REFUSAL, "Sources: Question: system user assistant"] * 3
-    tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=700, special_tokens=["<|im_start|>", "<|im_end|>", "<pad>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    corpus = [s for d in docs for _, s in d.sections] + [
+        REFUSAL,
+        "Sources: Question: system user assistant",
+    ] * 3
+    tk.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=700,
+            special_tokens=["<|im_start|>", "<|im_end|>", "<pad>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<pad>")
-    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     return tok
 
 
@@ -87,12 +152,20 @@ def tiny_model(vocab: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=2048)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    )
     return LlamaForCausalLM(cfg)
 
 
 # ------------------------------------------------------------------ data
+
 
 def test_answers_quote_the_gold_passage_and_cite_it(examples):
     answers = [e for e in examples if e["kind"] == "answer"]
@@ -134,8 +207,10 @@ def test_feedback_keeps_thumbs_up_only():
     from types import SimpleNamespace as Row
 
     src = [{"n": 1, "title": "Travel", "quote": "Travel is booked through Navan."}]
-    rows = [Row(question="How do I book travel?", answer="Through Navan [1].", sources=src, vote=1),
-            Row(question="Bad?", answer="Wrong answer [1].", sources=src, vote=-1)]
+    rows = [
+        Row(question="How do I book travel?", answer="Through Navan [1].", sources=src, vote=1),
+        Row(question="Bad?", answer="Wrong answer [1].", sources=src, vote=-1),
+    ]
     out, negative = D.from_feedback(rows)
     assert negative == 1 and [e["answer"] for e in out] == ["Through Navan [1]."] and out[0]["cite"] == [1]
 
@@ -152,15 +227,18 @@ def test_user_jsonl_reports_the_bad_line(tmp_path):
 
 def test_markdown_sections_become_documents(tmp_path):
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x.md").write_text("# Title X\n\nIntro [link](http://x) text that is long enough to keep as a section body here, "
-                                         "with a few more words.\n## Part\nThe **part** has a body that is also long enough to be kept "
-                                         "by the splitter, and then some.\n## Tiny\nToo short.\n")
+    (tmp_path / "a" / "x.md").write_text(
+        "# Title X\n\nIntro [link](http://x) text that is long enough to keep as a section body here, "
+        "with a few more words.\n## Part\nThe **part** has a body that is also long enough to be kept "
+        "by the splitter, and then some.\n## Tiny\nToo short.\n"
+    )
     (doc,) = D.documents_from_markdown(tmp_path, folders=["a"])
     assert doc.doc_id == "a/x.md" and doc.title == "Title X"
     assert [h for h, _ in doc.sections] == ["Title X", "Part"] and "http" not in doc.sections[0][1]
 
 
 # ------------------------------------------------------------------ tokenization and training
+
 
 def test_loss_is_on_answer_tokens_only(tokenizer, examples):
     ex = examples[0]
@@ -173,11 +251,20 @@ def test_loss_is_on_answer_tokens_only(tokenizer, examples):
 def test_batches_cover_the_same_examples_on_any_world_size():
     lengths = [5, 9, 3, 7, 8, 2, 6, 4]
     idx = T.step_indices(8, 1, global_batch=4, seed=0)
-    one = [i for mb in T.micro_batches(idx, lengths, rank=0, world=1, micro_batch=2, bucketing=True) for i in mb]
-    two = [i for r in range(2) for mb in T.micro_batches(idx, lengths, rank=r, world=2, micro_batch=1, bucketing=True) for i in mb]
+    one = [
+        i for mb in T.micro_batches(idx, lengths, rank=0, world=1, micro_batch=2, bucketing=True) for i in mb
+    ]
+    two = [
+        i
+        for r in range(2)
+        for mb in T.micro_batches(idx, lengths, rank=r, world=2, micro_batch=1, bucketing=True)
+        for i in mb
+    ]
     assert sorted(one) == sorted(two) == sorted(idx)
     first = T.micro_batches(idx, lengths, rank=0, world=1, micro_batch=2, bucketing=True)[0]
-    assert max(lengths[i] for i in first) <= min(lengths[i] for i in idx if i not in first)  # short ones together
+    assert max(lengths[i] for i in first) <= min(
+        lengths[i] for i in idx if i not in first
+    )  # short ones together
 
 
 def test_lora_training_lowers_loss_resumes_and_registers(tmp_path, tokenizer, examples):
@@ -185,20 +272,61 @@ def test_lora_training_lowers_loss_resumes_and_registers(tmp_path, tokenizer, ex
 
     from assistant.llm.adapters import AdapterRegistry
 
-    cfg = T.TrainConfig(r=4, alpha=8, dropout=0.0, lr=3e-3, max_steps=12, global_batch=4, micro_batch=2, max_seq_len=1024, save_every=3)
+    cfg = T.TrainConfig(
+        r=4,
+        alpha=8,
+        dropout=0.0,
+        lr=3e-3,
+        max_steps=12,
+        global_batch=4,
+        micro_batch=2,
+        max_seq_len=1024,
+        save_every=3,
+    )
     out = tmp_path / "run"
-    first = T.train_model(tiny_model(len(tokenizer)), tokenizer, examples, cfg, out_dir=out, progress=False,
-                          data_fingerprint="fp1", stop_after=5)
+    first = T.train_model(
+        tiny_model(len(tokenizer)),
+        tokenizer,
+        examples,
+        cfg,
+        out_dir=out,
+        progress=False,
+        data_fingerprint="fp1",
+        stop_after=5,
+    )
     assert first.steps == 5 and not (out / "adapter").exists()
     assert json.loads((out / "checkpoint" / "step.json").read_text())["step"] == 5
     with pytest.raises(ConfigError, match="other training data"):
-        T.train_model(tiny_model(len(tokenizer)), tokenizer, examples, cfg, out_dir=out, progress=False, data_fingerprint="other")
-    second = T.train_model(tiny_model(len(tokenizer)), tokenizer, examples, cfg, out_dir=out, progress=False, data_fingerprint="fp1")
+        T.train_model(
+            tiny_model(len(tokenizer)),
+            tokenizer,
+            examples,
+            cfg,
+            out_dir=out,
+            progress=False,
+            data_fingerprint="other",
+        )
+    second = T.train_model(
+        tiny_model(len(tokenizer)),
+        tokenizer,
+        examples,
+        cfg,
+        out_dir=out,
+        progress=False,
+        data_fingerprint="fp1",
+    )
     assert second.resumed_from == 5 and second.steps == 12
     assert second.losses[:5] == first.losses  # the history continues, not restarts
     assert sum(second.losses[-3:]) / 3 < sum(second.losses[:3]) / 3
     reg = AdapterRegistry(tmp_path / "data")
-    rec = reg.register("tiny", second.adapter_dir, base_fingerprint="base", data_fingerprint="fp1", params={"r": 4}, metrics={})
+    rec = reg.register(
+        "tiny",
+        second.adapter_dir,
+        base_fingerprint="base",
+        data_fingerprint="fp1",
+        params={"r": 4},
+        metrics={},
+    )
     path = reg.resolve("tiny")
     assert path == rec.path
     loaded = PeftModel.from_pretrained(tiny_model(len(tokenizer)), str(path))
@@ -214,38 +342,61 @@ def test_bad_settings_name_the_field():
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_matches_one(tmp_path):
-    """The same run on 1 and on 2 gloo processes follows the same loss curve."""
+def test_ddp_on_two_cpu_processes_matches_one_and_resumes_on_one(tmp_path):
+    """1 and 2 gloo processes follow the same loss curve; a 2-process checkpoint resumes on 1."""
     script = tmp_path / "ddp.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, sys, torch
+        from pathlib import Path
         sys.path.insert(0, {str(REPO)!r})
         from transformers import LlamaConfig, LlamaForCausalLM
         from assistant.finetune import train as T
+        out_json, stop = sys.argv[1], int(sys.argv[3]) or None
+        out_dir = Path(sys.argv[2]) if sys.argv[2] != "-" else None
         d = T.init_distributed("cpu")
         torch.manual_seed(0)
-        m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        m = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2,
                                          num_attention_heads=4, num_key_value_heads=2))
         g = torch.Generator().manual_seed(1)
         data = [(ids, [-100] * 4 + ids[4:]) for ids in (torch.randint(0, 64, (int(n),), generator=g).tolist()
                 for n in torch.randint(8, 24, (16,), generator=g))]
-        cfg = T.TrainConfig(r=4, alpha=8, dropout=0.0, lr=1e-2, max_steps=4, global_batch=8, micro_batch=2, save_every=0)
-        res = T.train_encoded(m, data, cfg, pad_id=0, out_dir=None, dist=d, progress=False)
+        cfg = T.TrainConfig(r=4, alpha=8, dropout=0.0, lr=1e-2, max_steps=4, global_batch=8, micro_batch=2,
+                            save_every=0)
+        res = T.train_encoded(m, data, cfg, pad_id=0, out_dir=out_dir, dist=d, progress=False,
+                              stop_after=stop)
         if d.main:
-            open(sys.argv[1], "w").write(json.dumps(res.losses))
-    """))
+            open(out_json, "w").write(json.dumps(res.losses))
+    """)
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, str(script), str(tmp_path / "one.json")], capture_output=True, text=True, timeout=300, env=env)
-    assert single.returncode == 0, single.stderr[-2000:]
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", str(script), str(tmp_path / "two.json")],
-                           capture_output=True, text=True, timeout=300, env=env)
-    assert multi.returncode == 0, multi.stderr[-2000:]
-    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+
+    def run(name: str, procs: int, out_dir: str = "-", stop: int = 0) -> list[float]:
+        launcher = (
+            [sys.executable]
+            if procs == 1
+            else [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={procs}"]
+        )
+        p = subprocess.run(
+            launcher + [str(script), str(tmp_path / name), out_dir, str(stop)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
+        assert p.returncode == 0, p.stderr[-2000:]
+        return json.loads((tmp_path / name).read_text())
+
+    one = run("one.json", 1)
     assert one[-1] < one[0]
-    assert two == pytest.approx(one, rel=1e-3)
+    assert run("two.json", 2) == pytest.approx(one, rel=1e-3)
+    assert len(run("half.json", 2, str(tmp_path / "ck"), stop=2)) == 2
+    assert run("resumed.json", 1, str(tmp_path / "ck")) == pytest.approx(one, rel=1e-3)
 
 
 # ------------------------------------------------------------------ evaluation and planning
+
 
 def test_scores_count_what_a_user_notices():
     ans = {"kind": "answer", "key_fact": "Parental leave is 16 weeks of fully paid time off.", "cite": [2]}
@@ -257,7 +408,9 @@ def test_scores_count_what_a_user_notices():
     s.add(ans, REFUSAL)
     t = s.table()
     assert t["key fact contained"] == pytest.approx(1 / 3) and t["citation correct"] == pytest.approx(1 / 3)
-    assert t["refusal correct (unanswerable)"] == 1.0 and t["false refusals (answerable)"] == pytest.approx(1 / 3)
+    assert t["refusal correct (unanswerable)"] == 1.0 and t["false refusals (answerable)"] == pytest.approx(
+        1 / 3
+    )
     assert "| key fact contained |" in E.format_table({"base": t})
 
 
@@ -279,14 +432,110 @@ def test_cli_builds_data_from_jsonl_and_plans(tmp_path):
 
     from assistant.cli import app
 
-    rows = [{"doc_id": f"d{i}", "question": f"Q{i}?", "passages": [{"title": "T", "text": f"fact {i}"}], "answer": f"fact {i} [1]."}
-            for i in range(10)]
+    rows = [
+        {
+            "doc_id": f"d{i}",
+            "question": f"Q{i}?",
+            "passages": [{"title": "T", "text": f"fact {i}"}],
+            "answer": f"fact {i} [1].",
+        }
+        for i in range(10)
+    ]
     (tmp_path / "u.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     env = {"ASSISTANT_DATA_DIR": str(tmp_path / "data")}
-    r = CliRunner().invoke(app, ["finetune", "build-data", "--from", str(tmp_path / "u.jsonl"), "--out", str(tmp_path / "ds")], env=env)
+    r = CliRunner().invoke(
+        app,
+        ["finetune", "build-data", "--from", str(tmp_path / "u.jsonl"), "--out", str(tmp_path / "ds")],
+        env=env,
+    )
     assert r.exit_code == 0, r.output
     assert D.read_manifest(tmp_path / "ds")["train"] + D.read_manifest(tmp_path / "ds")["validation"] == 10
     r = CliRunner().invoke(app, ["finetune", "plan", "--base", "llama-3.1-8b", "--data", "2e7"], env=env)
     assert r.exit_code == 0 and "| qlora |" in r.output, r.output
     r = CliRunner().invoke(app, ["adapters", "list"], env=env)
     assert r.exit_code == 0, r.output
+
+
+def test_cli_trains_registers_and_switches_adapter(tmp_path, tokenizer, examples):
+    """build-data output → `finetune train` on a tiny model → registered → `adapters use` → default."""
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+    from assistant.llm.adapters import AdapterRegistry
+
+    base = tmp_path / "tiny-base"
+    tiny_model(len(tokenizer)).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    train, val = D.split_by_document(examples, validation=0.34, seed=1)
+    D.write_dataset(tmp_path / "ds", train, val)
+    env = {"ASSISTANT_DATA_DIR": str(tmp_path / "data")}
+    r = CliRunner().invoke(
+        app,
+        [
+            "finetune",
+            "train",
+            "--data",
+            str(tmp_path / "ds"),
+            "--name",
+            "hr-answers",
+            "--base",
+            str(base),
+            "--max-steps",
+            "2",
+            "--global-batch",
+            "2",
+            "--micro-batch",
+            "2",
+            "--r",
+            "2",
+            "--eval-limit",
+            "2",
+        ],
+        env=env,
+    )
+    assert r.exit_code == 0, r.output
+    assert "registered hr-answers v1" in r.output and "citation correct" in r.output
+    reg = AdapterRegistry(tmp_path / "data")
+    (rec,) = reg.list()
+    assert rec.params["r"] == 2 and rec.metrics["loss_first"] > 0 and "key fact contained" in rec.metrics
+    r = CliRunner().invoke(app, ["adapters", "use", "hr-answers"], env=env)
+    assert r.exit_code == 0, r.output
+    assert reg.resolve("default") == rec.path
+    assert "* hr-answers v1" in CliRunner().invoke(app, ["adapters", "list"], env=env).output
+    r = CliRunner().invoke(
+        app,
+        [
+            "adapters",
+            "eval",
+            "hr-answers",
+            "--data",
+            str(tmp_path / "ds"),
+            "--base",
+            str(base),
+            "--limit",
+            "2",
+        ],
+        env=env,
+    )
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "ds" / "eval-hr-answers.json").read_text())["results"]
+    assert set(saved) == {"base", "hr-answers"} and saved["base"]["examples"] == 2
+
+
+def test_build_from_the_index_skips_restricted_documents(engine, tmp_path):
+    from connectors.local_files import LocalFilesConnector
+
+    sample = REPO / "assistant" / "sample_docs"
+    engine.sync(LocalFilesConnector(sample, name="sample", acl_file=sample / "acl.toml"))
+    docs = D.documents_from_store(engine.store)
+    ids = {d.doc_id for d in docs}
+    assert ids and not any("restricted/" in i for i in ids)
+    assert any(
+        "restricted/" in d.doc_id for d in D.documents_from_store(engine.store, include_restricted=True)
+    )
+    examples = D.synthesise(docs, seed=0)
+    train, val = D.split_by_document(examples, validation=0.2)
+    assert train and val and not {e["doc_id"] for e in train} & {e["doc_id"] for e in val}
+    assert all(
+        not line.startswith("#") for e in examples for p in e["passages"] for line in p["text"].splitlines()
+    )

@@ -1,4 +1,5 @@
 """The model layer: helpers, loading, the adapter registry, LocalLLM and the remote client's HTTP rules."""
+# ruff: noqa: F811  (pytest fixtures imported from tests.llm_fixtures are parameters here)
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def test_clamp_new_tokens():
 
 
 # -- loading ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_bundled_model_converts_once_into_a_complete_folder(llm_model_dir):
     from assistant.llm.loading import bundled_gguf_path, ensure_model_dir, model_fingerprint
 
@@ -66,6 +68,7 @@ def test_unknown_model_path_is_a_clear_error(tmp_path):
 
 
 # -- registry -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_registry_round_trip(tmp_path, lora_dirs):
     reg = AdapterRegistry(tmp_path)
     assert reg.list() == [] and reg.active() is None
@@ -107,12 +110,14 @@ def local_llm(llm_model_dir, lora_dirs, tmp_path_factory):
     return LocalLLM(model, tok, context_tokens=2048, fingerprint=model_fingerprint(llm_model_dir), registry=reg)
 
 
+@pytest.mark.slow
 def test_greedy_generation_is_deterministic_and_answers(local_llm):
     a = local_llm.generate(CAPITAL, max_new_tokens=12)
     assert a == local_llm.generate(CAPITAL, max_new_tokens=12)
     assert "Paris" in a
 
 
+@pytest.mark.slow
 def test_stream_equals_generate_and_stop_strings_cut(local_llm):
     full = local_llm.generate(CAPITAL, max_new_tokens=12)
     deltas = list(local_llm.stream(CAPITAL, max_new_tokens=12))
@@ -121,6 +126,7 @@ def test_stream_equals_generate_and_stop_strings_cut(local_llm):
     assert cut == full[: full.index("Paris")]
 
 
+@pytest.mark.slow
 def test_context_is_never_overflowed(local_llm):
     n = local_llm.count_message_tokens(CAPITAL)
     assert n > local_llm.count_tokens(CAPITAL[0]["content"])  # the chat template counts too
@@ -136,6 +142,7 @@ def test_context_is_never_overflowed(local_llm):
         local_llm.context_tokens = old
 
 
+@pytest.mark.slow
 def test_adapter_selection_changes_output_and_base_comes_back(local_llm):
     base = local_llm.generate(CAPITAL, max_new_tokens=10)
     hr = local_llm.generate(CAPITAL, max_new_tokens=10, adapter="hr")
@@ -145,11 +152,13 @@ def test_adapter_selection_changes_output_and_base_comes_back(local_llm):
     assert "hr" in local_llm.adapter_names()
 
 
+@pytest.mark.slow
 def test_adapter_for_another_base_is_refused(local_llm):
     with pytest.raises(ModelError, match="trained on a base model with fingerprint another-base"):
         local_llm.generate(CAPITAL, max_new_tokens=4, adapter="alien")
 
 
+@pytest.mark.slow
 def test_load_llm_picks_local_or_remote(tmp_path, llm_model_dir):
     from assistant.llm import load_llm
     from assistant.llm.local import LocalLLM
@@ -171,7 +180,7 @@ class _Fake:
         fake = self
 
         class H(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 fake.requests.append((self.path, dict(self.headers), body))
                 status, headers, payload = fake.script.pop(0)
@@ -238,3 +247,14 @@ def test_remote_refuses_a_prompt_beyond_the_context():
     llm = RemoteLLM(endpoint="http://127.0.0.1:9/v1", model="m", context_tokens=256)
     with pytest.raises(ModelError, match="context"):
         llm.generate([{"role": "user", "content": "word " * 400}])
+
+
+def test_nf4_on_cpu_and_bad_adapter_flags_are_clear_errors(tmp_path):
+    from assistant.llm.cli import parse_adapters
+    from assistant.llm.loading import load_model
+
+    with pytest.raises(ModelError, match="needs a CUDA GPU"):
+        load_model(tmp_path, device="cpu", quantize="nf4")
+    assert parse_adapters(["hr=/adapters/hr", "eng"]) == {"hr": "/adapters/hr", "eng": "eng"}
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_adapters(["hr=/a", "hr=/b"])

@@ -11,13 +11,16 @@ import json
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_h
+from hypothesis import strategies as st
 from slack_sdk import WebClient
 
-from assistant.cadence import parse_cadence
+from assistant.cadence import next_fire, parse_cadence, previous_fire
 from assistant.engine import Engine
 from assistant.errors import ConfigError
 from assistant.report_posting import SlackPoster
@@ -28,7 +31,6 @@ from tests.conftest import REPO, make_settings
 from tests.fakes.scheduler_support import Clock, Crash, CrashingPoster
 from tests.fakes.slack import FakeSlack
 
-UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
@@ -107,6 +109,18 @@ def test_invalid_phrases_raise_a_config_error_with_an_example(bad):
 def test_unknown_time_zone_is_named():
     with pytest.raises(ConfigError, match="Mars/Olympus"):
         parse_cadence("daily 9:00 Mars/Olympus")
+
+
+@settings_h(max_examples=60, deadline=None)
+@given(phrase=st.sampled_from(["daily 09:00", "weekdays 8am", "every monday 9:00", "0 2 * * SUN", "30 2 * * *",
+                               "every 6h", "*/20 * * * *", "0 9 1 * *"]),
+       zone=st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Sydney", "UTC"]),
+       at=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)))
+def test_every_moment_falls_in_exactly_one_period(phrase, zone, at):
+    c = parse_cadence(phrase, tz=zone)
+    anchor = datetime(2025, 12, 1, tzinfo=UTC).timestamp()
+    fire = previous_fire(c, at, anchor=anchor)
+    assert fire is not None and fire <= at < next_fire(c, fire, anchor=anchor)
 
 
 # -- firing at the right local time ------------------------------------------------------------

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the llm_model_dir fixture is imported and used as a parameter)
 """The Slack bot end to end: signed HTTP deliveries to the running bolt app, real WebClient, fake Slack.
 
 One ingested sample corpus and one bot for the module (a scripted model keeps it fast); every test
@@ -18,6 +19,7 @@ from connectors.local_files import LocalFilesConnector
 from tests.conftest import SAMPLE_DOCS, make_settings
 from tests.doubles import ScriptedLLM
 from tests.fakes.slack_bot_support import ALICE_EMAIL, BotRig, block_action
+from tests.llm_fixtures import llm_model_dir  # noqa: F401  (fixture)
 
 CANARY = "NW-SALARY-CANARY-7731"
 SALARY_Q = "What is the salary band for an L5 engineer?"
@@ -256,3 +258,20 @@ def test_socket_mode_handler_is_wired_to_the_app(rig):
     handler = socket_mode_handler(rig.app, s)
     assert handler.app is rig.app and handler.client.app_token == "xapp-1-fake"
     assert handler.client.web_client.base_url == rig.fake.url  # apps.connections.open goes to the configured API
+
+
+@pytest.mark.slow
+def test_bundled_model_streams_into_the_placeholder_then_posts_the_checked_answer(rig, llm_model_dir):
+    llm = rig.settings.llm.model_copy(update={"model": str(llm_model_dir), "adapter": "none", "max_new_tokens": 48})
+    settings = rig.settings.model_copy(update={"llm": llm})
+    real = Assistant(settings, engine=rig.assistant.engine)
+    with BotRig(settings, real, workers=2, stream_every_s=0.05) as r2:
+        ev = r2.fake.message_event(r2.world.dm_bob, r2.world.bob, LEAVE_Q)
+        ev["event_id"] = "EvSLOWMODEL1"  # this second fake workspace shares the store with the first
+        assert r2.slack.event(ev)[0] == 200
+        r2.wait(600)
+        reply = next(p for p in r2.fake.posted if p["channel"] == r2.world.dm_bob)
+        edits = [u for u in r2.fake.updates if u["ts"] == reply["ts"]]
+        assert any("writing…" in json.dumps(u.get("blocks"), ensure_ascii=False) for u in edits[:-1]), edits
+        final = bk.plain_text(r2.fake.message(r2.world.dm_bob, reply["ts"]))
+        assert "*Sources*" in final and "parental-leave.md" in final

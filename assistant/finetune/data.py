@@ -109,34 +109,82 @@ def documents_from_files(root: Path, *, prefix: str = "") -> list[DocText]:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         try:
-            text = path.read_text(encoding="utf-8") if path.suffix == ".md" else parse(path.read_bytes(), mime, name=path.name)
+            text = (
+                path.read_text(encoding="utf-8")
+                if path.suffix == ".md"
+                else parse(path.read_bytes(), mime, name=path.name)
+            )
         except (ParseError, UnicodeDecodeError):
             continue
         title, sections = split_sections(text)
         if sections:
-            docs.append(DocText(prefix + path.relative_to(root).as_posix(), title or path.stem, tuple(sections)))
+            docs.append(
+                DocText(prefix + path.relative_to(root).as_posix(), title or path.stem, tuple(sections))
+            )
     return docs
 
 
-def documents_from_store(store, *, source: str | None = None, path_prefix: str | None = None) -> list[DocText]:
-    """Documents of the index (``engine.store``): one section per chunk, heading = last heading."""
+def documents_from_store(
+    store, *, source: str | None = None, path_prefix: str | None = None, include_restricted: bool = False
+) -> list[DocText]:
+    """Documents of the index (``engine.store``): one section per chunk, heading = last heading.
+
+    LoRA weights carry no access control and a model can repeat what it was trained on, so by
+    default only documents readable organisation-wide (public or a whole domain) are used;
+    ``include_restricted`` adds the ones shared with named users or groups only.
+    """
     docs = []
     for row in store.iter_documents(source=source, path_prefix=path_prefix):
-        chunks = store.chunks_of(row.key)
-        sections = tuple(((c.heading_path[-1] if c.heading_path else ""), c.text) for c in chunks if len(c.text) > 80)
+        access = store.access_of(row.key)
+        if not include_restricted and not (access.public or access.domains):
+            continue
+        sections = []
+        for c in store.chunks_of(row.key):
+            body = clean_markdown(
+                "\n".join(line for line in c.text.splitlines() if not _HEADING.match(line))
+            ).strip()
+            if len(body) > 80:
+                sections.append(((c.heading_path[-1] if c.heading_path else ""), body))
         if sections:
-            docs.append(DocText(f"{row.source}:{row.doc_id}", row.title or row.path, sections))
+            docs.append(DocText(f"{row.source}:{row.doc_id}", row.title or row.path, tuple(sections)))
     return docs
 
 
 # ---------------------------------------------------------------- synthesis
 
-_GENERIC = {"overview", "introduction", "intro", "summary", "resources", "links", "contents", "faq", "faqs",
-            "background", "references", "table of contents", "further reading", "related", "notes", "other"}
-_INJECTION = re.compile(r"\bignore (all|any|previous|prior|your|the above)\b|\binstructions?\b.*\b(reply|respond|say)\b|pwned", re.I)
-_PRONOUN_START = re.compile(r"^(this|it|there|these|those|that|we|you|they|he|she|i|here|our|your|if|when|for|in|on|as|note|example|e\.g|please|see|also|so|but|and|or|what|how|why)\b", re.I)
-_DEFINITION = re.compile(r"^(?:The |A |An )?(?P<subj>[A-Za-z][\w\-’'/&. ]{2,48}?) (?P<verb>is|are) (?P<rest>.{12,})$")
-_MODAL = re.compile(r"^(?P<subj>(?:All |Every |Each )?[A-Z][\w\-’' ]{2,40}?) (?P<modal>must|should|need to|are required to) (?P<rest>.{10,})$")
+_GENERIC = {
+    "overview",
+    "introduction",
+    "intro",
+    "summary",
+    "resources",
+    "links",
+    "contents",
+    "faq",
+    "faqs",
+    "background",
+    "references",
+    "table of contents",
+    "further reading",
+    "related",
+    "notes",
+    "other",
+}
+_INJECTION = re.compile(
+    r"\bignore (all|any|previous|prior|your|the above)\b|\binstructions?\b.*\b(reply|respond|say)\b|pwned",
+    re.I,
+)
+_PRONOUN_START = re.compile(
+    r"^(this|it|there|these|those|that|we|you|they|he|she|i|here|our|your|if|when|for|in|on|as|note|example|e\.g|please|see|also|so|but|and|or|what|how|why)\b",
+    re.I,
+)
+_DEFINITION = re.compile(
+    r"^(?:The |A |An )?(?P<subj>[A-Za-z][\w\-’'/&. ]{2,48}?) (?P<verb>is|are) (?P<rest>.{12,})$"
+)
+_MODAL = re.compile(
+    r"^(?P<subj>(?:All |Every |Each )?[A-Z][\w\-’' ]{2,40}?) "
+    r"(?P<modal>must|should|need to|are required to) (?P<rest>.{10,})$"
+)
 _BOLD_TERM = re.compile(r"^\s*[-*]?\s*(?P<term>[A-Z][\w\-’' /&]{1,40}):\s+(?P<rest>.{15,})$")
 
 
@@ -164,7 +212,11 @@ def _question_for(heading: str, sents: list[str], rng: random.Random) -> tuple[s
         if _PRONOUN_START.match(s):
             continue
         m = _DEFINITION.match(s)
-        if m and len(m.group("subj").split()) <= 6 and not re.search(r"\b(this|that|these|those|its|their|our|your|it)\b", m.group("subj"), re.I):
+        if (
+            m
+            and len(m.group("subj").split()) <= 6
+            and not re.search(r"\b(this|that|these|those|its|their|our|your|it)\b", m.group("subj"), re.I)
+        ):
             subj = m.group("subj").strip()
             return f"What {m.group('verb')} {'the ' if s.startswith('The ') else ''}{subj}?", s
         m = _MODAL.match(s)
@@ -183,8 +235,15 @@ def _question_for(heading: str, sents: list[str], rng: random.Random) -> tuple[s
         return h, key
     if h.lower().startswith("how to "):
         return f"How do I {h[7:]}?", key
-    template = rng.choice(["What does the documentation say about {h}?", "What should I know about {h}?",
-                           "Can you explain {h}?", "What is the guidance on {h}?", "Tell me about {h}."])
+    template = rng.choice(
+        [
+            "What does the documentation say about {h}?",
+            "What should I know about {h}?",
+            "Can you explain {h}?",
+            "What is the guidance on {h}?",
+            "Tell me about {h}.",
+        ]
+    )
     return template.format(h=h), key
 
 
@@ -203,7 +262,7 @@ def _window(text: str, anchor: str | None, *, rng: random.Random, max_chars: int
     if start:
         sp = text.find(" ", start)
         start = sp + 1 if 0 <= sp < (at if at >= 0 else start + 40) else start
-    return text[start:start + max_chars].strip()
+    return text[start : start + max_chars].strip()
 
 
 def _trim_answer(sentence: str, n: int) -> str:
@@ -211,11 +270,21 @@ def _trim_answer(sentence: str, n: int) -> str:
     return f"{s} [{n}]."
 
 
-def synthesise(docs: list[DocText], *, seed: int = 0, distractors: tuple[int, int] = (2, 4),
-               refusal_rate: float = 0.3, per_doc: int = 4, max_chars: int = 600) -> list[dict]:
+def synthesise(
+    docs: list[DocText],
+    *,
+    seed: int = 0,
+    distractors: tuple[int, int] = (2, 4),
+    refusal_rate: float = 0.3,
+    per_doc: int = 4,
+    max_chars: int = 600,
+) -> list[dict]:
     """Grounded Q/A and refusal examples from documents, without a language model."""
     if len(docs) < 2:
-        raise ConfigError("synthesising training data needs at least 2 documents (distractors come from other documents); index more documents first")
+        raise ConfigError(
+            "synthesising training data needs at least 2 documents (distractors come from other "
+            "documents); index more documents first"
+        )
     rng = random.Random(seed)
     examples: list[dict] = []
     for di, doc in enumerate(docs):
@@ -229,7 +298,10 @@ def synthesise(docs: list[DocText], *, seed: int = 0, distractors: tuple[int, in
             question, key = qk
             k = rng.randint(*distractors)
             others = [docs[j] for j in rng.sample(range(len(docs)), min(len(docs), k + 2)) if j != di][:k]
-            noise = [(o.title, _window(rng.choice(o.sections)[1], None, rng=rng, max_chars=max_chars)) for o in others]
+            noise = [
+                (o.title, _window(rng.choice(o.sections)[1], None, rng=rng, max_chars=max_chars))
+                for o in others
+            ]
             gold = (doc.title, _window(body, key, rng=rng, max_chars=max_chars))
             if key not in gold[1]:
                 continue
@@ -237,11 +309,21 @@ def synthesise(docs: list[DocText], *, seed: int = 0, distractors: tuple[int, in
             ordered = noise[:pos] + [gold] + noise[pos:]
             passages = [{"n": i + 1, "title": t, "text": x} for i, (t, x) in enumerate(ordered)]
             base = {"doc_id": doc.doc_id, "question": question, "key_fact": key}
-            examples.append({**base, "kind": "answer", "passages": passages, "answer": _trim_answer(key, pos + 1), "cite": [pos + 1]})
+            examples.append(
+                {
+                    **base,
+                    "kind": "answer",
+                    "passages": passages,
+                    "answer": _trim_answer(key, pos + 1),
+                    "cite": [pos + 1],
+                }
+            )
             made += 1
             if rng.random() < refusal_rate and noise:
                 refusal = [{"n": i + 1, "title": t, "text": x} for i, (t, x) in enumerate(noise)]
-                examples.append({**base, "kind": "refusal", "passages": refusal, "answer": REFUSAL, "cite": []})
+                examples.append(
+                    {**base, "kind": "refusal", "passages": refusal, "answer": REFUSAL, "cite": []}
+                )
     return _with_ids(examples)
 
 
@@ -254,11 +336,23 @@ def from_feedback(rows) -> tuple[list[dict], int]:
             continue
         if not row.sources:
             continue
-        passages = [{"n": int(s.get("n", i + 1)), "title": s.get("title", ""), "text": s.get("quote", "")} for i, s in enumerate(row.sources)]
+        passages = [
+            {"n": int(s.get("n", i + 1)), "title": s.get("title", ""), "text": s.get("quote", "")}
+            for i, s in enumerate(row.sources)
+        ]
         cites = sorted({int(c) for c in re.findall(r"\[(\d+)\]", row.answer)})
         doc = "|".join(sorted(p["title"] for p in passages))
-        out.append({"doc_id": f"feedback:{doc}", "kind": "feedback", "question": row.question, "passages": passages,
-                    "answer": row.answer, "key_fact": "", "cite": cites})
+        out.append(
+            {
+                "doc_id": f"feedback:{doc}",
+                "kind": "feedback",
+                "question": row.question,
+                "passages": passages,
+                "answer": row.answer,
+                "key_fact": "",
+                "cite": cites,
+            }
+        )
     return _with_ids(out), negative
 
 
@@ -270,27 +364,45 @@ def from_jsonl(path: Path) -> list[dict]:
             continue
         try:
             rec = json.loads(line)
-            passages = [{"n": int(p.get("n", i + 1)), "title": str(p.get("title", "")), "text": str(p["text"])} for i, p in enumerate(rec["passages"])]
+            passages = [
+                {"n": int(p.get("n", i + 1)), "title": str(p.get("title", "")), "text": str(p["text"])}
+                for i, p in enumerate(rec["passages"])
+            ]
             question, answer = str(rec["question"]), str(rec["answer"])
         except (ValueError, KeyError, TypeError) as e:
-            raise ConfigError(f"{path}:{lineno}: each line needs question, passages [{{title, text}}] and answer ({e})") from e
+            raise ConfigError(
+                f"{path}:{lineno}: each line needs question, passages [{{title, text}}] and answer ({e})"
+            ) from e
         refused = answer.strip() == REFUSAL
         cites = rec.get("cite") or sorted({int(c) for c in re.findall(r"\[(\d+)\]", answer)})
-        out.append({"doc_id": str(rec.get("doc_id") or f"user:{question}"), "kind": "refusal" if refused else "user",
-                    "question": question, "passages": passages, "answer": answer,
-                    "key_fact": str(rec.get("key_fact", "")), "cite": [] if refused else cites})
+        out.append(
+            {
+                "doc_id": str(rec.get("doc_id") or f"user:{question}"),
+                "kind": "refusal" if refused else "user",
+                "question": question,
+                "passages": passages,
+                "answer": answer,
+                "key_fact": str(rec.get("key_fact", "")),
+                "cite": [] if refused else cites,
+            }
+        )
     return _with_ids(out)
 
 
 def _with_ids(examples: list[dict]) -> list[dict]:
     for ex in examples:
-        ex["id"] = hashlib.sha1(json.dumps([ex["doc_id"], ex["question"], ex["kind"], ex["answer"]]).encode()).hexdigest()[:16]
+        ex["id"] = hashlib.sha1(
+            json.dumps([ex["doc_id"], ex["question"], ex["kind"], ex["answer"]]).encode()
+        ).hexdigest()[:16]
     return examples
 
 
 # ---------------------------------------------------------------- split, write, read
 
-def split_by_document(examples: list[dict], *, validation: float = 0.1, seed: int = 0) -> tuple[list[dict], list[dict]]:
+
+def split_by_document(
+    examples: list[dict], *, validation: float = 0.1, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
     """(train, validation): every example of a document lands on the same side."""
     docs = sorted({ex["doc_id"] for ex in examples})
     if len(docs) < 2:
@@ -298,10 +410,14 @@ def split_by_document(examples: list[dict], *, validation: float = 0.1, seed: in
     random.Random(seed).shuffle(docs)
     n_val = min(len(docs) - 1, max(1, round(len(docs) * validation))) if validation > 0 else 0
     val_docs = set(docs[:n_val])
-    return [e for e in examples if e["doc_id"] not in val_docs], [e for e in examples if e["doc_id"] in val_docs]
+    return [e for e in examples if e["doc_id"] not in val_docs], [
+        e for e in examples if e["doc_id"] in val_docs
+    ]
 
 
-def write_dataset(out: Path, train: list[dict], validation: list[dict], *, meta: dict | None = None) -> BuildReport:
+def write_dataset(
+    out: Path, train: list[dict], validation: list[dict], *, meta: dict | None = None
+) -> BuildReport:
     """Write train.jsonl, validation.jsonl and manifest.json (with the data fingerprint)."""
     out.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
@@ -314,25 +430,44 @@ def write_dataset(out: Path, train: list[dict], validation: list[dict], *, meta:
     kinds: dict[str, int] = {}
     for r in train + validation:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    report = BuildReport(train=len(train), validation=len(validation), kinds=kinds, fingerprint=h.hexdigest()[:16],
-                         documents=len({r["doc_id"] for r in train + validation}))
-    manifest = {"fingerprint": report.fingerprint, "train": report.train, "validation": report.validation,
-                "documents": report.documents, "kinds": kinds, **(meta or {})}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    report = BuildReport(
+        train=len(train),
+        validation=len(validation),
+        kinds=kinds,
+        fingerprint=h.hexdigest()[:16],
+        documents=len({r["doc_id"] for r in train + validation}),
+    )
+    manifest = {
+        "fingerprint": report.fingerprint,
+        "train": report.train,
+        "validation": report.validation,
+        "documents": report.documents,
+        "kinds": kinds,
+        **(meta or {}),
+    }
+    (out / "manifest.json").write_text(
+        json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return report
 
 
 def read_split(data_dir: Path, split: str) -> list[dict]:
     path = data_dir / f"{split}.jsonl"
     if not path.exists():
-        raise ConfigError(f"{path} does not exist; build a training set with 'assistant finetune build-data --out {data_dir}'")
+        raise ConfigError(
+            f"{path} does not exist; build a training set with 'assistant finetune build-data --out "
+            f"{data_dir}'"
+        )
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def read_manifest(data_dir: Path) -> dict:
     path = data_dir / "manifest.json"
     if not path.exists():
-        raise ConfigError(f"{path} does not exist; build a training set with 'assistant finetune build-data --out {data_dir}'")
+        raise ConfigError(
+            f"{path} does not exist; build a training set with 'assistant finetune build-data --out "
+            f"{data_dir}'"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -25,10 +25,12 @@ import torch
 from assistant.finetune.data import messages_of
 from assistant.prompting import REFUSAL
 
-_STOP = set("""a an the and or of to in on at for by with from is are was were be been being it its this that these those as
-if then than so such not no do does did you your we our they their he she his her i my me can could should would will may
-might must shall have has had there here what which who whom when where why how all any each every about into over under
-""".split())
+_STOP = set(
+    """a an the and or of to in on at for by with from is are was were be been being it its this that these
+those as if then than so such not no do does did you your we our they their he she his her i my me can
+could should would will may might must shall have has had there here what which who whom when where why
+how all any each every about into over under""".split()
+)
 _WORD = re.compile(r"[a-z0-9][a-z0-9'’-]*")
 
 
@@ -74,14 +76,26 @@ class Scores:
 
     def table(self) -> dict[str, float]:
         a, u = max(1, self.answerable), max(1, self.unanswerable)
-        return {"key fact contained": self.key_fact / a, "citation correct": self.citation / a,
-                "refusal correct (unanswerable)": self.refused_correctly / u, "false refusals (answerable)": self.false_refusals / a,
-                "avg answer words": self.words / max(1, self.n), "examples": self.n}
+        return {
+            "key fact contained": self.key_fact / a,
+            "citation correct": self.citation / a,
+            "refusal correct (unanswerable)": self.refused_correctly / u,
+            "false refusals (answerable)": self.false_refusals / a,
+            "avg answer words": self.words / max(1, self.n),
+            "examples": self.n,
+        }
 
 
 @torch.no_grad()
-def generate_answers(model, tokenizer, examples: list[dict], *, max_new_tokens: int = 96, batch_size: int = 8,
-                     max_prompt_tokens: int = 1536) -> list[str]:
+def generate_answers(
+    model,
+    tokenizer,
+    examples: list[dict],
+    *,
+    max_new_tokens: int = 96,
+    batch_size: int = 8,
+    max_prompt_tokens: int = 1536,
+) -> list[str]:
     """Greedy answers, batched with left padding (prompts longer than max_prompt_tokens keep their end)."""
     device = next(model.parameters()).device
     side = tokenizer.padding_side
@@ -92,11 +106,16 @@ def generate_answers(model, tokenizer, examples: list[dict], *, max_new_tokens: 
     out: list[str] = []
     try:
         for i in range(0, len(examples), batch_size):
-            prompts = [tokenizer.apply_chat_template(messages_of(ex), add_generation_prompt=True, tokenize=False) for ex in examples[i:i + batch_size]]
+            prompts = [
+                tokenizer.apply_chat_template(messages_of(ex), add_generation_prompt=True, tokenize=False)
+                for ex in examples[i : i + batch_size]
+            ]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v[:, -max_prompt_tokens:].to(device) for k, v in enc.items()}
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-            for row in gen[:, enc["input_ids"].shape[1]:]:
+            gen = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+            for row in gen[:, enc["input_ids"].shape[1] :]:
                 out.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     finally:
         tokenizer.padding_side = side
@@ -117,11 +136,19 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     metrics = list(next(iter(results.values())))
     lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for m in metrics:
-        cells = [(f"{results[n][m]:.0f}" if m in ("examples",) or m.startswith("avg") else f"{results[n][m]:.1%}") for n in names]
+        cells = [
+            (f"{results[n][m]:.0f}" if m in ("examples",) or m.startswith("avg") else f"{results[n][m]:.1%}")
+            for n in names
+        ]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def save_report(path: Path, results: dict[str, dict[str, float]], *, samples: list[dict] | None = None) -> None:
+def save_report(
+    path: Path, results: dict[str, dict[str, float]], *, samples: list[dict] | None = None
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"results": results, "samples": samples or []}, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps({"results": results, "samples": samples or []}, indent=1, ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )

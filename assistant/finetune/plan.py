@@ -27,25 +27,53 @@ from assistant.errors import ConfigError
 
 # Llama-family shapes. "bundled" is SmolLM2-135M-Instruct, the model shipped with the assistant.
 ARCHS: dict[str, dict] = {
-    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True, rope_theta=100000.0,
-                         max_position_embeddings=8192),
-    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0,
-                         max_position_embeddings=131072),
-    "llama-3.1-70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0,
-                          max_position_embeddings=131072),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+        max_position_embeddings=8192,
+    ),
+    "llama-3.1-8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+        rope_theta=500000.0,
+        max_position_embeddings=131072,
+    ),
+    "llama-3.1-70b": dict(
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+        rope_theta=500000.0,
+        max_position_embeddings=131072,
+    ),
 }
 ARCHS["bundled"] = ARCHS["smollm2-135m"]
 ARCHS["llama-8b"] = ARCHS["llama-3.1-8b"]
 
 # Dense bf16 peak TFLOP/s (vendor datasheets, SXM parts) and memory in GB.
 GPUS: dict[str, tuple[float, float]] = {
-    "h200": (989.0, 141.0), "h100": (989.0, 80.0), "a100": (312.0, 80.0), "a10g": (125.0, 24.0),
-    "l4": (121.0, 24.0), "rtx4090": (165.0, 24.0),
+    "h200": (989.0, 141.0),
+    "h100": (989.0, 80.0),
+    "a100": (312.0, 80.0),
+    "a10g": (125.0, 24.0),
+    "l4": (121.0, 24.0),
+    "rtx4090": (165.0, 24.0),
 }
-DEFAULT_MFU = 0.35  # a typical LoRA MFU on one H100/H200; scripts/bench_finetune.py measures ours
+DEFAULT_MFU = 0.18  # measured: Llama-3.1-8B LoRA on one H200 (scripts/results/finetune_h200.md)
 GB = 1e9
 
 
@@ -62,10 +90,20 @@ class Shapes:
     @classmethod
     def from_config(cls, c: dict) -> "Shapes":
         try:
-            return cls(c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["num_attention_heads"],
-                       c.get("num_key_value_heads") or c["num_attention_heads"], c["vocab_size"], bool(c.get("tie_word_embeddings", False)))
+            return cls(
+                c["hidden_size"],
+                c["intermediate_size"],
+                c["num_hidden_layers"],
+                c["num_attention_heads"],
+                c.get("num_key_value_heads") or c["num_attention_heads"],
+                c["vocab_size"],
+                bool(c.get("tie_word_embeddings", False)),
+            )
         except KeyError as e:
-            raise ConfigError(f"the model config lacks {e}; plan supports Llama-style configs (hidden_size, intermediate_size, ...)") from e
+            raise ConfigError(
+                f"the model config lacks {e}; plan supports Llama-style configs (hidden_size, "
+                "intermediate_size, ...)"
+            ) from e
 
     @property
     def kv_dim(self) -> int:
@@ -74,8 +112,15 @@ class Shapes:
     def module_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each linear layer of one decoder block, by peft target-module name."""
         h, i, kv = self.hidden, self.inter, self.kv_dim
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+        return {
+            "q_proj": (h, h),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (h, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }
 
     @property
     def linear_params(self) -> int:
@@ -121,8 +166,15 @@ def activation_bytes(s: Shapes, *, seq: int, batch: int, checkpointing: bool) ->
     return tokens * s.layers * per_layer + logits
 
 
-def estimate(s: Shapes, *, seq: int = 2048, batch: int = 1, r: int = 16, targets: tuple[str, ...] | None = None,
-             checkpointing: bool = True) -> dict[str, dict[str, float]]:
+def estimate(
+    s: Shapes,
+    *,
+    seq: int = 2048,
+    batch: int = 1,
+    r: int = 16,
+    targets: tuple[str, ...] | None = None,
+    checkpointing: bool = True,
+) -> dict[str, dict[str, float]]:
     """Memory (GB) and FLOPs/token for full fine-tuning, LoRA and QLoRA."""
     targets = targets or tuple(s.module_shapes())
     n, lora = s.params, s.lora_params(r, targets)
@@ -130,9 +182,23 @@ def estimate(s: Shapes, *, seq: int = 2048, batch: int = 1, r: int = 16, targets
     attn = 12 * s.layers * s.hidden * seq  # attention score/value matmuls, forward + backward, per token
     nf4_bytes = s.linear_params * 4.127 / 8 + (n - s.linear_params) * 2
     rows = {
-        "full": dict(weights=2 * n, grads=2 * n, optimizer=12 * n, flops=6 * s.matmul_params + attn, trainable=n),
-        "lora": dict(weights=2 * n + 4 * lora, grads=4 * lora, optimizer=8 * lora, flops=4 * s.matmul_params + attn + 6 * lora, trainable=lora),
-        "qlora": dict(weights=nf4_bytes + 4 * lora, grads=4 * lora, optimizer=2 * lora, flops=4 * s.matmul_params + attn + 6 * lora, trainable=lora),
+        "full": dict(
+            weights=2 * n, grads=2 * n, optimizer=12 * n, flops=6 * s.matmul_params + attn, trainable=n
+        ),
+        "lora": dict(
+            weights=2 * n + 4 * lora,
+            grads=4 * lora,
+            optimizer=8 * lora,
+            flops=4 * s.matmul_params + attn + 6 * lora,
+            trainable=lora,
+        ),
+        "qlora": dict(
+            weights=nf4_bytes + 4 * lora,
+            grads=4 * lora,
+            optimizer=2 * lora,
+            flops=4 * s.matmul_params + attn + 6 * lora,
+            trainable=lora,
+        ),
     }
     for row in rows.values():
         row["activations"] = act
@@ -144,11 +210,22 @@ def estimate(s: Shapes, *, seq: int = 2048, batch: int = 1, r: int = 16, targets
 
 def data_guidance(n_params: int) -> dict[str, float]:
     """Pre-training heuristics (NOT fine-tuning rules): Chinchilla and Kaplan et al. token counts."""
-    return {"chinchilla_tokens": 20.0 * n_params, "kaplan_tokens": 5e3 * n_params ** 0.74}
+    return {"chinchilla_tokens": 20.0 * n_params, "kaplan_tokens": 5e3 * n_params**0.74}
 
 
-def plan(base: str, *, data_tokens: float, gpu: str = "h200", seq: int = 2048, batch: int = 1, r: int = 16,
-         mfu: float = DEFAULT_MFU, epochs: float = 1.0, checkpointing: bool = True, gpus: int = 1) -> dict:
+def plan(
+    base: str,
+    *,
+    data_tokens: float,
+    gpu: str = "h200",
+    seq: int = 2048,
+    batch: int = 1,
+    r: int = 16,
+    mfu: float = DEFAULT_MFU,
+    epochs: float = 1.0,
+    checkpointing: bool = True,
+    gpus: int = 1,
+) -> dict:
     if gpu.lower() not in GPUS:
         raise ConfigError(f"unknown GPU {gpu!r}; use one of {sorted(GPUS)}")
     if not 0 < mfu <= 1:
@@ -160,25 +237,51 @@ def plan(base: str, *, data_tokens: float, gpu: str = "h200", seq: int = 2048, b
         flops = row["flops"] * data_tokens * epochs
         row["hours"] = flops / (peak * 1e12 * mfu * gpus) / 3600
         row["fits"] = row["total"] <= mem
-    return {"base": name, "params": s.params, "gpu": gpu, "gpu_gb": mem, "peak_tflops": peak, "mfu": mfu, "gpus": gpus,
-            "seq": seq, "batch": batch, "r": r, "tokens": data_tokens, "epochs": epochs, "methods": rows,
-            "pretraining_heuristics": data_guidance(s.params)}
+    return {
+        "base": name,
+        "params": s.params,
+        "gpu": gpu,
+        "gpu_gb": mem,
+        "peak_tflops": peak,
+        "mfu": mfu,
+        "gpus": gpus,
+        "seq": seq,
+        "batch": batch,
+        "r": r,
+        "tokens": data_tokens,
+        "epochs": epochs,
+        "methods": rows,
+        "pretraining_heuristics": data_guidance(s.params),
+    }
 
 
 def format_plan(p: dict) -> str:
-    lines = [f"base {p['base']}: {p['params'] / 1e6:,.1f}M parameters; {p['tokens']:,.0f} tokens x {p['epochs']} epoch(s); "
-             f"seq {p['seq']}, micro-batch {p['batch']}, LoRA r={p['r']} on all linear layers",
-             f"{p['gpus']} x {p['gpu'].upper()} ({p['gpu_gb']:.0f} GB, {p['peak_tflops']:.0f} TFLOP/s bf16 peak) at MFU {p['mfu']:.0%}",
-             "",
-             "| method | trainable | weights GB | grads GB | optimizer GB | activations GB | total GB | fits | FLOPs/token | hours |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    lines = [
+        f"base {p['base']}: {p['params'] / 1e6:,.1f}M parameters; {p['tokens']:,.0f} tokens x "
+        f"{p['epochs']} epoch(s); "
+        f"seq {p['seq']}, micro-batch {p['batch']}, LoRA r={p['r']} on all linear layers",
+        f"{p['gpus']} x {p['gpu'].upper()} ({p['gpu_gb']:.0f} GB, {p['peak_tflops']:.0f} TFLOP/s bf16 "
+        f"peak) at MFU {p['mfu']:.0%}",
+        "",
+        "| method | trainable | weights GB | grads GB | optimizer GB | activations GB | total GB | fits | "
+        "FLOPs/token | hours |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
     for m, r in p["methods"].items():
-        lines.append(f"| {m} | {r['trainable'] / 1e6:,.2f}M | {r['weights']:.2f} | {r['grads']:.2f} | {r['optimizer']:.2f} | "
-                     f"{r['activations']:.2f} | {r['total']:.2f} | {'yes' if r['fits'] else 'NO'} | {r['flops']:.3g} | {r['hours']:.3g} |")
+        lines.append(
+            f"| {m} | {r['trainable'] / 1e6:,.2f}M | {r['weights']:.2f} | {r['grads']:.2f} | "
+            f"{r['optimizer']:.2f} | "
+            f"{r['activations']:.2f} | {r['total']:.2f} | {'yes' if r['fits'] else 'NO'} | "
+            f"{r['flops']:.3g} | {r['hours']:.3g} |"
+        )
     h = p["pretraining_heuristics"]
-    lines += ["",
-              "Data guidance (PRE-TRAINING heuristics from scaling-law papers, not fine-tuning rules):",
-              f"  Chinchilla ~20 tokens/param: {h['chinchilla_tokens']:.3g} tokens; Kaplan D >= 5e3*N^0.74: {h['kaplan_tokens']:.3g} tokens.",
-              "  LoRA fine-tuning for a task/format typically needs 1e3-1e5 examples (1e6-1e8 tokens), far below these;",
-              "  watch the validation metrics (assistant finetune eval) rather than a token budget."]
+    lines += [
+        "",
+        "Data guidance (PRE-TRAINING heuristics from scaling-law papers, not fine-tuning rules):",
+        f"  Chinchilla ~20 tokens/param: {h['chinchilla_tokens']:.3g} tokens; Kaplan D >= 5e3*N^0.74: "
+        f"{h['kaplan_tokens']:.3g} tokens.",
+        "  LoRA fine-tuning for a task/format typically needs 1e3-1e5 examples (1e6-1e8 tokens), far "
+        "below these;",
+        "  watch the validation metrics (assistant finetune eval) rather than a token budget.",
+    ]
     return "\n".join(lines)

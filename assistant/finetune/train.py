@@ -68,15 +68,23 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
 
     def __post_init__(self) -> None:
-        checks = [("method", self.method in ("lora", "qlora"), "lora or qlora"), ("r", self.r >= 1, ">= 1"),
-                  ("alpha", self.alpha >= 1, ">= 1"), ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
-                  ("lr", self.lr > 0, "> 0"), ("global_batch", self.global_batch >= 1, ">= 1"),
-                  ("micro_batch", 1 <= self.micro_batch, ">= 1"), ("max_seq_len", self.max_seq_len >= 16, ">= 16"),
-                  ("target_modules", bool(self.target_modules), "a non-empty list such as q_proj,v_proj"),
-                  ("epochs", self.epochs > 0 or (self.max_steps or 0) > 0, "> 0 (or set max_steps)")]
+        checks = [
+            ("method", self.method in ("lora", "qlora"), "lora or qlora"),
+            ("r", self.r >= 1, ">= 1"),
+            ("alpha", self.alpha >= 1, ">= 1"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("lr", self.lr > 0, "> 0"),
+            ("global_batch", self.global_batch >= 1, ">= 1"),
+            ("micro_batch", 1 <= self.micro_batch, ">= 1"),
+            ("max_seq_len", self.max_seq_len >= 16, ">= 16"),
+            ("target_modules", bool(self.target_modules), "a non-empty list such as q_proj,v_proj"),
+            ("epochs", self.epochs > 0 or (self.max_steps or 0) > 0, "> 0 (or set max_steps)"),
+        ]
         for name, ok, want in checks:
             if not ok:
-                raise ConfigError(f"training setting {name}={getattr(self, name)!r} is invalid: it must be {want}")
+                raise ConfigError(
+                    f"training setting {name}={getattr(self, name)!r} is invalid: it must be {want}"
+                )
 
 
 @dataclass
@@ -96,21 +104,29 @@ class TrainResult:
 
 # ---------------------------------------------------------------- tokenization
 
+
 def encode(tokenizer, example: dict, *, max_seq_len: int) -> tuple[list[int], list[int]] | None:
     """(input_ids, labels) with labels -100 on the prompt, or None when longer than max_seq_len."""
     messages = messages_of(example)
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": example["answer"]}], tokenize=False)
+    full = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": example["answer"]}], tokenize=False
+    )
     if not full.startswith(prompt):
-        raise ModelError("the tokenizer's chat template does not extend the generation prompt with the answer; use a model with a standard chat template")
+        raise ModelError(
+            "the tokenizer's chat template does not extend the generation prompt with the answer; use a "
+            "model with a standard chat template"
+        )
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(full[len(prompt):].rstrip("\n"), add_special_tokens=False)["input_ids"]
+    a_ids = tokenizer(full[len(prompt) :].rstrip("\n"), add_special_tokens=False)["input_ids"]
     if len(p_ids) + len(a_ids) > max_seq_len:
         return None
     return p_ids + a_ids, [-100] * len(p_ids) + a_ids
 
 
-def encode_all(tokenizer, examples: list[dict], *, max_seq_len: int) -> tuple[list[tuple[list[int], list[int]]], int]:
+def encode_all(
+    tokenizer, examples: list[dict], *, max_seq_len: int
+) -> tuple[list[tuple[list[int], list[int]]], int]:
     out, dropped = [], 0
     for ex in examples:
         enc = encode(tokenizer, ex, max_seq_len=max_seq_len)
@@ -121,7 +137,9 @@ def encode_all(tokenizer, examples: list[dict], *, max_seq_len: int) -> tuple[li
     return out, dropped
 
 
-def collate(items: list[tuple[list[int], list[int]]], *, pad_id: int, width: int | None = None) -> dict[str, torch.Tensor]:
+def collate(
+    items: list[tuple[list[int], list[int]]], *, pad_id: int, width: int | None = None
+) -> dict[str, torch.Tensor]:
     width = width or max(len(ids) for ids, _ in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)  # (b, t)
     labels = torch.full((len(items), width), -100, dtype=torch.long)
@@ -135,23 +153,27 @@ def collate(items: list[tuple[list[int], list[int]]], *, pad_id: int, width: int
 
 # ---------------------------------------------------------------- batching
 
+
 def step_indices(n: int, step: int, *, global_batch: int, seed: int) -> list[int]:
-    """Example indices of optimizer step ``step``: a fresh permutation per epoch, independent of world size."""
+    """Example indices of optimizer step ``step``: a fresh permutation per epoch, any world size."""
     steps_per_epoch = max(1, n // global_batch)
     epoch, k = divmod(step, steps_per_epoch)
     perm = list(range(n))
     random.Random(seed * 100_003 + epoch).shuffle(perm)
-    return perm[k * global_batch:(k + 1) * global_batch]
+    return perm[k * global_batch : (k + 1) * global_batch]
 
 
-def micro_batches(indices: list[int], lengths: list[int], *, rank: int, world: int, micro_batch: int, bucketing: bool) -> list[list[int]]:
+def micro_batches(
+    indices: list[int], lengths: list[int], *, rank: int, world: int, micro_batch: int, bucketing: bool
+) -> list[list[int]]:
     """This process's micro-batches of one step: sorted by length, dealt round-robin, chunked."""
     order = sorted(indices, key=lambda i: (lengths[i], i)) if bucketing else list(indices)
     mine = order[rank::world]
-    return [mine[i:i + micro_batch] for i in range(0, len(mine), micro_batch)]
+    return [mine[i : i + micro_batch] for i in range(0, len(mine), micro_batch)]
 
 
 # ---------------------------------------------------------------- model preparation
+
 
 def attach_lora(model, cfg: TrainConfig):
     """Wrap ``model`` with a peft LoRA adapter (after k-bit preparation for QLoRA)."""
@@ -160,14 +182,19 @@ def attach_lora(model, cfg: TrainConfig):
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in cfg.target_modules if t in present]
     if not targets:
-        raise ConfigError(f"none of the target modules {list(cfg.target_modules)} exist in this model; its linear layers are named like {sorted(present)[:12]}")
+        raise ConfigError(
+            f"none of the target modules {list(cfg.target_modules)} exist in this model; its linear "
+            f"layers are named like {sorted(present)[:12]}"
+        )
     if cfg.grad_checkpointing:
         # non-reentrant checkpointing needs no input-grad hooks; for QLoRA we keep norms and
         # embeddings in bf16 (peft's prepare_model_for_kbit_training would upcast them to fp32)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model, "config"):
         model.config.use_cache = False
-    lcfg = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM")
+    lcfg = LoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
     return get_peft_model(model, lcfg)
 
 
@@ -189,10 +216,12 @@ def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
             return (step + 1) / warm
         t = (step - warm) / max(1, total - warm)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
     return f
 
 
 # ---------------------------------------------------------------- distributed
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -209,8 +238,11 @@ def init_distributed(device: str = "auto") -> Dist:
     """Join the process group when started by torchrun; otherwise a single process."""
     use_cuda = torch.cuda.is_available() and device != "cpu"
     import torch.distributed as dist
+
     if not (dist.is_available() and dist.is_torchelastic_launched()):
-        return Dist(device=torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device))
+        return Dist(
+            device=torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device)
+        )
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -226,12 +258,14 @@ def _all_sum(x: float, d: Dist) -> float:
     if d.world == 1:
         return x
     import torch.distributed as dist
+
     t = torch.tensor([x], dtype=torch.float64, device=d.device)
     dist.all_reduce(t)
     return float(t.item())
 
 
 # ---------------------------------------------------------------- checkpoints
+
 
 def _save_checkpoint(out_dir: Path, model, opt, sched, step: int, losses: list[float], meta: dict) -> None:
     """Write out_dir/checkpoint atomically: build in a temp folder, then rename into place."""
@@ -243,7 +277,16 @@ def _save_checkpoint(out_dir: Path, model, opt, sched, step: int, losses: list[f
     tmp.mkdir(parents=True)
     state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
     save_file(state, str(tmp / "adapter.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "losses": losses, "meta": meta}, tmp / "trainer.pt")
+    torch.save(
+        {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "losses": losses,
+            "meta": meta,
+        },
+        tmp / "trainer.pt",
+    )
     (tmp / "step.json").write_text(json.dumps({"step": step, **meta}) + "\n")
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
@@ -261,7 +304,10 @@ def _load_checkpoint(out_dir: Path, model, opt, sched, meta: dict) -> tuple[int,
         return 0, []
     state = torch.load(ck / "trainer.pt", map_location="cpu", weights_only=False)
     if state["meta"].get("data") != meta.get("data"):
-        raise ConfigError(f"{ck} was made from other training data ({state['meta'].get('data')} != {meta.get('data')}); pass --no-resume or another --out")
+        raise ConfigError(
+            f"{ck} was made from other training data ({state['meta'].get('data')} != {meta.get('data')}); "
+            "pass --no-resume or another --out"
+        )
     set_peft_model_state_dict(model, load_file(str(ck / "adapter.safetensors")))
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -270,14 +316,26 @@ def _load_checkpoint(out_dir: Path, model, opt, sched, meta: dict) -> tuple[int,
 
 # ---------------------------------------------------------------- the loop
 
+
 def total_steps(n_examples: int, cfg: TrainConfig) -> int:
     if cfg.max_steps:
         return cfg.max_steps
     return max(1, math.ceil(cfg.epochs * max(1, n_examples // cfg.global_batch)))
 
 
-def train_model(model, tokenizer, examples: list[dict], cfg: TrainConfig, *, out_dir: Path, dist: Dist | None = None,
-                resume: bool = True, progress: bool = True, data_fingerprint: str = "", stop_after: int | None = None) -> TrainResult:
+def train_model(
+    model,
+    tokenizer,
+    examples: list[dict],
+    cfg: TrainConfig,
+    *,
+    out_dir: Path,
+    dist: Dist | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    data_fingerprint: str = "",
+    stop_after: int | None = None,
+) -> TrainResult:
     """Tokenize ``examples`` (loss on answers only), attach LoRA to ``model`` and train.
 
     The adapter is saved to out_dir/adapter; ``stop_after`` ends this call after that many steps
@@ -285,18 +343,41 @@ def train_model(model, tokenizer, examples: list[dict], cfg: TrainConfig, *, out
     """
     encoded, dropped = encode_all(tokenizer, examples, max_seq_len=cfg.max_seq_len)
     if not encoded:
-        raise ConfigError(f"no training example fits in max_seq_len={cfg.max_seq_len} tokens; raise --seq-len")
+        raise ConfigError(
+            f"no training example fits in max_seq_len={cfg.max_seq_len} tokens; raise --seq-len"
+        )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    result = train_encoded(model, encoded, cfg, pad_id=pad_id, out_dir=out_dir, dist=dist, resume=resume, progress=progress,
-                           data_fingerprint=data_fingerprint, stop_after=stop_after)
+    result = train_encoded(
+        model,
+        encoded,
+        cfg,
+        pad_id=pad_id,
+        out_dir=out_dir,
+        dist=dist,
+        resume=resume,
+        progress=progress,
+        data_fingerprint=data_fingerprint,
+        stop_after=stop_after,
+    )
     result.dropped = dropped
     return result
 
 
-def train_encoded(model, encoded: list[tuple[list[int], list[int]]], cfg: TrainConfig, *, pad_id: int, out_dir: Path | None,
-                  dist: Dist | None = None, resume: bool = True, progress: bool = True, data_fingerprint: str = "",
-                  stop_after: int | None = None, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-    """The training loop over tokenized (input_ids, labels) pairs; ``out_dir=None`` saves nothing (benchmarks)."""
+def train_encoded(
+    model,
+    encoded: list[tuple[list[int], list[int]]],
+    cfg: TrainConfig,
+    *,
+    pad_id: int,
+    out_dir: Path | None,
+    dist: Dist | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    data_fingerprint: str = "",
+    stop_after: int | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """The training loop over tokenized (input_ids, labels) pairs; ``out_dir=None`` saves nothing."""
     d = dist or Dist(device=next(model.parameters()).device)
     torch.manual_seed(cfg.seed)
     lengths = [len(ids) for ids, _ in encoded]
@@ -309,10 +390,13 @@ def train_encoded(model, encoded: list[tuple[list[int], list[int]]], cfg: TrainC
     opt = _optimizer(trainable, cfg, d.device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, total))
     meta = {"data": data_fingerprint, "config": asdict(cfg)}
-    start, losses = _load_checkpoint(out_dir, peft_model, opt, sched, meta) if (resume and out_dir) else (0, [])
+    start, losses = (
+        _load_checkpoint(out_dir, peft_model, opt, sched, meta) if (resume and out_dir) else (0, [])
+    )
     net = peft_model
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
+
         net = DDP(peft_model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     net.train()
     bar = _progress(total, start, enabled=progress and d.main)
@@ -321,15 +405,24 @@ def train_encoded(model, encoded: list[tuple[list[int], list[int]]], cfg: TrainC
     for step in range(start, last):
         idx = step_indices(len(encoded), step, global_batch=gb, seed=cfg.seed)
         denom = max(1, sum(answer_tokens[i] for i in idx))  # answer tokens in the whole global batch
-        mbs = micro_batches(idx, lengths, rank=d.rank, world=d.world, micro_batch=cfg.micro_batch, bucketing=cfg.bucketing)
+        mbs = micro_batches(
+            idx, lengths, rank=d.rank, world=d.world, micro_batch=cfg.micro_batch, bucketing=cfg.bucketing
+        )
         loss_sum = torch.zeros((), device=d.device)
         for j, mb in enumerate(mbs):
-            batch = collate([encoded[i] for i in mb], pad_id=pad_id, width=cfg.max_seq_len if cfg.pad_to_max else None)
+            batch = collate(
+                [encoded[i] for i in mb], pad_id=pad_id, width=cfg.max_seq_len if cfg.pad_to_max else None
+            )
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-            with (nullcontext() if j == len(mbs) - 1 or d.world == 1 else net.no_sync()):
+            with nullcontext() if j == len(mbs) - 1 or d.world == 1 else net.no_sync():
                 mask = batch["attention_mask"] if cfg.attention_mask else None
                 logits = net(input_ids=batch["input_ids"], attention_mask=mask).logits  # (b, t, vocab)
-                nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum")
+                nll = F.cross_entropy(
+                    logits[:, :-1].flatten(0, 1).float(),
+                    batch["labels"][:, 1:].flatten(),
+                    ignore_index=-100,
+                    reduction="sum",
+                )
                 (nll * d.world / denom).backward()  # DDP averages gradients over processes; undo that
             del logits
             loss_sum += nll.detach()
@@ -343,7 +436,11 @@ def train_encoded(model, encoded: list[tuple[list[int], list[int]]], cfg: TrainC
             on_step(step, losses[-1])
         if bar is not None:
             elapsed = time.perf_counter() - t0
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", tok_s=f"{tokens * d.world / max(elapsed, 1e-9):,.0f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            bar.set_postfix(
+                loss=f"{losses[-1]:.4f}",
+                tok_s=f"{tokens * d.world / max(elapsed, 1e-9):,.0f}",
+                lr=f"{sched.get_last_lr()[0]:.1e}",
+            )
             bar.update(1)
         if out_dir and d.main and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < last:
             _save_checkpoint(out_dir, peft_model, opt, sched, step + 1, losses, meta)
@@ -356,29 +453,61 @@ def train_encoded(model, encoded: list[tuple[list[int], list[int]]], cfg: TrainC
         _save_checkpoint(out_dir, peft_model, opt, sched, done, losses, meta)
         if done >= total:
             peft_model.save_pretrained(str(adapter_dir))
-            (out_dir / "training.json").write_text(json.dumps({**meta, "steps": done, "losses": losses, "examples": len(encoded),
-                                                                "world": d.world}, indent=1) + "\n")
+            (out_dir / "training.json").write_text(
+                json.dumps(
+                    {**meta, "steps": done, "losses": losses, "examples": len(encoded), "world": d.world},
+                    indent=1,
+                )
+                + "\n"
+            )
     if d.world > 1:
         import torch.distributed as dist_mod
+
         dist_mod.barrier()
-    return TrainResult(adapter_dir=adapter_dir, steps=done, resumed_from=start, losses=losses, tokens=tokens, seconds=seconds)
+    return TrainResult(
+        adapter_dir=adapter_dir, steps=done, resumed_from=start, losses=losses, tokens=tokens, seconds=seconds
+    )
 
 
 def _progress(total: int, start: int, *, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
+
     return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
 
 
 # ---------------------------------------------------------------- from a model folder
 
-def train(model_dir: Path, examples: list[dict], cfg: TrainConfig, *, out_dir: Path, device: str = "auto", dtype: str = "auto",
-          resume: bool = True, progress: bool = True, data_fingerprint: str = "") -> TrainResult:
+
+def train(
+    model_dir: Path,
+    examples: list[dict],
+    cfg: TrainConfig,
+    *,
+    out_dir: Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    resume: bool = True,
+    progress: bool = True,
+    data_fingerprint: str = "",
+) -> TrainResult:
     from assistant.llm.loading import load_model
 
     d = init_distributed(device)
     if cfg.method == "qlora" and d.device.type != "cuda":
         raise ConfigError("QLoRA (4-bit NF4) needs a CUDA GPU; use --method lora on this machine")
-    model, tok = load_model(model_dir, device=str(d.device), dtype=dtype, quantize="nf4" if cfg.method == "qlora" else "none")
-    return train_model(model, tok, examples, cfg, out_dir=out_dir, dist=d, resume=resume, progress=progress, data_fingerprint=data_fingerprint)
+    model, tok = load_model(
+        model_dir, device=str(d.device), dtype=dtype, quantize="nf4" if cfg.method == "qlora" else "none"
+    )
+    return train_model(
+        model,
+        tok,
+        examples,
+        cfg,
+        out_dir=out_dir,
+        dist=d,
+        resume=resume,
+        progress=progress,
+        data_fingerprint=data_fingerprint,
+    )

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from assistant.errors import ConfigError, ModelError
@@ -44,7 +44,7 @@ class AdapterRecord:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "AdapterRecord":
+    def from_json(cls, d: dict) -> AdapterRecord:
         return cls(**{**d, "path": Path(d["path"])})
 
 
@@ -132,7 +132,7 @@ class AdapterRegistry:
             rec = AdapterRecord(name=name, version=version, path=dest, base_fingerprint=base_fingerprint,
                                 data_fingerprint=data_fingerprint, params=dict(params or {}),
                                 metrics=dict(metrics or {}),
-                                created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                                created=datetime.now(UTC).isoformat(timespec="seconds"))
             data["adapters"].append(rec.to_json())
             self._write(data)
             return rec

@@ -11,7 +11,8 @@ Not here: model loading (``loading``), adapters (``adapters``), or any HTTP.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from assistant.errors import ModelError
 

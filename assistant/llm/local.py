@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from assistant.errors import ModelError
 from assistant.llm.adapters import AdapterRegistry, attach_adapter, check_base
@@ -41,7 +41,7 @@ class LocalLLM:
         self._eos = sorted(eos_ids(tokenizer, model))
 
     @classmethod
-    def load(cls, llm_settings, *, data_dir: Path) -> "LocalLLM":
+    def load(cls, llm_settings, *, data_dir: Path) -> LocalLLM:
         """Load ``llm_settings.model`` (converting a GGUF once) and attach ``llm_settings.adapter``."""
         from assistant.llm.loading import ensure_model_dir, load_model, model_fingerprint
 
@@ -105,7 +105,12 @@ class LocalLLM:
     def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
                top_p: float = 1.0, stop: list[str] | None = None, adapter: str | None = None) -> Iterator[str]:
         import torch
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+        from transformers import (
+            GenerationConfig,
+            StoppingCriteria,
+            StoppingCriteriaList,
+            TextIteratorStreamer,
+        )
 
         ids = encode_chat(self.tokenizer, messages)
         n_new = clamp_new_tokens(len(ids), max_new_tokens, self.context_tokens)
@@ -113,7 +118,7 @@ class LocalLLM:
         cancel = threading.Event()
 
         class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001
+            def __call__(self, input_ids, scores, **kwargs):
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
         sample = temperature > 0
@@ -124,9 +129,9 @@ class LocalLLM:
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([ids], device=device)
-        kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config,
-                      streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancelled()]),
-                      tokenizer=self.tokenizer)
+        kwargs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "generation_config": config,
+                  "streamer": streamer, "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
+                  "tokenizer": self.tokenizer}
         failure: list[BaseException] = []
         worker = threading.Thread(target=self._run, args=(name, kwargs, streamer, failure), daemon=True,
                                   name="llm-generate")
@@ -163,6 +168,6 @@ class LocalLLM:
                     if name is not None:
                         model.set_adapter(name)
                     model.generate(**kwargs)
-        except BaseException as e:  # handed to the reading thread, which raises it
+        except BaseException as e:  # noqa: BLE001  (handed to the reading thread, which raises it)
             failure.append(e)
             streamer.end()

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 
@@ -50,7 +50,7 @@ class RemoteLLM:
                                     timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)))
 
     @classmethod
-    def from_settings(cls, llm_settings) -> "RemoteLLM":
+    def from_settings(cls, llm_settings) -> RemoteLLM:
         key = llm_settings.api_key.get_secret_value() if llm_settings.api_key else None
         return cls(endpoint=llm_settings.endpoint, model=llm_settings.model, api_key=key,
                    context_tokens=llm_settings.context_tokens, timeout_s=llm_settings.timeout_s)

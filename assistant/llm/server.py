@@ -111,6 +111,9 @@ def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
                     return _error(401, "Invalid or missing API key: send 'Authorization: Bearer <key>'.",
                                   code="invalid_api_key")
             length = request.headers.get("content-length")
+            if request.method == "POST" and not (length and length.isdigit()):
+                # a body without a declared length could be any size: refuse rather than read it
+                return _error(411, "Send the request body with a Content-Length header.", code="length_required")
             if length and length.isdigit() and int(length) > config.max_body_bytes:
                 return _error(413, f"Request body over {config.max_body_bytes} bytes; send fewer or shorter messages.",
                               code="request_too_large")
@@ -188,7 +191,7 @@ def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
             while True:
                 try:
                     ev = await asyncio.wait_for(events.get(), timeout=0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if await request.is_disconnected():
                         handle.cancel()
                         return _error(499, "Client closed the request.")

@@ -103,7 +103,7 @@ def _listen(app: App, core: BotCore) -> None:
     @app.command("/ask")
     def on_ask(ack, command, respond):
         question = (command.get("text") or "").strip()
-        ack(text=f"Looking that up: _{bk.escape(question[:200])}_ …" if question else "")
+        ack(text=f"Looking that up: _{bk.safe_text(question[:200])}_ …" if question else "")
         if core.first_time(f"cmd:{command.get('trigger_id')}"):
             core.submit(core.answer_command, text=question, user=command["user_id"], channel=command.get("channel_id"),
                         respond=respond)
@@ -150,8 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, list[str]] = {}
         for k, v in self.headers.items():
             headers.setdefault(k.lower(), []).append(v)
-        resp = self.server.app.dispatch(BoltRequest(body=body, query=query, headers=headers))  # type: ignore[attr-defined]
-        self._reply(resp.status, resp.headers, resp.body)
+        self._reply(*dispatch(self.server.app, body, query=query, headers=headers))  # type: ignore[attr-defined]
 
     def _reply(self, status: int, headers: dict, body: str) -> None:
         data = (body or "").encode("utf-8")
@@ -164,6 +163,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def dispatch(app: App, body: str, *, query: str = "", headers: dict[str, list[str]]) -> tuple[int, dict, str]:
+    """One raw HTTP request through bolt → (status, headers, body). A body that is not even JSON/form → 400."""
+    try:
+        request = BoltRequest(body=body, query=query, headers=headers)
+    except ValueError:  # bolt parses the body before verifying it; nothing was processed
+        return 400, {"content-type": ["text/plain"]}, "bad request"
+    resp = app.dispatch(request)
+    return resp.status, resp.headers, resp.body
 
 
 class BotHTTPServer(ThreadingHTTPServer):
@@ -183,7 +192,7 @@ class BotHTTPServer(ThreadingHTTPServer):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.port}{self.events_path}"
 
-    def start(self) -> "BotHTTPServer":
+    def start(self) -> BotHTTPServer:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
                                         name="slackbot-http", daemon=True)
         self._thread.start()

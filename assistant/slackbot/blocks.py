@@ -87,7 +87,7 @@ def _context(text: str) -> dict:
 
 def source_link(n: int, title: str, url: str | None, path: str) -> str:
     """``<url|[n] Title>`` for an http(s) URL; otherwise ``[n] Title — `path` ``."""
-    label = escape(f"[{n}] {title or path}").replace("|", "¦")
+    label = safe_text(f"[{n}] {title or path}", allowed_urls={url} if url else set()).replace("|", "¦")
     if url and urlparse(url).scheme in ("http", "https") and not re.search(r"[\s<>|]", url):
         return f"<{url}|{label}>"
     return f"{label} — `{escape(path).replace('`', chr(39))}`"
@@ -127,7 +127,9 @@ def answer_message(answer, *, feedback_token: str | None = None, note: str | Non
         blocks.append(_context(escape(note)))
     blocks += _sections(text)
     if answer.citations:
-        quotes = "\n".join(f"> “{safe_text(c.quote[:500], allowed_urls=urls)}” [{c.n}]" for c in answer.citations if c.quote)
+        said = " ".join(answer.answer.split())
+        quotes = "\n".join(f"> “{safe_text(c.quote[:500], allowed_urls=urls)}” [{c.n}]" for c in answer.citations
+                           if c.quote and " ".join(c.quote.split()) not in said)  # no quote that repeats the answer
         if quotes:
             blocks += _sections("*Supporting quotes*\n" + quotes)
         blocks.append({"type": "divider"})
@@ -156,7 +158,7 @@ def notice_message(text: str) -> dict:
 # -- summaries ---------------------------------------------------------------------------------
 def summary_message(summary) -> dict:
     """An ``assistant.summaries.Summary``: title, bullets grouped by source with [n], Sources links."""
-    title = summary.title
+    title = g.sanitize(summary.title, allowed_urls=set())
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": False}}]
     if summary.empty:
         empty = "No changes in this period." if summary.since else "Nothing to summarize that everyone here may read."
@@ -166,15 +168,15 @@ def summary_message(summary) -> dict:
     for b in summary.bullets:
         by_source.setdefault(b.source, []).append(b)
     for src, bullets in by_source.items():
-        lines = [f"*{escape(src)}*"]
+        lines = [f"*{safe_text(src)}*"]
         for b in bullets:
             allowed = {b.url} if b.url else set()
             new = " _(new)_" if getattr(b, "new", False) else ""
-            lines.append(f"• *{escape(b.title)}*{new}: {safe_text(b.text, allowed_urls=allowed)} [{b.n}]")
+            lines.append(f"• *{safe_text(b.title, allowed_urls=allowed)}*{new}: {safe_text(b.text, allowed_urls=allowed)} [{b.n}]")
         blocks += _sections("\n".join(lines))
     blocks.append({"type": "divider"})
     blocks += _sections("*Sources*\n" + "\n".join(source_link(b.n, b.title, b.url, b.path) for b in summary.bullets))
-    fallback = escape(summary.as_text())
+    fallback = safe_text(summary.as_text(), allowed_urls={b.url for b in summary.bullets if b.url})
     return {"text": _fallback(fallback), "blocks": _cap(blocks), **_NO_UNFURL}
 
 

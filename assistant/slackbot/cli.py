@@ -14,14 +14,22 @@ import runpy
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
 log = logging.getLogger(__name__)
 
 DEMO_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slack_demo.py"
+
+
+def _warm_up(assistant) -> None:
+    try:
+        assistant.engine.embedder  # noqa: B018 - loading is the point
+        assistant.llm  # noqa: B018
+    except Exception as e:  # noqa: BLE001 - the first question will report it properly
+        log.warning("slackbot: warm-up failed (%s); the first question will try again", e)
 
 
 def register(app: typer.Typer, get_settings: Callable) -> None:
@@ -42,6 +50,8 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
         settings = get_settings()
         assistant = Assistant(settings)
         bolt = create_app(settings, assistant, workers=workers)
+        # load the embedder and the model now, in the background, so the first question is not the slow one
+        threading.Thread(target=_warm_up, args=(assistant,), name="slackbot-warmup", daemon=True).start()
         if socket:
             handler = socket_mode_handler(bolt, settings)
             typer.echo("Slack bot connected over Socket Mode. Ctrl-C to stop.", err=True)
@@ -70,7 +80,7 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
     @app.command("slack-demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def slack_demo(ctx: typer.Context,
                    no_llm: bool = typer.Option(False, "--no-llm", help="extractive answers only (no model; fastest)"),
-                   data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="where the demo index goes (default: a temp dir)")) -> None:
+                   data_dir: Path | None = typer.Option(None, "--data-dir", help="where the demo index goes (default: a temp dir)")) -> None:
         """See the bot work without Slack credentials: a local fake Slack, the sample documents, a few questions."""
         if not DEMO_SCRIPT.exists():
             typer.echo("The demo needs a source checkout: run `python scripts/slack_demo.py` from the repository.", err=True)

@@ -30,6 +30,9 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from slack_sdk.errors import SlackApiError
+
+from assistant.errors import AssistantError
 from assistant.retrieval import Audience
 from assistant.slackbot import blocks as bk
 from assistant.summaries import parse_since
@@ -44,11 +47,12 @@ CREATE TABLE IF NOT EXISTS slackbot_votes (token TEXT NOT NULL, user TEXT NOT NU
     PRIMARY KEY (token, user));
 """
 _KEEP_EVENTS_S = 3 * 86400
+_KEEP_ANSWERS_S = 90 * 86400
 _BOT_NOTES = {bk.THINKING, bk.PRIVATE_NOTICE, bk.ERROR_TEXT}
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 _CHANNEL_REF = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
-_SINCE_WORDS = re.compile(r"\s*(?:\b(?:since|last|for the last|over the last)\s+)?(\d+(?:\.\d+)?\s*[smhdw]|\d{4}-\d{2}-\d{2})\s*$", re.I)
+_SINCE_WORDS = re.compile(r"\s*(?:\b(?:since|last|for the last|over the last)\s+)?(\d+(?:\.\d+)?\s*[smhdw]|\d{4}-\d{2}-\d{2})\s*$", re.IGNORECASE)
 
 HELP_ASK = "Ask me a question, e.g. `/ask how do I request a new laptop?`"
 HELP_SUMMARIZE = ("Tell me what to summarize, e.g. `/summarize #eng since 7d`, `/summarize gdrive:Security 2w` "
@@ -75,6 +79,8 @@ class Once:
         for stmt in filter(str.strip, _SCHEMA.split(";")):
             store.execute(stmt)
         store.execute("DELETE FROM slackbot_events WHERE seen < ?", (time.time() - _KEEP_EVENTS_S,))
+        # feedback buttons older than this answer "I no longer have this answer"; votes already given are kept
+        store.execute("DELETE FROM slackbot_answers WHERE created < ?", (time.time() - _KEEP_ANSWERS_S,))
 
     def first(self, *keys: str) -> bool:
         """True when none of ``keys`` was seen; records them all either way."""
@@ -110,7 +116,7 @@ class Streamer:
                 self.client.chat_update(channel=self.channel, ts=self.ts,
                                         **bk.streaming_message("".join(self.parts), allowed_urls=self.allowed_urls))
                 self.updates += 1
-            except Exception as e:  # a failed progress update must not lose the answer
+            except Exception as e:  # noqa: BLE001 - a failed progress update must not lose the answer
                 log.warning("slackbot: streaming update failed: %s", e)
 
 
@@ -142,13 +148,17 @@ class BotCore:
             try:
                 return fn(*args, **kwargs)
             except Exception:
-                self.stats["errors"] += 1
+                self._count("errors")
                 log.exception("slackbot: %s failed", getattr(fn, "__name__", fn))
             finally:
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()
         return pool.submit(run)
+
+    def _count(self, what: str) -> None:
+        with self._idle:
+            self.stats[what] += 1
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Block until no work is queued or running (tests, benchmarks, shutdown)."""
@@ -168,7 +178,7 @@ class BotCore:
     def first_time(self, *keys: str) -> bool:
         if self.once.first(*keys):
             return True
-        self.stats["duplicates"] += 1
+        self._count("duplicates")
         log.info("slackbot: duplicate delivery %s ignored", ", ".join(k for k in keys if k))
         return False
 
@@ -196,13 +206,13 @@ class BotCore:
                                                    **bk.answer_message(private, feedback_token=token,
                                                                        note="Only you can see this answer."))
                     self.client.chat_update(channel=channel, ts=placeholder, **bk.notice_message(bk.PRIVATE_NOTICE))
-                    self.stats["private"] += 1
+                    self._count("private")
                     return
             token = self._remember(ans, channel=channel, user=user)
             self.client.chat_update(channel=channel, ts=placeholder, **bk.answer_message(ans, feedback_token=token))
-            self.stats["answered"] += 1
+            self._count("answered")
         except Exception:
-            self.stats["errors"] += 1
+            self._count("errors")
             log.exception("slackbot: answering in %s failed (question %r)", channel, question[:200])
             self._say_sorry(channel, placeholder, reply_ts)
 
@@ -216,11 +226,11 @@ class BotCore:
             try:
                 self.client.chat_update(channel=channel, ts=placeholder, **bk.notice_message(bk.ERROR_TEXT))
                 return
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any failure: try posting instead
                 log.warning("slackbot: could not replace the placeholder with the apology (%s); posting it", e)
         try:
             self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **bk.notice_message(bk.ERROR_TEXT))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - nothing left to try but the log
             log.error("slackbot: could not tell %s about the failure either: %s", channel, e)
 
     def _history(self, channel: str, root_ts: str, *, before: str, threaded: bool, is_dm: bool) -> list[tuple[str, str]]:
@@ -233,7 +243,7 @@ class BotCore:
                 msgs = sorted(resp.get("messages") or [], key=lambda m: float(m["ts"]))
             else:
                 return []
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - context is optional
             log.warning("slackbot: could not read the conversation for context (%s); answering without it", e)
             return []
         pairs: list[tuple[str, str]] = []
@@ -260,16 +270,16 @@ class BotCore:
             ans = self.assistant.ask(question, who=self.identity.principals(user))
             token = self._remember(ans, channel=channel, user=user)
             respond(response_type="ephemeral", replace_original=False, **bk.answer_message(ans, feedback_token=token))
-            self.stats["answered"] += 1
+            self._count("answered")
         except Exception:
-            self.stats["errors"] += 1
+            self._count("errors")
             log.exception("slackbot: /ask failed (question %r)", question[:200])
             respond(response_type="ephemeral", **bk.notice_message(bk.ERROR_TEXT))
 
     def summarize_command(self, *, text: str, user: str, channel: str, respond) -> None:
         try:
             scope, since = self.parse_summary_request(text)
-        except Exception as e:
+        except (AssistantError, SlackApiError) as e:
             respond(response_type="ephemeral", **bk.notice_message(f"{e} {HELP_SUMMARIZE}"))
             return
         if not scope:
@@ -280,7 +290,7 @@ class BotCore:
                                                use_llm=self.assistant.settings.llm.model.lower() != "none")
             respond(response_type="ephemeral", replace_original=False, **bk.summary_message(summary))
         except Exception:
-            self.stats["errors"] += 1
+            self._count("errors")
             log.exception("slackbot: /summarize %r failed", text[:200])
             respond(response_type="ephemeral", **bk.notice_message(bk.ERROR_TEXT))
 

@@ -3,7 +3,8 @@
 - ``Identity.principals(user_id)``: ``users.info`` → the profile email plus the workspace group
   (``slack:{team_id}``, or ``settings.slack.workspace_principal``) for members of this workspace.
   Results are cached for ``ttl_s`` seconds (positive and negative), so a busy channel costs one
-  ``users.info`` per person per hour, not per question.
+  ``users.info`` per person per hour, not per question; a channel with many people not yet known is
+  loaded with one ``users.list`` walk instead.
 - ``Identity.channel_audience(channel_id)`` / ``channel_audience(client, channel_id, ...)``: every
   member of the channel (``conversations.members``, all pages) as Principals — an answer posted there
   may only use documents each of them can read.
@@ -37,12 +38,15 @@ class Identity:
     """Slack user → Principals with a TTL cache; channel → Audience. Thread-safe."""
 
     def __init__(self, client, *, team_id: str, workspace_group: str | None = None, bot_user_id: str | None = None,
-                 ttl_s: float = 3600.0, clock=time.monotonic) -> None:
+                 ttl_s: float = 3600.0, page_size: int = 1000, bulk_threshold: int = 50,
+                 clock=time.monotonic) -> None:
         self.client = client
         self.team_id = team_id
         self.workspace_group = (workspace_group or f"slack:{team_id}").lower()
         self.bot_user_id = bot_user_id
         self.ttl_s = ttl_s
+        self.page_size = page_size
+        self.bulk_threshold = bulk_threshold  # this many unknown members → one users.list walk
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, Principals, bool]] = {}  # user -> (expires, principals, is_bot)
@@ -76,6 +80,10 @@ class Identity:
             log.warning("slackbot: users.info %s failed (%s); treating as unknown (public documents only)",
                         user_id, e.response.get("error") if e.response is not None else e)
             return UNKNOWN, False
+        return self._convert(user)
+
+    def _convert(self, user: dict) -> tuple[Principals, bool]:
+        user_id = user.get("id", "")
         if user.get("deleted"):
             return UNKNOWN, False
         if user.get("is_bot") or user_id == "USLACKBOT":
@@ -86,6 +94,30 @@ class Identity:
         if not email and not groups:
             return UNKNOWN, False
         return Principals(email=email, groups=groups), False
+
+    def _warm(self, ids: list[str]) -> None:
+        """A big channel's first question: one users.list walk (1,000 people a call) instead of a
+        users.info per member, which Slack would rate-limit to minutes."""
+        now = self._clock()
+        with self._lock:
+            missing = [u for u in ids if u not in self._cache or self._cache[u][0] <= now]
+        if len(missing) < self.bulk_threshold:
+            return
+        try:
+            cursor, n = None, 0
+            while True:
+                resp = self.client.users_list(limit=1000, **({"cursor": cursor} if cursor else {}))
+                entries = [(m["id"], *self._convert(m)) for m in resp.get("members") or [] if m.get("id")]
+                with self._lock:
+                    for uid, who, is_bot in entries:
+                        self._cache[uid] = (now + self.ttl_s, who, is_bot)
+                n += len(entries)
+                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    break
+            log.info("slackbot: loaded %d people with users.list for a channel of %d", n, len(ids))
+        except SlackApiError as e:  # fall back to users.info one by one
+            log.warning("slackbot: users.list failed (%s); looking people up one by one", e)
 
     def forget(self, user_id: str | None = None) -> None:
         with self._lock:
@@ -99,7 +131,7 @@ class Identity:
         members: list[str] = []
         cursor = None
         while True:
-            kw = {"channel": channel_id, "limit": 1000}
+            kw = {"channel": channel_id, "limit": self.page_size}
             if cursor:
                 kw["cursor"] = cursor
             resp = self.client.conversations_members(**kw)
@@ -116,6 +148,7 @@ class Identity:
             log.warning("slackbot: conversations.members %s failed (%s); answering from public documents only",
                         channel_id, e.response.get("error") if e.response is not None else e)
             return Audience((UNKNOWN,))
+        self._warm(ids)
         people = [self._lookup(u) for u in ids if u != self.bot_user_id]
         members = tuple(dict.fromkeys(p for p, is_bot in people if not is_bot))
         return Audience(members or (UNKNOWN,))

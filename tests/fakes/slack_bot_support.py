@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Self
 from urllib.parse import urlencode
 
 from pydantic import SecretStr
@@ -139,8 +140,49 @@ class BotRig:
         self.bot.close()
         self.fake.close()
 
-    def __enter__(self) -> "BotRig":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# -- for benchmarks and the load test ------------------------------------------------------------
+def is_final(message: dict) -> bool:
+    """A bot message in its final state: an answer (feedback buttons) or a notice (private answer, error)."""
+    blocks = message.get("blocks") or []
+    if any(b.get("type") == "actions" for b in blocks):
+        return True
+    from assistant.slackbot import blocks as bk
+
+    return message.get("text") in (bk.PRIVATE_NOTICE, bk.ERROR_TEXT)
+
+
+def bot_messages(fake: FakeSlack, channel: str, thread_ts: str) -> list[dict]:
+    return [m for m in fake.thread(channel, thread_ts) if m.get("user") == fake.bot_user]
+
+
+def wait_final(fake: FakeSlack, channel: str, thread_ts: str, *, timeout: float = 300.0, poll_s: float = 0.02) -> float | None:
+    """Seconds (perf_counter) at which the thread's bot reply became final, or None on timeout."""
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        if any(is_final(m) for m in bot_messages(fake, channel, thread_ts)):
+            return time.perf_counter()
+        time.sleep(poll_s)
+    return None
+
+
+def copy_first_source_llm():
+    """A stand-in model for load tests: answers with the first sentence of source [1], cited — instant."""
+    import re as _re
+
+    from tests.doubles import ScriptedLLM
+
+    def reply(messages: list[dict]) -> str:
+        prompt = messages[-1]["content"]
+        m = _re.search(r"<<<\n(.*?)\n>>>", prompt, _re.DOTALL)
+        text = " ".join((m.group(1) if m else "").split())
+        first = next((s for s in _re.split(r"(?<=[.!?])\s+", text) if len(s) > 30), text[:200])
+        return f"{first} [1]." if first else "I couldn't find this in the documents you can access."
+
+    return ScriptedLLM(reply)
