@@ -34,7 +34,8 @@ class Assistant:
                 else:
                     from assistant.llm import load_llm
 
-                    self._llm = load_llm(self.settings.llm, data_dir=self.settings.data_dir)
+                    self._llm = load_llm(self.settings.llm, data_dir=self.settings.data_dir,
+                                         cache_dir=self.settings.model_cache_dir)
             return self._llm
 
     def default_adapter(self) -> str | None:

@@ -207,6 +207,11 @@ class Settings(BaseSettings):
         return (init_settings,)
 
 
+def read_secret_env(name: str) -> str | None:
+    """The value of environment variable ``name`` (for flags such as ``serve-llm --api-key-env``), or None."""
+    return os.environ.get(name) or None
+
+
 def _merge(base: dict, over: Mapping) -> dict:
     out = dict(base)
     for k, v in over.items():

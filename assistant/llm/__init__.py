@@ -15,7 +15,7 @@ from assistant.llm.base import LLM
 __all__ = ["LLM", "load_llm"]
 
 
-def load_llm(llm_settings, *, data_dir: Path) -> LLM:
+def load_llm(llm_settings, *, data_dir: Path, cache_dir: Path | None = None) -> LLM:
     """The configured model: remote client when ``llm_settings.endpoint`` is set, else in-process."""
     if llm_settings.endpoint:
         from assistant.llm.remote import RemoteLLM
@@ -23,4 +23,4 @@ def load_llm(llm_settings, *, data_dir: Path) -> LLM:
         return RemoteLLM.from_settings(llm_settings)
     from assistant.llm.local import LocalLLM
 
-    return LocalLLM.load(llm_settings, data_dir=Path(data_dir))
+    return LocalLLM.load(llm_settings, data_dir=Path(data_dir), cache_dir=cache_dir)

@@ -17,13 +17,7 @@ from assistant.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-try:  # settings.py is the one module that reads the environment
-    from assistant.settings import read_secret_env  # type: ignore[attr-defined]
-except ImportError:  # until settings.py offers it
-    import os
-
-    def read_secret_env(name: str) -> str | None:
-        return os.environ.get(name) or None
+from assistant.settings import read_secret_env  # settings.py is the one module that reads the environment
 
 
 def parse_adapters(specs: list[str]) -> dict[str, str]:
