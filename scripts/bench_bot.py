@@ -86,6 +86,9 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=10, help="questions asked one after another")
     ap.add_argument("--concurrent", type=int, default=20, help="questions asked at the same moment")
     ap.add_argument("--workers", type=int, default=8, help="the bot's worker threads")
+    ap.add_argument("--endpoint", help="OpenAI-compatible LLM server (e.g. `assistant serve-llm`: continuous "
+                                       "batching) instead of the in-process model")
+    ap.add_argument("--model", help="with --endpoint: the model id the server lists at GET /v1/models")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--json", type=Path, help="write raw results here")
     args = ap.parse_args()
@@ -99,6 +102,8 @@ def main() -> None:
     overrides = {"data_dir": tempfile.mkdtemp(prefix="bench-bot-"), "log_level": "WARNING"}
     if args.llm == "none":
         overrides["llm"] = {"model": "none"}
+    elif args.endpoint:
+        overrides["llm"] = {"endpoint": args.endpoint, **({"model": args.model} if args.model else {})}
     settings = load_settings(environ={}, overrides=overrides)
     kw = {"llm": copy_first_source_llm()} if args.llm == "scripted" else {}
     assistant = Assistant(settings, **kw)
@@ -110,18 +115,20 @@ def main() -> None:
         seq = run_phase(rig, args.sequential, 1, args.timeout)
         conc = run_phase(rig, args.concurrent, args.concurrent, args.timeout)
         stats = dict(rig.bot.stats)
-    print(f"\nSlack bot latency — llm={args.llm}, bot workers={args.workers}, warm-up (model load + first answer) {warm:.1f} s")
+    print(f"\nSlack bot latency — llm={args.llm}{' via ' + args.endpoint if args.endpoint else ''}, bot workers={args.workers}, warm-up (model load + first answer) {warm:.1f} s")
     print("| phase | questions | ack p50 ms | ack p95 ms | ack max ms | final p50 s | final p95 s | final max s | unanswered |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(row("one at a time", seq))
     print(row(f"{args.concurrent} at once", conc))
     slow_acks = sum(1 for r in seq + conc if r["ack_s"] >= 3.0 or r["status"] != 200)
     print(f"\nacks >= 3 s or not 200: {slow_acks}; bot stats: {stats}")
+    if stats["errors"]:
+        print(f"FAIL: {stats['errors']} questions ended in the apology message, not an answer (see the log above)")
     if args.json:
         args.json.write_text(json.dumps({"llm": args.llm, "warmup_s": warm, "sequential": seq, "concurrent": conc,
                                          "stats": stats}, indent=2))
     assistant.close()
-    if slow_acks:
+    if slow_acks or stats["errors"]:
         raise SystemExit(1)
 
 

@@ -140,7 +140,8 @@ def main() -> None:
     print(f"| event → final answer p50 / p95 | {pct(finals, 50):.2f} / {pct(finals, 95):.2f} s |")
     print(f"| RSS after warm-up → end (max) | {rss_start:.0f} → {rss_end:.0f} MiB ({rss_max:.0f}) |")
     print(f"| bot stats | {stats} |")
-    ok = slow == 0 and not bad_status and once == len(sent) and rss_end <= rss_start * 1.25 + 64
+    ok = (slow == 0 and not bad_status and once == len(sent) and not stats["errors"]
+          and rss_end <= rss_start * 1.25 + 64)
     print("\nRESULT:", "PASS" if ok else "FAIL")
     assistant.close()
     raise SystemExit(0 if ok else 1)

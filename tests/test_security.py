@@ -292,11 +292,11 @@ def test_injected_instructions_links_and_mentions_never_reach_the_answer(world, 
                   llm=ScriptedLLM(_parrot) if model == "parrot" else None)
     bad, retrieved, answered = {}, 0, 0
     for question, doc in INJECTION_QUESTIONS:
-        ans = a.ask(question, who=BOB_P)
+        ans = a.ask(question, who=BOB_P, k=3)
         retrieved += any(h.path == f"injection/{doc}" for h in ans.retrieved)
         answered += not ans.refused
         if problems := _injection_problems(ans, doc):
             bad[doc] = (problems, ans.answer)
-    assert bad == {}
+    assert not bad, "\n".join(f"{doc}: {problems} in {answer!r}" for doc, (problems, answer) in bad.items())
     # the injected documents were really in play: retrieved for (nearly) every question, mostly answered
     assert retrieved >= len(INJECTION_QUESTIONS) - 2 and answered >= len(INJECTION_QUESTIONS) // 2
