@@ -111,7 +111,7 @@ class Answerer:
             timings["generate"] = (time.perf_counter() - t2) * 1e3
 
         t3 = time.perf_counter()
-        kept, used = self._verify(model_text, sources)
+        kept, used = self._verify(question, model_text, sources)
         model_refused = bool(_REFUSAL_HINT.search(model_text)) and not kept
         if not kept and (best_score < self.s.answering.min_quote_score or (model_refused and best_score < 0.6)):
             # neither the model nor the best quote is convincing: refusing beats guessing
@@ -158,7 +158,8 @@ class Answerer:
         return hits[:1]  # one chunk (≤ 256 embedding tokens) always fits a 2k context
 
     def _quotes(self, question: str, sources: list[Hit]) -> list[tuple[int, g.Span, float]]:
-        spans: list[tuple[int, g.Span]] = [(i, sp) for i, h in enumerate(sources) for sp in g.sentences(h.text)]
+        spans: list[tuple[int, g.Span]] = [(i, sp) for i, h in enumerate(sources)
+                                           for sp in g.sentences(g.strip_instructions(h.text))]
         if not spans:
             return []
         vecs = self.embedder.embed([sp.text for _, sp in spans])  # (n, dim)
@@ -178,7 +179,7 @@ class Answerer:
                 return text[before[-1].start:span.end]
         return span.text
 
-    def _verify(self, model_text: str, sources: list[Hit]) -> tuple[list[str], set[int]]:
+    def _verify(self, question: str, model_text: str, sources: list[Hit]) -> tuple[list[str], set[int]]:
         """Keep the model's sentences that their cited (or best) source supports; return them and the sources used."""
         kept: list[str] = []
         used: set[int] = set()
@@ -187,14 +188,20 @@ class Answerer:
         claims = [s.text for s in g.sentences(model_text, min_chars=8)]
         if not claims:
             return kept, used
-        texts = [h.text for h in sources]
+        texts = [g.strip_instructions(h.text) for h in sources]  # injected instructions support nothing
         claim_vecs = self.embedder.embed([g.strip_citations(c) for c in claims])
+        qv = self.embedder.embed_query(question)
+        qwords = g.content_words(question)
+        cited_anywhere = sorted({n - 1 for c in claims for n in g.citations_in(c) if 1 <= n <= len(sources)})
         for claim, cv in zip(claims, claim_vecs):
-            if _REFUSAL_HINT.search(claim):
+            if _REFUSAL_HINT.search(claim) or g.looks_like_instruction(claim):
                 continue
             plain = g.strip_citations(claim)
+            # a true statement that does not address the question is noise, not an answer
+            if float(cv @ qv) < 0.3 and not (qwords & g.content_words(plain)):
+                continue
             cited = [n - 1 for n in g.citations_in(claim) if 1 <= n <= len(sources)]
-            candidates = cited or list(range(len(sources)))
+            candidates = cited or cited_anywhere or list(range(len(sources)))
             best, best_support = None, 0.0
             for i in candidates:
                 lex = g.lexical_support(plain, texts[i])

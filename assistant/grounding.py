@@ -21,6 +21,19 @@ _URL = re.compile(r"(?:https?://|www\.)[^\s<>|)\]]+", re.I)
 _SLACK_LINK = re.compile(r"<(https?://[^|>]+)(?:\|([^>]*))?>")
 _BROADCAST = re.compile(r"<!(?:channel|here|everyone)(?:\|[^>]*)?>|@(?:channel|here|everyone)\b|<!subteam\^[^>]*>", re.I)
 _CITE = re.compile(r"\[(\d{1,2})\]")
+_USER_MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
+_TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?\s*$")
+_INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget|override)\b[^.\n]{0,40}\b(?:instructions?|above|previous|prior|rules|prompt)\b"
+    r"|\bsystem\s+prompt\b|\bdeveloper\s+mode\b|\bnew\s+(?:instructions?|task|policy|rules)\s*:"
+    r"|\badmin(?:istrator)?\s+override\b|\bno\s+restrictions\b|\bjailbreak"
+    r"|\b(?:dear|attention|hey|note to(?: the)?)\s+(?:assistant|ai|bot|chatbot|language model|llm)\b"
+    r"|\b(?:assistant|ai|language model|llm)s?\s*(?:must|should|shall|will)\s+(?:now\s+)?(?:reply|respond|answer|say|output|print|include)"
+    r"|</?\s*(?:system|sources|instructions?)\s*>|^\s*(?:system|human|assistant)\s*:"
+    r"|\b(?:reply|respond|answer)\s+(?:only\s+)?with\b|\bmust\s+now\s+(?:reply|output|say|respond)"
+    r"|\b(?:for|to)\s+(?:all\s+)?(?:ai|the\s+assistant|assistants|llms?|language\s+models?|chatbots?|bots?)(?:\s+systems?)?\s*[:,]"
+    r"|\byour\s+(?:answer|reply|response|output)\s+(?:must|should|shall)\b",
+    re.I | re.M)
 _MD_NOISE = re.compile(r"^\s*(?:[#>*-]+|\d+\.|\|)\s*|\*\*|__|`")
 
 STOP = frozenset("""a about above after again all also am an and any are as at be because been before being
@@ -38,8 +51,30 @@ class Span:
     text: str
 
 
+def looks_like_instruction(text: str) -> bool:
+    """Text addressed to the model rather than to people (a prompt-injection attempt)."""
+    return bool(_INSTRUCTION.search(text))
+
+
+def strip_instructions(text: str) -> str:
+    """The passage without paragraphs that try to instruct the model (replaced by blanks of the same length,
+    so character offsets still map back to the original text)."""
+    out = []
+    for para in re.split(r"(\n\s*\n)", text):
+        out.append(" " * len(para) if looks_like_instruction(para) else para)
+    return "".join(out)
+
+
 def sentences(text: str, *, min_chars: int = 12) -> list[Span]:
-    """Sentence-ish spans of a passage (lines, list items and table rows count as sentences)."""
+    """Sentence-ish spans of a passage (lines, list items and table rows count as sentences; table header
+    and separator rows do not)."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if _TABLE_SEP.match(line) and "|" in line:
+            lines[i] = " " * len(line)
+            if i > 0:
+                lines[i - 1] = " " * len(lines[i - 1])  # the header row names columns, it states nothing
+    text = "\n".join(lines)
     out, pos = [], 0
     for m in list(_SENT_END.finditer(text)) + [None]:
         end = m.start() if m else len(text)
@@ -95,6 +130,7 @@ def sanitize(text: str, *, allowed_urls: set[str]) -> str:
     text = _SLACK_LINK.sub(lambda m: m.group(0) if keep(m.group(1)) else (m.group(2) or ""), text)
     text = _URL.sub(lambda m: m.group(0) if keep(m.group(0)) else "[link removed]", text)
     text = _BROADCAST.sub("", text)
+    text = _USER_MENTION.sub("", text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 

@@ -48,7 +48,8 @@ def test_model_and_document_text_cannot_broadcast_link_out_or_mention():
         assert "evil.example" not in out
         assert "<!" not in out and "@here" not in out and "<@" not in out and "<http" not in out.replace(
             "<https://docs.northwind.example/p|", "")
-    assert "&lt;@U999&gt;" in msg["blocks"][0]["text"]["text"]  # shown as text, pings nobody
+    assert "Ignore previous instructions" in msg["blocks"][0]["text"]["text"]  # the rest is shown as plain text
+    assert bk.safe_text("a <@U1> b &c <x>") in ("a &lt;@U1&gt; b &amp;c &lt;x&gt;", "a b &amp;c &lt;x&gt;")
     assert msg["unfurl_links"] is False and msg["unfurl_media"] is False
 
 
