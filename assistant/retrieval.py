@@ -61,25 +61,28 @@ class Retriever:
                  rerank: bool = False) -> None:
         self.store, self.index, self.embedder = store, index, embedder
         self.mode, self.candidates, self.rrf_k, self.rerank = mode, candidates, rrf_k, rerank
-        self._allowed_cache: dict[tuple, np.ndarray] = {}
+        self._allowed_cache: dict[tuple, tuple[np.ndarray, set[int]]] = {}
         self.last_timings: dict[str, float] = {}
 
     def allowed(self, audience: Audience) -> np.ndarray | None:
         """Chunk ids every member of the audience may read; None = no restriction."""
+        return self._allowed(audience)[0]
+
+    def _allowed(self, audience: Audience) -> tuple[np.ndarray | None, set[int] | None]:
         if audience.everything:
-            return None
+            return None, None
         if not audience.members:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int64), set()
         key = (self.store.generation, tuple(tuple(sorted(m.tokens())) for m in audience.members))
         got = self._allowed_cache.get(key)
         if got is None:
             sets = [self.store.allowed_chunk_ids(m.tokens()) for m in audience.members]
-            got = sets[0]
-            for s in sets[1:]:
-                got = np.intersect1d(got, s, assume_unique=True)
+            arr = sets[0]
+            for other in sets[1:]:
+                arr = np.intersect1d(arr, other, assume_unique=True)
             if len(self._allowed_cache) > 256:
                 self._allowed_cache.clear()
-            self._allowed_cache[key] = got
+            got = self._allowed_cache[key] = (arr, set(arr.tolist()))
         return got
 
     def search(self, query: str, *, who, k: int = 5, mode: str | None = None, per_doc: int | None = 1,
@@ -88,11 +91,11 @@ class Retriever:
         mode = mode or self.mode
         audience = Audience.of(who)
         t0 = time.perf_counter()
-        allowed = self.allowed(audience)
-        if allowed is not None and (prefix or source):
-            allowed = np.intersect1d(allowed, self._scope_ids(prefix, source), assume_unique=True)
-        elif prefix or source:
-            allowed = self._scope_ids(prefix, source)
+        allowed, allowed_set = self._allowed(audience)
+        if prefix or source:
+            scope = self._scope_ids(prefix, source)
+            allowed = scope if allowed is None else np.intersect1d(allowed, scope, assume_unique=True)
+            allowed_set = set(allowed.tolist())
         t1 = time.perf_counter()
         qv = self.embedder.embed_query(query)  # (dim,)
         t2 = time.perf_counter()
@@ -101,15 +104,9 @@ class Retriever:
             ranked.append([cid for cid, _ in self.index.search(qv, self.candidates, allowed=allowed)])
         t3 = time.perf_counter()
         if mode in ("hybrid", "keyword"):
-            tokens = None
-            if not audience.everything:
-                tokens = audience.members[0].tokens() if len(audience.members) == 1 else None
-            kw = self.store.keyword_search(query, limit=self.candidates * (3 if tokens is None and allowed is not None else 1),
-                                           tokens=tokens)
-            if allowed is not None:
-                ok = set(allowed.tolist())
-                kw = [(cid, s) for cid, s in kw if cid in ok]  # multi-member audiences: intersect here
-            ranked.append([cid for cid, _ in kw[: self.candidates]])
+            kw = self.store.keyword_search(query, limit=self.candidates,
+                                           allowed=allowed_set)
+            ranked.append([cid for cid, _ in kw])
         t4 = time.perf_counter()
         fused: dict[int, float] = {}
         for lst in ranked:

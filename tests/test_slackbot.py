@@ -275,3 +275,17 @@ def test_bundled_model_streams_into_the_placeholder_then_posts_the_checked_answe
         assert any("writing…" in json.dumps(u.get("blocks"), ensure_ascii=False) for u in edits[:-1]), edits
         final = bk.plain_text(r2.fake.message(r2.world.dm_bob, reply["ts"]))
         assert "*Sources*" in final and "parental-leave.md" in final
+
+
+def test_slash_schedule_adds_and_lists_reports_for_the_channel(rig):
+    def run(text: str) -> str:
+        cmd = rig.fake.slash_command("/schedule", text, user=rig.world.alice, channel=rig.world.general)
+        assert rig.slack.command(cmd)[0] == 200
+        rig.wait()
+        name = cmd["response_url"].rsplit("/", 1)[-1]
+        return next(r["text"] for r in rig.fake.responses if r["name"] == name)
+
+    assert "No reports are scheduled" in run("list")
+    added = run(f"weekly mon 09:00 summarize <#{rig.world.general}|general>")
+    assert "#" in added and "Next" in added, added
+    assert "slack:#general" in run("list") or "general" in run("list")

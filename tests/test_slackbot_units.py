@@ -145,7 +145,7 @@ def test_manifest_asks_only_for_what_the_bot_uses():
         "app_mentions:read", "chat:write", "commands", "im:history", "users:read", "users:read.email",
         "channels:read", "groups:read", "channels:history", "groups:history"}
     assert m["settings"]["event_subscriptions"]["bot_events"] == ["app_mention", "message.im"]
-    assert [c["command"] for c in m["features"]["slash_commands"]] == ["/ask", "/summarize"]
+    assert [c["command"] for c in m["features"]["slash_commands"]] == ["/ask", "/summarize", "/schedule"]
     assert m["settings"]["interactivity"]["is_enabled"] is True
 
 
@@ -207,7 +207,7 @@ def test_fuzzed_requests_never_crash_the_bot_and_unsigned_ones_never_reach_slack
         st.one_of(st.text(max_size=20), st.integers(), st.dictionaries(st.text(max_size=8), st.text(max_size=8))),
         max_size=5)))
 
-    @hsettings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @hsettings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(body=bodies, signed=st.sampled_from(["good", "bad", "none", "stale"]),
            ctype=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain"]))
     def check(body, signed, ctype):

@@ -115,6 +115,13 @@ def _listen(app: App, core: BotCore) -> None:
             core.submit(core.summarize_command, text=command.get("text") or "", user=command["user_id"],
                         channel=command.get("channel_id"), respond=respond)
 
+    @app.command("/schedule")
+    def on_schedule(ack, command, respond):
+        ack()
+        if core.first_time(f"cmd:{command.get('trigger_id')}"):
+            core.submit(core.schedule_command, text=command.get("text") or "", user=command["user_id"],
+                        channel=command.get("channel_id"), respond=respond)
+
     @app.action(bk.FEEDBACK_ACTION)
     def on_feedback(ack, action, body, respond):
         ack()
@@ -169,7 +176,7 @@ def dispatch(app: App, body: str, *, query: str = "", headers: dict[str, list[st
     """One raw HTTP request through bolt → (status, headers, body). A body that is not even JSON/form → 400."""
     try:
         request = BoltRequest(body=body, query=query, headers=headers)
-    except ValueError:  # bolt parses the body before verifying it; nothing was processed
+    except (ValueError, TypeError, AttributeError):  # bolt parses the body before verifying it; nothing ran yet
         return 400, {"content-type": ["text/plain"]}, "bad request"
     resp = app.dispatch(request)
     return resp.status, resp.headers, resp.body

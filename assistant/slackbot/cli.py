@@ -32,13 +32,35 @@ def _warm_up(assistant) -> None:
         log.warning("slackbot: warm-up failed (%s); the first question will try again", e)
 
 
+def _start_scheduler(settings, assistant):
+    """Scheduled reports run in the bot process (exactly-once is the scheduler's job, so a second
+    ``assistant scheduler`` process is harmless)."""
+    try:
+        from assistant.report_posting import SlackPoster
+        from assistant.scheduler import Scheduler
+    except ModuleNotFoundError:
+        return None
+    sched = Scheduler(assistant, SlackPoster.from_settings(settings), settings=settings)
+    sched.start()
+    return sched
+
+
+def _shutdown(bolt, assistant, reports) -> None:
+    if reports is not None:
+        reports.stop()
+    bolt.assistant_bot.close()
+    assistant.close()
+
+
 def register(app: typer.Typer, get_settings: Callable) -> None:
     @app.command("slack")
     def slack(socket: bool = typer.Option(False, "--socket", help="Socket Mode (needs slack.app_token, xapp-…)"),
               http: bool = typer.Option(False, "--http", help="HTTP Events API (needs slack.signing_secret)"),
               host: str = typer.Option("0.0.0.0", "--host", help="HTTP mode: interface to listen on"),
               port: int = typer.Option(3000, "--port", min=0, max=65535, help="HTTP mode: port"),
-              workers: int = typer.Option(8, "--workers", min=1, max=64, help="questions worked on at the same time")) -> None:
+              workers: int = typer.Option(8, "--workers", min=1, max=64, help="questions worked on at the same time"),
+              scheduler: bool = typer.Option(True, "--scheduler/--no-scheduler",
+                                             help="also post scheduled reports from this process")) -> None:
         """Run the Slack bot: answers mentions, DMs, /ask and /summarize with cited, permission-safe answers."""
         from assistant.errors import ConfigError
         from assistant.service import Assistant
@@ -52,14 +74,14 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
         bolt = create_app(settings, assistant, workers=workers)
         # load the embedder and the model now, in the background, so the first question is not the slow one
         threading.Thread(target=_warm_up, args=(assistant,), name="slackbot-warmup", daemon=True).start()
+        reports = _start_scheduler(settings, assistant) if scheduler else None
         if socket:
             handler = socket_mode_handler(bolt, settings)
             typer.echo("Slack bot connected over Socket Mode. Ctrl-C to stop.", err=True)
             try:
                 handler.start()
             finally:
-                bolt.assistant_bot.close()
-                assistant.close()
+                _shutdown(bolt, assistant, reports)
             return
         server = serve_http(bolt, host=host, port=port)
         typer.echo(f"Slack bot listening on {server.url} (Request URL for events, commands and interactivity). "
@@ -74,8 +96,7 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
             pass
         finally:
             server.close()
-            bolt.assistant_bot.close()
-            assistant.close()
+            _shutdown(bolt, assistant, reports)
 
     @app.command("slack-demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def slack_demo(ctx: typer.Context,

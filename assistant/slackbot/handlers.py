@@ -10,8 +10,12 @@ Flows (each runs on the bot's own worker pool, never on the request thread):
   private answer is never streamed into the channel.
 - ``answer_command`` (``/ask``) and ``summarize_command`` (``/summarize``): ephemeral replies
   through the ``response_url``, with the asker's access.
+- ``schedule_command`` (``/schedule``): hands the text to ``assistant.scheduler``; ephemeral reply.
 - ``record_feedback``: a 👍/👎 click stores (question, answer, sources, vote, user, channel, time).
-Follow-ups: earlier question/answer pairs of the thread (``conversations.replies``) become ``history``.
+Follow-ups: earlier question/answer pairs of the thread (``conversations.replies``), or of a DM's
+last 15 minutes (``conversations.history``), become ``history``.
+Not done: a "weak but not refused" channel answer does not trigger the private fallback — only a
+refusal does (a weak answer has no reliable signal yet).
 Exactly once: an event is handled only if neither its ``event_id`` nor its message (channel, ts)
 was seen before — in memory and in the store table ``slackbot_events`` — so Slack's retries
 (``X-Slack-Retry-Num``) and app_mention/message twins never produce a second answer.
@@ -312,6 +316,23 @@ class BotCore:
         if text.lower().startswith("drive:"):
             text = "gdrive:" + text[6:]
         return text or None, since
+
+    def schedule_command(self, *, text: str, user: str, channel: str, respond) -> None:
+        """``/schedule …``: the scheduler's own parser and store (issue: scheduled reports); reply privately."""
+        try:
+            from assistant.scheduler import handle_schedule_command
+        except ModuleNotFoundError as e:
+            log.warning("slackbot: /schedule without the scheduler module (%s)", e)
+            respond(response_type="ephemeral", **bk.notice_message("Scheduled reports are not available here."))
+            return
+        try:
+            reply = handle_schedule_command(text, channel_id=channel, user_id=user, store=self.store,
+                                            tz=self.settings.scheduler.timezone, channel_name=self._channel_name)
+        except Exception:
+            self._count("errors")
+            log.exception("slackbot: /schedule %r failed", (text or "")[:200])
+            reply = bk.ERROR_TEXT
+        respond(response_type="ephemeral", replace_original=False, **bk.notice_message(reply))
 
     def _channel_name(self, channel_id: str) -> str:
         return self.client.conversations_info(channel=channel_id)["channel"]["name"]
