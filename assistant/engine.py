@@ -86,7 +86,7 @@ class Engine:
         if self._retriever is None:
             r = self.settings.retrieval
             self._retriever = Retriever(self.store, self.index, self.embedder, mode=r.mode, candidates=r.candidates,
-                                        rrf_k=r.rrf_k, rerank=r.rerank)
+                                        rrf_k=r.rrf_k, rerank=r.rerank, keyword_weight=r.keyword_weight)
         self._retriever.index = self.index
         return self._retriever
 

@@ -58,9 +58,10 @@ class Hit:
 
 class Retriever:
     def __init__(self, store, index, embedder, *, mode: str = "hybrid", candidates: int = 50, rrf_k: int = 60,
-                 rerank: bool = False) -> None:
+                 rerank: bool = False, keyword_weight: float = 1.0) -> None:
         self.store, self.index, self.embedder = store, index, embedder
         self.mode, self.candidates, self.rrf_k, self.rerank = mode, candidates, rrf_k, rerank
+        self.keyword_weight = keyword_weight
         self._allowed_cache: dict[tuple, tuple[np.ndarray, set[int]]] = {}
         self.last_timings: dict[str, float] = {}
 
@@ -99,19 +100,19 @@ class Retriever:
         t1 = time.perf_counter()
         qv = self.embedder.embed_query(query)  # (dim,)
         t2 = time.perf_counter()
-        ranked: list[list[int]] = []
+        ranked: list[tuple[float, list[int]]] = []
         if mode in ("hybrid", "dense"):
-            ranked.append([cid for cid, _ in self.index.search(qv, self.candidates, allowed=allowed)])
+            ranked.append((1.0, [cid for cid, _ in self.index.search(qv, self.candidates, allowed=allowed)]))
         t3 = time.perf_counter()
         if mode in ("hybrid", "keyword"):
             kw = self.store.keyword_search(query, limit=self.candidates,
                                            allowed=allowed_set)
-            ranked.append([cid for cid, _ in kw])
+            ranked.append((self.keyword_weight if mode == "hybrid" else 1.0, [cid for cid, _ in kw]))
         t4 = time.perf_counter()
         fused: dict[int, float] = {}
-        for lst in ranked:
+        for weight, lst in ranked:
             for r, cid in enumerate(lst):
-                fused[cid] = fused.get(cid, 0.0) + 1.0 / (self.rrf_k + r + 1)
+                fused[cid] = fused.get(cid, 0.0) + weight / (self.rrf_k + r + 1)
         order = sorted(fused, key=fused.get, reverse=True)
         rows = self.store.chunk_rows(order[: max(k * 8, 40)])
         ids_for_sim = [cid for cid in order if cid in rows]

@@ -63,6 +63,7 @@ class RetrievalSettings(_Section):
     k: int = Field(8, ge=1, le=100, description="chunks handed to the answerer")
     candidates: int = Field(50, ge=1, le=2000, description="per retriever, before fusion")
     rrf_k: int = Field(60, ge=1)
+    keyword_weight: float = Field(0.3, ge=0.0, le=10.0, description="weight of the BM25 list in rank fusion (dense = 1)")
     rerank: bool = Field(False, description="re-score fused candidates with the embedding model's chunk-level similarity plus title match")
 
 
