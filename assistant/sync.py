@@ -93,6 +93,7 @@ class Syncer:
         self.save_index = save_index
         self.max_parse_bytes = max_parse_bytes
         self.progress = progress or (lambda n, what: None)
+        self._done: set[str] = set()
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, *, full: bool = False) -> SyncReport:
@@ -152,6 +153,9 @@ class Syncer:
     def _process(self, refs: list[ItemRef], rep: SyncReport) -> None:
         todo = []
         for ref in refs:
+            if ref.id in self._done:
+                continue  # already handled in this run (a retried failure listed again)
+            self._done.add(ref.id)
             row = self.store.get_document(self.source, ref.id)
             if row is not None and ref.version is not None and row.version == ref.version:
                 rep.unchanged += 1

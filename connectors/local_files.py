@@ -92,6 +92,17 @@ def title_of(rel: str, content: bytes, mime: str) -> str:
     return stem[:1].upper() + stem[1:] if stem else rel
 
 
+def _looks_like_text(content: bytes) -> bool:
+    head = content[:4096]
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start > len(head) - 4  # a multi-byte character cut at the 4 KB boundary
+    return True
+
+
 class LocalFilesConnector:
     def __init__(self, root: Path, *, name: str | None = None, acl_file: Path | None = None,
                  page_size: int = 200) -> None:
@@ -148,6 +159,8 @@ class LocalFilesConnector:
         except FileNotFoundError:
             raise NotFound(f"{ref.id} no longer exists") from None
         mime = guess_mime(ref.id)
+        if mime == "application/octet-stream" and _looks_like_text(content):
+            mime = "text/plain"  # README, LICENSE, Makefile…: extensionless text files
         title = title_of(ref.id, content, mime)
         meta = {} if mime in ("text/markdown", "text/plain") else {"title_from": "filename"}
         return Document(id=ref.id, source=self.name, path=ref.id, title=title, mime=mime, content=content,
