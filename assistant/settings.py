@@ -85,7 +85,7 @@ class AnsweringSettings(_Section):
     min_relevance: float = Field(0.35, ge=-1.0, le=1.0, description="below this cosine similarity of the best chunk, refuse")
     sources: int = Field(5, ge=1, le=20, description="numbered sources put in the prompt")
     support_threshold: float = Field(0.6, ge=0.0, le=1.0, description="similarity a sentence needs to its cited passage")
-    min_quote_score: float = Field(0.45, ge=-1.0, le=2.0, description="when the model's answer fails verification, the best source sentence needs this score to be quoted instead of refusing")
+    min_quote_score: float = Field(0.43, ge=-1.0, le=2.0, description="when the model's answer fails verification, the best source sentence needs this score to be quoted instead of refusing")
 
 
 class GoogleDriveSettings(_Section):

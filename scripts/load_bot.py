@@ -17,6 +17,7 @@ model is the instant stand-in (``--llm scripted``), so the numbers are about the
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import sys
 import tempfile
@@ -40,6 +41,7 @@ def main() -> None:
     ap.add_argument("--llm", choices=["scripted", "none", "bundled"], default="scripted")
     ap.add_argument("--retry-every", type=int, default=10, help="resend every n-th event as a Slack retry")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--log", type=Path, help="write the bot's INFO log here (duplicates, retries, errors)")
     args = ap.parse_args()
 
     from assistant.service import Assistant
@@ -53,6 +55,8 @@ def main() -> None:
         wait_final,
     )
 
+    if args.log:
+        logging.basicConfig(filename=args.log, level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s: %(message)s")
     rnd = random.Random(args.seed)
     sample = REPO / "assistant" / "sample_docs"
     overrides = {"data_dir": tempfile.mkdtemp(prefix="load-bot-"), "log_level": "ERROR"}
@@ -122,7 +126,10 @@ def main() -> None:
         replies = [bot_messages(fake, ch, ts) for ch, ts in sent]
         once = sum(1 for r in replies if len(r) == 1 and is_final(r[0]))
         dupes = sum(1 for r in replies if len(r) > 1)
-        missing = sum(1 for r in replies if not r or not any(is_final(m) for m in r))
+        missing_at = [sent[i] for i, r in enumerate(replies) if not r or not any(is_final(m) for m in r)]
+        missing = len(missing_at)
+        for ch, ts in missing_at[:10]:
+            print(f"unanswered: channel {ch} ts {ts}: {[m.get('text') for m in bot_messages(fake, ch, ts)]}")
         stats = dict(rig.bot.stats)
 
     warm = [b for t, b in rss if t >= min(20.0, args.seconds / 4)] or [b for _, b in rss]
