@@ -240,3 +240,30 @@ def test_a_big_channel_is_resolved_with_users_list_not_one_call_per_member(slack
     assert len(aud.members) == 121 and Principals(email="p7@northwind.example",
                                                   groups=frozenset({"slack:t0fake"})) in aud.members
     assert fake.calls("users.list") and not fake.calls("users.info")
+
+
+def test_an_event_and_its_retry_arriving_together_are_handled_exactly_once(settings):
+    """Many threads race on the same keys: exactly one wins, for every key set."""
+    import threading
+
+    from assistant.slackbot.handlers import Once
+    from assistant.store import Store
+
+    store = Store(settings.data_dir / "once.sqlite")
+    once = Once(store)
+    wins: list[int] = []
+    for n in range(30):
+        barrier = threading.Barrier(6)
+
+        def deliver(n=n, barrier=barrier):
+            barrier.wait()
+            if once.first(f"Ev{n}", f"msg:C1:{n}"):
+                wins.append(n)
+        threads = [threading.Thread(target=deliver) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(wins) == list(range(30))
+    assert not Once(store).first("Ev3")  # a restart remembers (the table), not only the memory
+    store.close()

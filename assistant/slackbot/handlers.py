@@ -87,7 +87,8 @@ class Once:
         store.execute("DELETE FROM slackbot_answers WHERE created < ?", (time.time() - _KEEP_ANSWERS_S,))
 
     def first(self, *keys: str) -> bool:
-        """True when none of ``keys`` was seen; records them all either way."""
+        """True when none of ``keys`` was seen; records them all either way. Atomic within the process
+        (an original and its retry may arrive at the same moment); the table settles it across processes."""
         keys = tuple(k for k in keys if k)
         with self._lock:
             seen = any(k in self._mem for k in keys)
@@ -96,9 +97,11 @@ class Once:
                 self._mem.move_to_end(k)
             while len(self._mem) > self._memory:
                 self._mem.popitem(last=False)
-        new = [bool(self.store.execute("INSERT OR IGNORE INTO slackbot_events VALUES (?, ?) RETURNING key",
-                                       (k, time.time()))) for k in keys]
-        return not seen and all(new)
+            if seen:
+                return False
+            new = [bool(self.store.execute("INSERT OR IGNORE INTO slackbot_events VALUES (?, ?) RETURNING key",
+                                           (k, time.time()))) for k in keys]
+        return all(new)
 
 
 class Streamer:
