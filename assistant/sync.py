@@ -93,7 +93,7 @@ class Syncer:
         self.save_index = save_index
         self.max_parse_bytes = max_parse_bytes
         self.progress = progress or (lambda n, what: None)
-        self._done: set[str] = set()
+        self._failed_on_retry: set[str] = set()
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, *, full: bool = False) -> SyncReport:
@@ -105,6 +105,7 @@ class Syncer:
             retry = [ItemRef(f.item_id) for f, _ in self.store.failures(self.source)]
             if retry:
                 self._process(retry, rep)
+                self._failed_on_retry = {f.item_id for f in rep.failures}
             cursor = None if full else self.store.get_cursor(self.source)
             try:
                 self._pages(self.c.changes(cursor), rep)
@@ -153,9 +154,8 @@ class Syncer:
     def _process(self, refs: list[ItemRef], rep: SyncReport) -> None:
         todo = []
         for ref in refs:
-            if ref.id in self._done:
-                continue  # already handled in this run (a retried failure listed again)
-            self._done.add(ref.id)
+            if ref.id in self._failed_on_retry:
+                continue  # it failed again moments ago at the start of this run: once per run is enough
             row = self.store.get_document(self.source, ref.id)
             if row is not None and ref.version is not None and row.version == ref.version:
                 rep.unchanged += 1
