@@ -258,7 +258,7 @@ def test_docx_with_broken_xml_is_a_parse_error(tmp_path):
 def test_size_limit_names_the_setting():
     with pytest.raises(ParseError) as e:
         parse(b"x" * 2000, "text/plain", name="huge.txt", max_bytes=1000)
-    assert "huge.txt" in str(e.value) and "parsing.max_file_mb" in str(e.value)
+    assert "huge.txt" in str(e.value) and "sync.max_file_mb" in str(e.value)
 
 
 def test_default_size_limit_is_50_mb():
