@@ -376,16 +376,19 @@ def test_ddp_on_two_cpu_processes_matches_one_and_resumes_on_one(tmp_path):
         launcher = (
             [sys.executable]
             if procs == 1
-            else [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={procs}"]
+            else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"]
         )
-        p = subprocess.run(
-            launcher + [str(script), str(tmp_path / name), out_dir, str(stop)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env=env,
-        )
-        assert p.returncode == 0, p.stderr[-2000:]
+        for attempt in range(2):  # gloo on a loaded 2-core box can abort while connecting; the result must not differ
+            p = subprocess.run(
+                launcher + [str(script), str(tmp_path / name), out_dir, str(stop)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env=env,
+            )
+            if p.returncode == 0 or "Signal 6" not in p.stderr:
+                break
+        assert p.returncode == 0, p.stderr[-4000:]
         return json.loads((tmp_path / name).read_text())
 
     one = run("one.json", 1)
