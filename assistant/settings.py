@@ -213,6 +213,11 @@ def read_secret_env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment for a child process we launch (torchrun workers), with ``extra`` set."""
+    return {**os.environ, **extra}
+
+
 def _merge(base: dict, over: Mapping) -> dict:
     out = dict(base)
     for k, v in over.items():

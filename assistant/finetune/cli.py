@@ -8,7 +8,6 @@ base model). Everything else is an option with a default.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -204,15 +203,16 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         """Train a LoRA/QLoRA adapter and register it (same command line under torchrun)."""
         import torch.distributed as dist
 
+        from assistant.settings import child_environment
+
         if gpus > 1 and not dist.is_torchelastic_launched():
             argv = [
                 a
                 for i, a in enumerate(sys.argv[1:])
                 if not (a.startswith("--gpus") or (i and sys.argv[i] == "--gpus"))
             ]
-            os.environ["NCCL_NVLS_ENABLE"] = (
-                "0"  # NVLink multicast can take a shared host's GPUs out of service
-            )
+            # NVLink multicast can take a shared host's GPUs out of service: always off for our children
+            env = child_environment(NCCL_NVLS_ENABLE="0")
             cmd = [
                 sys.executable,
                 "-m",
@@ -222,7 +222,7 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
                 "assistant.cli",
                 *argv,
             ]
-            raise typer.Exit(subprocess.call(cmd))
+            raise typer.Exit(subprocess.call(cmd, env=env))
         from assistant.finetune import data as D
         from assistant.finetune import train as T
         from assistant.llm.loading import model_fingerprint
