@@ -78,7 +78,8 @@ class Engine:
     @property
     def chunker(self) -> Chunker:
         c = self.settings.chunking
-        return Chunker(self.embedder.tokenizer, max_tokens=c.max_tokens, overlap_tokens=c.overlap_tokens)
+        return Chunker(self.embedder.tokenizer, max_tokens=c.max_tokens, overlap_tokens=c.overlap_tokens,
+                       min_tokens=c.min_section_tokens)
 
     @property
     def retriever(self) -> Retriever:
