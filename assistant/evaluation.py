@@ -112,7 +112,7 @@ def _pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
     v = sorted(values)
-    return v[min(len(v) - 1, max(0, int(round(p * (len(v) - 1)))))]
+    return v[min(len(v) - 1, max(0, round(p * (len(v) - 1))))]
 
 
 def shown_text(answer: dict, *, shown: int = 5) -> str:
