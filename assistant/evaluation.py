@@ -3,8 +3,10 @@
 Input lines: ``{"id","question","answer","must_contain":[…],"gold_docs":[paths],"kind"}`` (only id and
 question are required). For every configuration this records what ``ask --json`` returns plus a
 document-level retrieval ranking, then computes retrieval hit@1/5/10 and MRR against gold_docs,
-answer accuracy (every must_contain string in the answer, case-insensitive), citation precision,
-refusal precision/recall (kind "unanswerable" vs refused) and latency p50/p95. Results: one Markdown
+answer accuracy (every must_contain string in the answer, case-insensitive) overall and per kind,
+"key fact in passages shown" (every must_contain string in the text of the passages the answerer saw,
+so a wrong answer can be blamed on retrieval or on the answerer), citation precision, refusal
+precision/recall (kind "unanswerable" vs refused) and latency p50/p95. Results: one Markdown
 table with the configurations side by side, ``answers.jsonl``, ``metrics.json`` and PNG plots.
 Gold paths match a retrieved path when one is a path-suffix of the other, so a gold
 ``content/x.md`` matches a document ingested as ``content/x.md`` from the corpus root.
@@ -20,7 +22,8 @@ from pathlib import Path
 
 from assistant.errors import ConfigError
 
-KINDS = {"fact", "multi", "howto", "unanswerable"}
+KINDS = {"fact", "multi", "table", "howto", "unanswerable"}
+ANSWERABLE_KINDS = ("fact", "multi", "table", "howto")  # the order of the per-kind rows in the table
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class Metrics:
     hit: dict[int, float] = field(default_factory=dict)
     mrr: float = 0.0
     accuracy: float | None = None
+    accuracy_by_kind: dict[str, float | None] = field(default_factory=dict)
+    key_fact_in_passages: float | None = None
+    key_fact_by_kind: dict[str, float | None] = field(default_factory=dict)
     citation_precision: float | None = None
     refusal_precision: float | None = None
     refusal_recall: float | None = None
@@ -106,10 +112,37 @@ def _pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
     v = sorted(values)
-    return v[min(len(v) - 1, max(0, int(round(p * (len(v) - 1)))))]
+    return v[min(len(v) - 1, max(0, round(p * (len(v) - 1))))]
 
 
-def score(config: str, records: list[Record]) -> Metrics:
+def shown_text(answer: dict, *, shown: int = 5) -> str:
+    """The text of the passages the answerer saw, joined.
+
+    Uses ``answer["passages"]`` (``[{"path","title","text"}, …]``, exactly what was put in front of the
+    answerer) when the answer carries it; otherwise falls back to the first ``shown`` hits of
+    ``answer["retrieved"]`` (``answering.sources`` of them go into the prompt), which over-counts when
+    the prompt trimmed a source to fit the context.
+    """
+    passages = answer.get("passages")
+    if passages is None:
+        passages = answer.get("retrieved", [])[:shown]
+    return "\n".join(p.get("text") or "" for p in passages)
+
+
+def _all_in(keys: tuple[str, ...], text: str) -> bool:
+    low = text.lower()
+    return all(s.lower() in low for s in keys)
+
+
+def _share(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def score(config: str, records: list[Record], *, shown: int = 5) -> Metrics:
+    """Compute every metric over one configuration's records (see the module docstring).
+
+    ``shown`` is how many retrieved hits count as "passages shown" for answers without ``passages``.
+    """
     m = Metrics(config, n=len(records))
     with_gold = [r for r in records if r.q.gold_docs]
     if with_gold:
@@ -118,9 +151,15 @@ def score(config: str, records: list[Record]) -> Metrics:
             m.hit[k] = sum(1 for r in ranks if r is not None and r <= k) / len(ranks)
         m.mrr = sum(1.0 / r for r in ranks if r is not None) / len(ranks)
     graded = [r for r in records if r.q.must_contain and r.q.kind != "unanswerable" and r.answer]
-    if graded:
-        m.accuracy = sum(1 for r in graded if not r.answer["refused"] and
-                         all(s.lower() in r.answer["answer"].lower() for s in r.q.must_contain)) / len(graded)
+    correct = {id(r): not r.answer["refused"] and _all_in(r.q.must_contain, r.answer["answer"]) for r in graded}
+    in_passages = {id(r): _all_in(r.q.must_contain, shown_text(r.answer, shown=shown)) for r in graded}
+    m.accuracy = _share(list(correct.values()))
+    m.key_fact_in_passages = _share(list(in_passages.values()))
+    order = {k: i for i, k in enumerate(ANSWERABLE_KINDS)}
+    for kind in sorted({r.q.kind for r in graded}, key=lambda k: (order.get(k, len(order)), k)):
+        of_kind = [id(r) for r in graded if r.q.kind == kind]
+        m.accuracy_by_kind[kind] = _share([correct[i] for i in of_kind])
+        m.key_fact_by_kind[kind] = _share([in_passages[i] for i in of_kind])
     cited = [(c["path"], r.q.gold_docs) for r in records if r.q.gold_docs and r.answer for c in r.answer["citations"]]
     if cited:
         m.citation_precision = sum(1 for p, gold in cited if any(same_doc(p, g) for g in gold)) / len(cited)
@@ -142,13 +181,17 @@ def _f(v: float | None, pct: bool = True) -> str:
 
 
 def table(metrics: list[Metrics]) -> str:
+    kinds = [k for k in ANSWERABLE_KINDS if any(k in m.accuracy_by_kind for m in metrics)]
+    kinds += sorted({k for m in metrics for k in m.accuracy_by_kind} - set(kinds))
     rows = [
         ("questions", [str(m.n) for m in metrics]),
         ("hit@1", [_f(m.hit.get(1)) for m in metrics]),
         ("hit@5", [_f(m.hit.get(5)) for m in metrics]),
+        ("key fact in passages shown", [_f(m.key_fact_in_passages) for m in metrics]),
         ("hit@10", [_f(m.hit.get(10)) for m in metrics]),
         ("MRR", [_f(m.mrr) for m in metrics]),
         ("answer accuracy", [_f(m.accuracy) for m in metrics]),
+        *((f"accuracy: {k}", [_f(m.accuracy_by_kind.get(k)) for m in metrics]) for k in kinds),
         ("citation precision", [_f(m.citation_precision) for m in metrics]),
         ("refusal precision", [_f(m.refusal_precision) for m in metrics]),
         ("refusal recall", [_f(m.refusal_recall) for m in metrics]),

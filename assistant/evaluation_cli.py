@@ -87,7 +87,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
                 if not retrieval_only:
                     shared[("llm", llm_key)] = a.llm
                 all_records[name] = recs
-                metrics.append(ev.score(name, recs))
+                metrics.append(ev.score(name, recs, shown=s.answering.sources))
         with (out / "answers.jsonl").open("w") as f:
             for recs in all_records.values():
                 for r in recs:
