@@ -45,7 +45,7 @@ class LocalLLM:
         """Load ``llm_settings.model`` (converting a GGUF once) and attach ``llm_settings.adapter``."""
         from assistant.llm.loading import ensure_model_dir, load_model, model_fingerprint
 
-        model_dir = ensure_model_dir(llm_settings.model, data_dir=cache_dir or data_dir)  # conversions are shared
+        model_dir = ensure_model_dir(llm_settings.model, cache_dir=cache_dir or data_dir)  # conversions are shared
         model, tok = load_model(model_dir, device=llm_settings.device, dtype=llm_settings.dtype,
                                 quantize=llm_settings.quantize)
         llm = cls(model, tok, context_tokens=llm_settings.context_tokens,
