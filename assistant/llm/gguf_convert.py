@@ -3,11 +3,11 @@
     python -m assistant.llm.gguf_convert MODEL.gguf OUTDIR [--dtype bfloat16|float32|float16]
 
 Needs only torch, transformers and gguf (no settings, no other part of this package), so it runs
-on a bare GPU host. transformers reads the GGUF and dequantizes it, but a model loaded that way
-keeps a ``GgufHfQuantizer`` that makes it untrainable and unsavable; so the weights are taken out
-as a plain state dict, a fresh model is built from the (cleaned) config on the ``meta`` device,
-the weights are assigned into it (strictly: every tensor must match the architecture), and it is
-saved with ``save_pretrained`` (safetensors) together with the tokenizer (with its chat template)
+on a bare GPU host. A model loaded with ``from_pretrained(gguf_file=)`` keeps a ``GgufHfQuantizer``
+(and, in recent transformers, packed weights) that makes it untrainable and unsavable; so instead
+a fresh model is built from the GGUF's config on the ``meta`` device, transformers' GGUF reader
+dequantizes every tensor under its Hugging Face name, the weights are assigned into the model
+(every tensor must match the architecture), and it is saved with ``save_pretrained`` (safetensors) together with the tokenizer (with its chat template)
 and a generation config whose end-of-sequence ids come from the tokenizer.
 
 The folder is written to a temporary sibling and renamed, and the marker file ``MARKER`` is
@@ -47,7 +47,7 @@ def convert_gguf(gguf: Path, out_dir: Path, *, dtype: str = "bfloat16", overwrit
     An existing complete conversion at ``out_dir`` is kept unless ``overwrite``.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     gguf, out_dir = Path(gguf).expanduser().resolve(), Path(out_dir).expanduser()
     if dtype not in _DTYPES:
@@ -64,14 +64,12 @@ def convert_gguf(gguf: Path, out_dir: Path, *, dtype: str = "bfloat16", overwrit
     try:
         try:
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-            src = AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name, local_files_only=True, dtype=torch_dtype)
+            config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
         except Exception as e:  # transformers raises many kinds here; the message is what matters
             raise ConversionError(
                 f"Could not read GGUF file {gguf}: {e}. Use a GGUF of an architecture transformers "
                 "supports (llama, mistral, qwen2, ...) or a Hugging Face folder.") from e
-        model = _rebuild(src, torch_dtype)
-        del src
+        model = _rebuild(gguf, config, torch_dtype)
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         _generation_config(model, tok).save_pretrained(tmp)
@@ -93,30 +91,44 @@ def convert_gguf(gguf: Path, out_dir: Path, *, dtype: str = "bfloat16", overwrit
     return out_dir
 
 
-def _rebuild(src, torch_dtype):
-    """A fresh model of ``src``'s architecture holding ``src``'s weights, with no quantizer attached."""
+def _rebuild(gguf: Path, config, torch_dtype):
+    """A model built from ``config`` holding the GGUF's dequantized weights, with no quantizer attached.
+
+    transformers' own GGUF reader (``load_gguf_checkpoint``) dequantizes every tensor and maps its
+    name onto the architecture; going through it directly, not ``from_pretrained(gguf_file=)``,
+    keeps recent versions from leaving the weights packed behind a GGUF quantizer.
+    """
+    import inspect
+
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-    cfg_dict = src.config.to_dict()
+    cfg_dict = config.to_dict()
     for key in ("quantization_config", "_name_or_path"):
         cfg_dict.pop(key, None)
     cfg_dict["torch_dtype"] = str(torch_dtype).removeprefix("torch.")
     model_type = cfg_dict.pop("model_type")
     config = AutoConfig.for_model(model_type, **cfg_dict)
-    state = {k: v.detach().to(torch_dtype) for k, v in src.state_dict().items()}
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-    if getattr(config, "tie_word_embeddings", False):
-        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+    kwargs = {"torch_dtype": torch_dtype} if "torch_dtype" in inspect.signature(load_gguf_checkpoint).parameters else {}
+    try:
+        state = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model, **kwargs)["tensors"]
+    except Exception as e:
+        raise ConversionError(f"Could not dequantize the tensors of {gguf}: {e}.") from e
+    state = {k: v.to(torch_dtype) for k, v in state.items()}
+    tied = bool(getattr(config, "tie_word_embeddings", False))
+    if tied:
+        state.pop("lm_head.weight", None)
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    missing = [k for k in missing if not (k == "lm_head.weight" and tied)]
     if missing or unexpected:
         raise ConversionError(
             f"The GGUF weights do not match the {model_type} architecture: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}.")
     model.tie_weights()
-    # non-persistent buffers (rotary frequencies) are rebuilt at load time, never saved: drop the meta ones
+    # non-persistent buffers (rotary frequencies) stay on meta: they are never saved, and rebuilt at load
     still_meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if still_meta:
         raise ConversionError(f"Weights left unset after conversion: {still_meta[:5]}.")
