@@ -185,3 +185,15 @@ def test_gguf_conversion_is_a_plain_trainable_folder_with_the_same_outputs(llm_m
     assert model.lm_head.weight.grad is not None or model.model.embed_tokens.weight.grad is not None
     # an existing complete conversion is kept
     assert main([str(bundled_gguf_path()), str(out)]) == 0
+
+
+def test_default_adapter_is_the_shipped_one_trained_on_the_loaded_base(tmp_path):
+    from assistant.llm.adapters import SHIPPED_DEFAULT, AdapterRegistry, adapter_base_fingerprint, shipped_adapter
+
+    smol = adapter_base_fingerprint(SHIPPED_DEFAULT)
+    assert smol and shipped_adapter(smol) == SHIPPED_DEFAULT
+    reg = AdapterRegistry(tmp_path)
+    assert reg.resolve("default", base_fingerprint=smol) == SHIPPED_DEFAULT
+    # another base (a Qwen folder before its adapter ships): the base model, not a refused adapter
+    assert reg.resolve("default", base_fingerprint="0123456789abcdef") is None
+    assert reg.resolve("default") == SHIPPED_DEFAULT  # callers that do not say which base: as before
