@@ -66,12 +66,14 @@ def build(args) -> None:
                       per_doc=args.per_doc, max_chars=args.max_chars)
     sample = D.documents_from_files(REPO / "assistant" / "sample_docs", prefix="sample/")
     items += M.synthesised_items(sample, rng=rng, per_doc=args.per_doc, max_chars=args.max_chars)
-    examples = M.build_mix(items, M.Pool(docs + sample), seed=args.seed, max_chars=args.max_chars)
+    examples = M.build_mix(items, M.Pool(docs + sample), seed=args.seed, max_chars=args.max_chars,
+                           refusal_rate=args.refusal_rate, multi_rate=args.multi_rate)
     train, val = D.split_by_document(examples, validation=0.05, seed=args.seed)
     held_docs = D.documents_from_markdown(args.handbook, folders=held_folders)
     held_items = items_for(held_docs, args.handbook, held_folders, rng=random.Random(args.seed + 1),
                            questions=[], per_doc=2, max_chars=args.max_chars)
-    held = M.build_mix(held_items, M.Pool(held_docs), seed=args.seed + 1, max_chars=args.max_chars)
+    held = M.build_mix(held_items, M.Pool(held_docs), seed=args.seed + 1, max_chars=args.max_chars,
+                       refusal_rate=args.refusal_rate, multi_rate=args.multi_rate)
     held = random.Random(args.seed).sample(held, min(args.heldout, len(held)))
     report = D.write_dataset(args.out, train, val, meta={
         "train_folders": train_folders, "heldout_folders": held_folders, "sample_corpus": True,
@@ -163,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--per-doc", type=int, default=4, help="template questions per page at most")
     b.add_argument("--max-chars", type=int, default=700, help="characters per passage at most")
     b.add_argument("--heldout", type=int, default=400)
+    b.add_argument("--refusal-rate", type=float, default=0.7,
+                   help="near-miss refusal per answerable question with one specific answer")
+    b.add_argument("--multi-rate", type=float, default=0.12, help="multi-part questions per question")
     t = sub.add_parser("train", help="train, evaluate before/after, write the adapter")
     t.add_argument("--data", type=Path, required=True)
     t.add_argument("--model", required=True, help="a Hugging Face folder (the converted Qwen), a .gguf, "

@@ -253,7 +253,7 @@ def _place(golds: list[tuple[str, str]], noise: list[tuple[str, str]], rng: rand
 
 
 def build_mix(items: list[Item], pool: Pool, *, seed: int = 0, passages: tuple[int, int] = (4, 8),
-              refusal_rate: float = 0.4, multi_rate: float = 0.12, max_chars: int = 700) -> list[dict]:
+              refusal_rate: float = 0.7, multi_rate: float = 0.12, max_chars: int = 700) -> list[dict]:
     """Answer, multi-part and near-miss refusal examples for ``items`` (ids added, order shuffled)."""
     rng = random.Random(seed)
     out: list[dict] = []
