@@ -219,3 +219,16 @@ def test_default_adapter_is_the_shipped_one_trained_on_the_loaded_base(tmp_path)
     # another base (a Qwen folder before its adapter ships): the base model, not a refused adapter
     assert reg.resolve("default", base_fingerprint="0123456789abcdef") is None
     assert reg.resolve("default") == SHIPPED_DEFAULT  # callers that do not say which base: as before
+
+
+def test_a_base_without_a_shipped_adapter_loads_plain_instead_of_failing(tmp_path):
+    """llm.adapter = 'default' on a base no shipped adapter was trained for: the base model answers."""
+    from assistant.llm.gguf_convert import convert_gguf
+    from assistant.llm.local import LocalLLM
+    from assistant.settings import LLMSettings
+
+    folder = convert_gguf(write_tiny_qwen2_gguf(tmp_path / "tiny.gguf"), tmp_path / "tiny-hf", dtype="float32")
+    llm = LocalLLM.load(LLMSettings(model=str(folder), adapter="default", device="cpu"), data_dir=tmp_path / "data",
+                        cache_dir=tmp_path / "cache")
+    assert "default" not in llm._adapters
+    assert llm.context_tokens == 512  # clamped to the model's context, not the setting's 2048

@@ -51,11 +51,10 @@ class LocalLLM:
                                 quantize=llm_settings.quantize)
         llm = cls(model, tok, context_tokens=llm_settings.context_tokens,
                   fingerprint=model_fingerprint(model_dir), registry=AdapterRegistry(data_dir))
-        spec = llm_settings.adapter
-        if spec and spec.lower() != "none":
-            path = llm.registry.resolve(spec, base_fingerprint=llm.fingerprint)
-            if path is not None:
-                llm.add_adapter(spec, path)
+        spec = llm_settings.adapter or None
+        path = llm.registry.resolve(spec, base_fingerprint=llm.fingerprint)  # the registry owns 'none'/'default'
+        if path is not None:
+            llm.add_adapter(spec, path)
         return llm
 
     # -- adapters -----------------------------------------------------------------------------
