@@ -110,9 +110,18 @@ def _table_text(t: Table, rows: list[tuple[str, ...]]) -> str:
     return (f"{t.heading}\n" if t.heading else "") + "\n".join(lines)
 
 
-def table_items(tables: list[Table], *, rng: random.Random, per_table: int = 2, max_rows: int = 12) -> list[Item]:
-    """Cell questions over table rows; the passage shows the header and up to ``max_rows`` rows."""
+def table_items(tables: list[Table], *, rng: random.Random, per_table: int = 2, per_doc: int = 3,
+                max_rows: int = 12) -> list[Item]:
+    """Cell questions over table rows; the passage shows the header and up to ``max_rows`` rows.
+
+    At most ``per_doc`` tables a page: generated pages (CVE lists, alert catalogues) hold dozens
+    of look-alike tables and would otherwise crowd out everything else.
+    """
     out = []
+    by_doc: dict[str, list[Table]] = {}
+    for t in tables:
+        by_doc.setdefault(t.doc_id, []).append(t)
+    tables = [t for doc in by_doc.values() for t in rng.sample(doc, min(per_doc, len(doc)))]
     templates = ("What is the {col} for {key}?", "What's the {col} of {key}?", "For {key}, what is the {col}?")
     for t in tables:
         usable = [r for r in t.rows if r[0] and len(r[0].split()) <= 8]
@@ -199,6 +208,8 @@ class Pool:
     def near_misses(self, item: Item, k: int, *, rng: random.Random, max_chars: int) -> list[tuple[str, str]]:
         """``k`` (title, text) passages close to ``item`` that do NOT contain its answer."""
         needles = [norm(x) for x in item.needles if norm(x)]
+        # a long answer (a key sentence) may be restated in other words: most of its words is enough
+        key_terms = [t for t in (_terms(x) for x in item.needles) if len(t) >= 4]
         gold = norm(item.passage)[:200]
         q = _terms(item.question)
         cands: list[tuple[float, str, str]] = []
@@ -217,6 +228,9 @@ class Pool:
             text = D._window(body, None, rng=rng, max_chars=max_chars)
             nt = norm(text)
             if not nt or nt[:200] == gold or nt[:80] in seen or any(n in nt for n in needles):
+                continue
+            words = set(nt.split())
+            if any(len(t & words) >= 0.75 * len(t) for t in key_terms):
                 continue
             seen.add(nt[:80])
             out.append((title, text))
