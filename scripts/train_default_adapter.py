@@ -82,7 +82,7 @@ def train(args) -> None:
     from assistant.llm.loading import ensure_model_dir, load_model
 
     t0 = time.time()
-    model_dir = ensure_model_dir(args.model, data_dir=args.data_dir)
+    model_dir = ensure_model_dir(args.model, cache_dir=args.cache_dir)
     print(f"model folder ready in {time.time() - t0:.0f} s: {model_dir}", flush=True)
     manifest = D.read_manifest(args.data)
     train_set = D.read_split(args.data, "train")
@@ -179,7 +179,9 @@ def main() -> None:
     t = sub.add_parser("train")
     t.add_argument("--data", type=Path, required=True)
     t.add_argument("--model", default="bundled", help="'bundled', a .gguf file or a Hugging Face folder")
-    t.add_argument("--data-dir", type=Path, default=Path("data"), help="where converted models are cached")
+    t.add_argument("--cache-dir", "--data-dir", dest="cache_dir", type=Path,
+                   default=Path.home() / ".cache" / "workplace-assistant",
+                   help="where GGUF conversions are cached (settings.model_cache_dir)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--r", type=int, default=8)
     t.add_argument("--lr", type=float, default=3e-4)

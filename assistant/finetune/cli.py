@@ -28,7 +28,7 @@ def _registry(settings):
 def _model_dir(settings, base: Optional[str]) -> Path:
     from assistant.llm.loading import ensure_model_dir
 
-    return ensure_model_dir(base or settings.llm.model, data_dir=Path(settings.data_dir))
+    return ensure_model_dir(base or settings.llm.model, cache_dir=Path(settings.model_cache_dir))
 
 
 def _evaluate_spec(

@@ -28,7 +28,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from assistant.errors import ConfigError
 from assistant.prompting import REFUSAL, Passage, build_messages
@@ -476,6 +476,3 @@ def messages_of(example: dict) -> list[dict]:
     passages = [Passage(int(p["n"]), p["title"], p["text"]) for p in example["passages"]]
     return build_messages(example["question"], passages)
 
-
-def iter_examples(data_dir: Path, split: str) -> Iterator[dict]:
-    yield from read_split(data_dir, split)

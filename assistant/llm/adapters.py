@@ -23,6 +23,8 @@ from pathlib import Path
 from assistant.errors import ConfigError, ModelError
 
 SHIPPED_DEFAULT = Path(__file__).resolve().parent.parent / "adapters" / "default"
+# every adapter shipped in the package; 'default' picks the one trained on the loaded base
+SHIPPED = (SHIPPED_DEFAULT, SHIPPED_DEFAULT.parent / "qwen15")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RESERVED = {"none", "default", "base", "bundled"}
 
@@ -152,8 +154,13 @@ class AdapterRegistry:
             self._write(data)
 
     # -- resolution -------------------------------------------------------------------------
-    def resolve(self, spec: str | None) -> Path | None:
-        """A folder for an adapter spec: a registered name, a folder, 'default', or None/'none'."""
+    def resolve(self, spec: str | None, *, base_fingerprint: str | None = None) -> Path | None:
+        """A folder for an adapter spec: a registered name, a folder, 'default', or None/'none'.
+
+        'default' without an active registered adapter is the shipped adapter trained on the base
+        with ``base_fingerprint`` (none when no shipped adapter fits it), or, when no fingerprint is
+        given, the shipped SmolLM2 adapter.
+        """
         if spec is None or spec.lower() == "none":
             return None
         if spec.lower() == "default":
@@ -164,7 +171,7 @@ class AdapterRegistry:
                 rec = self.latest(active)
                 if rec is not None and is_adapter_dir(rec.path):
                     return rec.path
-            return SHIPPED_DEFAULT if is_adapter_dir(SHIPPED_DEFAULT) else None
+            return shipped_adapter(base_fingerprint)
         rec = self.latest(spec)
         if rec is not None:
             if not is_adapter_dir(rec.path):
@@ -184,6 +191,16 @@ class AdapterRegistry:
             if Path(r.path).resolve() == path:
                 return r.base_fingerprint
         return adapter_base_fingerprint(path)
+
+
+def shipped_adapter(base_fingerprint: str | None = None) -> Path | None:
+    """The shipped adapter for a base model (by fingerprint); without one, the SmolLM2 default."""
+    for path in SHIPPED:
+        if not is_adapter_dir(path):
+            continue
+        if base_fingerprint is None or adapter_base_fingerprint(path) in (None, base_fingerprint):
+            return path
+    return None
 
 
 def check_base(adapter_path: Path, *, expected: str | None, loaded: str, name: str) -> None:

