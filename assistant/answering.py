@@ -67,10 +67,12 @@ class Answer:
 
 
 class Answerer:
-    def __init__(self, retriever, llm, embedder, *, settings, adapter: str | None = None) -> None:
+    def __init__(self, retriever, llm, embedder, *, settings, adapter: str | None = None, relevance=None) -> None:
         self.retriever, self.llm, self.embedder = retriever, llm, embedder
         self.s = settings  # the whole Settings: answering, retrieval, llm sections
         self.adapter = adapter
+        # score(query, texts) -> (n,) float32 in [0, 1] (assistant.relevance.CrossEncoderRelevance), or None
+        self.relevance = relevance
 
     # -- public ---------------------------------------------------------------------------------
     def ask(self, question: str, *, who, history: list[tuple[str, str]] | None = None, adapter: str | None = None,

@@ -49,7 +49,7 @@ class Assistant:
 
     def answerer(self) -> Answerer:
         return Answerer(self.engine.retriever, self.llm, self.engine.embedder, settings=self.settings,
-                        adapter=self.default_adapter())
+                        adapter=self.default_adapter(), relevance=self.relevance)
 
     def ask(self, question: str, *, who, history=None, adapter: str | None = None, on_delta=None, k=None) -> Answer:
         return self.answerer().ask(question, who=who, history=history, adapter=adapter, on_delta=on_delta, k=k)
@@ -64,6 +64,16 @@ class Assistant:
 
     def close(self) -> None:
         self.engine.close()
+
+    @property
+    def relevance(self):
+        """The trained relevance model from ``[relevance]`` (loaded once), or None when none is configured."""
+        with self._lock:
+            if getattr(self, "_relevance", _UNSET) is _UNSET:
+                from assistant.relevance import load_relevance
+
+                self._relevance = load_relevance(self.settings.relevance)
+            return self._relevance
 
     def __enter__(self) -> "Assistant":
         return self

@@ -181,6 +181,13 @@ class SchedulerSettings(_Section):
     max_items: int = Field(12, ge=1, le=50, description="documents listed per report")
 
 
+class RelevanceSettings(_Section):
+    model: str = Field("auto", description="our trained cross-encoder (ONNX int8, CPU): 'auto' (the one shipped in assistant/models/relevance when present, else none), 'none', or a folder written by scripts/train_relevance.py")
+    batch_size: int = Field(16, ge=1, le=1024, description="(question, text) pairs per ONNX run; texts of similar length are batched together; 1 makes each score independent of its batch-mates")
+    max_len: int = Field(256, ge=16, le=512, description="question + text tokens per pair; longer texts are truncated")
+    threads: int = Field(2, ge=1, le=256, description="ONNX Runtime intra-op threads")
+
+
 class Settings(BaseSettings):
     """Every setting of the assistant. ``config/default.toml`` documents each one."""
 
@@ -200,6 +207,7 @@ class Settings(BaseSettings):
     connectors: ConnectorsSettings = ConnectorsSettings()
     slack: SlackBotSettings = SlackBotSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    relevance: RelevanceSettings = RelevanceSettings()
 
     @field_validator("data_dir", "model_cache_dir")
     @classmethod
