@@ -106,7 +106,10 @@ def sentences(text: str, *, min_chars: int = 12) -> list[Span]:
             end = m.start() if m else len(piece_text)
             piece = piece_text[pos:end]
             stripped = piece.strip()
-            if len(stripped) >= min_chars and len(_WORD.findall(stripped)) >= 2:
+            words = len(_WORD.findall(stripped))
+            short_item = stripped[:1] in "-*+•|" or stripped[:1].isdigit()  # "- 16 weeks", "| L5 | …"
+            if (len(stripped) >= min_chars and words >= 2) or (short_item and len(stripped) >= 6 and words >= 1
+                                                                and (words >= 2 or _NUM.search(stripped))):
                 s = u.start + pos + piece.index(stripped[0])
                 out.append(Span(s, s + len(stripped), stripped))
             pos = m.end() if m else len(piece_text)
