@@ -42,6 +42,7 @@ _REFUSAL_HINT = re.compile(r"couldn'?t find|could not find|not (?:mentioned|prov
                            r"no information|don'?t know|cannot answer|can'?t answer", re.I)
 _QWORD = r"(?:how|what|when|where|who|whom|which|why|is|are|can|could|do|does|did|should|will|would|may)\b"
 _PART_SPLIT = re.compile(rf"\?\s+(?={_QWORD})|,?\s+and\s+(?:also\s+)?(?={_QWORD})|;\s+(?={_QWORD})", re.I)
+_BACKREF = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|there|one)\b", re.I)
 _QUANTITY = re.compile(r"\b(?:how (?:many|much|long|often|far|soon|fast|quickly|big|old)|when|what time|which day|"
                        r"deadline|minimum|maximum|limit|budget|cost|price|amount)\b", re.I)
 
@@ -71,12 +72,14 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict)
     model_answer: str = ""  # what the model said before verification (for evaluation and debugging)
     passages: list[Hit] = field(default_factory=list)  # the excerpts the answerer read, numbered as cited
+    confidence: float | None = None  # the best sentence's relevance score (calibrated only with a relevance model)
 
     def as_json(self) -> dict:
         return {"question": self.question, "answer": self.answer, "refused": self.refused,
                 "citations": [c.as_json() for c in self.citations],
                 "retrieved": [h.as_json() for h in self.retrieved],
                 "passages": [{"path": p.path, "title": p.title, "text": p.text} for p in self.passages],
+                "confidence": None if self.confidence is None else round(self.confidence, 4),
                 "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}}
 
 
@@ -125,7 +128,8 @@ class Answerer:
         hits_all: list[Hit] = []
         picks: list[_Pick | None] = []
         for n, part in enumerate(parts):
-            query = part if n == 0 or len(g.content_words(part)) >= 4 else f"{part} ({parts[0]})"
+            # a later part that refers back ("…, and who handles it?") borrows the first part's key words
+            query = part if n == 0 or not _BACKREF.search(part) else f"{part} ({' '.join(sorted(g.content_words(parts[0])))})"
             if history:
                 query = f"{history[-1][0]} {query}"
             tr = time.perf_counter()
@@ -145,7 +149,7 @@ class Answerer:
                     sources.append(ex)
                     at = len(sources) - 1
                 index.append(at)
-            picks.append(self._pick(part, query, excerpts, index))
+            picks.append(self._pick(part, query, excerpts, index, avoid={p.quote for p in picks if p is not None}))
             timings["quotes"] = timings.get("quotes", 0.0) + (time.perf_counter() - tq) * 1e3
         retrieved = sorted(hits_all, key=lambda h: -h.score)[: max(n_sources, 5)]
         retrieved = [h for i, h in enumerate(retrieved)]
@@ -178,9 +182,12 @@ class Answerer:
         if model_refused and not self.calibrated:
             floor = max(floor, a.model_refusal_quote_score)
         good = [p for p in picks if p is not None and p.score >= floor]
+        confidence = max((p.score for p in picks if p is not None), default=None)
         if not kept and not good:
             # neither the model nor any quote answers the question: refusing beats showing something unrelated
-            return self._refuse(question, retrieved, timings, t0, model_text=model_text, passages=sources)
+            ans = self._refuse(question, retrieved, timings, t0, model_text=model_text, passages=sources)
+            ans.confidence = confidence
+            return ans
         lines = list(kept)
         cite_idx: list[int] = sorted(used)
         kept_text = " ".join(kept)
@@ -212,7 +219,7 @@ class Answerer:
         timings["verify"] = (time.perf_counter() - t3) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return Answer(question, text, False, sorted(citations, key=lambda c: c.n), retrieved, timings, model_text,
-                      [s.hit for s in sources])
+                      [s.hit for s in sources], confidence)
 
     # -- steps ----------------------------------------------------------------------------------
     def _refuse(self, question: str, hits: list[Hit], timings: dict, t0: float, *, model_text: str = "",
@@ -239,11 +246,13 @@ class Answerer:
         order = np.argsort(-scores, kind="stable")
         return [(hits[i], float(scores[i])) for i in order]
 
-    def _pick(self, part: str, query: str, excerpts: list[Excerpt], index: list[int]) -> _Pick | None:
+    def _pick(self, part: str, query: str, excerpts: list[Excerpt], index: list[int], *,
+              avoid: set[str] = frozenset()) -> _Pick | None:
         """The sentence of the excerpts that best answers ``part``, with the quote built around it."""
         cands: list[tuple[int, list[g.Span], int]] = []  # (excerpt, its sentences, sentence index)
         texts: list[str] = []
         per: list[list[g.Span]] = []
+        qw = g.content_words(part)
         for e, ex in enumerate(excerpts):
             spans = g.sentences(g.strip_instructions(ex.hit.text))
             per.append(spans)
@@ -252,21 +261,34 @@ class Answerer:
                 texts.append(f"{self._context(ex.hit.title, ex.heading_at(sp.start))}: {sp.text}")
         if not cands:
             return None
+        cap = self.s.answering.max_sentences
+        if len(cands) > cap:
+            # scoring every sentence costs a model call each: keep the ones sharing most words with the
+            # question, spread over the excerpts (each excerpt keeps its share, in reading order on ties)
+            share = max(1, cap // len(excerpts))
+            keep: list[int] = []
+            for e in range(len(excerpts)):
+                mine = [i for i, c in enumerate(cands) if c[0] == e]
+                mine.sort(key=lambda i: -len(qw & g.content_words(texts[i])))
+                keep += mine[:share]
+            keep.sort()
+            cands, texts = [cands[i] for i in keep], [texts[i] for i in keep]
         rel = self.scorer.score(query, texts)  # (n,)
         prior = np.array([excerpts[e].score for e, _, _ in cands])  # (n,)
         if self.calibrated:
             score = 0.8 * rel + 0.2 * prior
         else:
-            qw = g.content_words(part)
             wants_number = bool(_QUANTITY.search(part))
             lex = np.array([len(qw & g.content_words(t)) / (len(qw) or 1) for t in texts])
             num = np.array([1.0 if wants_number and g.numbers(spans[j].text) else 0.0 for _, spans, j in cands])
             score = 0.7 * (rel + 0.1 * lex + 0.05 * num) + 0.3 * prior
-        best = int(np.argmax(score))
-        e, spans, j = cands[best]
-        ex = excerpts[e]
-        quote = quoting.compose(ex.hit.text, spans, j, ex.heading_at(spans[j].start))
-        return _Pick(part, index[e], float(score[best]), quote)
+        for best in np.argsort(-score, kind="stable")[:5]:  # another part's quote is not shown twice
+            e, spans, j = cands[best]
+            ex = excerpts[e]
+            quote = quoting.compose(ex.hit.text, spans, j, ex.heading_at(spans[j].start))
+            if quote not in avoid:
+                return _Pick(part, index[e], float(score[best]), quote)
+        return None
 
     def _fit_sources(self, question: str, sources: list[Excerpt], history) -> list[Excerpt]:
         """Drop the weakest sources (the last ones) until prompt + answer fit the model's context."""

@@ -19,7 +19,7 @@ from assistant import grounding as g
 
 _ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
 _BACKREF = re.compile(r"^(?:this|that|these|those|it|they|such|however|also|but|otherwise|then|in that case)\b", re.I)
-_SHORT = 90
+_SHORT = 200
 _MAX = 420
 
 

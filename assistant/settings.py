@@ -99,6 +99,7 @@ class AnsweringSettings(_Section):
     model_refusal_quote_score: float = Field(0.55, ge=-1.0, le=2.0, description="when the model refuses, a quote still needs this score to be shown instead of the refusal")
     split_questions: bool = Field(True, description="answer each part of a multi-part question ('what is A, and how do I B?') separately")
     allowed_link_hosts: list[str] = Field([], description="hosts links in answers may point to besides the cited sources' own hosts (e.g. your company's domain)")
+    max_sentences: int = Field(64, ge=8, le=2000, description="most excerpt sentences scored per question part (each costs a model call)")
 
 
 class GoogleDriveSettings(_Section):
