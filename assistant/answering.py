@@ -258,7 +258,9 @@ class Answerer:
             per.append(spans)
             for j, sp in enumerate(spans):
                 cands.append((e, spans, j))
-                texts.append(f"{self._context(ex.hit.title, ex.heading_at(sp.start))}: {sp.text}")
+                # a table row is read with its header ("Severity: Medium; Fix within: 40 days")
+                body = quoting.compose(ex.hit.text, spans, j) if sp.text.startswith("|") else sp.text
+                texts.append(f"{self._context(ex.hit.title, ex.heading_at(sp.start))}: {body}")
         if not cands:
             return None
         cap = self.s.answering.max_sentences
