@@ -136,7 +136,7 @@ class Answerer:
             hits = self.retriever.search(query, who=audience, k=a.candidates, per_doc=4)
             timings["retrieve"] = timings.get("retrieve", 0.0) + (time.perf_counter() - tr) * 1e3
             hits_all += [h for h in hits if all(h.chunk_id != x.chunk_id for x in hits_all)]
-            if not hits or (not self.calibrated and hits[0].similarity < a.min_relevance and len(parts) == 1):
+            if not hits or (not self.calibrated and max(h.similarity for h in hits) < a.min_relevance and len(parts) == 1):
                 picks.append(None)
                 continue
             tq = time.perf_counter()
@@ -152,7 +152,6 @@ class Answerer:
             picks.append(self._pick(part, query, excerpts, index, avoid={p.quote for p in picks if p is not None}))
             timings["quotes"] = timings.get("quotes", 0.0) + (time.perf_counter() - tq) * 1e3
         retrieved = sorted(hits_all, key=lambda h: -h.score)[: max(n_sources, 5)]
-        retrieved = [h for i, h in enumerate(retrieved)]
         if not sources:
             return self._refuse(question, retrieved, timings, t0)
         sources = self._fit_sources(question, sources, history)
@@ -191,12 +190,10 @@ class Answerer:
         lines = list(kept)
         cite_idx: list[int] = sorted(used)
         kept_text = " ".join(kept)
-        for p in picks:
+        for part, p in zip(parts, picks):
             if p is None or p.score < floor:
-                if p is not None or len(parts) > 1:
-                    part = p.part if p is not None else parts[picks.index(p)]
-                    if len(parts) > 1 and not kept:
-                        lines.append(f"I couldn't find an answer to “{part.rstrip('?')}?”.")
+                if len(parts) > 1 and not kept:
+                    lines.append(f"I couldn't find an answer to “{part.rstrip('?')}?”.")
                 continue
             covered = kept and g.numbers(p.quote) <= g.numbers(kept_text) and g.lexical_support(p.quote, kept_text) > 0.8
             if covered:
