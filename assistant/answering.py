@@ -1,17 +1,22 @@
-"""Grounded answers: retrieve (as the asker) → numbered sources → generate → verify → cite.
+"""Grounded answers: retrieve (as the asker) → excerpts → rank sentences → (generate → verify) → quote, cite.
 
-The bundled model is a 135M-parameter model: it paraphrases, drops numbers and sometimes invents.
-So the system around it decides what is true:
-1. Retrieval runs with the audience's permissions; if nothing relevant enough comes back, we refuse
-   plainly and list the closest documents instead of letting the model guess.
-2. Every sentence of the model's answer is checked against the sources it cites (numbers and key
-   terms must appear there, or the sentence must be close in meaning to a source sentence).
-   Unsupported sentences are dropped; the best supporting quote, found independently of the model
-   by sentence-level similarity, is always attached, and stands in when nothing the model said holds.
-3. Retrieved text is data: it sits in delimited blocks, and the final text is sanitized — no links
-   to hosts the cited sources do not live on, no Slack broadcast mentions.
-A stronger model (remote endpoint, adapter) passes verification more often, so answers get better
-without changing this module.
+1. Retrieval runs with the audience's permissions over a wide candidate set (``answering.candidates``
+   fused chunks); the chunks are reranked with the relevance scorer and the best documents become
+   *excerpts*: the section around each matching chunk (assistant/passages.py), not a lone chunk.
+2. Every sentence of the excerpts is scored against the question, read with its title and heading
+   ("Parental leave > How much leave: …"). With a relevance model (``RelevanceScorer``, a calibrated
+   cross-encoder) that score is the answer/refusal signal; without one the embedding model's cosine
+   (plus shared words) stands in, with its own thresholds.
+3. A model's answer (when there is a model) is checked sentence by sentence against the sources it
+   cites: numbers and key terms must appear there, or the sentence must be close in meaning to a source
+   sentence, and it must address the question. Unsupported sentences are dropped.
+4. What the person reads: the kept model sentences and/or a quote built around the best sentence
+   (assistant/quoting.py: whole sentences, a table row under its header, a list item under the line that
+   introduces it). A multi-part question gets one quote per part. When nothing survives and no sentence
+   scores high enough, the answer is a refusal that lists the closest documents.
+5. Retrieved text is data: injected instructions are blanked before anything is quoted, and every text
+   shown (answer and citation quotes) is sanitized — no foreign links (scheme-less ones included), no
+   broadcast or user mentions.
 """
 
 from __future__ import annotations
@@ -25,13 +30,21 @@ from typing import Callable
 import numpy as np
 
 from assistant import grounding as g
+from assistant import quoting
+from assistant.passages import Excerpt, build_excerpts
 from assistant.prompting import REFUSAL, Passage, build_messages
+from assistant.relevance_protocol import EmbeddingRelevance, RelevanceScorer
 from assistant.retrieval import Audience, Hit
 
 log = logging.getLogger(__name__)
 
 _REFUSAL_HINT = re.compile(r"couldn'?t find|could not find|not (?:mentioned|provided|in the (?:sources|documents))|"
                            r"no information|don'?t know|cannot answer|can'?t answer", re.I)
+_QWORD = r"(?:how|what|when|where|who|whom|which|why|is|are|can|could|do|does|did|should|will|would|may)\b"
+_PART_SPLIT = re.compile(rf"\?\s+(?={_QWORD})|,?\s+and\s+(?:also\s+)?(?={_QWORD})|;\s+(?={_QWORD})", re.I)
+_BACKREF = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|there|one)\b", re.I)
+_QUANTITY = re.compile(r"\b(?:how (?:many|much|long|often|far|soon|fast|quickly|big|old)|when|what time|which day|"
+                       r"deadline|minimum|maximum|limit|budget|cost|price|amount)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -58,137 +71,244 @@ class Answer:
     retrieved: list[Hit]
     timings_ms: dict[str, float] = field(default_factory=dict)
     model_answer: str = ""  # what the model said before verification (for evaluation and debugging)
+    passages: list[Hit] = field(default_factory=list)  # the excerpts the answerer read, numbered as cited
+    confidence: float | None = None  # the best sentence's relevance score (calibrated only with a relevance model)
 
     def as_json(self) -> dict:
         return {"question": self.question, "answer": self.answer, "refused": self.refused,
                 "citations": [c.as_json() for c in self.citations],
                 "retrieved": [h.as_json() for h in self.retrieved],
+                "passages": [{"path": p.path, "title": p.title, "text": p.text} for p in self.passages],
+                "confidence": None if self.confidence is None else round(self.confidence, 4),
                 "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}}
 
 
+@dataclass(frozen=True)
+class _Pick:
+    """The best sentence of one question part: source index, the sentence, its score, the quote built on it."""
+
+    part: str
+    source: int
+    score: float
+    quote: str
+
+
+def split_question(question: str) -> list[str]:
+    """The parts of a multi-part question ("What is A, and how do I B?" → two parts); one part otherwise.
+    A part too short to stand alone (fewer than three words) is not split off."""
+    parts = [p.strip(" ,;") for p in _PART_SPLIT.split(question) if p.strip(" ,;?")]
+    if len(parts) < 2 or any(len(p.split()) < 3 for p in parts):
+        return [question]
+    return parts
+
+
 class Answerer:
-    def __init__(self, retriever, llm, embedder, *, settings, adapter: str | None = None, relevance=None) -> None:
+    def __init__(self, retriever, llm, embedder, *, settings, adapter: str | None = None,
+                 relevance: RelevanceScorer | None = None) -> None:
         self.retriever, self.llm, self.embedder = retriever, llm, embedder
         self.s = settings  # the whole Settings: answering, retrieval, llm sections
         self.adapter = adapter
-        # score(query, texts) -> (n,) float32 in [0, 1] (assistant.relevance.CrossEncoderRelevance), or None
         self.relevance = relevance
+        self.scorer: RelevanceScorer = relevance if relevance is not None else EmbeddingRelevance(embedder)
+        self.calibrated = relevance is not None and getattr(relevance, "calibrated", True)
 
     # -- public ---------------------------------------------------------------------------------
     def ask(self, question: str, *, who, history: list[tuple[str, str]] | None = None, adapter: str | None = None,
             on_delta: Callable[[str], None] | None = None, k: int | None = None) -> Answer:
         t0 = time.perf_counter()
+        a = self.s.answering
         question = " ".join(question.split())[:2000]  # a 10,000-character paste is truncated, not fatal
         audience = Audience.of(who)
-        query = question if not history else f"{history[-1][0]} {question}"
-        hits = self.retriever.search(query, who=audience, k=k or self.s.retrieval.k, per_doc=2)
-        timings = {"retrieve": (time.perf_counter() - t0) * 1e3}
-        if not question.strip() or not hits or hits[0].similarity < self.s.answering.min_relevance:
-            return self._refuse(question, hits, timings, t0)
-
-        sources = self._fit_sources(question, hits[: self.s.answering.sources], history)
-        t1 = time.perf_counter()
-        quotes = self._quotes(question, sources)  # [(source index, span, score)] best first
-        timings["quotes"] = (time.perf_counter() - t1) * 1e3
-        best_score = quotes[0][2] if quotes else 0.0
+        timings: dict[str, float] = {}
+        if not question.strip():
+            return self._refuse(question, [], timings, t0)
+        parts = split_question(question) if a.split_questions else [question]
+        n_sources = k or a.sources
+        sources: list[Excerpt] = []
+        hits_all: list[Hit] = []
+        picks: list[_Pick | None] = []
+        for n, part in enumerate(parts):
+            # a later part that refers back ("…, and who handles it?") borrows the first part's key words
+            query = part if n == 0 or not _BACKREF.search(part) else f"{part} ({' '.join(sorted(g.content_words(parts[0])))})"
+            if history:
+                query = f"{history[-1][0]} {query}"
+            tr = time.perf_counter()
+            hits = self.retriever.search(query, who=audience, k=a.candidates, per_doc=4)
+            timings["retrieve"] = timings.get("retrieve", 0.0) + (time.perf_counter() - tr) * 1e3
+            hits_all += [h for h in hits if all(h.chunk_id != x.chunk_id for x in hits_all)]
+            if not hits or (not self.calibrated and max(h.similarity for h in hits) < a.min_relevance and len(parts) == 1):
+                picks.append(None)
+                continue
+            tq = time.perf_counter()
+            excerpts = build_excerpts(self.retriever.store, self._rank_chunks(query, hits), max_docs=n_sources,
+                                      max_chars=a.passage_chars, windows_per_doc=a.windows_per_doc)
+            index = []
+            for ex in excerpts:  # one numbered source per document across all parts
+                at = next((i for i, s in enumerate(sources) if s.hit.doc_key == ex.hit.doc_key), None)
+                if at is None:
+                    sources.append(ex)
+                    at = len(sources) - 1
+                index.append(at)
+            picks.append(self._pick(part, query, excerpts, index, avoid={p.quote for p in picks if p is not None}))
+            timings["quotes"] = timings.get("quotes", 0.0) + (time.perf_counter() - tq) * 1e3
+        retrieved = sorted(hits_all, key=lambda h: -h.score)[: max(n_sources, 5)]
+        if not sources:
+            return self._refuse(question, retrieved, timings, t0)
+        sources = self._fit_sources(question, sources, history)
+        picks = [p if p is not None and p.source < len(sources) else None for p in picks]
 
         model_text = ""
         if self.llm is not None:
             t2 = time.perf_counter()
-            msgs = build_messages(question, [Passage(i + 1, h.title, h.text) for i, h in enumerate(sources)],
-                                  history=history)
+            msgs = build_messages(question, [Passage(i + 1, s.hit.title, g.strip_instructions(s.hit.text))
+                                             for i, s in enumerate(sources)], history=history)
             kwargs = dict(max_new_tokens=self.s.llm.max_new_tokens, temperature=self.s.llm.temperature,
                           stop=["\nQuestion:", "\nSources:"], adapter=adapter if adapter is not None else self.adapter)
             if on_delta is None:
                 model_text = self.llm.generate(msgs, **kwargs)
             else:
-                parts = []
+                chunks = []
                 for delta in self.llm.stream(msgs, **kwargs):
-                    parts.append(delta)
+                    chunks.append(delta)
                     on_delta(delta)
-                model_text = "".join(parts)
+                model_text = "".join(chunks)
             timings["generate"] = (time.perf_counter() - t2) * 1e3
 
         t3 = time.perf_counter()
-        kept, used = self._verify(question, model_text, sources)
+        kept, used = self._verify(question, model_text, [s.hit for s in sources])
         model_refused = bool(_REFUSAL_HINT.search(model_text)) and not kept
-        if not kept and (best_score < self.s.answering.min_quote_score or (model_refused and best_score < 0.55)):
-            # neither the model nor the best quote is convincing: refusing beats guessing
-            return self._refuse(question, hits, timings, t0, model_text=model_text)
-        cite_idx = sorted(used) if used else []
-        lead = quotes[0] if quotes else None
-        parts = [s for s in kept]
-        if lead is not None:
-            si, span, _ = lead
-            quote = g.clean_quote(self._window(sources[si].text, span))
-            covered = g.numbers(quote) <= g.numbers(" ".join(kept)) and g.lexical_support(quote, " ".join(kept)) > 0.8
-            if not kept or not covered:
-                parts.append(f"“{quote}” [{si + 1}]" if kept else f"According to {sources[si].title}: “{quote}” [{si + 1}]")
-            if si not in cite_idx:
-                cite_idx.append(si)
+        floor = a.min_answer_relevance if self.calibrated else a.min_quote_score
+        if model_refused and not self.calibrated:
+            floor = max(floor, a.model_refusal_quote_score)
+        good = [p for p in picks if p is not None and p.score >= floor]
+        confidence = max((p.score for p in picks if p is not None), default=None)
+        if not kept and not good:
+            # neither the model nor any quote answers the question: refusing beats showing something unrelated
+            ans = self._refuse(question, retrieved, timings, t0, model_text=model_text, passages=sources)
+            ans.confidence = confidence
+            return ans
+        lines = list(kept)
+        cite_idx: list[int] = sorted(used)
+        kept_text = " ".join(kept)
+        for part, p in zip(parts, picks):
+            if p is None or p.score < floor:
+                if len(parts) > 1 and not kept:
+                    lines.append(f"I couldn't find an answer to “{part.rstrip('?')}?”.")
+                continue
+            covered = kept and g.numbers(p.quote) <= g.numbers(kept_text) and g.lexical_support(p.quote, kept_text) > 0.8
+            if covered:
+                continue
+            title = sources[p.source].hit.title
+            lines.append(f"“{p.quote}” [{p.source + 1}]" if kept else f"According to {title}: “{p.quote}” [{p.source + 1}]")
+            if p.source not in cite_idx:
+                cite_idx.append(p.source)
+        allowed = {s.hit.url for s in sources if s.hit.url}
+        hosts = set(a.allowed_link_hosts)
         citations = []
         for si in cite_idx:
-            h = sources[si]
-            q = next((g.clean_quote(self._window(h.text, sp)) for i, sp, _ in quotes if i == si),
-                     g.clean_quote(h.text)[:300])
-            citations.append(Citation(si + 1, h.doc_id, h.source, h.path, h.title, h.url, q))
-        text = g.sanitize(" ".join(parts), allowed_urls={h.url for h in sources if h.url})
+            h = sources[si].hit
+            q = next((p.quote for p in picks if p is not None and p.source == si), None)
+            if q is None:
+                q = quoting.compose(h.text, g.sentences(g.strip_instructions(h.text)) or [g.Span(0, 0, "")], 0)[:300]
+            citations.append(Citation(si + 1, h.doc_id, h.source, h.path, h.title, h.url,
+                                      g.sanitize(q, allowed_urls=allowed, allowed_hosts=hosts)))
+        text = g.sanitize("\n".join(lines), allowed_urls=allowed, allowed_hosts=hosts)
         timings["verify"] = (time.perf_counter() - t3) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return Answer(question, text, False, sorted(citations, key=lambda c: c.n), hits, timings, model_text)
+        return Answer(question, text, False, sorted(citations, key=lambda c: c.n), retrieved, timings, model_text,
+                      [s.hit for s in sources], confidence)
 
     # -- steps ----------------------------------------------------------------------------------
-    def _refuse(self, question: str, hits: list[Hit], timings: dict, t0: float, *, model_text: str = "") -> Answer:
+    def _refuse(self, question: str, hits: list[Hit], timings: dict, t0: float, *, model_text: str = "",
+                passages: list[Excerpt] | None = None) -> Answer:
         closest = list(dict.fromkeys(f"{h.title} ({h.path})" for h in hits))[:3]
         text = REFUSAL + (" The closest documents I found: " + "; ".join(closest) + "." if closest else "")
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return Answer(question, text, True, [], hits, timings, model_text)
+        return Answer(question, g.sanitize(text, allowed_urls=set()), True, [], hits, timings, model_text,
+                      [s.hit for s in passages or []])
 
-    def _fit_sources(self, question: str, hits: list[Hit], history) -> list[Hit]:
-        """Drop the weakest sources until prompt + answer fit the model's context."""
+    @staticmethod
+    def _context(title: str, heading: tuple[str, ...]) -> str:
+        return " > ".join(dict.fromkeys(x for x in (title, *heading) if x))
+
+    def _rank_chunks(self, query: str, hits: list[Hit]) -> list[tuple[Hit, float]]:
+        """Passage-level rerank of the candidate chunks, best first."""
+        if self.calibrated:
+            texts = [f"{self._context(h.title, h.heading_path)}: {g.strip_instructions(h.text)}" for h in hits]
+            scores = self.scorer.score(query, texts)  # (n,) 0..1
+        else:
+            qw = g.content_words(query)
+            scores = np.array([h.similarity + 0.1 * len(qw & g.content_words(
+                f"{h.title} {' '.join(h.heading_path)} {h.text}")) / (len(qw) or 1) for h in hits])
+        order = np.argsort(-scores, kind="stable")
+        return [(hits[i], float(scores[i])) for i in order]
+
+    def _pick(self, part: str, query: str, excerpts: list[Excerpt], index: list[int], *,
+              avoid: set[str] = frozenset()) -> _Pick | None:
+        """The sentence of the excerpts that best answers ``part``, with the quote built around it."""
+        cands: list[tuple[int, list[g.Span], int]] = []  # (excerpt, its sentences, sentence index)
+        texts: list[str] = []
+        per: list[list[g.Span]] = []
+        qw = g.content_words(part)
+        for e, ex in enumerate(excerpts):
+            spans = g.sentences(g.strip_instructions(ex.hit.text))
+            per.append(spans)
+            for j, sp in enumerate(spans):
+                cands.append((e, spans, j))
+                # a table row is read with its header ("Severity: Medium; Fix within: 40 days")
+                body = quoting.compose(ex.hit.text, spans, j) if sp.text.startswith("|") else sp.text
+                texts.append(f"{self._context(ex.hit.title, ex.heading_at(sp.start))}: {body}")
+        if not cands:
+            return None
+        cap = self.s.answering.max_sentences
+        if len(cands) > cap:
+            # scoring every sentence costs a model call each: keep the ones sharing most words with the
+            # question, spread over the excerpts (each excerpt keeps its share, in reading order on ties)
+            share = max(1, cap // len(excerpts))
+            keep: list[int] = []
+            for e in range(len(excerpts)):
+                mine = [i for i, c in enumerate(cands) if c[0] == e]
+                mine.sort(key=lambda i: -len(qw & g.content_words(texts[i])))
+                keep += mine[:share]
+            keep.sort()
+            cands, texts = [cands[i] for i in keep], [texts[i] for i in keep]
+        rel = self.scorer.score(query, texts)  # (n,)
+        prior = np.array([excerpts[e].score for e, _, _ in cands])  # (n,)
+        if self.calibrated:
+            score = 0.8 * rel + 0.2 * prior
+        else:
+            wants_number = bool(_QUANTITY.search(part))
+            lex = np.array([len(qw & g.content_words(t)) / (len(qw) or 1) for t in texts])
+            num = np.array([1.0 if wants_number and g.numbers(spans[j].text) else 0.0 for _, spans, j in cands])
+            score = 0.7 * (rel + 0.1 * lex + 0.05 * num) + 0.3 * prior
+        for best in np.argsort(-score, kind="stable")[:5]:  # another part's quote is not shown twice
+            e, spans, j = cands[best]
+            ex = excerpts[e]
+            quote = quoting.compose(ex.hit.text, spans, j, ex.heading_at(spans[j].start))
+            if quote not in avoid:
+                return _Pick(part, index[e], float(score[best]), quote)
+        return None
+
+    def _fit_sources(self, question: str, sources: list[Excerpt], history) -> list[Excerpt]:
+        """Drop the weakest sources (the last ones) until prompt + answer fit the model's context."""
         if self.llm is None:
-            return hits
+            return sources
         budget = min(self.llm.context_tokens, self.s.llm.context_tokens) - self.s.llm.max_new_tokens
-        chosen = list(hits)
-        while chosen:
-            msgs = build_messages(question, [Passage(i + 1, h.title, h.text) for i, h in enumerate(chosen)], history=history)
+        chosen = list(sources)
+        while len(chosen) > 1:
+            msgs = build_messages(question, [Passage(i + 1, s.hit.title, s.hit.text) for i, s in enumerate(chosen)],
+                                  history=history)
             if self.llm.count_message_tokens(msgs) <= budget:
                 return chosen
             chosen.pop()
-        return hits[:1]  # one chunk (≤ 256 embedding tokens) always fits a 2k context
-
-    def _quotes(self, question: str, sources: list[Hit]) -> list[tuple[int, g.Span, float]]:
-        """Source sentences ranked by how well they answer the question, best first.
-
-        Each sentence is embedded with its document title and heading path in front ("Parental leave >
-        Eligibility: …"): on the dev set this finds the sentence holding the key fact twice as often as
-        embedding the bare sentence (14 vs 7 of 42), because a short sentence alone has lost its topic."""
-        spans: list[tuple[int, g.Span]] = []
-        for i, h in enumerate(sources):
-            spans += [(i, sp) for sp in g.sentences(g.strip_instructions(h.text))]
-        spans = [t for t in spans if len(t[1].text.split()) >= 4] or spans
-        if not spans:
-            return []
-        heads = {i: " > ".join((h.title, *h.heading_path)) for i, h in enumerate(sources)}
-        vecs = self.embedder.embed([f"{heads[i]}: {sp.text}" for i, sp in spans])  # (n, dim)
-        sims = vecs @ self.embedder.embed_query(question)
-        scored = [(i, sp, float(sc) - 0.01 * i) for (i, sp), sc in zip(spans, sims)]
-        return sorted(scored, key=lambda t: -t[2])
-
-    @staticmethod
-    def _window(text: str, span: g.Span) -> str:
-        """The quoted sentence with its neighbours: the fact is often in the sentence before or after."""
-        ss = g.sentences(g.strip_instructions(text))
-        idx = next((k for k, sp in enumerate(ss) if sp.start == span.start), None)
-        if idx is None:
-            return span.text
-        lo, hi = max(0, idx - 1), min(len(ss), idx + 2)
-        return text[ss[lo].start:ss[hi - 1].end]
+        return chosen
 
     def _verify(self, question: str, model_text: str, sources: list[Hit]) -> tuple[list[str], set[int]]:
-        """Keep the model's sentences that their cited (or best) source supports; return them and the sources used."""
+        """Keep the model's sentences that their cited (or best) source supports and that address the
+        question; return them and the sources used."""
         kept: list[str] = []
         used: set[int] = set()
+        a = self.s.answering
         if not model_text.strip():
             return kept, used
         claims = [s.text for s in g.sentences(model_text, min_chars=8)]
@@ -199,21 +319,25 @@ class Answerer:
         qv = self.embedder.embed_query(question)
         qwords = g.content_words(question)
         cited_anywhere = sorted({n - 1 for c in claims for n in g.citations_in(c) if 1 <= n <= len(sources)})
-        for claim, cv in zip(claims, claim_vecs):
+        on_topic = (self.scorer.score(question, [g.strip_citations(c) for c in claims]) if self.calibrated else None)
+        for ci, (claim, cv) in enumerate(zip(claims, claim_vecs)):
             if _REFUSAL_HINT.search(claim) or g.looks_like_instruction(claim):
                 continue
             plain = g.strip_citations(claim)
             # a true statement that does not address the question is noise, not an answer
-            if float(cv @ qv) < 0.3 and not (qwords & g.content_words(plain)):
+            if on_topic is not None:
+                if float(on_topic[ci]) < a.min_answer_relevance / 2:
+                    continue
+            elif float(cv @ qv) < a.min_claim_similarity and not (qwords & g.content_words(plain)):
                 continue
             cited = [n - 1 for n in g.citations_in(claim) if 1 <= n <= len(sources)]
             candidates = cited or cited_anywhere or list(range(len(sources)))
             best, best_support = None, 0.0
             for i in candidates:
-                lex = g.lexical_support(plain, texts[i])
+                lex = max([g.lexical_support(plain, texts[i])] + self._row_support(plain, texts[i]))
                 if lex > best_support:
                     best, best_support = i, lex
-            ok = best is not None and best_support >= 0.75
+            ok = best is not None and best_support >= a.min_lexical_support
             if not ok:
                 # meaning check against individual source sentences (numbers must still match)
                 for i in candidates:
@@ -221,10 +345,22 @@ class Answerer:
                     if not spans or (g.numbers(plain) - g.numbers(texts[i])):
                         continue
                     sims = self.embedder.embed([sp.text for sp in spans]) @ cv
-                    if float(np.max(sims)) >= self.s.answering.support_threshold:
+                    if float(np.max(sims)) >= a.support_threshold:
                         best, ok = i, True
                         break
             if ok and best is not None:
                 used.add(best)
                 kept.append(f"{g.clean_quote(plain)} [{best + 1}]")
         return kept, used
+
+    @staticmethod
+    def _row_support(claim: str, text: str) -> list[float]:
+        """Support of a table-shaped claim ("Mid-Market | 100 - 500 devs") by one table row read with its header."""
+        if "|" not in claim and ":" not in claim:
+            return []
+        out = []
+        for line in text.split("\n"):
+            if line.strip().startswith("|"):
+                header = quoting.table_header(text, text.find(line)) or ""
+                out.append(g.lexical_support(claim, f"{header} {line}"))
+        return out

@@ -12,9 +12,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-import numpy as np
-
-_SENT_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*_`-])|\n+")
+_SENT_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(\[*_`-])")
+_FENCE_LINE = re.compile(r"^\s*(?:```|~~~)")
 _NUM = re.compile(r"\d+(?:[.,:]\d+)*")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}|\b[A-Za-z]+\d[A-Za-z0-9]*\b")
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>|)\]]+", re.I)
@@ -32,7 +31,13 @@ _INSTRUCTION = re.compile(
     r"|</?\s*(?:system|sources|instructions?)\s*>|^\s*(?:system|human|assistant)\s*:"
     r"|\b(?:reply|respond|answer)\s+(?:only\s+)?with\b|\bmust\s+now\s+(?:reply|output|say|respond)"
     r"|\b(?:for|to)\s+(?:all\s+)?(?:ai|the\s+assistant|assistants|llms?|language\s+models?|chatbots?|bots?)(?:\s+systems?)?\s*[:,]"
-    r"|\byour\s+(?:answer|reply|response|output)\s+(?:must|should|shall)\b",
+    r"|\byour\s+(?:answer|reply|response|output)\s+(?:must|should|shall)\b"
+    r"|\b(?:reveal|print|repeat|output|leak)\b[^.\n]{0,40}\b(?:instructions?|prompt|contents?\s+of)\b"
+    r"|\b(?:assistant|bot|ai|chatbot)\s*[,:]\s*(?:always|never|ping|include|embed|say|tell|send|reply|ignore|you|put)\b"
+    r"|\byou\s+are\s+(?:now\s+)?\w*bot\b|\b(?:previous|prior|above|old)\s+rules\s+no\s+longer\s+apply"
+    r"|\bembed\s+this\b|\bthe\s+assistant\s+(?:was|is|has\s+been)\s+told\b|\bsay\s+pwned\b|\bpwned\b"
+    r"|\b(?:for|to)\s+(?:all\s+)?(?:ai|the\s+assistant|assistants|llms?|language\s+models?|chatbots?|bots?)"
+    r"(?:\s+\w+){1,2}\s*:",
     re.I | re.M)
 _MD_NOISE = re.compile(r"^\s*(?:[#>*-]+|\d+\.|\|)\s*|\*\*|__|`")
 
@@ -57,34 +62,98 @@ def looks_like_instruction(text: str) -> bool:
 
 
 def strip_instructions(text: str) -> str:
-    """The passage without paragraphs that try to instruct the model (replaced by blanks of the same length,
-    so character offsets still map back to the original text)."""
+    """The passage without text that tries to instruct the model, replaced by blanks of the same length
+    (character offsets still map back to the original). In a paragraph holding an injection, the
+    sentences that look like instructions are blanked, and so is every later sentence of that paragraph
+    that carries a link, an e-mail address or a mention (the payload); the page's other sentences stay,
+    so a page carrying an injected line still answers with its real facts."""
     out = []
     for para in re.split(r"(\n\s*\n)", text):
-        out.append(" " * len(para) if looks_like_instruction(para) else para)
+        if not _INSTRUCTION.search(para):
+            out.append(para)
+            continue
+        spans = sentences(para, min_chars=1)
+        cuts: list[tuple[int, int]] = []
+        tainted = False
+        for sp in spans:
+            if looks_like_instruction(sp.text) or (tainted and _PAYLOAD.search(sp.text)):
+                cuts.append((sp.start, sp.end))
+                tainted = True
+        for m in _INSTRUCTION.finditer(para):  # a match that no sentence holds (markup, a split tag)
+            if not any(a <= m.start() < b for a, b in cuts):
+                line_end = para.find("\n", m.end())
+                cuts.append((m.start(), len(para) if line_end < 0 else line_end))
+        chars = list(para)
+        for a, b in cuts:
+            chars[a:b] = [c if c == "\n" else " " for c in chars[a:b]]
+        out.append("".join(chars))
     return "".join(out)
 
 
+_PAYLOAD = re.compile(r"https?://|www\.|\b[\w.-]+@[\w-]+\.[\w.]+|<[!@]|@(?:channel|here|everyone)\b"
+                      r"|\b[a-z0-9-]+\.[a-z]{2,24}/", re.I)
+
+
 def sentences(text: str, *, min_chars: int = 12) -> list[Span]:
-    """Sentence-ish spans of a passage (lines, list items and table rows count as sentences; table header
-    and separator rows do not)."""
-    lines = text.split("\n")
-    for i, line in enumerate(lines):
-        if _TABLE_SEP.match(line) and "|" in line:
-            lines[i] = " " * len(line)
-            if i > 0:
-                lines[i - 1] = " " * len(lines[i - 1])  # the header row names columns, it states nothing
-    text = "\n".join(lines)
-    out, pos = [], 0
-    for m in list(_SENT_END.finditer(text)) + [None]:
-        end = m.start() if m else len(text)
-        piece = text[pos:end]
-        stripped = piece.strip()
-        if len(stripped) >= min_chars and not stripped.startswith("#") and len(_WORD.findall(stripped)) >= 2:
-            s = pos + piece.index(stripped[0])
-            out.append(Span(s, s + len(stripped), stripped))
-        pos = m.end() if m else len(text)
+    """Sentence spans of a passage: prose is split at sentence ends (a soft line wrap inside a paragraph
+    does not end a sentence); list items, table rows and lines ending in ":" are units of their own;
+    headings, table header and separator rows are not sentences (they state nothing)."""
+    out: list[Span] = []
+    for u in _units(text):
+        pos = 0
+        piece_text = u.text
+        for m in list(_SENT_END.finditer(piece_text)) + [None]:
+            end = m.start() if m else len(piece_text)
+            piece = piece_text[pos:end]
+            stripped = piece.strip()
+            words = len(_WORD.findall(stripped))
+            short_item = stripped[:1] in "-*+•|" or stripped[:1].isdigit()  # "- 16 weeks", "| L5 | …"
+            if (len(stripped) >= min_chars and words >= 2) or (short_item and len(stripped) >= 6 and words >= 1
+                                                                and (words >= 2 or _NUM.search(stripped))):
+                s = u.start + pos + piece.index(stripped[0])
+                out.append(Span(s, s + len(stripped), stripped))
+            pos = m.end() if m else len(piece_text)
     return out
+
+
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
+
+
+def _units(text: str) -> list[Span]:
+    """Lines grouped into units: a paragraph's soft-wrapped lines join; a list item, a table row or a line
+    after a line ending in ":" starts a new unit; headings, blank lines and table header/separator rows end one."""
+    lines = text.split("\n")
+    skip = set()
+    for i, line in enumerate(lines):
+        if "|" in line and _TABLE_SEP.match(line):
+            skip.add(i)
+            if i > 0 and "|" in lines[i - 1]:
+                skip.add(i - 1)  # the header row names columns, it states nothing
+    units: list[Span] = []
+    start = end = None
+    pos = 0
+    prev = ""
+    for i, line in enumerate(lines):
+        line_start, stripped = pos, line.strip()
+        pos += len(line) + 1
+        boundary = (i in skip or not stripped or stripped.startswith("#") or stripped.startswith("|")
+                    or _LIST_ITEM.match(line) or prev.endswith(":") or _FENCE_LINE.match(line))
+        if boundary and start is not None:
+            units.append(Span(start, end, text[start:end]))
+            start = None
+        prev = stripped
+        if i in skip or not stripped or stripped.startswith("#") or _FENCE_LINE.match(line):
+            continue
+        if start is None:
+            start = line_start
+        end = line_start + len(line.rstrip())
+        if stripped.startswith("|"):
+            units.append(Span(start, end, text[start:end]))
+            start = None
+    if start is not None:
+        units.append(Span(start, end, text[start:end]))
+    # a unit's text keeps its line breaks out: the sentence splitter treats them as spaces
+    return [Span(u.start, u.end, u.text.replace("\n", " ")) for u in units]
 
 
 def clean_quote(text: str) -> str:
@@ -119,29 +188,37 @@ def strip_citations(text: str) -> str:
     return re.sub(r"\s*\[\d{1,2}\]", "", text).strip()
 
 
-def sanitize(text: str, *, allowed_urls: set[str]) -> str:
-    """Drop links whose host is not one of the cited sources' hosts, and broadcast mentions."""
+def sanitize(text: str, *, allowed_urls: set[str], allowed_hosts: set[str] | frozenset[str] = frozenset()) -> str:
+    """Drop links whose host is not one of the cited sources' hosts (or ``allowed_hosts``), including
+    links written without a scheme (``evil.example/wifi``), and Slack broadcast and user mentions."""
     hosts = {urlparse(u).netloc.lower() for u in allowed_urls if u and urlparse(u).netloc}
+    hosts |= {h.lower() for h in allowed_hosts}
 
     def keep(url: str) -> bool:
         u = url if "://" in url else "http://" + url
-        return urlparse(u).netloc.lower() in hosts
+        host = (urlparse(u).hostname or "").lower()
+        return any(host == h or host.endswith("." + h) for h in hosts)
 
     text = _SLACK_LINK.sub(lambda m: m.group(0) if keep(m.group(1)) else (m.group(2) or ""), text)
     text = _URL.sub(lambda m: m.group(0) if keep(m.group(0)) else "[link removed]", text)
+    text = _BARE_HOST.sub(lambda m: m.group(0) if (not _is_link(m) or keep(m.group(1))) else "[link removed]", text)
     text = _BROADCAST.sub("", text)
     text = _USER_MENTION.sub("", text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
-def best_sentences(query_vec: np.ndarray, spans: list[Span], vecs: np.ndarray, *, query: str,
-                   top: int = 3) -> list[tuple[int, float]]:
-    """Indexes of the spans that best answer the query: meaning first, shared words as a tie-breaker."""
-    if len(spans) == 0:
-        return []
-    sims = vecs @ query_vec  # (n,)
-    qwords = content_words(query)
-    bonus = np.array([len(qwords & content_words(s.text)) / (len(qwords) or 1) for s in spans])
-    score = sims + 0.15 * bonus
-    order = np.argsort(-score)[:top]
-    return [(int(i), float(score[i])) for i in order]
+# a host name without a scheme: "evil.example/wifi", "evil.example", "docs.evil.io:8080/x"
+_BARE_HOST = re.compile(r"(?<![@\w./-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,24}))"
+                        r"((?::\d{1,5})?(?:/[^\s<>|)\]\"']*)?)", re.I)
+# top-level names common enough that a bare "name.tld" is read (and auto-linked by Slack) as a link; with a
+# path ("x.yz/..."), any alphabetic top-level name counts. File names ("team.yml", "README.md") do not.
+_LINK_TLDS = frozenset("""com net org io co ai app dev example info biz xyz me ly gg sh to ru cn tk top site online
+link click live shop store cc tv us uk de fr eu nl ca au in jp br it es pl se no ch at be cz club pro icu""".split())
+_FILE_EXT = frozenset("md txt yml yaml json toml py go ts js tsx jsx rb rs java sh html htm css csv pdf png jpg jpeg gif svg docx xlsx pptx zip gz".split())
+
+
+def _is_link(m: re.Match) -> bool:
+    tld, path = m.group(2).lower(), m.group(3)
+    if tld in _FILE_EXT and not (path or "").startswith("/"):
+        return False
+    return tld in _LINK_TLDS or bool(path and path.startswith("/") and tld not in _FILE_EXT)

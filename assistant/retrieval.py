@@ -1,8 +1,15 @@
 """Hybrid retrieval: dense (FAISS) + keyword (FTS5 BM25), fused by reciprocal rank fusion, ACL-filtered.
 
-The access filter is applied inside both retrievers, before any ranking or truncation: FAISS gets an
-ID selector of the chunks the asker may read, FTS5 gets the same condition in SQL. A document the
-asker cannot read can therefore never reach the fused list, the prompt or the answer.
+The access filter is applied inside both retrievers, before any truncation: FAISS gets an ID selector
+of the chunks the asker may read; the keyword retriever (``Store.keyword_search``) walks FTS5's
+BM25-ranked matches and skips chunks outside the allowed set *before* counting towards its limit (the
+filter runs in Python over the ranked cursor, not in SQL: a ``rowid IN (…)`` condition makes SQLite
+probe the FTS index row by row). A document the asker cannot read can therefore never reach the fused
+list, the prompt or the answer.
+
+Similarities come from FAISS itself (inner product of normalised vectors = cosine); only chunks found
+by keyword alone have their vectors read from the store to get one. ``search_timed`` returns the
+per-stage timings with the hits, so concurrent callers (the bot's threads) never share timing state.
 
 ``Audience`` generalises "who is asking" to "who will see the result": a single person (a DM, the
 CLI's ``--as``) or every member of a channel (a chunk is allowed only if *each* member can read it).
@@ -63,7 +70,6 @@ class Retriever:
         self.mode, self.candidates, self.rrf_k, self.rerank = mode, candidates, rrf_k, rerank
         self.keyword_weight = keyword_weight
         self._allowed_cache: dict[tuple, tuple[np.ndarray, set[int]]] = {}
-        self.last_timings: dict[str, float] = {}
 
     def allowed(self, audience: Audience) -> np.ndarray | None:
         """Chunk ids every member of the audience may read; None = no restriction."""
@@ -88,7 +94,12 @@ class Retriever:
 
     def search(self, query: str, *, who, k: int = 5, mode: str | None = None, per_doc: int | None = 1,
                prefix: str | None = None, source: str | None = None) -> list[Hit]:
-        """Top ``k`` hits. ``per_doc`` caps chunks per document (1 for a document list, None for answering)."""
+        """Top ``k`` hits. ``per_doc`` caps chunks per document (1 for a document list, None for no cap)."""
+        return self.search_timed(query, who=who, k=k, mode=mode, per_doc=per_doc, prefix=prefix, source=source)[0]
+
+    def search_timed(self, query: str, *, who, k: int = 5, mode: str | None = None, per_doc: int | None = 1,
+                     prefix: str | None = None, source: str | None = None) -> tuple[list[Hit], dict[str, float]]:
+        """``search`` plus the milliseconds each stage took (acl, embed, dense, keyword, total)."""
         mode = mode or self.mode
         audience = Audience.of(who)
         t0 = time.perf_counter()
@@ -101,8 +112,11 @@ class Retriever:
         qv = self.embedder.embed_query(query)  # (dim,)
         t2 = time.perf_counter()
         ranked: list[tuple[float, list[int]]] = []
+        sim: dict[int, float] = {}
         if mode in ("hybrid", "dense"):
-            ranked.append((1.0, [cid for cid, _ in self.index.search(qv, self.candidates, allowed=allowed)]))
+            dense = self.index.search(qv, self.candidates, allowed=allowed)  # [(chunk id, cosine)]
+            sim.update(dense)
+            ranked.append((1.0, [cid for cid, _ in dense]))
         t3 = time.perf_counter()
         if mode in ("hybrid", "keyword"):
             kw = self.store.keyword_search(query, limit=self.candidates,
@@ -115,13 +129,12 @@ class Retriever:
                 fused[cid] = fused.get(cid, 0.0) + weight / (self.rrf_k + r + 1)
         order = sorted(fused, key=fused.get, reverse=True)
         rows = self.store.chunk_rows(order[: max(k * 8, 40)])
-        ids_for_sim = [cid for cid in order if cid in rows]
-        sim: dict[int, float] = {}
-        if ids_for_sim:
-            got_ids, vecs = self.store.vectors(ids_for_sim, dim=self.embedder.dim)  # rows come back in id order
-            sim = dict(zip(got_ids.tolist(), (vecs @ qv).tolist()))
+        missing = [cid for cid in order if cid in rows and cid not in sim]  # found by keyword alone
+        if missing:
+            got_ids, vecs = self.store.vectors(missing, dim=self.embedder.dim)  # (m,), (m, dim)
+            sim.update(zip(got_ids.tolist(), (vecs @ qv).tolist()))
         if self.rerank:
-            order = sorted(ids_for_sim, key=lambda c: fused[c] + 0.02 * sim.get(c, 0.0), reverse=True)
+            order = sorted((c for c in order if c in rows), key=lambda c: fused[c] + 0.02 * sim.get(c, 0.0), reverse=True)
         hits: list[Hit] = []
         per: dict[int, int] = {}
         for cid in order:
@@ -135,9 +148,9 @@ class Retriever:
                             fused[cid], sim.get(cid, 0.0), ch.text, ch.heading_path, doc.modified))
             if len(hits) >= k:
                 break
-        self.last_timings = {"acl_ms": (t1 - t0) * 1e3, "embed_ms": (t2 - t1) * 1e3, "dense_ms": (t3 - t2) * 1e3,
-                             "keyword_ms": (t4 - t3) * 1e3, "total_ms": (time.perf_counter() - t0) * 1e3}
-        return hits
+        timings = {"acl_ms": (t1 - t0) * 1e3, "embed_ms": (t2 - t1) * 1e3, "dense_ms": (t3 - t2) * 1e3,
+                   "keyword_ms": (t4 - t3) * 1e3, "total_ms": (time.perf_counter() - t0) * 1e3}
+        return hits, timings
 
     def _scope_ids(self, prefix: str | None, source: str | None) -> np.ndarray:
         keys = [d.key for d in self.store.iter_documents(source=source, path_prefix=prefix)]

@@ -91,7 +91,8 @@ def test_answer_json_contract(make_assistant):
     ans = make_assistant("The hotel limit in New York is $350 per night [1].").ask(
         "What is the hotel limit per night in New York?", who=BOB)
     j = ans.as_json()
-    assert set(j) == {"question", "answer", "refused", "citations", "retrieved", "timings_ms"}
+    assert set(j) == {"question", "answer", "refused", "citations", "retrieved", "passages", "confidence", "timings_ms"}
+    assert j["passages"] and set(j["passages"][0]) == {"path", "title", "text"}
     assert set(j["citations"][0]) == {"n", "doc_id", "source", "path", "title", "url", "quote"}
     assert set(j["retrieved"][0]) == {"rank", "doc_id", "source", "path", "title", "url", "score", "text"}
     assert "$350" in j["answer"]
