@@ -397,6 +397,7 @@ def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, 
                          empty=empty, created_by=user_id, origin_channel=channel_id,
                          now=(now() if now else datetime.now(UTC)).timestamp())
         nxt = next_fire(s.cadence, now() if now else datetime.now(UTC), anchor=s.created_at)
+        nxt = nxt and nxt.astimezone(s.cadence.zone)
         when = f" Next: {nxt:%a %d %b %Y %H:%M %Z}." if nxt else ""
         return f"Scheduled report {s.describe()}.{when} Remove it with `/schedule delete {s.id}`."
     except AssistantError as e:

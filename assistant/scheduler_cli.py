@@ -58,6 +58,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
             s = add_schedule(store, cron, channel=to, scope=scope, tz=tz or settings.scheduler.timezone, empty=empty,
                              created_by="cli")
             nxt = next_fire(s.cadence, datetime.now(UTC), anchor=s.created_at)
+            nxt = nxt and nxt.astimezone(s.cadence.zone)
         finally:
             store.close()
         typer.echo(f"added {s.describe()}")
@@ -85,6 +86,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         now = datetime.now(UTC)
         for s, last in rows:
             nxt = next_fire(s.cadence, now, anchor=s.created_at)
+            nxt = nxt and nxt.astimezone(s.cadence.zone)
             tail = f"  [next: {nxt:%Y-%m-%d %H:%M %Z}]" if nxt else ""
             if last:
                 when = datetime.fromtimestamp(last["period_end"], UTC).strftime("%Y-%m-%d %H:%M UTC")
