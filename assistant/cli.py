@@ -137,18 +137,23 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
             typer.echo(f"  {f['source']}:{f['item_id']} ({f['stage']}, {f['attempts']}x): {f['reason']}")
 
 
-def _mount_optional() -> None:
-    """Feature packages add their commands; a missing optional dependency only hides its commands."""
+FEATURES = ("assistant.commands", "assistant.llm.cli", "assistant.finetune.cli", "assistant.slackbot.cli",
+            "assistant.scheduler_cli", "assistant.evaluation_cli")
+
+
+def _mount_optional(modules: tuple[str, ...] = FEATURES) -> None:
+    """Feature packages add their commands; a missing optional third-party dependency only hides
+    that package's commands. A missing module of our own is a bug and is raised."""
     import importlib
 
-    for mod in ("assistant.commands", "assistant.llm.cli", "assistant.finetune.cli", "assistant.slackbot.cli",
-                "assistant.scheduler_cli", "assistant.evaluation_cli"):
+    for mod in modules:
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("assistant"):
-                continue
-            raise
+            if e.name and e.name.split(".")[0] in ("assistant", "connectors"):
+                raise
+            logging.getLogger(__name__).debug("%s: commands hidden, %s is not installed", mod, e.name)
+            continue
         m.register(app, get_settings)
 
 

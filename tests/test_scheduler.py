@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import threading
+from itertools import pairwise
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -203,7 +204,7 @@ def test_scheduler_periods_join_up_through_a_clock_change(phrase, zone, start, e
     assert [r["status"] for r in runs] == ["posted"] * len(runs) == [st for _, st in fired]
     ends = [r["period_end"] for r in runs]
     assert len(set(ends)) == len(ends)  # each fire time runs once
-    assert all(a["period_end"] == b["period_start"] for a, b in zip(runs, runs[1:]))  # no hour lost
+    assert all(a["period_end"] == b["period_start"] for a, b in pairwise(runs))  # no hour lost
     assert len(posts(fake)) == len(runs)
 
 
