@@ -15,13 +15,15 @@ from typing import Optional
 
 import typer
 
+from assistant import cli_context
 from assistant.errors import AssistantError
 from assistant.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Workplace document Q&A: ingest sources, search, ask with citations, summarize.")
 
-_state: dict = {"config": [], "settings": None}
+_state = cli_context.state
+_who = cli_context.who
 
 
 def get_settings() -> Settings:
@@ -43,14 +45,6 @@ def _main(config: list[Path] = typer.Option([], "--config", "-c", help="TOML set
                                             exists=False)) -> None:
     _state["config"] = list(config)
     _state["settings"] = None
-
-
-def _who(as_email: Optional[str], groups: list[str]):
-    from assistant.documents import Principals
-
-    if as_email is None and not groups:
-        return Principals(everything=True)
-    return Principals(email=as_email, groups=frozenset(groups))
 
 
 def _progress_bar(desc: str):

@@ -186,10 +186,6 @@ class Store:
         rows = self.execute(f"SELECT {_DOC_COLS} FROM documents WHERE source=? AND doc_id=?", (source, doc_id))
         return _doc(rows[0]) if rows else None
 
-    def document_by_key(self, key: int) -> DocumentRow | None:
-        rows = self.execute(f"SELECT {_DOC_COLS} FROM documents WHERE key=?", (key,))
-        return _doc(rows[0]) if rows else None
-
     def iter_documents(self, source: str | None = None, path_prefix: str | None = None,
                        modified_since: float | None = None) -> Iterator[DocumentRow]:
         sql, params = f"SELECT {_DOC_COLS} FROM documents WHERE 1=1", []
