@@ -11,8 +11,8 @@ import json
 import subprocess
 import sys
 import threading
-from itertools import pairwise
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
