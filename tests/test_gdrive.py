@@ -22,6 +22,12 @@ ALICE, BOB = "alice@example.com", "bob@example.com"
 
 
 @pytest.fixture
+def embedder(hash_embedder):
+    """Sync, state and access, not meaning: conftest's ``engine`` (and these tests) get the hash embedder."""
+    return hash_embedder
+
+
+@pytest.fixture
 def fake():
     with FakeDrive(users=(ALICE, BOB), groups={"eng@example.com": {BOB}}) as f:
         yield f
