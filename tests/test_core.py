@@ -16,7 +16,7 @@ ALICE = Principals(email="alice@northwind.example")
 BOB = Principals(email="bob@northwind.example")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def embedder(hash_embedder):
     """Sync, state and access, not meaning: conftest's ``engine`` (and these tests) get the hash embedder."""
     return hash_embedder

@@ -21,7 +21,7 @@ from tests.fakes.gdrive import GDOC, GSHEET, GSLIDES, FakeDrive, handbook_pages,
 ALICE, BOB = "alice@example.com", "bob@example.com"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def embedder(hash_embedder):
     """Sync, state and access, not meaning: conftest's ``engine`` (and these tests) get the hash embedder."""
     return hash_embedder

@@ -23,7 +23,7 @@ from tests.fakes.graph_identity import make_client_certificate
 ALICE, BOB, CAROL = "alice@contoso.com", "bob@contoso.com", "carol@contoso.com"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def embedder(hash_embedder):
     """Sync, state and access, not meaning: conftest's ``engine`` (and these tests) get the hash embedder."""
     return hash_embedder
