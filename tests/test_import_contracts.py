@@ -167,3 +167,12 @@ def test_the_scan_sees_environment_reads(tmp_path):
     path = tmp_path / "probe.py"
     path.write_text("import os\nfrom os import getenv\ndef f():\n    return os.environ.get('X'), os.getenv('Y')\n")
     assert _env_reads(path) == {"os.environ", "os.getenv", "from os import getenv"}
+
+
+def test_nothing_imports_the_cli_back():
+    """``assistant.cli`` is the composition root: it imports the command modules, never the reverse
+    (what they share lives in ``assistant.cli_context``)."""
+    found = {(_rel(p), n) for root in PACKAGES for p in _files(root)
+             if _rel(p) not in ("assistant/cli.py", "assistant/__main__.py")
+             for n in imports(p) if _within(n, "assistant.cli")}
+    _check(found, set())
