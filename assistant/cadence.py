@@ -1,10 +1,11 @@
-"""When a scheduled report runs: natural phrases and cron expressions → APScheduler triggers.
+"""When a scheduled report runs: natural phrases and cron expressions → fire times.
 
 ``parse_cadence("weekdays 8am", tz="Europe/Berlin")`` → a ``Cadence`` (a normalised cron
-expression or an interval, plus the time zone). APScheduler's ``CronTrigger``/``IntervalTrigger``
-do the calendar work (time zones, daylight-saving changes); this module adds what they lack:
-``previous_fire`` (the last fire time at or before a moment), which turns "now" into the period a
-run reports on.
+expression or an interval, plus the time zone). ``previous_fire`` (the last fire time at or before
+a moment) turns "now" into the period a run reports on; ``next_fire`` says when the next one is.
+APScheduler's ``CronTrigger`` matches the cron fields against local wall-clock time; this module
+turns wall times into instants itself so that clock changes neither repeat nor drop a period
+(see "fire times" below).
 
 Accepted (case-insensitive; an IANA time zone may follow, e.g. ``daily 17:30 Europe/Berlin``):
 ``every monday 9:00``, ``weekly mon 09:00``, ``mondays at 9am``, ``every mon,thu 9:00``,
@@ -23,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from assistant.errors import ConfigError
 
@@ -42,7 +42,9 @@ MIN_INTERVAL_S = 60
 @dataclass(frozen=True)
 class Cadence:
     """``kind`` "cron" with a 5-field ``expr`` (APScheduler weekday names), or "interval" with
-    ``expr`` = seconds; ``tz`` an IANA zone name."""
+    ``expr`` = seconds; ``tz`` an IANA zone name. Intervals count in wall-clock time from the
+    local midnight of the schedule's ``anchor`` (the day it was made), so 'every 6h' fires at 00,
+    06, 12 and 18 local time, before and after a clock change."""
 
     kind: str
     expr: str
@@ -51,14 +53,6 @@ class Cadence:
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.tz)
-
-    def trigger(self, *, anchor: float | None = None):
-        """The APScheduler trigger. Intervals count from ``anchor`` (POSIX seconds): the local
-        midnight of the day the schedule was made, so 'every 6h' fires at 00, 06, 12, 18."""
-        if self.kind == "interval":
-            start = local_midnight(anchor or 0.0, self.zone)
-            return IntervalTrigger(seconds=int(self.expr), start_date=start, timezone=self.zone)
-        return CronTrigger.from_crontab(self.expr, timezone=self.zone)
 
     def describe(self) -> str:
         if self.kind == "interval":
@@ -215,24 +209,88 @@ def parse_cadence(text: str, *, tz: str = "UTC") -> Cadence:
     return Cadence("cron", f"{minute} {hour} * * {days}", zone)
 
 
+# -- fire times ---------------------------------------------------------------------------------
+# A cadence is a sequence of local wall-clock times (cron fields, or midnight + k * interval), and
+# each wall time becomes one instant:
+#   * a wall time that happens twice (autumn: 02:30 comes round again) fires once, the first time;
+#   * a wall time that does not exist (spring: 02:30 is skipped) fires at the change itself (03:00).
+# That mapping never goes backwards, so the fire times are sorted, each fires once, and the periods
+# [previous fire, fire) join up. (APScheduler's own triggers do neither: at the autumn change a
+# fire time can be returned as its own successor and a repeated hour fires twice.)
+_SLACK = timedelta(hours=3)  # more than any zone's clock change (2 h at most)
+
+
+def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
+    """The local wall-clock time of an instant, as a naive datetime."""
+    return instant.astimezone(zone).replace(tzinfo=None)
+
+
+def _instant(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The instant (UTC) a naive local wall time fires: the first of two, or the change for none."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if _wall(first, zone) == wall:
+        return first  # exists (the first occurrence when it is repeated)
+    # in a spring-forward gap: the change happened between the two readings of the wall time
+    lo, hi = wall.replace(tzinfo=zone, fold=1).astimezone(UTC), first
+    lo, hi = min(lo, hi), max(lo, hi)
+    while hi - lo > timedelta(seconds=1):
+        mid = lo + (hi - lo) / 2
+        if mid.astimezone(zone).utcoffset() == lo.astimezone(zone).utcoffset():
+            lo = mid
+        else:
+            hi = mid
+    return hi.replace(microsecond=0)
+
+
+class _Walls:
+    """The cadence's wall-clock times in order: ``first_at_or_after(w)`` and ``after(w)``."""
+
+    def __init__(self, cadence: Cadence, anchor: float | None) -> None:
+        self.cadence = cadence
+        if cadence.kind == "interval":
+            self.step = timedelta(seconds=int(cadence.expr))
+            self.origin = local_midnight(anchor or 0.0, cadence.zone).replace(tzinfo=None)
+        else:  # cron fields matched against wall time: a trigger in UTC has no clock changes
+            self.cron = CronTrigger.from_crontab(cadence.expr, timezone=UTC)
+
+    def first_at_or_after(self, wall: datetime) -> datetime | None:
+        if self.cadence.kind == "interval":
+            k = max(0, -((self.origin - wall) // self.step))  # ceil((wall - origin) / step), not before the origin
+            return self.origin + k * self.step
+        got = self.cron.get_next_fire_time(None, wall.replace(tzinfo=UTC))
+        return got.replace(tzinfo=None) if got else None
+
+    def after(self, wall: datetime) -> datetime | None:
+        if self.cadence.kind == "interval":
+            return wall + self.step
+        return self.first_at_or_after(wall + timedelta(seconds=1))
+
+
 def previous_fire(cadence: Cadence, at: datetime, *, anchor: float | None = None) -> datetime | None:
-    """The latest fire time ≤ ``at`` (aware), or None if there is none within five years."""
-    trig = cadence.trigger(anchor=anchor)
+    """The latest fire time ≤ ``at`` (aware, in UTC), or None if there is none within five years
+    (or, for an interval, before its anchor's midnight). UTC, because Python never finds a time
+    in a repeated hour equal to the same instant in another zone (PEP 495)."""
+    zone, walls = cadence.zone, _Walls(cadence, anchor)
     at = at.astimezone(UTC)
-    for back in (3600, 86400, 8 * 86400, 32 * 86400, 367 * 86400, 5 * 367 * 86400):
-        start = at - timedelta(seconds=back)
-        fire = trig.get_next_fire_time(None, start)
-        if fire is None or fire > at:
+    for back in (_SLACK, timedelta(days=1), timedelta(days=8), timedelta(days=32), timedelta(days=367),
+                 timedelta(days=5 * 367)):
+        if cadence.kind == "interval":  # jump close instead of walking from far back
+            back = min(back, _SLACK + walls.step)
+        wall = walls.first_at_or_after(_wall(at, zone) - back)
+        if wall is None or _instant(wall, zone) > at:
             continue
-        while True:
-            nxt = trig.get_next_fire_time(fire, fire + timedelta(microseconds=1))
-            if nxt is None or nxt > at or nxt <= fire:
-                return fire
-            fire = nxt
+        while (nxt := walls.after(wall)) is not None and _instant(nxt, zone) <= at:
+            wall = nxt
+        return _instant(wall, zone)
     return None
 
 
 def next_fire(cadence: Cadence, after: datetime, *, anchor: float | None = None) -> datetime | None:
-    """The first fire time strictly after ``after``."""
-    trig = cadence.trigger(anchor=anchor)
-    return trig.get_next_fire_time(None, after + timedelta(microseconds=1))
+    """The first fire time strictly after ``after`` (aware, in UTC; ``.astimezone(cadence.zone)``
+    to show it)."""
+    zone, walls = cadence.zone, _Walls(cadence, anchor)
+    after = after.astimezone(UTC)
+    wall = walls.first_at_or_after(_wall(after, zone) - _SLACK)
+    while wall is not None and _instant(wall, zone) <= after:
+        wall = walls.after(wall)
+    return None if wall is None else _instant(wall, zone)

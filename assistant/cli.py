@@ -15,13 +15,15 @@ from typing import Optional
 
 import typer
 
+from assistant import cli_context
 from assistant.errors import AssistantError
 from assistant.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Workplace document Q&A: ingest sources, search, ask with citations, summarize.")
 
-_state: dict = {"config": [], "settings": None}
+_state = cli_context.state
+_who = cli_context.who
 
 
 def get_settings() -> Settings:
@@ -43,14 +45,6 @@ def _main(config: list[Path] = typer.Option([], "--config", "-c", help="TOML set
                                             exists=False)) -> None:
     _state["config"] = list(config)
     _state["settings"] = None
-
-
-def _who(as_email: Optional[str], groups: list[str]):
-    from assistant.documents import Principals
-
-    if as_email is None and not groups:
-        return Principals(everything=True)
-    return Principals(email=as_email, groups=frozenset(groups))
 
 
 def _progress_bar(desc: str):
@@ -137,18 +131,23 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
             typer.echo(f"  {f['source']}:{f['item_id']} ({f['stage']}, {f['attempts']}x): {f['reason']}")
 
 
-def _mount_optional() -> None:
-    """Feature packages add their commands; a missing optional dependency only hides its commands."""
+FEATURES = ("assistant.commands", "assistant.llm.cli", "assistant.finetune.cli", "assistant.slackbot.cli",
+            "assistant.scheduler_cli", "assistant.evaluation_cli")
+
+
+def _mount_optional(modules: tuple[str, ...] = FEATURES) -> None:
+    """Feature packages add their commands; a missing optional third-party dependency only hides
+    that package's commands. A missing module of our own is a bug and is raised."""
     import importlib
 
-    for mod in ("assistant.commands", "assistant.llm.cli", "assistant.finetune.cli", "assistant.slackbot.cli",
-                "assistant.scheduler_cli", "assistant.evaluation_cli"):
+    for mod in modules:
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("assistant"):
-                continue
-            raise
+            if e.name and e.name.split(".")[0] in ("assistant", "connectors"):
+                raise
+            logging.getLogger(__name__).debug("%s: commands hidden, %s is not installed", mod, e.name)
+            continue
         m.register(app, get_settings)
 
 

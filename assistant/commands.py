@@ -38,7 +38,7 @@ def _print_answer(ans, *, as_json: bool, streamed: bool = False) -> None:
 
 
 def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
-    from assistant.cli import _who
+    from assistant.cli_context import who as _who
 
     def build():
         from assistant.service import Assistant

@@ -98,10 +98,6 @@ class Principals:
         out |= {f"group:{g}" for g in self.groups}
         return frozenset(out)
 
-    def intersect(self, other: "Principals") -> "Principals":
-        """Not a token intersection: used only for display. Channel rules use ``all_of``."""
-        raise NotImplementedError  # pragma: no cover - see retrieval.AudienceFilter
-
 
 @dataclass(frozen=True)
 class Document:

@@ -3,7 +3,8 @@
 ``Engine.open(settings)`` opens (or creates) ``data_dir/store.sqlite`` and ``data_dir/index.faiss``,
 and reconciles the index with the store (FAISS ids == SQLite chunk ids) before anything else runs.
 The embedder is loaded lazily, so ``status`` stays instant. The CLI, the Slack bot and the
-scheduler all go through an Engine; nothing else opens the store.
+scheduler go through an Engine; the one exception is ``assistant schedule add/list/remove``
+(``scheduler_cli``), which opens the store alone because it needs neither index nor embedder.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from assistant.embeddings import load_embedder
 from assistant.errors import StoreError
 from assistant.index import VectorIndex
 from assistant.retrieval import Audience, Hit, Retriever
-from assistant.settings import Settings
+from assistant.settings import RetrievalSettings, Settings
 from assistant.store import Store
 from assistant.sync import SyncReport, Syncer
 
@@ -164,6 +165,13 @@ class Engine:
                 self.save_index(True)
             finally:
                 self.store.close()
+
+    def set_retrieval(self, retrieval: RetrievalSettings) -> None:
+        """Search with other retrieval settings (a ``settings.retrieval`` section) from now on:
+        the evaluation compares configurations over one engine this way."""
+        with self._lock:
+            self.settings = self.settings.model_copy(update={"retrieval": retrieval})
+            self._retriever = None
 
     def __enter__(self) -> "Engine":
         return self

@@ -38,7 +38,8 @@ def _variant(spec: str) -> tuple[str, dict]:
 
 
 def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
-    from assistant.cli import _state, _who
+    from assistant.cli_context import config_files
+    from assistant.cli_context import who as _who
 
     @app.command("eval")
     def eval_cmd(questions: Path = typer.Argument(..., help="JSONL question set"),
@@ -57,7 +58,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         from assistant.settings import load_settings
 
         qs = ev.load_questions(questions)[: limit or None]
-        base_files = list(_state["config"])
+        base_files = config_files()
         configs: list[tuple[str, Settings]] = []
         for c in config:
             configs.append((c.stem, load_settings(base_files + [c])))
@@ -81,8 +82,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
                 if engine is None:
                     engine = shared[("engine", engine_key)] = Engine.open(s)
                 a = Assistant(s, engine=engine, **({"llm": shared[("llm", llm_key)]} if ("llm", llm_key) in shared else {}))
-                engine._retriever = None  # retrieval settings differ per configuration
-                engine.settings = s
+                engine.set_retrieval(s.retrieval)  # retrieval settings differ per configuration
                 recs = ev.run_config(name, a, qs, who=who, answer=not retrieval_only, progress=bar.update)
                 if not retrieval_only:
                     shared[("llm", llm_key)] = a.llm

@@ -1,6 +1,6 @@
 """Persisted schedules of summary reports, posted to Slack exactly once per period.
 
-A schedule (``schedules`` table in the store) names a cadence (``assistant.cadence``: APScheduler
+A schedule (``schedules`` table; the store owns the tables and their SQL) names a cadence (``assistant.cadence``: APScheduler
 cron/interval triggers with a time zone), a scope and a target channel. ``Scheduler.tick()`` looks
 at the injected clock, finds each schedule's latest fire time and runs that period if it is due.
 
@@ -31,7 +31,6 @@ import socket
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,19 +42,6 @@ from assistant.reports import Report, build_report, scope_label
 
 log = logging.getLogger(__name__)
 
-_TABLES = [
-    """CREATE TABLE IF NOT EXISTS schedules (
-      id INTEGER PRIMARY KEY AUTOINCREMENT, spec TEXT NOT NULL, kind TEXT NOT NULL, expr TEXT NOT NULL,
-      tz TEXT NOT NULL, scope TEXT, channel TEXT NOT NULL, empty TEXT NOT NULL DEFAULT 'post',
-      created_by TEXT, origin_channel TEXT, created_at REAL NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS schedule_runs (
-      id INTEGER PRIMARY KEY, schedule_id INTEGER NOT NULL, kind TEXT NOT NULL DEFAULT 'scheduled',
-      period_start REAL NOT NULL, period_end REAL NOT NULL, run_key TEXT NOT NULL,
-      status TEXT NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-      errors INTEGER NOT NULL DEFAULT 0, channel TEXT, ts TEXT, error TEXT, claimed_at REAL NOT NULL, finished_at REAL,
-      UNIQUE (schedule_id, kind, period_start))""",
-    "CREATE INDEX IF NOT EXISTS schedule_runs_pending ON schedule_runs (status, lease_until)",
-]
 FINAL = ("posted", "empty", "missed", "failed")
 EMPTY_POLICIES = ("post", "skip")
 
@@ -90,20 +76,6 @@ def _channel_ref(ch: str) -> str:
     return f"<#{ch}>" if re.fullmatch(r"[CGD][A-Z0-9]+", ch) else ch
 
 
-_READY: weakref.WeakSet = weakref.WeakSet()  # stores whose tables exist
-
-
-def ensure_tables(store) -> None:
-    if store in _READY:
-        return
-    for sql in _TABLES:
-        store.execute(sql)
-    _READY.add(store)
-
-
-_COLS = "id, spec, kind, expr, tz, scope, channel, empty, created_by, origin_channel, created_at"
-
-
 def _row(r) -> Schedule:
     return Schedule(r[0], r[1], Cadence(r[2], r[3], r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
 
@@ -116,39 +88,27 @@ def add_schedule(store, spec: str, *, channel: str, scope: str | None = None, tz
         raise ConfigError(f"--empty must be 'post' or 'skip', not {empty!r}.")
     if not channel:
         raise ConfigError("A schedule needs a channel to post to, e.g. --to '#eng'.")
-    ensure_tables(store)
-    with store.transaction() as db:
-        sid = db.execute(f"INSERT INTO schedules ({_COLS.split(', ', 1)[1]}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                         (spec, cadence.kind, cadence.expr, cadence.tz, scope or None, channel, empty, created_by,
-                          origin_channel, time.time() if now is None else now)).lastrowid
+    sid = store.add_schedule_row(spec=spec, kind=cadence.kind, expr=cadence.expr, tz=cadence.tz, scope=scope or None,
+                                 channel=channel, empty=empty, created_by=created_by, origin_channel=origin_channel,
+                                 created_at=time.time() if now is None else now)
     return get_schedule(store, sid)
 
 
 def get_schedule(store, schedule_id: int) -> Schedule | None:
-    ensure_tables(store)
-    rows = store.execute(f"SELECT {_COLS} FROM schedules WHERE id=?", (int(schedule_id),))
+    rows = store.schedule_rows(int(schedule_id))
     return _row(rows[0]) if rows else None
 
 
 def list_schedules(store) -> list[Schedule]:
-    ensure_tables(store)
-    return [_row(r) for r in store.execute(f"SELECT {_COLS} FROM schedules ORDER BY id")]
+    return [_row(r) for r in store.schedule_rows()]
 
 
 def remove_schedule(store, schedule_id: int) -> bool:
-    ensure_tables(store)
-    with store.transaction() as db:
-        gone = db.execute("DELETE FROM schedules WHERE id=?", (int(schedule_id),)).rowcount
-        db.execute("DELETE FROM schedule_runs WHERE schedule_id=?", (int(schedule_id),))
-    return bool(gone)
+    return store.delete_schedule(int(schedule_id))
 
 
 def runs_of(store, schedule_id: int) -> list[dict]:
-    ensure_tables(store)
-    cols = ["id", "kind", "period_start", "period_end", "run_key", "status", "attempts", "channel", "ts", "error"]
-    rows = store.execute(f"SELECT {', '.join(cols)} FROM schedule_runs WHERE schedule_id=? ORDER BY period_end",
-                         (int(schedule_id),))
-    return [dict(zip(cols, r)) for r in rows]
+    return store.schedule_runs(int(schedule_id))
 
 
 class Poster(Protocol):
@@ -186,7 +146,6 @@ class Scheduler:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        ensure_tables(self.store)
 
     # -- one pass ------------------------------------------------------------------------------
     def tick(self) -> list[RunResult]:
@@ -229,24 +188,14 @@ class Scheduler:
     def _run(self, s: Schedule, start: float, end: float, kind: str, now: datetime) -> RunResult | None:
         t = now.timestamp()
         key = f"r{s.id}-{_utc(end):%Y%m%dT%H%M%SZ}" + ("" if kind == "scheduled" else "-m")
-        seen = self.store.execute("SELECT status, lease_until FROM schedule_runs WHERE schedule_id=? AND kind=? "
-                                  "AND period_start=?", (s.id, kind, start))
-        if seen and (seen[0][0] in FINAL or seen[0][1] > t):
+        seen = self.store.schedule_run_state(s.id, kind, start)
+        if seen and (seen[0] in FINAL or seen[1] > t):
             return None  # done, or someone (maybe a retry backing off) holds the lease: no write needed
-        with self.store.transaction() as db:
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO schedule_runs (schedule_id, kind, period_start, period_end, run_key, status, "
-                "owner, lease_until, claimed_at) VALUES (?,?,?,?,?,'claimed',?,?,?)",
-                (s.id, kind, start, end, key, self.owner, t + self.settings.lease_s, t)).rowcount
-            if not inserted:  # someone claimed it: take over only a stale, unfinished claim
-                taken = db.execute(
-                    "UPDATE schedule_runs SET owner=?, lease_until=? WHERE schedule_id=? AND kind=? AND period_start=? "
-                    "AND status='claimed' AND lease_until <= ?",
-                    (self.owner, t + self.settings.lease_s, s.id, kind, start, t)).rowcount
-                if not taken:
-                    return None
-            run_id, attempts, errors = db.execute("SELECT id, attempts, errors FROM schedule_runs WHERE schedule_id=? "
-                                                  "AND kind=? AND period_start=?", (s.id, kind, start)).fetchone()
+        claim = self.store.claim_schedule_run(s.id, kind, start, end, run_key=key, owner=self.owner,
+                                              lease_until=t + self.settings.lease_s, now=t)
+        if claim is None:  # someone else holds a live claim
+            return None
+        run_id, attempts, errors = claim
         try:
             channel_id = self.poster.resolve(s.channel)
             if attempts:  # an earlier attempt may have reached Slack: look before posting again
@@ -276,25 +225,18 @@ class Scheduler:
         except Exception as e:  # noqa: BLE001 - any failure: release the lease and retry later
             final = errors + 1 >= self.settings.max_attempts
             backoff = min(30.0 * 2 ** errors, 1800.0)  # the next try (history first) after 30 s, 60 s, 120 s ...
-            with self.store.transaction() as db:
-                db.execute("UPDATE schedule_runs SET status=?, lease_until=?, errors=errors+1, error=?, finished_at=? "
-                           "WHERE id=? AND owner=?", ("failed" if final else "claimed", t + backoff, str(e)[:500],
-                                                     t if final else None, run_id, self.owner))
+            self.store.fail_schedule_run(run_id, owner=self.owner, final=final, retry_at=t + backoff, error=str(e), now=t)
             log.warning("scheduler: report #%s (%s) failed: %s%s", s.id, key, e, " — giving up" if final else "")
             return RunResult(s.id, key, "failed" if final else "retry")
 
     def _attempt(self, run_id: int) -> bool:
         """Count the post attempt (so a successor searches the history first) and renew the lease."""
         t = self.now().timestamp()
-        with self.store.transaction() as db:
-            return bool(db.execute("UPDATE schedule_runs SET attempts=attempts+1, lease_until=? WHERE id=? AND owner=? "
-                                   "AND status='claimed'", (t + self.settings.lease_s, run_id, self.owner)).rowcount)
+        return self.store.count_schedule_attempt(run_id, owner=self.owner, lease_until=t + self.settings.lease_s)
 
     def _finish(self, run_id: int, status: str, *, channel: str | None = None, ts: str | None = None,
                 error: str | None = None) -> None:
-        with self.store.transaction() as db:
-            db.execute("UPDATE schedule_runs SET status=?, channel=?, ts=?, error=?, finished_at=? WHERE id=?",
-                       (status, channel, ts, error, self.now().timestamp(), run_id))
+        self.store.finish_schedule_run(run_id, status, channel=channel, ts=ts, error=error, now=self.now().timestamp())
 
     # -- running -------------------------------------------------------------------------------
     def serve(self, *, stop: threading.Event | None = None) -> None:
@@ -397,6 +339,7 @@ def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, 
                          empty=empty, created_by=user_id, origin_channel=channel_id,
                          now=(now() if now else datetime.now(UTC)).timestamp())
         nxt = next_fire(s.cadence, now() if now else datetime.now(UTC), anchor=s.created_at)
+        nxt = nxt and nxt.astimezone(s.cadence.zone)
         when = f" Next: {nxt:%a %d %b %Y %H:%M %Z}." if nxt else ""
         return f"Scheduled report {s.describe()}.{when} Remove it with `/schedule delete {s.id}`."
     except AssistantError as e:

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -44,8 +43,8 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
     @sched.command("add")
     def add(cron: str = typer.Option(..., "--cron", "--when",
                                      help="cron '0 9 * * MON' or a phrase: 'every monday 9:00', 'daily 17:30', 'weekdays 8am', 'every 6h'"),
-            tz: Optional[str] = typer.Option(None, "--tz", help="IANA time zone (default: scheduler.timezone)"),
-            scope: Optional[str] = typer.Option(None, "--scope", help="slack:#eng, gdrive:Security, a source or a path prefix (default: everything)"),
+            tz: str | None = typer.Option(None, "--tz", help="IANA time zone (default: scheduler.timezone)"),
+            scope: str | None = typer.Option(None, "--scope", help="slack:#eng, gdrive:Security, a source or a path prefix (default: everything)"),
             to: str = typer.Option(..., "--to", help="channel to post to: #eng or a channel id"),
             empty: str = typer.Option("post", "--empty", help="post: one line 'no changes' when nothing changed; skip: post nothing")) -> None:
         """Schedule a 'what changed' report."""
@@ -58,6 +57,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
             s = add_schedule(store, cron, channel=to, scope=scope, tz=tz or settings.scheduler.timezone, empty=empty,
                              created_by="cli")
             nxt = next_fire(s.cadence, datetime.now(UTC), anchor=s.created_at)
+            nxt = nxt and nxt.astimezone(s.cadence.zone)
         finally:
             store.close()
         typer.echo(f"added {s.describe()}")
@@ -85,6 +85,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         now = datetime.now(UTC)
         for s, last in rows:
             nxt = next_fire(s.cadence, now, anchor=s.created_at)
+            nxt = nxt and nxt.astimezone(s.cadence.zone)
             tail = f"  [next: {nxt:%Y-%m-%d %H:%M %Z}]" if nxt else ""
             if last:
                 when = datetime.fromtimestamp(last["period_end"], UTC).strftime("%Y-%m-%d %H:%M UTC")

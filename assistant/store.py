@@ -7,7 +7,11 @@ leaves them inconsistent for long. Each document is replaced in one transaction 
 access), and a page's cursor is written only after its documents are committed.
 
 Thread-safety: one connection guarded by a re-entrant lock (the bot answers from several threads).
-Other modules that need their own tables (scheduler) create them through ``execute``/``transaction``.
+
+Schema: ordered migrations (``_MIGRATIONS``); the database records the version it is at and is
+upgraded in place on open, in one transaction. Version 2 added the scheduler's tables, version 3
+the Slack bot's (both were created ad hoc before). The scheduler's SQL lives here too, as named
+methods (``add_schedule_row`` … ``finish_schedule_run``).
 """
 
 from __future__ import annotations
@@ -27,10 +31,7 @@ import numpy as np
 from assistant.documents import Access, Chunk, Document, Failure
 from assistant.errors import StoreError
 
-SCHEMA_VERSION = 1
-
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
   key INTEGER PRIMARY KEY,
   source TEXT NOT NULL, doc_id TEXT NOT NULL,
@@ -68,6 +69,33 @@ CREATE TABLE IF NOT EXISTS feedback (
   vote INTEGER NOT NULL, user TEXT, channel TEXT, created REAL NOT NULL
 );
 """
+
+_SCHEDULER_TABLES = """
+CREATE TABLE IF NOT EXISTS schedules (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, spec TEXT NOT NULL, kind TEXT NOT NULL, expr TEXT NOT NULL,
+  tz TEXT NOT NULL, scope TEXT, channel TEXT NOT NULL, empty TEXT NOT NULL DEFAULT 'post',
+  created_by TEXT, origin_channel TEXT, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS schedule_runs (
+  id INTEGER PRIMARY KEY, schedule_id INTEGER NOT NULL, kind TEXT NOT NULL DEFAULT 'scheduled',
+  period_start REAL NOT NULL, period_end REAL NOT NULL, run_key TEXT NOT NULL,
+  status TEXT NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  errors INTEGER NOT NULL DEFAULT 0, channel TEXT, ts TEXT, error TEXT, claimed_at REAL NOT NULL, finished_at REAL,
+  UNIQUE (schedule_id, kind, period_start));
+CREATE INDEX IF NOT EXISTS schedule_runs_pending ON schedule_runs (status, lease_until);
+"""
+
+_SLACKBOT_TABLES = """
+CREATE TABLE IF NOT EXISTS slackbot_events (key TEXT PRIMARY KEY, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slackbot_answers (token TEXT PRIMARY KEY, question TEXT NOT NULL, answer TEXT NOT NULL,
+    sources TEXT NOT NULL, channel TEXT, user TEXT, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slackbot_votes (token TEXT NOT NULL, user TEXT NOT NULL, vote INTEGER NOT NULL,
+    PRIMARY KEY (token, user));
+"""
+
+# Version N's statements turn a version N-1 database into version N. Never edit a shipped one: add
+# the next. (``IF NOT EXISTS`` because v1 databases may hold tables the code used to create ad hoc.)
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA, 2: _SCHEDULER_TABLES, 3: _SLACKBOT_TABLES}
+SCHEMA_VERSION = max(_MIGRATIONS)
 
 _STOP = frozenset("a an and are as at be by can do does for from get got have how i if in is it me my "
                   "of on or our should so that the their there this to us was we what when where which "
@@ -138,19 +166,30 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(_SCHEMA)
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"The store at {self.path} is unreadable ({e}). Move it away and re-ingest: "
                              "nothing else is kept there.") from None
         self.lock = threading.RLock()
         self.generation = 0  # bumped on every write; caches key on it
-        with self.transaction():
-            got = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if got is None:
-                self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(got[0]) != SCHEMA_VERSION:
-                raise StoreError(f"The store at {self.path} has schema {got[0]}, this version needs {SCHEMA_VERSION}. "
-                                 "Re-ingest into a new data_dir.")
+        self.migrate()
+
+    def migrate(self) -> list[int]:
+        """Bring the database to ``SCHEMA_VERSION``, one migration after another, in one transaction
+        (another process opening the same file waits, then finds it done). Returns what was applied."""
+        with self.transaction() as db:
+            got = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            have = int(got[0]) if got else 0
+            if have > SCHEMA_VERSION:
+                raise StoreError(f"The store at {self.path} has schema {have}, newer than this version of the "
+                                 f"assistant understands ({SCHEMA_VERSION}). Upgrade the assistant, or use another data_dir.")
+            applied = list(range(have + 1, SCHEMA_VERSION + 1))
+            for version in applied:
+                for stmt in filter(str.strip, _MIGRATIONS[version].split(";")):
+                    db.execute(stmt)
+            if applied:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        return applied
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
@@ -184,10 +223,6 @@ class Store:
     # -- documents ------------------------------------------------------------------------------
     def get_document(self, source: str, doc_id: str) -> DocumentRow | None:
         rows = self.execute(f"SELECT {_DOC_COLS} FROM documents WHERE source=? AND doc_id=?", (source, doc_id))
-        return _doc(rows[0]) if rows else None
-
-    def document_by_key(self, key: int) -> DocumentRow | None:
-        rows = self.execute(f"SELECT {_DOC_COLS} FROM documents WHERE key=?", (key,))
         return _doc(rows[0]) if rows else None
 
     def iter_documents(self, source: str | None = None, path_prefix: str | None = None,
@@ -403,3 +438,77 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return self.execute("PRAGMA integrity_check")[0][0] == "ok"
+
+    # -- schedules (assistant.scheduler) ------------------------------------------------------------
+    _SCHEDULE_COLS = "id, spec, kind, expr, tz, scope, channel, empty, created_by, origin_channel, created_at"
+    _RUN_COLS = ("id", "kind", "period_start", "period_end", "run_key", "status", "attempts", "channel", "ts", "error")
+
+    def add_schedule_row(self, *, spec: str, kind: str, expr: str, tz: str, scope: str | None, channel: str,
+                         empty: str, created_by: str | None, origin_channel: str | None, created_at: float) -> int:
+        with self.transaction() as db:
+            return db.execute("INSERT INTO schedules (spec, kind, expr, tz, scope, channel, empty, created_by, "
+                              "origin_channel, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                              (spec, kind, expr, tz, scope, channel, empty, created_by, origin_channel,
+                               created_at)).lastrowid
+
+    def schedule_rows(self, schedule_id: int | None = None) -> list[tuple]:
+        """Rows in ``_SCHEDULE_COLS`` order: one schedule, or all by id."""
+        if schedule_id is None:
+            return self.execute(f"SELECT {self._SCHEDULE_COLS} FROM schedules ORDER BY id")
+        return self.execute(f"SELECT {self._SCHEDULE_COLS} FROM schedules WHERE id=?", (int(schedule_id),))
+
+    def delete_schedule(self, schedule_id: int) -> bool:
+        with self.transaction() as db:
+            gone = db.execute("DELETE FROM schedules WHERE id=?", (int(schedule_id),)).rowcount
+            db.execute("DELETE FROM schedule_runs WHERE schedule_id=?", (int(schedule_id),))
+        return bool(gone)
+
+    def schedule_runs(self, schedule_id: int) -> list[dict]:
+        rows = self.execute(f"SELECT {', '.join(self._RUN_COLS)} FROM schedule_runs WHERE schedule_id=? "
+                            "ORDER BY period_end", (int(schedule_id),))
+        return [dict(zip(self._RUN_COLS, r)) for r in rows]
+
+    def schedule_run_state(self, schedule_id: int, kind: str, period_start: float) -> tuple[str, float] | None:
+        """(status, lease_until) of a period's run, or None when nobody claimed it yet."""
+        rows = self.execute("SELECT status, lease_until FROM schedule_runs WHERE schedule_id=? AND kind=? "
+                            "AND period_start=?", (schedule_id, kind, period_start))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def claim_schedule_run(self, schedule_id: int, kind: str, period_start: float, period_end: float, *, run_key: str,
+                           owner: str, lease_until: float, now: float) -> tuple[int, int, int] | None:
+        """Claim a period's run (the UNIQUE insert is the lock), or take over a claim whose lease ran out
+        and that never finished. Returns (run id, attempts, errors), or None when someone else holds it."""
+        with self.transaction() as db:
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO schedule_runs (schedule_id, kind, period_start, period_end, run_key, status, "
+                "owner, lease_until, claimed_at) VALUES (?,?,?,?,?,'claimed',?,?,?)",
+                (schedule_id, kind, period_start, period_end, run_key, owner, lease_until, now)).rowcount
+            if not inserted:
+                taken = db.execute(
+                    "UPDATE schedule_runs SET owner=?, lease_until=? WHERE schedule_id=? AND kind=? AND period_start=? "
+                    "AND status='claimed' AND lease_until <= ?",
+                    (owner, lease_until, schedule_id, kind, period_start, now)).rowcount
+                if not taken:
+                    return None
+            return db.execute("SELECT id, attempts, errors FROM schedule_runs WHERE schedule_id=? AND kind=? "
+                              "AND period_start=?", (schedule_id, kind, period_start)).fetchone()
+
+    def count_schedule_attempt(self, run_id: int, *, owner: str, lease_until: float) -> bool:
+        """Count a post attempt and renew the lease; False when ``owner`` no longer holds the claim."""
+        with self.transaction() as db:
+            return bool(db.execute("UPDATE schedule_runs SET attempts=attempts+1, lease_until=? WHERE id=? AND owner=? "
+                                   "AND status='claimed'", (lease_until, run_id, owner)).rowcount)
+
+    def fail_schedule_run(self, run_id: int, *, owner: str, final: bool, retry_at: float, error: str,
+                          now: float) -> None:
+        """Record a failed attempt: 'failed' for good when ``final``, else claimable again at ``retry_at``."""
+        with self.transaction() as db:
+            db.execute("UPDATE schedule_runs SET status=?, lease_until=?, errors=errors+1, error=?, finished_at=? "
+                       "WHERE id=? AND owner=?", ("failed" if final else "claimed", retry_at, error[:500],
+                                                 now if final else None, run_id, owner))
+
+    def finish_schedule_run(self, run_id: int, status: str, *, channel: str | None, ts: str | None,
+                            error: str | None, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE schedule_runs SET status=?, channel=?, ts=?, error=?, finished_at=? WHERE id=?",
+                       (status, channel, ts, error, now, run_id))

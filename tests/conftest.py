@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from assistant.settings import load_settings
+from tests.ci_skips import pytest_runtest_makereport  # noqa: F401 - in CI a missing ../shared corpus fails
 
 REPO = Path(__file__).resolve().parents[1]
 HANDBOOK = REPO.parent / "shared" / "corpora" / "sourcegraph-handbook"
@@ -23,6 +24,14 @@ def embedder():
     from assistant.embeddings import Embedder
 
     return Embedder()
+
+
+@pytest.fixture(scope="session")
+def hash_embedder():
+    """For tests about ingestion state, not meaning: hashed bags of words, microseconds per text."""
+    from tests.fakes.hash_embedder import HashEmbedder
+
+    return HashEmbedder()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Ingest → store/index → search, through the real embedder, on the bundled sample corpus."""
+"""Ingest → store/index → search on the bundled sample corpus (hash embedder: state and access, not meaning)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ from connectors.local_files import LocalFilesConnector
 
 ALICE = Principals(email="alice@northwind.example")
 BOB = Principals(email="bob@northwind.example")
+
+
+@pytest.fixture(scope="session")
+def embedder(hash_embedder):
+    """Sync, state and access, not meaning: conftest's ``engine`` (and these tests) get the hash embedder."""
+    return hash_embedder
 
 
 def _sync(engine, folder, **kw):

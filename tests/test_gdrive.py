@@ -21,6 +21,12 @@ from tests.fakes.gdrive import GDOC, GSHEET, GSLIDES, FakeDrive, handbook_pages,
 ALICE, BOB = "alice@example.com", "bob@example.com"
 
 
+@pytest.fixture(scope="session")
+def embedder(hash_embedder):
+    """Sync, state and access, not meaning: conftest's ``engine`` (and these tests) get the hash embedder."""
+    return hash_embedder
+
+
 @pytest.fixture
 def fake():
     with FakeDrive(users=(ALICE, BOB), groups={"eng@example.com": {BOB}}) as f:

@@ -21,6 +21,12 @@ from tests.fakes.graph import FakeGraph, GraphWorld, handbook_pages
 from tests.fakes.graph_identity import make_client_certificate
 
 ALICE, BOB, CAROL = "alice@contoso.com", "bob@contoso.com", "carol@contoso.com"
+
+
+@pytest.fixture(scope="session")
+def embedder(hash_embedder):
+    """Sync, state and access, not meaning: conftest's ``engine`` (and these tests) get the hash embedder."""
+    return hash_embedder
 ENG_GROUP, ENG_EMAIL = "0f6a4b2e-eng", "eng@contoso.com"
 SITE_URL = "https://contoso.sharepoint.com/sites/Eng"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"

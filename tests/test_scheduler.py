@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -111,16 +112,100 @@ def test_unknown_time_zone_is_named():
         parse_cadence("daily 9:00 Mars/Olympus")
 
 
-@settings_h(max_examples=60, deadline=None, derandomize=True)  # known gap: a cron at a repeated DST hour can fire twice
-@given(phrase=st.sampled_from(["daily 09:00", "weekdays 8am", "every monday 9:00", "0 2 * * SUN", "30 2 * * *",
-                               "every 6h", "*/20 * * * *", "0 9 1 * *"]),
-       zone=st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Sydney", "UTC"]),
+PHRASES = ["daily 09:00", "weekdays 8am", "every monday 9:00", "0 2 * * SUN", "30 2 * * *", "every 6h",
+           "every 30 minutes", "*/20 * * * *", "0 9 1 * *", "0 1-3 * * *"]
+ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe", "UTC"]
+
+
+@settings_h(max_examples=150, deadline=None)
+@given(phrase=st.sampled_from(PHRASES), zone=st.sampled_from(ZONES),
        at=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)))
 def test_every_moment_falls_in_exactly_one_period(phrase, zone, at):
     c = parse_cadence(phrase, tz=zone)
     anchor = datetime(2025, 12, 1, tzinfo=UTC).timestamp()
     fire = previous_fire(c, at, anchor=anchor)
-    assert fire is not None and fire <= at < next_fire(c, fire, anchor=anchor)
+    assert fire is not None and fire <= at
+    nxt = next_fire(c, fire, anchor=anchor)
+    assert at < nxt  # the period [fire, nxt) holds ``at``
+    assert previous_fire(c, nxt, anchor=anchor) == nxt  # ... and the next period starts where it ends
+    before = previous_fire(c, fire - timedelta(microseconds=1), anchor=anchor)
+    assert before < fire and next_fire(c, before, anchor=anchor) == fire  # ... and so does the one before
+
+
+# clock changes in 2026: (zone, a UTC moment a day before the change)
+CHANGES = [("Europe/Berlin", datetime(2026, 3, 28, tzinfo=UTC)), ("Europe/Berlin", datetime(2026, 10, 24, tzinfo=UTC)),
+           ("America/New_York", datetime(2026, 3, 7, 12, tzinfo=UTC)),
+           ("America/New_York", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+           ("Australia/Sydney", datetime(2026, 4, 4, tzinfo=UTC) - timedelta(days=1)),
+           ("Australia/Sydney", datetime(2026, 10, 3, tzinfo=UTC) - timedelta(days=1)),
+           ("Australia/Lord_Howe", datetime(2026, 4, 3, tzinfo=UTC)),  # a 30-minute change
+           ("Australia/Lord_Howe", datetime(2026, 10, 3, tzinfo=UTC) - timedelta(days=1))]
+
+
+def _walk(c, start, end):
+    """Every fire time in [start, end] by next_fire."""
+    out, t = [], next_fire(c, start - timedelta(microseconds=1))
+    while t <= end:
+        out.append(t)
+        t = next_fire(c, t)
+        assert t > out[-1], f"next_fire({out[-1]}) did not move on"
+    return out
+
+
+@pytest.mark.parametrize("zone,start", CHANGES, ids=[f"{z}-{d:%m}" for z, d in CHANGES])
+@pytest.mark.parametrize("phrase", ["30 2 * * *", "0 2 * * *", "*/20 * * * *", "every 30 minutes", "0 2 * * SUN",
+                                    "every 6h"])
+def test_across_a_clock_change_each_wall_time_fires_once_and_periods_join_up(phrase, zone, start):
+    c = parse_cadence(phrase, tz=zone)
+    end = start + timedelta(days=3)
+    fires = _walk(c, start, end)
+    assert fires == sorted(set(fires))  # increasing: nothing fires twice, nothing returns itself as its successor
+    walls = [f.astimezone(ZoneInfo(zone)).replace(tzinfo=None) for f in fires]
+    assert len(walls) == len(set(walls))  # a repeated wall-clock hour fires once
+    t = start
+    while t < end:  # every moment lies in one period [fire, next fire)
+        fire = previous_fire(c, t)
+        assert fire <= t < next_fire(c, fire)
+        t += timedelta(minutes=7)
+    if phrase in ("30 2 * * *", "0 2 * * *"):  # once a day, also on the day 02:xx is skipped or repeated
+        assert len({w.date() for w in walls}) == len(walls)
+
+
+def test_autumn_berlin_0230_has_a_distinct_successor():
+    c = parse_cadence("30 2 * * *", tz="Europe/Berlin")
+    fire = previous_fire(c, datetime(2026, 10, 25, 1, 35, tzinfo=UTC))
+    assert fire == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST, the first 02:30 that night
+    assert next_fire(c, fire) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+
+
+def test_sydney_sunday_0200_fires_once_when_0200_repeats():
+    c = parse_cadence("0 2 * * SUN", tz="Australia/Sydney")
+    fires = _walk(c, datetime(2026, 4, 3, tzinfo=UTC), datetime(2026, 4, 10, tzinfo=UTC))
+    assert fires == [datetime(2026, 4, 4, 15, tzinfo=UTC)]  # 02:00 AEDT; not again at 02:00 AEST
+
+
+def test_spring_forward_skipped_time_fires_at_the_change():
+    c = parse_cadence("30 2 * * *", tz="Europe/Berlin")
+    assert next_fire(c, datetime(2026, 3, 28, 12, tzinfo=UTC)) == datetime(2026, 3, 29, 1, tzinfo=UTC)  # 03:00 CEST
+
+
+@pytest.mark.parametrize("phrase,zone,start,end", [
+    ("30 2 * * *", "Europe/Berlin", datetime(2026, 10, 23, 12, tzinfo=UTC), datetime(2026, 10, 27, tzinfo=UTC)),
+    ("*/20 * * * *", "Europe/Berlin", datetime(2026, 10, 24, 23, tzinfo=UTC), datetime(2026, 10, 25, 3, tzinfo=UTC)),
+    ("0 2 * * SUN", "Australia/Sydney", datetime(2026, 3, 28, tzinfo=UTC), datetime(2026, 4, 13, tzinfo=UTC)),
+    ("*/20 * * * *", "America/New_York", datetime(2026, 3, 8, 5, tzinfo=UTC), datetime(2026, 3, 8, 9, tzinfo=UTC)),
+])
+def test_scheduler_periods_join_up_through_a_clock_change(phrase, zone, start, end, settings, engine, poster, fake):
+    clock = Clock(start)
+    s = add_schedule(engine.store, phrase, channel="#eng", scope="nothing-here", tz=zone, now=clock().timestamp())
+    step = timedelta(minutes=5) if phrase.startswith("*/") else timedelta(hours=1)
+    fired = drive(scheduler(settings, engine, poster, clock), clock, end, step)
+    runs = runs_of(engine.store, s.id)
+    assert [r["status"] for r in runs] == ["posted"] * len(runs) == [st for _, st in fired]
+    ends = [r["period_end"] for r in runs]
+    assert len(set(ends)) == len(ends)  # each fire time runs once
+    assert all(a["period_end"] == b["period_start"] for a, b in pairwise(runs))  # no hour lost
+    assert len(posts(fake)) == len(runs)
 
 
 # -- firing at the right local time ------------------------------------------------------------

@@ -255,8 +255,7 @@ def test_from_settings_uses_the_settings_section_without_importing_settings(fake
 # ---- through the Engine ---------------------------------------------------------------------------------
 class LexicalEmbedder:
     """A fast stand-in for the embedder seam (hashed bag of words, the real tokenizer for chunking):
-    for tests about sync state, where what the vectors mean does not matter. The search test uses
-    the real bundled model (conftest's ``embedder``)."""
+    for tests about sync state, where what the vectors mean does not matter."""
 
     name, dim, max_seq_length = "lexical-test", 384, 256
 
@@ -347,8 +346,8 @@ def test_edited_reply_in_an_active_thread_updates_the_document(fake, ws, eng):
     assert "Postgres 16" in text_of(eng, f"{ws.eng}/{root}")
 
 
-def test_private_channel_is_invisible_to_non_members_and_membership_changes_resync(fake, ws, tmp_path, embedder):
-    eng = open_engine(tmp_path / "real", embedder)
+def test_private_channel_is_invisible_to_non_members_and_membership_changes_resync(fake, ws, tmp_path, hash_embedder):
+    eng = open_engine(tmp_path / "real", hash_embedder)
     c = connector(fake)
     eng.sync(c)
     team = {f"slack:{fake.team_id}"}

@@ -6,6 +6,15 @@ principals retrieval filters by; ``blocks`` formats Block Kit messages; ``cli`` 
 ``assistant slack`` and ``assistant slack-demo``.
 """
 
-from assistant.slackbot.app import create_app, serve_http, socket_mode_handler
 
 __all__ = ["create_app", "serve_http", "socket_mode_handler"]
+
+
+def __getattr__(name: str):
+    """Import the bolt app on first use, so ``import assistant.slackbot.cli`` (and with it every
+    ``assistant`` command) works where slack_bolt is not installed."""
+    if name in __all__:
+        from assistant.slackbot import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -119,13 +119,6 @@ class Identity:
         except SlackApiError as e:  # fall back to users.info one by one
             log.warning("slackbot: users.list failed (%s); looking people up one by one", e)
 
-    def forget(self, user_id: str | None = None) -> None:
-        with self._lock:
-            if user_id is None:
-                self._cache.clear()
-            else:
-                self._cache.pop(user_id, None)
-
     # -- channels -------------------------------------------------------------------------------
     def channel_members(self, channel_id: str) -> list[str]:
         members: list[str] = []
