@@ -196,6 +196,7 @@ class BotHTTPServer:
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
+        self._sock.listen(2048)  # connections queue from now on, before uvicorn's loop runs
         self.host, self.port = self._sock.getsockname()[:2]
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="slackbot-http")
         protocol = type("LimitedH11", (_LimitedH11,), {"header_timeout_s": self.limits.header_timeout_s})
