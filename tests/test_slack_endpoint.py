@@ -26,7 +26,7 @@ from assistant.service import Assistant
 from assistant.slackbot import blocks as bk
 from assistant.slackbot.app import HTTPLimits, create_app, serve_http
 from tests.fakes.slack import FakeSlack
-from tests.fakes.slack_bot_support import SIGNING_SECRET, SlackDelivery, northwind_world, signature
+from tests.fakes.slack_bot_support import SIGNING_SECRET, SlackDelivery, northwind_world
 
 LIMITS = HTTPLimits(max_body_bytes=64_000, header_timeout_s=0.5, body_timeout_s=0.5, max_connections=1000)
 
@@ -140,7 +140,7 @@ def test_unsigned_malformed_json_gets_401_not_400(endpoint):
 
 
 def test_a_forged_request_leaves_only_its_size_and_verdict_in_the_log(endpoint, caplog):
-    fake, w, _, slack = endpoint
+    _, _, _, slack = endpoint
     caplog.set_level(logging.DEBUG)
     forged = json.dumps({"type": "event_callback", "event": {"type": "app_mention", "text": "x" * 50_000},
                          "note": "ok\n2026-01-01 INFO assistant: admin logged in"})
@@ -206,7 +206,8 @@ def test_start_up_failures_are_one_clear_line(settings, case):
                     "ASSISTANT_SLACK__BOT_TOKEN": s.slack.bot_token.get_secret_value(),
                     "ASSISTANT_SLACK__SIGNING_SECRET": SIGNING_SECRET, "ASSISTANT_SLACK__API_URL": url})
         proc = subprocess.run([sys.executable, "-m", "assistant.cli", "slack", "--http", "--host", "127.0.0.1",
-                               "--port", "0", "--no-scheduler"], env=env, capture_output=True, text=True, timeout=180)
+                               "--port", "0", "--no-scheduler"], env=env, capture_output=True, text=True, timeout=180,
+                              check=False)
         assert proc.returncode == 2
         assert "Traceback" not in proc.stderr, proc.stderr
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
@@ -288,7 +289,8 @@ def test_a_question_left_unanswered_by_a_killed_bot_is_answered_once_after_resta
 
 
 def _dead_owner() -> str:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     return f"{socket.gethostname()}|{done.stdout.strip()}|gone"
 
 
