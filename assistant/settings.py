@@ -154,6 +154,7 @@ class SlackConnectorSettings(_Section):
     max_tracked_threads: int = Field(1000, ge=0, description="per channel; bounds the saved cursor")
     max_retries: int = Field(6, ge=0, le=20, description="retries of a rate-limited (429) call, honouring Retry-After")
     timeout_s: float = Field(30.0, gt=0)
+    sweep_hours: float = Field(24.0, ge=0, description="how often (per channel) the whole days_back history is re-listed to catch replies to threads quiet for longer than track_days; 0 = never (then only --full finds them)")
 
 
 class ConnectorsSettings(_Section):
