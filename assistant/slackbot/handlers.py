@@ -211,7 +211,8 @@ class BotCore:
     def accept(self, keys: tuple[str, ...], kind: str, /, **args) -> bool:
         """Record the delivery (``keys``) and the job in one transaction and run it; False for a duplicate.
         ``args`` must be JSON: a command passes ``response_url``, not bolt's ``respond``."""
-        assert kind in _JOBS, kind
+        if kind not in _JOBS:
+            raise ValueError(f"unknown bot job {kind!r}; one of {_JOBS}")
         key = next(k for k in keys if k)
         job = Job(key, kind, args, time.time())
         if not self.first_time(*keys, job=job):

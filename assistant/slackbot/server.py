@@ -109,13 +109,13 @@ class _LimitedH11(H11Protocol):
 
     def _arm_head_deadline(self) -> None:
         self._head_gen += 1
-        self.loop.call_later(self.header_timeout_s, self._head_due, self._head_gen, self.cycle)
+        self.loop.call_later(self.header_timeout_s, self._head_due, self._head_gen)
 
-    def _head_due(self, gen: int, cycle) -> None:
+    def _head_due(self, gen: int) -> None:
         if gen != self._head_gen or self.transport.is_closing():
             return
-        if self.cycle is not cycle and self.cycle is not None and not self.cycle.response_complete:
-            return  # a request head arrived in time; the body deadline is the app's
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request head arrived in time (pipelined ones too); the body deadline is the app's
         log.info("slackbot: closed a connection that sent no complete request head in %.0f s", self.header_timeout_s)
         self.transport.write(_TIMEOUT_REPLY)
         self.transport.close()
@@ -204,7 +204,7 @@ class BotHTTPServer:
                                 http=protocol, lifespan="off", access_log=False, log_config=None,
                                 limit_concurrency=self.limits.max_connections, timeout_keep_alive=5,
                                 h11_max_incomplete_event_size=self.limits.max_header_bytes, backlog=2048,
-                                server_header=False)
+                                server_header=False, timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
