@@ -45,7 +45,7 @@ from slack_sdk.errors import SlackApiError
 from assistant.errors import AssistantError
 from assistant.retrieval import Audience
 from assistant.slackbot import blocks as bk
-from assistant.slackbot.inbox import Inbox, Job
+from assistant.slackbot.inbox import Inbox, Job, is_final, posted_reply
 from assistant.summaries import parse_since
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ _CHANNEL_REF = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
 _SINCE_WORDS = re.compile(r"\s*(?:\b(?:since|last|for the last|over the last)\s+)?(\d+(?:\.\d+)?\s*[smhdw]|\d{4}-\d{2}-\d{2})\s*$", re.IGNORECASE)
 
-RESTART_TEXT = ("Sorry — I was restarted before I could answer this, and it has been too long (or it failed "
-                "twice) for me to answer it now. Please ask again.")
+RESTART_TEXT = bk.RESTART_TEXT
 MAX_ATTEMPTS = 3  # a question whose answering killed the process twice is not tried a third time
 _RESPONSE_URL_S = 1800  # Slack's response_url works for 30 minutes
 _JOBS = ("answer_message", "answer_command", "summarize_command", "schedule_command")
@@ -257,9 +256,9 @@ class BotCore:
             self._count("recovered")
             return
         a = job.args
-        reply = self._posted_reply(a["channel"], a["ts"], thread_ts=a.get("thread_ts"), is_dm=a.get("is_dm", False),
-                                   known_ts=job.reply_ts)
-        if reply is not None and _is_final(reply):
+        reply = posted_reply(self.client, a["channel"], a["ts"], thread_ts=a.get("thread_ts"),
+                             is_dm=a.get("is_dm", False), known_ts=job.reply_ts, bot_user_id=self.bot_user_id)
+        if reply is not None and is_final(reply):
             self.inbox.finish(job.key)  # answered before the crash; only the row was left
         elif give_up:
             notice = bk.notice_message(RESTART_TEXT)
@@ -272,21 +271,6 @@ class BotCore:
         else:
             self._run_job(Job(job.key, job.kind, a, job.created, job.attempts, reply["ts"] if reply else None))
         self._count("recovered")
-
-    def _posted_reply(self, channel: str, ts: str, *, thread_ts: str | None, is_dm: bool,
-                      known_ts: str | None) -> dict | None:
-        """Our reply to the question at ``ts``: the message ``known_ts``, else a "thinking…" placeholder after it."""
-        root = thread_ts or (None if is_dm else ts)
-        if root:
-            msgs = self.client.conversations_replies(channel=channel, ts=root, limit=200).get("messages") or []
-        else:
-            msgs = self.client.conversations_history(channel=channel, oldest=ts, limit=100).get("messages") or []
-        for m in sorted(msgs, key=lambda m: float(m.get("ts", 0))):
-            if float(m.get("ts", 0)) <= float(ts) or m.get("user") != self.bot_user_id:
-                continue
-            if m.get("ts") == known_ts or (known_ts is None and (m.get("text") or "").startswith(bk.THINKING)):
-                return m
-        return None
 
     # -- questions in channels and DMs ----------------------------------------------------------
     def answer_message(self, *, channel: str, user: str, text: str, ts: str, thread_ts: str | None = None,
@@ -471,12 +455,6 @@ class BotCore:
             respond(response_type="ephemeral", replace_original=False,
                     **bk.notice_message("Thanks — your feedback was recorded." if changed else "You already voted that way."))
         return bool(changed)
-
-
-def _is_final(message: dict) -> bool:
-    """An answer (it carries the feedback buttons) or a closing notice, not a placeholder being written."""
-    return (any(b.get("type") == "actions" for b in message.get("blocks") or [])
-            or message.get("text") in (bk.PRIVATE_NOTICE, bk.ERROR_TEXT, RESTART_TEXT))
 
 
 class _TrackedExecutor(ThreadPoolExecutor):

@@ -11,7 +11,8 @@ host after ``foreign_lease_s``.
 The reply's message ``ts`` is written to the row as soon as the "thinking…" placeholder is posted,
 so a recovered answer replaces that placeholder instead of posting a second message.
 
-Not here: what a job does (``handlers``). The table is created ad hoc like the bot's other tables
+``posted_reply`` finds that reply in Slack (or a placeholder posted just before a crash could note
+it); ``is_final`` tells a finished answer from a placeholder. Not here: what a job does (``handlers``). The table is created ad hoc like the bot's other tables
 (``slackbot_events`` etc.); it moves into the store's migrations with them.
 """
 
@@ -23,6 +24,8 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+
+from assistant.slackbot import blocks as bk
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slackbot_inbox (key TEXT PRIMARY KEY, kind TEXT NOT NULL, args TEXT NOT NULL,
@@ -40,6 +43,28 @@ class Job:
     created: float = 0.0
     attempts: int = 1
     reply_ts: str | None = None
+
+
+def posted_reply(client, channel: str, ts: str, *, thread_ts: str | None, is_dm: bool, known_ts: str | None,
+                 bot_user_id: str) -> dict | None:
+    """Our reply to the question at ``ts``: the message ``known_ts``, else a "thinking…" placeholder after it."""
+    root = thread_ts or (None if is_dm else ts)
+    if root:
+        msgs = client.conversations_replies(channel=channel, ts=root, limit=200).get("messages") or []
+    else:
+        msgs = client.conversations_history(channel=channel, oldest=ts, limit=100).get("messages") or []
+    for m in sorted(msgs, key=lambda m: float(m.get("ts", 0))):
+        if float(m.get("ts", 0)) <= float(ts) or m.get("user") != bot_user_id:
+            continue
+        if m.get("ts") == known_ts or (known_ts is None and (m.get("text") or "").startswith(bk.THINKING)):
+            return m
+    return None
+
+
+def is_final(message: dict) -> bool:
+    """An answer (it carries the feedback buttons) or a closing notice, not a placeholder being written."""
+    return (any(b.get("type") == "actions" for b in message.get("blocks") or [])
+            or message.get("text") in (bk.PRIVATE_NOTICE, bk.ERROR_TEXT, bk.RESTART_TEXT))
 
 
 def _pid_alive(pid: int) -> bool:
