@@ -189,7 +189,7 @@ def test_a_timed_out_post_is_not_repeated(settings):
         assert len(fake.calls("chat.postMessage")) == 1
 
 
-@pytest.mark.parametrize("case", ["wrong token", "no network"])
+@pytest.mark.parametrize("case", ["wrong token", "no network", "wrong app token"])
 def test_start_up_failures_are_one_clear_line(settings, case):
     with FakeSlack() as fake:
         northwind_world(fake)
@@ -205,13 +205,19 @@ def test_start_up_failures_are_one_clear_line(settings, case):
         env.update({"ASSISTANT_DATA_DIR": str(s.data_dir), "ASSISTANT_LLM__MODEL": "none",
                     "ASSISTANT_SLACK__BOT_TOKEN": s.slack.bot_token.get_secret_value(),
                     "ASSISTANT_SLACK__SIGNING_SECRET": SIGNING_SECRET, "ASSISTANT_SLACK__API_URL": url})
-        proc = subprocess.run([sys.executable, "-m", "assistant.cli", "slack", "--http", "--host", "127.0.0.1",
-                               "--port", "0", "--no-scheduler"], env=env, capture_output=True, text=True, timeout=180,
-                              check=False)
+        mode = ["--http", "--host", "127.0.0.1", "--port", "0"]
+        if case == "wrong app token":
+            env["ASSISTANT_SLACK__APP_TOKEN"] = "xapp-1-wrong"
+            mode = ["--socket"]
+        proc = subprocess.run([sys.executable, "-m", "assistant.cli", "slack", *mode, "--no-scheduler"], env=env,
+                              capture_output=True, text=True, timeout=180, check=False)
         assert proc.returncode == 2
         assert "Traceback" not in proc.stderr, proc.stderr
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert len(errors) == 1
+        if case == "wrong app token":
+            assert "slack.app_token" in errors[0] and "Slack refused" in errors[0]
+            return
         assert ("invalid_auth" in errors[0] and "slack.bot_token" in errors[0]) if case == "wrong token" \
             else ("Could not reach Slack" in errors[0] and url in errors[0])
         with pytest.raises(ConfigError):
