@@ -237,6 +237,16 @@ def test_a_reply_to_a_thread_quiet_for_longer_than_track_days_is_found_by_the_ne
     assert not upserts(c.changes(pages[-1].next_cursor))  # and then it is known
 
 
+def test_a_read_timeout_is_retried(fake, ws):
+    """auth.test (and every other read) that times out once is tried again, not a failed sync."""
+    c = connector(fake, timeout_s=0.5)
+    fake.delay_next("auth.test", 1.5)
+    fake.delay_next("conversations.list", 1.5)
+    assert c.team_id == fake.team_id
+    assert upserts(c.changes(None))
+    assert len(fake.calls("auth.test")) == 2 and len(fake.calls("conversations.list")) >= 2
+
+
 def test_cursor_stays_bounded(fake):
     import json as _json
 
