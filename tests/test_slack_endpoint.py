@@ -334,3 +334,30 @@ def test_recovery_tells_the_asker_leaves_finished_answers_alone_and_never_steals
             assert bot_msgs[0]["text"] == "The answer." and not fake.calls("chat.update") and left == 0
         else:
             assert bot_msgs[0]["text"] == bk.THINKING and not fake.calls("chat.update") and left == 1
+
+
+def test_an_ask_left_by_a_dead_process_is_answered_once_through_its_response_url(settings):
+    from assistant.engine import Engine
+    from assistant.slackbot.inbox import Inbox, Job
+    from tests.fakes.hash_embedder import HashEmbedder
+
+    with FakeSlack() as fake:
+        w = northwind_world(fake)
+        cmd = fake.slash_command("/ask", "how do I get a new laptop?", user=w.alice, channel=w.general)
+        s = settings.model_copy(update={"slack": settings.slack.model_copy(update={"api_url": fake.url})})
+        engine = Engine.open(s, embedder=HashEmbedder())
+        dead = Inbox(engine.store)
+        dead.owner = _dead_owner()  # accepted by a process that died before answering
+        with engine.store.transaction() as db:
+            dead.add(db, Job(f"cmd:{cmd['trigger_id']}", "answer_command",
+                             {"text": cmd["text"], "user": w.alice, "channel": w.general,
+                              "response_url": cmd["response_url"]}, time.time() - 30))
+        assistant = Assistant(s, engine=engine, llm=None)
+        for _ in range(2):  # the restart answers it; a second restart finds nothing left
+            app = create_app(s, assistant, WebClient(token=fake.token, base_url=fake.url), workers=1)
+            assert app.assistant_bot.wait_idle(60)
+            app.assistant_bot.close()
+        assert len(fake.responses) == 1 and fake.responses[0]["response_type"] == "ephemeral"
+        assert "couldn't find" in json.dumps(fake.responses[0])
+        assert Inbox(engine.store).pending() == 0
+        assistant.close()
