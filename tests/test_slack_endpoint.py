@@ -313,7 +313,7 @@ def test_recovery_tells_the_asker_leaves_finished_answers_alone_and_never_steals
         if state != "still owned":
             inbox.owner = _dead_owner()  # written by a process that has since died
         created = time.time() - (2 * 86400 if state == "too old" else 10)
-        with store.transaction() as db:
+        with store.bookkeeping() as db:
             inbox.add(db, Job("Ev1", "answer_message", {"channel": w.dm_alice, "user": w.alice, "text": ev["text"],
                                                          "ts": ev["ts"], "thread_ts": None, "is_dm": True}, created))
         if state == "already answered":
@@ -348,7 +348,7 @@ def test_an_ask_left_by_a_dead_process_is_answered_once_through_its_response_url
         engine = Engine.open(s, embedder=HashEmbedder())
         dead = Inbox(engine.store)
         dead.owner = _dead_owner()  # accepted by a process that died before answering
-        with engine.store.transaction() as db:
+        with engine.store.bookkeeping() as db:
             dead.add(db, Job(f"cmd:{cmd['trigger_id']}", "answer_command",
                              {"text": cmd["text"], "user": w.alice, "channel": w.general,
                               "response_url": cmd["response_url"]}, time.time() - 30))
@@ -361,3 +361,19 @@ def test_an_ask_left_by_a_dead_process_is_answered_once_through_its_response_url
         assert "couldn't find" in json.dumps(fake.responses[0])
         assert Inbox(engine.store).pending() == 0
         assistant.close()
+
+
+def test_recording_a_delivery_keeps_the_retrieval_caches(settings):
+    """Deliveries are bookkeeping: they must not bump the store generation that search caches key on."""
+    from assistant.slackbot.handlers import Once
+    from assistant.slackbot.inbox import Inbox, Job
+    from assistant.store import Store
+
+    store = Store(settings.data_dir / "store.sqlite")
+    inbox = Inbox(store)
+    once = Once(store, inbox=inbox)
+    before = store.generation
+    assert once.first("Ev1", "msg:C1:1", job=Job("Ev1", "answer_message", {"channel": "C1"}))
+    assert not once.first("Ev1")
+    assert store.generation == before and inbox.pending() == 1
+    store.close()

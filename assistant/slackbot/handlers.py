@@ -112,7 +112,7 @@ class Once:
                 self._mem.popitem(last=False)
             if seen:
                 return False
-            with self.store.transaction() as db:
+            with self.store.bookkeeping() as db:  # the delivery and its inbox row: both or neither
                 new = [bool(db.execute("INSERT OR IGNORE INTO slackbot_events VALUES (?, ?) RETURNING key",
                                        (k, time.time())).fetchall()) for k in keys]
                 if job is not None and self.inbox is not None and all(new):

@@ -78,7 +78,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Inbox:
-    """Rows of accepted, unfinished jobs in the store (``store.execute``/``store.transaction``)."""
+    """Rows of accepted, unfinished jobs in the store (``store.execute``; ``add`` inside ``store.bookkeeping()``)."""
 
     def __init__(self, store, *, foreign_lease_s: float = 900.0) -> None:
         self.store = store
