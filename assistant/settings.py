@@ -164,6 +164,7 @@ class SlackConnectorSettings(_Section):
     max_tracked_threads: int = Field(1000, ge=0, description="per channel; bounds the saved cursor")
     max_retries: int = Field(6, ge=0, le=20, description="retries of a rate-limited (429) call, honouring Retry-After")
     timeout_s: float = Field(30.0, gt=0)
+    sweep_hours: float = Field(24.0, ge=0, description="how often (per channel) the whole days_back history is re-listed to catch replies to threads quiet for longer than track_days; 0 = never (then only --full finds them)")
 
 
 class ConnectorsSettings(_Section):
@@ -179,6 +180,11 @@ class SlackBotSettings(_Section):
     api_url: str = "https://slack.com/api/"
     workspace_principal: str | None = Field(None, description="group token every workspace member has, e.g. slack:T0123; default from auth.test")
     stream_every_s: float = Field(1.0, gt=0, description="how often the placeholder is updated while generating")
+    http_max_body_kb: float = Field(1024.0, gt=0, description="HTTP mode: larger request bodies are refused (413) unread")
+    http_header_timeout_s: float = Field(10.0, gt=0, description="HTTP mode: a connection that sends no complete request head in this time is closed (408)")
+    http_body_timeout_s: float = Field(10.0, gt=0, description="HTTP mode: the whole body must arrive within this time of the head (408)")
+    http_max_connections: int = Field(1000, ge=1, description="HTTP mode: open connections beyond this get 503 (slow ones are closed by the timeouts)")
+    recover_within_s: float = Field(86400.0, ge=0, description="a question left unanswered by a crash is answered at start-up if younger than this; older: the asker is told to ask again")
 
 
 class SchedulerSettings(_Section):

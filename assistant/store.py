@@ -512,3 +512,18 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE schedule_runs SET status=?, channel=?, ts=?, error=?, finished_at=? WHERE id=?",
                        (status, channel, ts, error, now, run_id))
+
+    # -- bookkeeping (the bot's delivery records and inbox) ----------------------------------------
+    @contextmanager
+    def bookkeeping(self) -> Iterator[sqlite3.Connection]:
+        """A transaction for tables no search depends on (the Slack bot's ``slackbot_events`` and
+        ``slackbot_inbox``): atomic like ``transaction()`` but without bumping ``generation``, so
+        recording a delivery does not throw away the retrieval caches."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")

@@ -132,7 +132,6 @@ def test_fetch_exports_google_types_and_downloads_blobs(fake):
     w = fake.world
     root = w.root(w.admin)
     ids = {w.add_file("Doc", GDOC, "# Heading\n\nDoc body", root): ("text/markdown", b"# Heading\n\nDoc body"),
-           w.add_file("Sheet", GSHEET, "a,b\n1,2\n", root): ("text/csv", b"a,b\n1,2\n"),
            w.add_file("Deck", GSLIDES, "Slide one", root): ("text/plain", b"Slide one"),
            w.add_file("f.md", "text/markdown", "# Blob", root): ("text/markdown", b"# Blob")}
     conn = make(fake)
@@ -141,7 +140,25 @@ def test_fetch_exports_google_types_and_downloads_blobs(fake):
         doc = conn.fetch(ups[fid])
         assert (doc.mime, doc.content) == (mime, content)
         assert doc.version == ups[fid].version and doc.url and doc.metadata["owner"] == w.admin
-    assert len(fake.world.downloads()) == 4
+    assert len(fake.world.downloads()) == 3
+
+
+def test_a_spreadsheet_is_indexed_with_every_sheet_not_only_the_first(fake):
+    """Drive's CSV export holds the first sheet only; the XLSX export holds them all."""
+    from assistant.parsing import parse
+    from connectors.google_drive.convert import XLSX
+
+    w = fake.world
+    book = json.dumps({"Budget": "item,cost\nlaptops,1200\n", "Headcount": "team,people\nplatform,17\n",
+                       "Notes": "note\nfreeze starts 2026-12-18\n"})
+    fid = w.add_file("Planning", GSHEET, book, w.root(w.admin))
+    conn = make(fake)
+    ups, _, _ = sync_all(conn)
+    doc = conn.fetch(ups[fid])
+    assert doc.mime == XLSX
+    text = parse(doc.content, doc.mime, name=doc.title)
+    for sheet, value in (("Budget", "1200"), ("Headcount", "platform"), ("Notes", "2026-12-18")):
+        assert sheet in text and value in text
 
 
 @pytest.mark.parametrize("perm, expected", [

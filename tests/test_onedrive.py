@@ -243,6 +243,33 @@ def test_delta_pages_duplicates_moves_and_deletes(fake):
     assert drain(c, cursor)[0][-1].upserts == ()  # caught up: nothing new
 
 
+@pytest.mark.parametrize("change", ["rename", "move", "move out of scope"])
+def test_a_renamed_or_moved_folder_updates_its_files_paths_without_a_full_sync(fake, change):
+    """Delta lists the folder, not its descendants: they are re-listed and sent again with new paths."""
+    world, ids = small_world(page_size=2)
+    fg = fake(world)
+    scoped = change == "move out of scope"
+    c = connector(fg, folder_paths=(f"{ALICE}:/Notes",) if scoped else ())
+    _, cursor = drain(c)
+    notes = world.folder(ids["a"], "/Notes")
+    if change == "rename":
+        world.rename(notes, "Meetings")
+        want = {f"{ALICE}/Meetings/standup.md", f"{ALICE}/Meetings/Deep/plan.md"}
+    else:
+        world.move(notes, "/Archive")
+        want = {f"{ALICE}/Archive/Notes/standup.md", f"{ALICE}/Archive/Notes/Deep/plan.md"}
+    c2 = connector(fg, folder_paths=(f"{ALICE}:/Notes",) if scoped else ())  # a new process: only the cursor
+    pages, cursor = drain(c2, cursor)
+    got = {r.meta["path"] for p in pages for r in p.upserts}
+    dels = {d for p in pages for d in p.deletions}
+    moved = {f"{ids['a']}/{ids['notes']}", f"{ids['a']}/{ids['deep']}"}
+    if scoped:
+        assert not got and moved <= dels
+    else:
+        assert got == want and not dels
+    assert drain(c2, cursor)[0][-1].upserts == ()  # and then caught up
+
+
 def test_expired_delta_link_raises_cursor_expired(fake):
     world, ids = small_world()
     fg = fake(world)

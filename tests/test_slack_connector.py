@@ -206,6 +206,47 @@ def test_replies_to_old_threads_are_seen_while_tracked_or_broadcast(fake, ws):
     assert not again  # nothing changed: the broadcast and the revived thread are known now
 
 
+@pytest.mark.parametrize("sweep_hours", [24.0, 0.0])
+def test_a_reply_to_a_thread_quiet_for_longer_than_track_days_is_found_by_the_next_sweep(fake, ws, sweep_hours):
+    """No broadcast, not tracked: only a re-listing of the whole history shows its new latest_reply."""
+    import time as _time
+
+    later = [0.0]
+    c = SlackConnector(SlackConfig(bot_token=fake.token, api_url=fake.url, track_days=7, recheck_hours=0,
+                                   sweep_hours=sweep_hours), clock=lambda: _time.time() + later[0])
+    quiet = fake.post(ws.eng, ws.alice, "Ancient question about tabs vs spaces", ago=60 * DAY)
+    fake.post(ws.eng, ws.bob, "tabs", thread_ts=quiet, ago=50 * DAY)
+    others = [fake.post(ws.eng, ws.alice, f"Old thread {i}", ago=(40 + i) * DAY) for i in range(5)]
+    for ts in others:
+        fake.post(ws.eng, ws.bob, "old reply", thread_ts=ts, ago=35 * DAY)
+    cursor = [p.next_cursor for p in c.changes(None)][-1]
+    fake.post(ws.eng, ws.carol, "spaces won, finally", thread_ts=quiet)  # a reply only: history does not show it
+    pages = list(c.changes(cursor))
+    assert f"{ws.eng}/{quiet}" not in upserts(pages)  # within sweep_hours of the full listing: not yet
+    later[0] = 25 * 3600.0
+    fake.clear_requests()
+    pages = list(c.changes(pages[-1].next_cursor))
+    got = upserts(pages)
+    if not sweep_hours:
+        assert f"{ws.eng}/{quiet}" not in got
+        return
+    assert f"{ws.eng}/{quiet}" in got and "spaces won" in c.fetch(got[f"{ws.eng}/{quiet}"]).content.decode()
+    assert not {f"{ws.eng}/{ts}" for ts in others} & set(got)  # quiet threads stay quiet: no replies calls
+    assert {r.params.get("ts") for r in fake.calls("conversations.replies")} <= {quiet}
+    later[0] = 26 * 3600.0
+    assert not upserts(c.changes(pages[-1].next_cursor))  # and then it is known
+
+
+def test_a_read_timeout_is_retried(fake, ws):
+    """auth.test (and every other read) that times out once is tried again, not a failed sync."""
+    c = connector(fake, timeout_s=0.5)
+    fake.delay_next("auth.test", 1.5)
+    fake.delay_next("conversations.list", 1.5)
+    assert c.team_id == fake.team_id
+    assert upserts(c.changes(None))
+    assert len(fake.calls("auth.test")) == 2 and len(fake.calls("conversations.list")) >= 2
+
+
 def test_cursor_stays_bounded(fake):
     import json as _json
 

@@ -1,8 +1,10 @@
 """The Slack bot: a bolt app that answers questions with cited, permission-safe answers.
 
-``create_app(settings, assistant, client=None)`` (``app``) builds the bolt App; ``handlers`` holds
-the work done after Slack is acknowledged; ``identity`` maps Slack users and channels to the
-principals retrieval filters by; ``blocks`` formats Block Kit messages; ``cli`` adds
+``create_app(settings, assistant, client=None)`` (``app``) builds the bolt App; ``server`` serves it
+over HTTP behind uvicorn with limits (body size, header/body timeouts, connections; signature checked
+first); ``handlers`` holds the work done after Slack is acknowledged; ``inbox`` keeps accepted
+questions until answered, so a crash does not lose one; ``identity`` maps Slack users and channels to
+the principals retrieval filters by; ``blocks`` formats Block Kit messages; ``cli`` adds
 ``assistant slack`` and ``assistant slack-demo``.
 """
 

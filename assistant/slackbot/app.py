@@ -1,4 +1,4 @@
-"""The bolt app factory, its thin listeners, and a small threaded HTTP server for the Events API.
+"""The bolt app factory, its thin listeners, the Web API client factory, and ``serve_http``.
 
 ``create_app(settings, assistant, client=None)`` returns a ``slack_bolt.App`` whose listeners only
 parse the request, acknowledge it, drop duplicates and hand the work to ``handlers.BotCore``'s own
@@ -6,33 +6,40 @@ worker pool — so Slack gets its acknowledgement within milliseconds however lo
 (``process_before_response=False``; events are acknowledged by bolt before the listener runs,
 commands and button clicks call ``ack()`` first). Request signatures and timestamps are verified by
 bolt's ``RequestVerification`` middleware before any listener or Web API call (forged or older than
-five minutes → 401). Web API calls retry on 429 (``Retry-After``) and on connection errors.
+five minutes → 401); over HTTP ``server.dispatch`` checks it first, on the raw body. Web API calls
+retry on 429 (``Retry-After``), on connection errors, and on read timeouts of read-only methods
+(``auth.test``, ``users.info``, ``conversations.*``: a timed-out ``chat.postMessage`` may have
+posted, so it is not repeated). A wrong token or an unreachable Slack at start-up is one clear
+``ConfigError``, not a traceback.
 
-``serve_http(app, host=, port=)`` runs the app behind ``ThreadingHTTPServer`` (one thread per
-request, POST ``/slack/events``, GET ``/healthz``); ``socket_mode_handler(app, settings)`` builds
-the Socket Mode handler. Not here: what the bot says (``handlers``, ``blocks``).
+``serve_http(app, host=, port=)`` runs the app behind uvicorn with limits (``server``: body size,
+header and body timeouts, connections); ``socket_mode_handler(app, settings)`` builds the Socket
+Mode handler. Not here: what the bot says (``handlers``, ``blocks``).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.error import URLError
 
 from slack_bolt import App
-from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry import HttpRequest, HttpResponse, RetryHandler, RetryState
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from assistant.errors import ConfigError
 from assistant.slackbot import blocks as bk
 from assistant.slackbot.handlers import BotCore
 from assistant.slackbot.identity import Identity
+from assistant.slackbot.server import EVENTS_PATH, BotHTTPServer, HTTPLimits, OneLineLogs, dispatch, one_line
+
+__all__ = ["BotHTTPServer", "HTTPLimits", "create_app", "dispatch", "serve_http", "socket_mode_handler"]
 
 log = logging.getLogger(__name__)
-
-EVENTS_PATH = "/slack/events"
+_BOLT_LOG = logging.getLogger("assistant.slackbot.bolt")
+if not any(isinstance(f, OneLineLogs) for f in _BOLT_LOG.filters):
+    _BOLT_LOG.addFilter(OneLineLogs())  # bolt logs request bodies (signed ones: ours checks forged ones first)
 
 
 def _secret(value) -> str | None:
@@ -53,14 +60,50 @@ def with_retries(client: WebClient, *, max_retries: int = 5) -> WebClient:
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=max_retries))
     if ConnectionErrorRetryHandler not in kinds:
         client.retry_handlers.append(ConnectionErrorRetryHandler(max_retry_count=2))
+    if ReadTimeoutRetryHandler not in kinds:
+        client.retry_handlers.append(ReadTimeoutRetryHandler(max_retry_count=2))
     return client
 
 
+class ReadTimeoutRetryHandler(RetryHandler):
+    """Retries a read timeout (``TimeoutError``: the request was sent, no answer came) of read-only methods.
+
+    slack_sdk's ``ConnectionErrorRetryHandler`` covers refused and reset connections but not a read
+    timeout. Methods that change something (``chat.postMessage``…) are not repeated: the first try
+    may have worked."""
+
+    READ_ONLY = ("auth.test", "users.", "conversations.info", "conversations.members", "conversations.history",
+                 "conversations.replies", "conversations.list", "team.info", "bots.info", "chat.getPermalink")
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        if not isinstance(error, TimeoutError) or response is not None:
+            return False
+        method = request.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+        return method.startswith(self.READ_ONLY)
+
+
+def who_am_i(client: WebClient, *, api_url: str) -> dict:
+    """``auth.test``, with the two start-up failures a person can fix said in one line each."""
+    try:
+        return client.auth_test().data  # type: ignore[return-value]
+    except SlackApiError as e:
+        code = e.response.get("error") if e.response is not None else "unknown"
+        raise ConfigError(f"Slack refused the bot token ({code}): set slack.bot_token (ASSISTANT_SLACK__BOT_TOKEN) "
+                          "to the app's Bot User OAuth Token (xoxb-…, OAuth & Permissions page) and reinstall "
+                          "the app if it was revoked.") from None
+    except (OSError, URLError) as e:  # no network, DNS, refused, timed out after the retries
+        reason = getattr(e, "reason", None) or e
+        raise ConfigError(f"Could not reach Slack at {api_url} ({reason}): check the network or proxy, "
+                          "or slack.api_url.") from None
+
+
 def create_app(settings, assistant, client: WebClient | None = None, *, workers: int = 8,
-               identity_ttl_s: float = 3600.0) -> App:
-    """A bolt App wired to ``assistant`` (``assistant.service.Assistant``). ``app.assistant_bot`` is the core."""
+               identity_ttl_s: float = 3600.0, recover: bool = True) -> App:
+    """A bolt App wired to ``assistant`` (``assistant.service.Assistant``). ``app.assistant_bot`` is the core.
+    ``recover``: finish, in the background, the questions a stopped process left unanswered."""
     client = with_retries(client) if client is not None else make_client(settings)
-    me = client.auth_test()  # who we are: our user id (to drop self-mentions) and the workspace
+    me = who_am_i(client, api_url=settings.slack.api_url)  # who we are: our user id (to drop self-mentions) and the workspace
     identity = Identity(client, team_id=me["team_id"], workspace_group=settings.slack.workspace_principal,
                         bot_user_id=me["user_id"], ttl_s=identity_ttl_s)
     core = BotCore(settings, assistant, client, identity, bot_user_id=me["user_id"], bot_id=me.get("bot_id"),
@@ -68,9 +111,11 @@ def create_app(settings, assistant, client: WebClient | None = None, *, workers:
     app = App(client=client, signing_secret=_secret(settings.slack.signing_secret) or "",
               process_before_response=False, token_verification_enabled=False, name="assistant",
               listener_executor=core.listener_executor,
-              logger=logging.getLogger("assistant.slackbot.bolt"))
+              logger=_BOLT_LOG)
     app.assistant_bot = core  # type: ignore[attr-defined]
     _listen(app, core)
+    if recover:
+        core.recover()
     return app
 
 
@@ -83,44 +128,41 @@ def _listen(app: App, core: BotCore) -> None:
     def on_mention(event, body, request):
         if event.get("bot_id") or not event.get("user"):
             return
-        if not core.first_time(body.get("event_id"), f"msg:{event['channel']}:{event['ts']}"):
-            log.info("slackbot: dropped duplicate event %s (retry %s)", body.get("event_id"), retry_of(request))
-            return
-        core.submit(core.answer_message, channel=event["channel"], user=event["user"], text=event.get("text", ""),
-                    ts=event["ts"], thread_ts=event.get("thread_ts"), is_dm=event.get("channel_type") == "im")
+        if not core.accept((body.get("event_id"), f"msg:{event['channel']}:{event['ts']}"), "answer_message",
+                           channel=event["channel"], user=event["user"], text=event.get("text", ""), ts=event["ts"],
+                           thread_ts=event.get("thread_ts"), is_dm=event.get("channel_type") == "im"):
+            log.info("slackbot: dropped duplicate event %s (retry %s)", one_line(body.get("event_id")),
+                     one_line(retry_of(request)))
 
     @app.event("message")
     def on_message(event, body, request):
         # Direct messages only; channel messages reach us as app_mention. Edits, joins and bots are ignored.
         if event.get("channel_type") != "im" or event.get("subtype") or event.get("bot_id") or not event.get("user"):
             return
-        if not core.first_time(body.get("event_id"), f"msg:{event['channel']}:{event['ts']}"):
-            log.info("slackbot: dropped duplicate event %s (retry %s)", body.get("event_id"), retry_of(request))
-            return
-        core.submit(core.answer_message, channel=event["channel"], user=event["user"], text=event.get("text", ""),
-                    ts=event["ts"], thread_ts=event.get("thread_ts"), is_dm=True)
+        if not core.accept((body.get("event_id"), f"msg:{event['channel']}:{event['ts']}"), "answer_message",
+                           channel=event["channel"], user=event["user"], text=event.get("text", ""), ts=event["ts"],
+                           thread_ts=event.get("thread_ts"), is_dm=True):
+            log.info("slackbot: dropped duplicate event %s (retry %s)", one_line(body.get("event_id")),
+                     one_line(retry_of(request)))
 
     @app.command("/ask")
-    def on_ask(ack, command, respond):
+    def on_ask(ack, command):
         question = (command.get("text") or "").strip()
         ack(text=f"Looking that up: _{bk.safe_text(question[:200])}_ …" if question else "")
-        if core.first_time(f"cmd:{command.get('trigger_id')}"):
-            core.submit(core.answer_command, text=question, user=command["user_id"], channel=command.get("channel_id"),
-                        respond=respond)
+        core.accept((f"cmd:{command.get('trigger_id')}",), "answer_command", text=question, user=command["user_id"],
+                    channel=command.get("channel_id"), response_url=command.get("response_url"))
 
     @app.command("/summarize")
-    def on_summarize(ack, command, respond):
+    def on_summarize(ack, command):
         ack(text="Summarizing… this can take a little while.")
-        if core.first_time(f"cmd:{command.get('trigger_id')}"):
-            core.submit(core.summarize_command, text=command.get("text") or "", user=command["user_id"],
-                        channel=command.get("channel_id"), respond=respond)
+        core.accept((f"cmd:{command.get('trigger_id')}",), "summarize_command", text=command.get("text") or "",
+                    user=command["user_id"], channel=command.get("channel_id"), response_url=command.get("response_url"))
 
     @app.command("/schedule")
-    def on_schedule(ack, command, respond):
+    def on_schedule(ack, command):
         ack()
-        if core.first_time(f"cmd:{command.get('trigger_id')}"):
-            core.submit(core.schedule_command, text=command.get("text") or "", user=command["user_id"],
-                        channel=command.get("channel_id"), respond=respond)
+        core.accept((f"cmd:{command.get('trigger_id')}",), "schedule_command", text=command.get("text") or "",
+                    user=command["user_id"], channel=command.get("channel_id"), response_url=command.get("response_url"))
 
     @app.action(bk.FEEDBACK_ACTION)
     def on_feedback(ack, action, body, respond):
@@ -132,93 +174,23 @@ def _listen(app: App, core: BotCore) -> None:
 
     @app.error
     def on_error(error, body):
-        log.error("slackbot: unhandled error for a %s request: %s", (body or {}).get("type", "?"), error)
+        log.error("slackbot: unhandled error for a %s request: %s", one_line((body or {}).get("type", "?")),
+                  one_line(error))
 
 
-# -- HTTP (Events API, slash commands, interactivity: all on one URL) ---------------------------
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "assistant-slackbot"
-
-    def log_message(self, fmt, *args) -> None:
-        log.debug("http: " + fmt, *args)
-
-    def do_GET(self) -> None:
-        if urlsplit(self.path).path == "/healthz":
-            return self._reply(200, {"content-type": ["text/plain"]}, "ok")
-        self._reply(404, {}, "")
-
-    def do_POST(self) -> None:
-        path, _, query = self.path.partition("?")
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
-        if path != self.server.events_path:  # type: ignore[attr-defined]
-            return self._reply(404, {}, "")
-        headers: dict[str, list[str]] = {}
-        for k, v in self.headers.items():
-            headers.setdefault(k.lower(), []).append(v)
-        self._reply(*dispatch(self.server.app, body, query=query, headers=headers))  # type: ignore[attr-defined]
-
-    def _reply(self, status: int, headers: dict, body: str) -> None:
-        data = (body or "").encode("utf-8")
-        self.send_response(status)
-        for k, values in headers.items():
-            if k.lower() == "content-length":
-                continue
-            for v in values:
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def dispatch(app: App, body: str, *, query: str = "", headers: dict[str, list[str]]) -> tuple[int, dict, str]:
-    """One raw HTTP request through bolt → (status, headers, body). A body that is not even JSON/form → 400."""
-    try:
-        request = BoltRequest(body=body, query=query, headers=headers)
-    except (ValueError, TypeError, AttributeError):  # bolt parses the body before verifying it; nothing ran yet
-        return 400, {"content-type": ["text/plain"]}, "bad request"
-    resp = app.dispatch(request)
-    return resp.status, resp.headers, resp.body
-
-
-class BotHTTPServer(ThreadingHTTPServer):
-    """One thread per request; ``start()`` serves in the background, ``serve_forever()`` in the foreground."""
-
-    daemon_threads = True
-    request_queue_size = 256  # bursts of Slack deliveries queue here instead of being refused
-
-    def __init__(self, app: App, *, host: str = "0.0.0.0", port: int = 3000, events_path: str = EVENTS_PATH) -> None:
-        super().__init__((host, port), _Handler)
-        self.app, self.events_path = app, events_path
-        self.host, self.port = self.server_address[:2]
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}{self.events_path}"
-
-    def start(self) -> BotHTTPServer:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="slackbot-http", daemon=True)
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
-        bot = getattr(self.app, "assistant_bot", None)
-        if bot is not None:
-            bot.wait_idle(timeout=30)
-
-
-def serve_http(app: App, *, host: str = "0.0.0.0", port: int = 3000, events_path: str = EVENTS_PATH) -> BotHTTPServer:
-    """Bind (port 0 = any free port) and return the server, not yet serving: call ``start()`` or ``serve_forever()``."""
+def serve_http(app: App, *, host: str = "0.0.0.0", port: int = 3000, events_path: str = EVENTS_PATH,
+               limits: HTTPLimits | None = None) -> BotHTTPServer:
+    """Bind (port 0 = any free port) and return the server, not yet serving: call ``start()`` or ``serve_forever()``.
+    ``limits`` default to the bot's ``settings.slack.http_*``."""
     if not app._signing_secret:  # type: ignore[attr-defined]
         raise ConfigError("HTTP mode needs the app's signing secret: set slack.signing_secret "
                           "(ASSISTANT_SLACK__SIGNING_SECRET) from the app's Basic Information page.")
-    return BotHTTPServer(app, host=host, port=port, events_path=events_path)
+    bot = getattr(app, "assistant_bot", None)
+    if limits is None and bot is not None:
+        s = bot.settings.slack
+        limits = HTTPLimits(max_body_bytes=int(s.http_max_body_kb * 1024), header_timeout_s=s.http_header_timeout_s,
+                            body_timeout_s=s.http_body_timeout_s, max_connections=s.http_max_connections)
+    return BotHTTPServer(app, host=host, port=port, events_path=events_path, limits=limits)
 
 
 def socket_mode_handler(app: App, settings):

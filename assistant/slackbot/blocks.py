@@ -31,6 +31,8 @@ PRIVATE_NOTICE = ("I found an answer in documents not everyone in this channel c
                   "I sent it to you privately.")
 ERROR_TEXT = ("Sorry — something went wrong while I was working on this. It has been logged; "
               "please try again in a minute.")
+RESTART_TEXT = ("Sorry — I was restarted before I could answer this, and it has been too long (or it failed "
+                "twice) for me to answer it now. Please ask again.")
 
 _NO_UNFURL = {"unfurl_links": False, "unfurl_media": False}
 

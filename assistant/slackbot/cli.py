@@ -62,6 +62,10 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
               scheduler: bool = typer.Option(True, "--scheduler/--no-scheduler",
                                              help="also post scheduled reports from this process")) -> None:
         """Run the Slack bot: answers mentions, DMs, /ask and /summarize with cited, permission-safe answers."""
+        from urllib.error import URLError
+
+        from slack_sdk.errors import SlackApiError
+
         from assistant.errors import ConfigError
         from assistant.service import Assistant
         from assistant.slackbot.app import create_app, serve_http, socket_mode_handler
@@ -80,6 +84,14 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
             typer.echo("Slack bot connected over Socket Mode. Ctrl-C to stop.", err=True)
             try:
                 handler.start()
+            except SlackApiError as e:  # a wrong or revoked xapp- token: one line, not a traceback
+                code = e.response.get("error") if e.response is not None else "unknown"
+                raise ConfigError(f"Slack refused the app-level token ({code}): set slack.app_token "
+                                  "(ASSISTANT_SLACK__APP_TOKEN) to an xapp-… token with connections:write "
+                                  "(Basic Information → App-Level Tokens).") from None
+            except (OSError, URLError) as e:
+                raise ConfigError(f"Could not reach Slack for Socket Mode ({getattr(e, 'reason', None) or e}): "
+                                  "check the network or proxy.") from None
             finally:
                 _shutdown(bolt, assistant, reports)
             return

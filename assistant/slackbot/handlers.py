@@ -18,7 +18,12 @@ Not done: a "weak but not refused" channel answer does not trigger the private f
 refusal does (a weak answer has no reliable signal yet).
 Exactly once: an event is handled only if neither its ``event_id`` nor its message (channel, ts)
 was seen before — in memory and in the store table ``slackbot_events`` — so Slack's retries
-(``X-Slack-Retry-Num``) and app_mention/message twins never produce a second answer.
+(``X-Slack-Retry-Num``) and app_mention/message twins never produce a second answer. In the same
+transaction the request becomes a row of the durable inbox (``inbox``), deleted when the work is
+done; ``recover()`` (run at start-up) finishes what a crashed process left: it finds the reply
+already posted (the placeholder's ts is kept in the row, or found in the thread), leaves a final
+answer alone, and otherwise answers into that placeholder — or tells the asker, once, when the
+question is older than ``slack.recover_within_s`` or has failed ``MAX_ATTEMPTS`` times.
 Any exception becomes a friendly message where the user is looking and one log line.
 """
 
@@ -34,11 +39,13 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from slack_bolt.context.respond import Respond
 from slack_sdk.errors import SlackApiError
 
 from assistant.errors import AssistantError
 from assistant.retrieval import Audience
 from assistant.slackbot import blocks as bk
+from assistant.slackbot.inbox import Inbox, Job, is_final, posted_reply
 from assistant.summaries import parse_since
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,11 @@ _CHANNEL_REF = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
 _SINCE_WORDS = re.compile(r"\s*(?:\b(?:since|last|for the last|over the last)\s+)?(\d+(?:\.\d+)?\s*[smhdw]|\d{4}-\d{2}-\d{2})\s*$", re.IGNORECASE)
 
+RESTART_TEXT = bk.RESTART_TEXT
+MAX_ATTEMPTS = 3  # a question whose answering killed the process twice is not tried a third time
+_RESPONSE_URL_S = 1800  # Slack's response_url works for 30 minutes
+_JOBS = ("answer_message", "answer_command", "summarize_command", "schedule_command")
+
 HELP_ASK = "Ask me a question, e.g. `/ask how do I request a new laptop?`"
 HELP_SUMMARIZE = ("Tell me what to summarize, e.g. `/summarize #eng since 7d`, `/summarize gdrive:Security 2w` "
                   "or `/summarize handbook`.")
@@ -74,8 +86,8 @@ def clean_text(text: str, *, bot_user_id: str | None = None) -> str:
 class Once:
     """Has this key been handled before? Memory first (fast path), then a row in the store (restarts)."""
 
-    def __init__(self, store, *, memory: int = 10_000) -> None:
-        self.store = store
+    def __init__(self, store, *, memory: int = 10_000, inbox: Inbox | None = None) -> None:
+        self.store, self.inbox = store, inbox
         self._mem: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._memory = memory
@@ -86,9 +98,10 @@ class Once:
         # feedback buttons older than this answer "I no longer have this answer"; votes already given are kept
         store.execute("DELETE FROM slackbot_answers WHERE created < ?", (time.time() - _KEEP_ANSWERS_S,))
 
-    def first(self, *keys: str) -> bool:
+    def first(self, *keys: str, job: Job | None = None) -> bool:
         """True when none of ``keys`` was seen; records them all either way. Atomic within the process
-        (an original and its retry may arrive at the same moment); the table settles it across processes."""
+        (an original and its retry may arrive at the same moment); the table settles it across processes.
+        ``job`` is written to the inbox in the same transaction when the keys are new."""
         keys = tuple(k for k in keys if k)
         with self._lock:
             seen = any(k in self._mem for k in keys)
@@ -99,8 +112,11 @@ class Once:
                 self._mem.popitem(last=False)
             if seen:
                 return False
-            new = [bool(self.store.execute("INSERT OR IGNORE INTO slackbot_events VALUES (?, ?) RETURNING key",
-                                           (k, time.time()))) for k in keys]
+            with self.store.bookkeeping() as db:  # the delivery and its inbox row: both or neither
+                new = [bool(db.execute("INSERT OR IGNORE INTO slackbot_events VALUES (?, ?) RETURNING key",
+                                       (k, time.time())).fetchall()) for k in keys]
+                if job is not None and self.inbox is not None and all(new):
+                    self.inbox.add(db, job)
         return all(new)
 
 
@@ -135,12 +151,13 @@ class BotCore:
         self.settings, self.assistant, self.client, self.identity = settings, assistant, client, identity
         self.bot_user_id, self.bot_id = bot_user_id, bot_id
         self.store = assistant.engine.store
-        self.once = Once(self.store)
+        self.inbox = Inbox(self.store)
+        self.once = Once(self.store, inbox=self.inbox)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slackbot-work")
         self.listener_executor = _TrackedExecutor(self)  # bolt's listeners: counted, so wait_idle sees them
         self._pending = 0
         self._idle = threading.Condition()
-        self.stats = {"answered": 0, "private": 0, "errors": 0, "duplicates": 0}
+        self.stats = {"answered": 0, "private": 0, "errors": 0, "duplicates": 0, "recovered": 0}
 
     # -- scheduling -----------------------------------------------------------------------------
     def submit(self, fn, /, *args, **kwargs) -> Future:
@@ -182,24 +199,94 @@ class BotCore:
         self.listener_executor.shutdown(wait=True)
         self.pool.shutdown(wait=True, cancel_futures=False)
 
-    def first_time(self, *keys: str) -> bool:
-        if self.once.first(*keys):
+    def first_time(self, *keys: str, job: Job | None = None) -> bool:
+        if self.once.first(*keys, job=job):
             return True
         self._count("duplicates")
         log.info("slackbot: duplicate delivery %s ignored", ", ".join(k for k in keys if k))
         return False
 
+    # -- accepted work: recorded, run, finished; recovered after a crash ------------------------
+    def accept(self, keys: tuple[str, ...], kind: str, /, **args) -> bool:
+        """Record the delivery (``keys``) and the job in one transaction and run it; False for a duplicate.
+        ``args`` must be JSON: a command passes ``response_url``, not bolt's ``respond``."""
+        if kind not in _JOBS:
+            raise ValueError(f"unknown bot job {kind!r}; one of {_JOBS}")
+        key = next(k for k in keys if k)
+        job = Job(key, kind, args, time.time())
+        if not self.first_time(*keys, job=job):
+            return False
+        self.submit(self._run_job, job)
+        return True
+
+    def _run_job(self, job: Job) -> None:
+        args = dict(job.args)
+        if "response_url" in args:
+            args["respond"] = Respond(response_url=args.pop("response_url"))
+        if job.kind == "answer_message":
+            args.update(job=job.key, placeholder=job.reply_ts)
+        try:
+            getattr(self, job.kind)(**args)
+        finally:
+            self.inbox.finish(job.key)
+
+    def recover(self) -> int:
+        """Take the jobs a dead process left in the inbox and finish each exactly once (on the pool)."""
+        jobs = self.inbox.take_orphans()
+        for job in jobs:
+            log.warning("slackbot: finishing a %s left unfinished by a stopped process (attempt %d)",
+                        job.kind, job.attempts)
+            self.submit(self._recover_one, job)
+        return len(jobs)
+
+    def _recover_one(self, job: Job) -> None:
+        give_up = (time.time() - job.created > self.settings.slack.recover_within_s
+                   or job.attempts > MAX_ATTEMPTS)
+        if job.kind != "answer_message":
+            if time.time() - job.created > _RESPONSE_URL_S:  # nothing can reach the asker any more
+                log.warning("slackbot: a %s from %s could not be finished (its response_url expired)",
+                            job.kind, job.args.get("user"))
+                self.inbox.finish(job.key)
+            elif give_up:
+                Respond(response_url=job.args["response_url"])(response_type="ephemeral", replace_original=False,
+                                                               **bk.notice_message(RESTART_TEXT))
+                self.inbox.finish(job.key)
+            else:
+                self._run_job(job)
+            self._count("recovered")
+            return
+        a = job.args
+        reply = posted_reply(self.client, a["channel"], a["ts"], thread_ts=a.get("thread_ts"),
+                             is_dm=a.get("is_dm", False), known_ts=job.reply_ts, bot_user_id=self.bot_user_id)
+        if reply is not None and is_final(reply):
+            self.inbox.finish(job.key)  # answered before the crash; only the row was left
+        elif give_up:
+            notice = bk.notice_message(RESTART_TEXT)
+            if reply is not None:
+                self.client.chat_update(channel=a["channel"], ts=reply["ts"], **notice)
+            else:
+                self.client.chat_postMessage(channel=a["channel"], thread_ts=a.get("thread_ts") or
+                                             (None if a.get("is_dm") else a["ts"]), **notice)
+            self.inbox.finish(job.key)
+        else:
+            self._run_job(Job(job.key, job.kind, a, job.created, job.attempts, reply["ts"] if reply else None))
+        self._count("recovered")
+
     # -- questions in channels and DMs ----------------------------------------------------------
     def answer_message(self, *, channel: str, user: str, text: str, ts: str, thread_ts: str | None = None,
-                       is_dm: bool = False) -> None:
+                       is_dm: bool = False, job: str | None = None, placeholder: str | None = None) -> None:
+        """``job``: the inbox row to note the placeholder in; ``placeholder``: a reply already posted (recovery)."""
         question = clean_text(text, bot_user_id=self.bot_user_id)
         reply_ts = thread_ts or (None if is_dm else ts)
         if not question:
             self.client.chat_postMessage(channel=channel, thread_ts=reply_ts, **bk.notice_message(HELP_ASK))
             return
-        placeholder = None
         try:
-            placeholder = self.client.chat_postMessage(channel=channel, thread_ts=reply_ts, **bk.thinking_message())["ts"]
+            if placeholder is None:
+                placeholder = self.client.chat_postMessage(channel=channel, thread_ts=reply_ts,
+                                                           **bk.thinking_message())["ts"]
+                if job:
+                    self.inbox.note_reply(job, placeholder)
             history = self._history(channel, thread_ts or ts, before=ts, threaded=bool(thread_ts), is_dm=is_dm)
             asker = self.identity.principals(user)
             who = asker if is_dm else self._audience_with(self.identity.channel_audience(channel), asker)

@@ -2,8 +2,9 @@
 
 Pure functions over the JSON the Drive API returns; no I/O. The connector decides when to call them.
 
-- Google Docs export as Markdown (plain text as a fallback), Sheets as CSV (Drive's CSV export
-  holds the first sheet only), Slides as plain text. Other Google types (forms, drawings, sites,
+- Google Docs export as Markdown (plain text as a fallback), Sheets as XLSX — every sheet, parsed
+  by ``assistant.parsing`` into one table per sheet; Drive's CSV export holds the first sheet only,
+  so CSV is only the fallback when the XLSX export is refused — Slides as plain text. Other Google types (forms, drawings, sites,
   shortcuts, folders) are not content and are skipped. Binary files are downloaded as they are
   and parsed by ``assistant.parsing``; images, audio and video are skipped unless included.
 - Permissions → Access: every role can read. ``user`` → its email, ``group`` → the group email,
@@ -23,9 +24,10 @@ from assistant.documents import Access, Document
 
 FOLDER = "application/vnd.google-apps.folder"
 GOOGLE_PREFIX = "application/vnd.google-apps."
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 EXPORTS: dict[str, tuple[str, ...]] = {
     "application/vnd.google-apps.document": ("text/markdown", "text/plain"),
-    "application/vnd.google-apps.spreadsheet": ("text/csv",),
+    "application/vnd.google-apps.spreadsheet": (XLSX, "text/csv"),
     "application/vnd.google-apps.presentation": ("text/plain",),
 }
 SKIPPED_PREFIXES = ("image/", "video/", "audio/")

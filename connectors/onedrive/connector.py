@@ -18,9 +18,13 @@ Files.Read.All Graph may scope them out, so run a periodic full sync, which re-r
 Delta items carry no path (Graph omits ``parentReference.path`` in delta), so folder paths are
 tracked by id while paging and looked up once per unknown folder.
 
-Known limits: renaming or moving a *folder* does not re-list its descendants in delta, so their
-stored paths stay stale until they change or a full sync runs; folder filters are matched on the
-path at listing time. ``ItemRef.version`` is left empty: every listed item is fetched, because the
+Renaming or moving a *folder* does not list its descendants in delta, so the cursor keeps each
+drive's folder paths (``folders``: id → path, learnt while listing); a folder that comes back from
+delta with a different path is re-listed (``/children``, recursively) and its files are sent again
+as upserts with their new paths — or as deletions when the move took them out of the configured
+folders. Cursors saved before this learn folder paths as they go (a full sync learns them all).
+Known limits: the folder map makes the cursor grow with the number of folders (about 60 bytes
+each); folder filters are matched on the path at listing time. ``ItemRef.version`` is left empty: every listed item is fetched, because the
 eTag does not move on permission changes; ``Document.version`` is eTag + a digest of the ACL.
 """
 
@@ -213,15 +217,22 @@ class OneDriveConnector:
         for item in items:  # the same item may appear more than once: the last one wins
             latest[item["id"]] = item
         folders = self._folders.setdefault(drive.id, {})
+        moved: list[str] = []
         for item in latest.values():  # folders first, so files of this page find their parents
             if "deleted" in item:
                 folders.pop(item["id"], None)
             elif "root" in item:
                 folders[item["id"]] = ""
             elif "folder" in item or "package" in item:
-                folders[item["id"]] = self._item_path(drive, item)
+                old, folders[item["id"]] = folders.get(item["id"]), self._item_path(drive, item)
+                if incremental and "folder" in item and old is not None and old != folders[item["id"]]:
+                    moved.append(item["id"])  # renamed or moved: its files' paths changed, delta won't say
         upserts: list[ItemRef] = []
         deletions: list[str] = []
+        for folder_id in moved:
+            for child in self._descendant_files(drive, folder_id):
+                if child["id"] not in latest:
+                    latest[child["id"]] = child
         for item_id, item in latest.items():
             doc_id = f"{drive.id}/{item_id}"
             if "deleted" in item:
@@ -240,6 +251,20 @@ class OneDriveConnector:
                 "mime": item_mime(item), "modified": item.get("lastModifiedDateTime"), "url": item.get("webUrl"),
                 "size": int(item.get("size") or 0)}))
         return upserts, deletions
+
+    def _descendant_files(self, drive: DriveTarget, folder_id: str, depth: int = 0) -> Iterator[dict]:
+        """Files under a renamed or moved folder, its subfolders' paths refreshed on the way."""
+        if depth > 64:
+            return
+        folders = self._folders.setdefault(drive.id, {})
+        for child in self.graph.values(f"drives/{drive.id}/items/{folder_id}/children",
+                                       params={"$top": "200"}):
+            if "folder" in child or "package" in child:
+                folders[child["id"]] = self._item_path(drive, child)
+                if "folder" in child:
+                    yield from self._descendant_files(drive, child["id"], depth + 1)
+            elif "file" in child:
+                yield child
 
     def _check_link(self, link: str) -> str:
         if link.startswith(("http://", "https://")) and not link.lower().startswith(self._origin):
@@ -275,6 +300,8 @@ class OneDriveConnector:
             return
         for n, drive in enumerate(drives):
             entry = state["drives"][drive.id]
+            if not full:  # the folder paths learnt so far: a renamed folder is recognised by them
+                self._folders.setdefault(drive.id, {}).update(entry.get("folders") or {})
             if entry["done"]:  # caught up before: ask what changed since
                 entry.update(done=False, incremental=True)
             link = self._check_link(entry["link"]) if entry["link"] else f"drives/{drive.id}/root/delta"
@@ -288,7 +315,8 @@ class OneDriveConnector:
                 if not next_link and not delta_link:
                     raise ConnectorError(f"Graph delta for drive {drive.id} returned neither a nextLink nor a "
                                          "deltaLink; check connectors.onedrive.graph_url.")
-                entry.update(link=next_link or delta_link, done=not next_link)
+                entry.update(link=next_link or delta_link, done=not next_link,
+                             folders=dict(self._folders.get(drive.id, {})))
                 last = entry["done"] and n == len(drives) - 1
                 if last:
                     state["full"] = False

@@ -50,6 +50,14 @@ class ServerErrorRetryHandler(RetryHandler):
         return response is not None and response.status_code in (500, 502, 503, 504)
 
 
+class ReadTimeoutRetryHandler(RetryHandler):
+    """Retries a read timeout (sent, no answer in ``timeout_s``): slack-sdk's connection handler does
+    not cover ``TimeoutError``. Safe here because the connector only reads."""
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        return response is None and isinstance(error, TimeoutError)
+
+
 def translate(e: SlackApiError, what: str) -> Exception:
     """A ``SlackApiError`` as one of ours, with a message that says what to do."""
     resp = e.response
@@ -93,9 +101,10 @@ class SlackClient:
         self.backoff_s = backoff_s
         backoff = BackoffRetryIntervalCalculator(backoff_factor=backoff_s)
         self.web = web_client or WebClient(
-            token=token, base_url=base_url, timeout=int(timeout_s),
+            token=token, base_url=base_url, timeout=timeout_s,  # type: ignore[arg-type]  (urllib takes a float)
             retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=max_retries),
                             ConnectionErrorRetryHandler(max_retry_count=3, interval_calculator=backoff),
+                            ReadTimeoutRetryHandler(max_retry_count=2, interval_calculator=backoff),
                             ServerErrorRetryHandler(max_retry_count=3, interval_calculator=backoff)])
         self._users: dict[str, dict | None] = {}
         self._auth: dict | None = None

@@ -26,8 +26,15 @@ stopped. An incremental run per channel:
 - a channel that disappeared (bot removed, excluded, deleted) turns the run into a full enumeration,
   whose last page prunes what the source no longer lists.
 
-What it does not see without a full sync (``assistant ingest --source slack --full``): a new reply
-to, or an edit in, a thread quiet for longer than ``track_days``; deletions of roots older than that.
+- a *sweep*, at most every ``sweep_hours`` per channel, re-lists the channel's whole ``days_back``
+  history (one ``conversations.history`` call per page of roots, no ``replies`` calls for quiet
+  threads) and emits the untracked roots older than the window whose ``latest_reply`` or root edit
+  is newer than the previous sweep: a reply to a thread quiet for longer than ``track_days`` is
+  indexed within ``sweep_hours``, without a full sync.
+
+What it does not see without a full sync (``assistant ingest --source slack --full``): an edit of a
+*reply* in a thread quiet for longer than ``track_days`` (history shows no reply edits), and
+deletions of roots older than that.
 """
 
 from __future__ import annotations
@@ -71,13 +78,15 @@ class SlackConfig:
     track_days: float = 7.0  # threads active within this window are re-checked each run
     recheck_hours: float = 24.0  # threads with a reply this recent are re-fetched each run (reply edits)
     max_tracked_threads: int = 1000  # per channel, bounds the cursor
+    sweep_hours: float = 24.0  # how often the whole history is re-listed for replies to old threads; 0 = never
     max_retries: int = 6
     timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         checks = [("days_back", self.days_back > 0), ("page_size", 1 <= self.page_size <= 999),
                   ("max_file_mb", self.max_file_mb > 0), ("track_days", self.track_days >= 0),
-                  ("recheck_hours", self.recheck_hours >= 0), ("max_tracked_threads", self.max_tracked_threads >= 0)]
+                  ("recheck_hours", self.recheck_hours >= 0), ("max_tracked_threads", self.max_tracked_threads >= 0),
+                  ("sweep_hours", self.sweep_hours >= 0)]
         for name, ok in checks:
             if not ok:
                 raise ConfigError(f"connectors.slack.{name} = {getattr(self, name)!r} is out of range; see "
@@ -217,10 +226,14 @@ class SlackConnector:
         now = self.clock()
         boundary = now - self.config.days_back * 86400
         whole = state["mode"] == "full" or ch["newest"] is None or ch["sig"] != chan.sig
-        oldest = boundary if whole else max(boundary, min(float(ch["newest"]), now - self.config.track_days * 86400))
+        window = boundary if whole else max(boundary, min(float(ch["newest"]), now - self.config.track_days * 86400))
+        swept = ch.get("swept")  # when the last whole listing or sweep of this channel started
+        sweep = (not whole and window > boundary and self.config.sweep_hours > 0
+                 and (swept is None or now - float(swept) >= self.config.sweep_hours * 3600))
         state["gen"] += 1
-        state["scan"] = {"ch": cid, "oldest": f"{oldest:.6f}", "cursor": None, "top": None, "gen": state["gen"],
-                         "sig": chan.sig, "whole": whole}
+        state["scan"] = {"ch": cid, "oldest": f"{boundary if sweep else window:.6f}", "cursor": None, "top": None,
+                         "gen": state["gen"], "sig": chan.sig, "whole": whole, "window": window, "started": now,
+                         "since": (float(swept) if swept is not None else window) if sweep else None}
         return True
 
     def _scan(self, state: dict) -> Iterator[ChangePage]:
@@ -265,6 +278,8 @@ class SlackConnector:
             tops = [t for t in (ch["newest"], scan["top"]) if t]
             ch["newest"] = max(tops, key=float) if tops else scan["oldest"]
             ch["sig"] = scan["sig"]
+            if scan["whole"] or scan.get("since") is not None:
+                ch["swept"] = scan.get("started", self.clock())
             self._trim(tracked)
             state["scan"] = None
             state["pending"].pop(0)
@@ -286,6 +301,11 @@ class SlackConnector:
                 continue
             ts = m["ts"]
             entry = tracked.get(ts)
+            if entry is None and scan.get("since") is not None and float(ts) <= float(scan["window"]):
+                # a sweep, below the usual window: only threads active since the last sweep
+                touched = max(float(m.get("latest_reply") or 0), float((m.get("edited") or {}).get("ts") or 0))
+                if touched <= scan["since"]:
+                    continue
             activity = float(m.get("latest_reply") or ts)
             hot = bool(m.get("reply_count")) and activity >= now - self.config.recheck_hours * 3600
             if not scan["whole"] and entry and entry[0] == convert.message_signature(m) and not hot:

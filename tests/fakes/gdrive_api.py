@@ -197,7 +197,8 @@ class Api:
         conv = EXPORTS[rec.mime].get(str(p["mimeType"]))
         if conv is None:
             raise ApiError(400, "badRequest", "The requested conversion is not supported.", location="mimeType")
-        data = conv(rec.content.decode()).encode()
+        data = conv(rec.content.decode())
+        data = data if isinstance(data, bytes) else data.encode()
         if len(data) > self.w.export_limit:
             raise ApiError(403, "exportSizeLimitExceeded", "This file is too large to be exported.")
         return data, str(p["mimeType"])

@@ -33,11 +33,44 @@ def _plain(md: str) -> str:
     return re.sub(r"[#*_`>\[\]]", "", md)
 
 
-# Export formats the fake can produce, per Google type: target MIME -> converter of the stored text.
+def sheets_of(stored: str) -> dict[str, str]:
+    """A spreadsheet's stored text → {sheet name: CSV}. Plain CSV is one sheet, "Sheet1"; a JSON object
+    ``{"Budget": "a,b\n1,2", "Q2": ...}`` is a workbook of several sheets, in that order."""
+    if stored.lstrip().startswith("{"):
+        return dict(json.loads(stored))
+    return {"Sheet1": stored}
+
+
+def _xlsx(stored: str) -> bytes:
+    """Drive's XLSX export of a spreadsheet: every sheet (the CSV/TSV exports hold only the first)."""
+    import csv
+    import io
+
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    wb.remove(wb.active)
+    for name, text in sheets_of(stored).items():
+        ws = wb.create_sheet(title=name[:31])
+        for row in csv.reader(io.StringIO(text)):
+            ws.append(row)
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
+def _first_sheet(stored: str) -> str:
+    return next(iter(sheets_of(stored).values()), "")
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# Export formats the fake can produce, per Google type: target MIME -> converter of the stored text
+# (to str or bytes). Sheets follow Drive: CSV and TSV hold the first sheet only, XLSX all of them.
 EXPORTS = {
     GDOC: {"text/markdown": lambda t: t, "text/plain": _plain,
            "text/html": lambda t: f"<html><body><pre>{t}</pre></body></html>"},
-    GSHEET: {"text/csv": lambda t: t, "text/tab-separated-values": lambda t: t.replace(",", "\t")},
+    GSHEET: {"text/csv": _first_sheet, "text/tab-separated-values": lambda t: _first_sheet(t).replace(",", "\t"),
+             XLSX: _xlsx},
     GSLIDES: {"text/plain": lambda t: t},
 }
 

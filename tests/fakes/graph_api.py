@@ -73,6 +73,16 @@ def route(world: GraphWorld, path: str, query: dict, headers) -> tuple[int, dict
                     return _err(404, "itemNotFound", "The resource could not be found.")
                 if len(rest) == 2:
                     return 200, world.item_json(item, with_path=True), {}
+                if rest[2:] == ["children"] and item.folder:  # paged by $top, continued by $skiptoken
+                    kids = sorted((i for i in world.items.values() if i.parent_id == item.id and not i.deleted),
+                                  key=lambda i: int(i.id[6:]))
+                    top = int(query.get("$top", ["200"])[0])
+                    start = int(query.get("$skiptoken", ["0"])[0])
+                    page = {"value": [world.item_json(i, with_path=True) for i in kids[start:start + top]]}
+                    if start + top < len(kids):
+                        page["@odata.nextLink"] = (f"{world.graph_url}/drives/{drive.id}/items/{item.id}/children"
+                                                   f"?$top={top}&$skiptoken={start + top}")
+                    return 200, page, {}
                 if rest[2:] == ["permissions"]:
                     return 200, {"value": world.permissions_json(item)}, {}
                 if rest[2:] == ["content"] and not item.folder:

@@ -64,6 +64,10 @@ class FakeSlack(SlackWorld):
         self.requests: list[Recorded] = []
         self.responses: list[dict] = []  # JSON posted to response_url(...) links
         self._faults: dict[str, list[tuple[int, str, int] | None]] = {}
+        self._delays: dict[str, list[float]] = {}
+        self.held = threading.Event()  # hold_next: set while a held call waits
+        self._release = threading.Event()
+        self._holds: dict[str, int] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.fake = self  # type: ignore[attr-defined]
@@ -136,6 +140,21 @@ class FakeSlack(SlackWorld):
         """
         with self.lock:
             self._faults.setdefault(method, []).extend([None] * after + [(status, error, retry_after)] * n)
+
+    def delay_next(self, method: str, seconds: float, n: int = 1) -> None:
+        """The next ``n`` calls of ``method`` answer only after ``seconds`` (a client's read timeout)."""
+        with self.lock:
+            self._delays.setdefault(method, []).extend([seconds] * n)
+
+    def hold_next(self, method: str) -> None:
+        """The next call of ``method`` waits, unanswered, until ``release()`` (``held`` is set meanwhile):
+        the caller is stuck in the middle of its work, where a crash would leave it."""
+        with self.lock:
+            self._holds[method] = self._holds.get(method, 0) + 1
+            self._release.clear()
+
+    def release(self) -> None:
+        self._release.set()
 
     def _take_fault(self, method: str) -> tuple[int, str, int] | None:
         with self.lock:
@@ -264,6 +283,19 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.responses.append({"name": path[len("/response/"):], **params})
             return self._raw(200, b"ok", "text/plain")
         method = path.lstrip("/")
+        with fake.lock:
+            delay = fake._delays[method].pop(0) if fake._delays.get(method) else 0.0
+            hold = fake._holds.get(method, 0) > 0
+            if hold:
+                fake._holds[method] -= 1
+        if delay:
+            time.sleep(delay)
+        if hold:
+            fake.held.set()
+            fake._release.wait(120)
+            rec.status = 0
+            self.close_connection = True
+            return
         fault = fake._take_fault(method)
         if fault:
             status, error, retry_after = fault
@@ -314,5 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a read timeout): as with Slack
+            self.close_connection = True
