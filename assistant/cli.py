@@ -53,14 +53,18 @@ def _who(as_email: Optional[str], groups: list[str]):
     return Principals(email=as_email, groups=frozenset(groups))
 
 
-def _progress_bar(desc: str):
+def _progress_bar(desc: str, *, total: int | None = None):
+    """A bar over files (``total`` = files discovered) that advances as each file is written."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, unit="doc", disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
+    bar = tqdm(desc=desc, total=total, unit="file", disable=not sys.stderr.isatty(), leave=False,
+               dynamic_ncols=True)
     counts: dict[str, int] = {}
 
     def tick(n: int, what: str) -> None:
         counts[what] = counts.get(what, 0) + n
+        if bar.total is not None and bar.n + n > bar.total:
+            bar.total = bar.n + n  # retried failures and deletions can add to what was discovered
         bar.update(n)
         bar.set_postfix(counts, refresh=False)
 
@@ -70,24 +74,45 @@ def _progress_bar(desc: str):
 @app.command()
 def ingest(path: Optional[Path] = typer.Argument(None, help="a folder to ingest (omit with --source NAME for a configured connector)"),
            source: Optional[str] = typer.Option(None, "--source", "-s", help="source name; or gdrive | onedrive | slack without PATH"),
-           acl_file: Optional[Path] = typer.Option(None, "--acl-file", help="TOML rules mapping path globs to readers"),
+           acl_file: Optional[Path] = typer.Option(None, "--acl-file", help="TOML rules mapping path globs to readers; kept with the source for later runs"),
+           replace_acl: bool = typer.Option(False, "--replace-acl", help="apply --acl-file although the source was ingested with other rules"),
+           drop_acl: bool = typer.Option(False, "--drop-acl", help="remove the source's saved access rules: every file becomes public"),
+           replace_source: bool = typer.Option(False, "--replace-source", help="let this folder replace another folder ingested under the same source name"),
+           allow_empty: bool = typer.Option(False, "--allow-empty", help="ingest a folder with no supported files (removes the source's documents)"),
            full: bool = typer.Option(False, "--full", help="ignore the saved cursor and re-enumerate everything"),
            as_json: bool = typer.Option(False, "--json", help="print the report as JSON")) -> None:
     """Ingest a folder or a configured source into the index (incremental and resumable)."""
     from assistant.registry import build_connector
 
     settings = get_settings()
-    connector = build_connector(settings, path=path, source=source, acl_file=acl_file)
     with open_engine() as engine:
-        bar, tick = _progress_bar(f"ingest {connector.name}")
+        plan = None
+        if path is not None:
+            from assistant.local_ingest import plan_local_ingest
+
+            plan = plan_local_ingest(engine.store, path, source=source, acl_file=acl_file, replace_acl=replace_acl,
+                                     drop_acl=drop_acl, replace_source=replace_source, allow_empty=allow_empty)
+            connector = plan.connector
+            for w in plan.warnings:
+                typer.echo(w, err=True)
+        else:
+            connector = build_connector(settings, path=path, source=source, acl_file=acl_file)
+        bar, tick = _progress_bar(f"ingest {connector.name}", total=plan.total_files if plan else None)
         try:
             rep = engine.sync(connector, full=full, progress=tick)
         finally:
             bar.close()
+            if plan is not None:
+                plan.save(engine.store)  # the rules this run applied stay with the source
     if as_json:
-        typer.echo(json.dumps(rep.as_dict(), indent=2))
+        out = rep.as_dict()
+        if plan is not None:
+            out["access_changes"] = plan.notices
+        typer.echo(json.dumps(out, indent=2))
         return
     typer.echo(rep.line())
+    for line in plan.notices if plan else []:
+        typer.echo(line)
     for f in rep.failures[:20]:
         typer.echo(f"  failed: {f.item_id} ({f.stage}): {f.reason}", err=True)
     if len(rep.failures) > 20:

@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS feedback (
   id INTEGER PRIMARY KEY, question TEXT NOT NULL, answer TEXT NOT NULL, sources TEXT NOT NULL,
   vote INTEGER NOT NULL, user TEXT, channel TEXT, created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS source_settings (
+  source TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, updated_at REAL NOT NULL
+);
 """
 
 _STOP = frozenset("a an and are as at be by can do does for from get got have how i if in is it me my "
@@ -403,3 +406,29 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return self.execute("PRAGMA integrity_check")[0][0] == "ok"
+
+    # -- per-source settings (what a source was ingested with: folder, access rules) ---------------
+    # Added without a schema-version bump: CREATE TABLE IF NOT EXISTS upgrades an older store in place.
+    def get_source_settings(self, source: str) -> dict | None:
+        rows = self.execute("SELECT kind, settings FROM source_settings WHERE source=?", (source,))
+        return {"kind": rows[0][0], **json.loads(rows[0][1])} if rows else None
+
+    def set_source_settings(self, source: str, kind: str, settings: dict) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO source_settings VALUES (?, ?, ?, ?)",
+                       (source, kind, json.dumps(settings, sort_keys=True), time.time()))
+
+    def all_source_settings(self) -> dict[str, dict]:
+        return {r[0]: {"kind": r[1], **json.loads(r[2])}
+                for r in self.execute("SELECT source, kind, settings FROM source_settings ORDER BY source")}
+
+    def access_by_doc(self, source: str) -> dict[str, Access]:
+        """doc_id -> Access for every document of ``source`` (what the index enforces now)."""
+        toks: dict[str, set[str]] = {}
+        for doc_id, principal in self.execute(
+                "SELECT d.doc_id, a.principal FROM documents d LEFT JOIN access a ON a.doc_key = d.key "
+                "WHERE d.source=?", (source,)):
+            toks.setdefault(doc_id, set())
+            if principal is not None:
+                toks[doc_id].add(principal)
+        return {d: Access.from_tokens(t) for d, t in toks.items()}
