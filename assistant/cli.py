@@ -9,14 +9,45 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from assistant.errors import AssistantError
+from assistant.errors import AssistantError, InputError
 from assistant.settings import Settings, load_settings
+
+def _plain_help_types() -> None:
+    """Help without ``<bool>``/``<str>`` placeholders: this typer release prints every parameter's Python
+    type, flags included. Flags show no type; values show click's names (TEXT, INTEGER, PATH)."""
+    from typer.core import TyperArgument, TyperOption
+
+    names = {"str": "TEXT", "int": "INTEGER", "int range": "INTEGER", "float": "FLOAT", "float range": "FLOAT",
+             "path": "PATH", "file": "FILE", "directory": "DIRECTORY", "bool": ""}
+
+    def plain(self, ctx) -> str:
+        label = self.display_type(ctx).strip("<>")
+        if label.startswith("list[") and label.endswith("]"):
+            label = label[5:-1]  # a repeatable option: its help says so
+        return names.get(label, label.upper())
+
+    def option_type(self, ctx):
+        if self.metavar is not None:
+            return self.metavar
+        if self.is_flag or self.count:
+            return None
+        return plain(self, ctx) + ("..." if self.nargs != 1 else "")
+
+    def argument_type(self, ctx):
+        return self.metavar if self.metavar is not None else plain(self, ctx)
+
+    TyperOption.display_type_rich = option_type  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = argument_type  # type: ignore[method-assign]
+
+
+_plain_help_types()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Workplace document Q&A: ingest sources, search, ask with citations, summarize.")
@@ -29,7 +60,42 @@ def get_settings() -> Settings:
         _state["settings"] = load_settings(_state["config"] or None)
         logging.basicConfig(level=_state["settings"].log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        _quiet_libraries(_state["settings"].log_level)
     return _state["settings"]
+
+
+# Libraries that talk on every command: faiss logs its CPU-feature probing at INFO, transformers warns
+# about deprecations and draws a "Loading weights" bar, huggingface_hub draws download/conversion bars.
+_CHATTY_LOGGERS = ("faiss", "transformers", "huggingface_hub", "sentence_transformers", "torch", "urllib3",
+                   "filelock", "httpx", "onnxruntime")
+
+
+def _quiet_libraries(log_level: str) -> None:
+    """Keep third-party chatter out of normal commands; ``log_level = "DEBUG"`` lets it all through.
+
+    transformers and huggingface_hub read their verbosity and progress-bar switches once, when they are
+    imported (later, lazily, when a model loads), so the switches are set here for this process only,
+    without overriding a value the user exported.
+    """
+    if log_level.upper() == "DEBUG":
+        return
+    import os
+    import warnings
+
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for module in ("transformers", "torch", "sentence_transformers", "huggingface_hub", "peft"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+    if "transformers" in sys.modules:  # already imported: its switches were read; use its API instead
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def open_engine():
@@ -45,12 +111,29 @@ def _main(config: list[Path] = typer.Option([], "--config", "-c", help="TOML set
     _state["settings"] = None
 
 
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+SEARCH_MODES = ("hybrid", "dense", "keyword")
+
+
 def _who(as_email: Optional[str], groups: list[str]):
     from assistant.documents import Principals
 
     if as_email is None and not groups:
         return Principals(everything=True)
-    return Principals(email=as_email, groups=frozenset(groups))
+    if as_email is not None and not _EMAIL.match(as_email.strip()):
+        raise InputError(f"--as {as_email!r} is not an email address; give the person's email, e.g. "
+                         "--as bob@example.com (their permissions are looked up by email).")
+    if any(not g.strip() for g in groups):
+        raise InputError("--group needs a group id or group email, not an empty string.")
+    return Principals(email=as_email.strip() if as_email else None, groups=frozenset(groups))
+
+
+def require_documents(engine) -> None:
+    """An empty index cannot answer: say which data directory is in use and how to fill it."""
+    if engine.store.document_count() == 0:
+        raise InputError(f"The index in {Path(engine.data_dir).resolve()} is empty. Ingest something first "
+                         "(assistant ingest ./docs, or assistant demo for the sample documents), or point at the "
+                         "index you meant with --config / data_dir or ASSISTANT_DATA_DIR=/path/to/data.")
 
 
 def _progress_bar(desc: str, *, total: int | None = None):
@@ -99,11 +182,9 @@ def ingest(path: Optional[Path] = typer.Argument(None, help="a folder to ingest 
             connector = build_connector(settings, path=path, source=source, acl_file=acl_file)
         bar, tick = _progress_bar(f"ingest {connector.name}", total=plan.total_files if plan else None)
         try:
-            rep = engine.sync(connector, full=full, progress=tick)
+            rep = plan.run(engine, full=full, progress=tick) if plan else engine.sync(connector, full=full, progress=tick)
         finally:
             bar.close()
-            if plan is not None:
-                plan.save(engine.store)  # the rules this run applied stay with the source
     if as_json:
         out = rep.as_dict()
         if plan is not None:
@@ -124,11 +205,18 @@ def search(query: str = typer.Argument(..., help="what to look for"),
            k: int = typer.Option(5, "-k", min=1, max=100, help="number of results"),
            as_email: Optional[str] = typer.Option(None, "--as", help="search as this person (their permissions)"),
            group: list[str] = typer.Option([], "--group", help="groups of the --as person (repeatable)"),
-           mode: Optional[str] = typer.Option(None, "--mode", help="hybrid | dense | keyword"),
+           mode: Optional[str] = typer.Option(None, "--mode", metavar="[hybrid|dense|keyword]",
+                                              help="retrieval mode (default: retrieval.mode)"),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Hybrid search over everything the asker may read."""
+    if mode is not None and mode not in SEARCH_MODES:
+        raise InputError(f"--mode {mode!r} is not a search mode; use one of: {', '.join(SEARCH_MODES)}.")
+    if not query.strip():
+        raise InputError("The search text is empty; say what to look for, e.g. assistant search \"parental leave\".")
+    who = _who(as_email, group)
     with open_engine() as engine:
-        hits = engine.search(query, who=_who(as_email, group), k=k, mode=mode)
+        require_documents(engine)
+        hits = engine.search(query, who=who, k=k, mode=mode)
     if as_json:
         typer.echo(json.dumps([h.as_json() for h in hits], indent=2, ensure_ascii=False))
         return
@@ -144,6 +232,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     """Documents, chunks, sources, cursors, failures, index size, last sync."""
     with open_engine() as engine:
         st = engine.status()
+        st["source_settings"] = engine.store.all_source_settings()
     if as_json:
         typer.echo(json.dumps(st, indent=2, default=str))
         return
@@ -156,10 +245,24 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(f"  {src}: {n} documents; last sync {run.get('status', '?')} "
                    f"({run.get('added', 0)} added, {run.get('updated', 0)} updated, {run.get('deleted', 0)} deleted, "
                    f"{run.get('failed', 0)} failed, {run.get('seconds', 0):.1f} s)")
+        _print_source_settings(st["source_settings"].get(src))
     if st["failures"]:
         typer.echo(f"failures: {len(st['failures'])}")
         for f in st["failures"][:20]:
             typer.echo(f"  {f['source']}:{f['item_id']} ({f['stage']}, {f['attempts']}x): {f['reason']}")
+
+
+def _print_source_settings(saved: dict | None) -> None:
+    """The folder and access rules a source was ingested with, and how many files each rule covers."""
+    if not saved or saved.get("kind") != "local":
+        return
+    typer.echo(f"    folder {saved['root']}; access rules: {saved.get('rules_from', '?')}")
+    if not saved.get("rules"):
+        typer.echo("    access: no rules, every file public")
+    for c in saved.get("coverage", []):
+        decides = f", decides {c['decides']}" if c["decides"] != c["matches"] else ""
+        typer.echo(f"    rule {c['glob']!r} -> {c['readers']}: {c['matches']} files{decides}"
+                   + ("   WARNING: matches no file" if c["matches"] == 0 else ""))
 
 
 def _mount_optional() -> None:

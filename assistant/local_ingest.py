@@ -24,6 +24,7 @@ from pathlib import Path
 from assistant.errors import ConfigError
 from assistant.parsing import SUPPORTED
 from assistant.store import Store
+from assistant.sync import SyncReport
 from connectors.local_files import (
     LocalFilesConnector,
     load_acl,
@@ -45,6 +46,14 @@ class LocalPlan:
 
     def save(self, store: Store) -> None:
         store.set_source_settings(self.connector.name, KIND, self.saved)
+
+    def run(self, engine, *, full: bool = False, progress=None) -> SyncReport:
+        """Sync the folder into ``engine`` and keep its folder and rules with the source (also when the
+        run fails half-way: the documents already written carry these rules)."""
+        try:
+            return engine.sync(self.connector, full=full, progress=progress)
+        finally:
+            self.save(engine.store)
 
 
 def _flag_hint(name: str, path: Path) -> str:
@@ -82,7 +91,7 @@ def plan_local_ingest(store: Store, path: Path, *, source: str | None = None, ac
     elif drop_acl:
         rules, rules_from = [], "--drop-acl"
     elif saved is not None:
-        rules, rules_from = rules_from_json(saved.get("rules", [])), "the rules saved with the source"
+        rules, rules_from = rules_from_json(saved.get("rules", [])), saved.get("rules_from", "saved rules")
     else:
         rules, rules_from = [], "no ACL file (every file public)"
     exclude = Path(acl_file) if acl_file is not None else (Path(old_acl_file) if old_acl_file else None)
@@ -133,6 +142,6 @@ def plan_local_ingest(store: Store, path: Path, *, source: str | None = None, ac
         raise ConfigError(f"No supported files found in {root}: {found}. Supported: {SUPPORTED}; hidden files and "
                           f"folders are skipped.{more}")
 
-    plan.saved = {"root": str(root), "acl_file": str(exclude.resolve()) if exclude else None,
+    plan.saved = {"root": str(root), "acl_file": str(exclude.resolve()) if exclude else None, "rules_from": rules_from,
                   "rules": rules_as_json(rules), "coverage": conn.rule_coverage()}
     return plan
