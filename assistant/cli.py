@@ -19,6 +19,7 @@ import typer
 from assistant.errors import AssistantError, InputError
 from assistant.settings import Settings, load_settings
 
+
 def _plain_help_types() -> None:
     """Help without ``<bool>``/``<str>`` placeholders: this typer release prints every parameter's Python
     type, flags included. Flags show no type; values show click's names (TEXT, INTEGER, PATH)."""
