@@ -262,7 +262,8 @@ def _print_source_settings(saved: dict | None) -> None:
         typer.echo("    access: no rules, every file public")
     for c in saved.get("coverage", []):
         decides = f", decides {c['decides']}" if c["decides"] != c["matches"] else ""
-        typer.echo(f"    rule {c['glob']!r} -> {c['readers']}: {c['matches']} files{decides}"
+        files = "1 file" if c["matches"] == 1 else f"{c['matches']} files"
+        typer.echo(f"    rule {c['glob']!r} -> {c['readers']}: {files}{decides}"
                    + ("   WARNING: matches no file" if c["matches"] == 0 else ""))
 
 
