@@ -283,6 +283,26 @@ def _known_names(loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+def _may_show(loc: tuple, value: Any) -> bool:
+    """Only a scalar value of a known, non-secret leaf setting is echoed in an error: a section given a
+    string (``slack = "xoxb-..."``) or a value inside a list could be a secret put in the wrong place."""
+    if not isinstance(value, (str, int, float, bool)) or str(loc[-1]) in _SECRET_FIELDS:
+        return False
+    model: Any = Settings
+    for i, part in enumerate(loc):
+        field = getattr(model, "model_fields", {}).get(str(part))
+        if field is None:
+            return False
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if i == len(loc) - 1:
+                return False  # a whole section given as one value
+            model = ann
+            continue
+        return i == len(loc) - 1 and "SecretStr" not in str(ann)
+    return False
+
+
 def _explain(e: ValidationError, where: str) -> ConfigError:
     """A readable error. Values are shown only where they cannot be secrets: never for an unknown key
     (a misspelled ``bot_tokn`` still holds a token), a secret field, or a whole section."""
@@ -296,8 +316,7 @@ def _explain(e: ValidationError, where: str) -> ConfigError:
             hint = f"; did you mean {'.'.join([*map(str, err['loc'][:-1]), near[0]])}?" if near else ""
             lines.append(f"  {loc}: unknown setting (its value is not shown){hint}")
             continue
-        secret = str(err["loc"][-1]) in _SECRET_FIELDS or isinstance(bad, (dict, list, SecretStr))
-        shown = "<not shown>" if secret else repr(bad)
+        shown = repr(bad) if _may_show(err["loc"], bad) else "<not shown>"
         lines.append(f"  {loc} = {shown}: {err['msg']}")
     return ConfigError(
         f"Invalid settings ({where}):\n" + "\n".join(lines)

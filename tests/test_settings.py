@@ -109,3 +109,13 @@ def test_default_data_dir_is_per_user_not_the_working_directory(tmp_path):
                                                                    "workplace-assistant")
     assert default_data_dir({"LOCALAPPDATA": "C:/U/AppData/Local"}, platform="win32").name == "workplace-assistant"
     assert load_settings(environ={"ASSISTANT_DATA_DIR": str(tmp_path / "d")}).data_dir == tmp_path / "d"
+
+
+def test_a_secret_put_where_a_section_belongs_is_not_echoed(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('slack = "xoxb-section-canary"\n[connectors]\nslack = "xoxb-nested-canary"\n[llm]\nmax_new_tokens = "lots"\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings([f], environ={})
+    msg = str(e.value)
+    assert "canary" not in msg and "connectors.slack = <not shown>" in msg
+    assert "llm.max_new_tokens = 'lots'" in msg  # an ordinary bad value is still shown
