@@ -234,6 +234,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     with open_engine() as engine:
         st = engine.status()
         st["source_settings"] = engine.store.all_source_settings()
+        st["skipped"] = engine.store.skipped_counts()
     if as_json:
         typer.echo(json.dumps(st, indent=2, default=str))
         return
@@ -246,6 +247,8 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(f"  {src}: {n} documents; last sync {run.get('status', '?')} "
                    f"({run.get('added', 0)} added, {run.get('updated', 0)} updated, {run.get('deleted', 0)} deleted, "
                    f"{run.get('failed', 0)} failed, {run.get('seconds', 0):.1f} s)")
+        if st["skipped"].get(src):
+            typer.echo(f"    {st['skipped'][src]} files skipped: a type that cannot be read (not retried until they change)")
         _print_source_settings(st["source_settings"].get(src))
     if st["failures"]:
         typer.echo(f"failures: {len(st['failures'])}")

@@ -432,3 +432,9 @@ class Store:
             if principal is not None:
                 toks[doc_id].add(principal)
         return {d: Access.from_tokens(t) for d, t in toks.items()}
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Per source, documents kept without text because their type cannot be read (``metadata.skipped``)."""
+        return {r[0]: r[1] for r in self.execute(
+            "SELECT source, count(*) FROM documents WHERE json_extract(metadata, '$.skipped') IS NOT NULL "
+            "GROUP BY source")}

@@ -25,7 +25,7 @@ def run(args, *, data_dir: Path | None, cwd: Path | None = None, **env):
     if data_dir is not None:
         e["ASSISTANT_DATA_DIR"] = str(data_dir)
     return subprocess.run([sys.executable, "-m", "assistant.cli", *args], capture_output=True, text=True, env=e,
-                          timeout=600, cwd=cwd or REPO)
+                          timeout=600, cwd=cwd or REPO, check=False)
 
 
 def _ingested(tmp_path) -> Path:
@@ -115,7 +115,7 @@ def test_library_verbosity_is_set_before_they_load():
             "print(hl.get_verbosity(), hl.is_progress_bar_enabled(), logging.getLogger('faiss').level)")
     e = {k: v for k, v in os.environ.items() if k not in ("TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")}
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**e, "PYTHONPATH": str(REPO)},
-                       timeout=300)
+                       timeout=300, check=False)
     assert p.stdout.split() == ["40", "False", "40"], p.stderr
 
 

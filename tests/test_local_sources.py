@@ -178,7 +178,7 @@ def test_unsupported_files_are_skipped_once_not_failed_every_run(eng, tmp_path):
     assert "2 skipped (unsupported type)" in rep.line()
     _, rep = ingest(eng, docs)
     assert rep.failed == 0 and rep.skipped == 0 and rep.unchanged == 4
-    assert eng.status()["failures"] == []
+    assert eng.status()["failures"] == [] and eng.store.skipped_counts() == {"docs": 2}
 
 
 def test_progress_has_a_total_and_advances_per_file_within_a_page(eng, tmp_path):
