@@ -260,7 +260,7 @@ def _print_source_settings(saved: dict | None) -> None:
     """The folder and access rules a source was ingested with, and how many files each rule covers."""
     if not saved or saved.get("kind") != "local":
         return
-    typer.echo(f"    folder {saved['root']}; access rules: {saved.get('rules_from', '?')}")
+    typer.echo(f"    folder {saved['root']}; access rules: {saved.get('rules_from', 'saved rules')}")
     if not saved.get("rules"):
         typer.echo("    access: no rules, every file public")
     for c in saved.get("coverage", []):
