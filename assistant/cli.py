@@ -169,6 +169,12 @@ def ingest(path: Optional[Path] = typer.Argument(None, help="a folder to ingest 
     from assistant.registry import build_connector
 
     settings = get_settings()
+    folder_flags = [f for f, on in (("--acl-file", acl_file is not None), ("--replace-acl", replace_acl),
+                                    ("--drop-acl", drop_acl), ("--replace-source", replace_source),
+                                    ("--allow-empty", allow_empty)) if on]
+    if path is None and folder_flags:
+        raise InputError(f"{', '.join(folder_flags)} apply to a folder (assistant ingest PATH …); a configured "
+                         "source takes its permissions from the source itself.")
     with open_engine() as engine:
         plan = None
         if path is not None:

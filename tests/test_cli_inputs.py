@@ -49,6 +49,7 @@ def _ingested(tmp_path) -> Path:
     (["ask", "   "], ["question is empty"]),
     (["ask", "why " * 700], ["2,799 characters", "limit is 2,000"]),
     (["search", ""], ["search text is empty"]),
+    (["ingest", "--source", "gdrive", "--acl-file", "acl.toml"], ["--acl-file apply to a folder"]),
 ])
 def test_bad_arguments_are_refused_with_what_to_do(tmp_path, args, words):
     p = run(args, data_dir=tmp_path / "data")
