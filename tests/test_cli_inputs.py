@@ -120,7 +120,6 @@ def test_library_verbosity_is_set_before_they_load():
     assert p.stdout.split() == ["40", "False", "40"], p.stderr
 
 
-@pytest.mark.slow
 def test_rerun_without_acl_file_does_not_publish_the_restricted_file(tmp_path):
     """End to end with the real embedder: the issue's report (`0 added, 1 updated`, then the canary for anyone)."""
     data = tmp_path / "data"

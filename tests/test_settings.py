@@ -37,6 +37,7 @@ def test_environment_overrides_files_with_nested_names(tmp_path):
     ({"ASSISTANT_CHUNKING__MAX_TOKENS": "5"}, ["chunking.max_tokens", "'5'"]),
     ({"ASSISTANT_RETRIEVAL__MODE": "magic"}, ["retrieval.mode", "'magic'"]),
     ({"ASSISTANT_LLM__NOPE": "1"}, ["llm.nope"]),
+    ({"ASSISTANT_LOG_LEVEL": "LOUD"}, ["log_level", "'LOUD'", "DEBUG, INFO"]),
 ])
 def test_bad_values_name_the_field_and_the_value(env, names):
     with pytest.raises(ConfigError) as e:
