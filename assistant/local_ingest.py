@@ -130,7 +130,7 @@ def plan_local_ingest(store: Store, path: Path, *, source: str | None = None, ac
                           f"Re-run with --replace-acl to apply {rules_from} (or --drop-acl to make the folder "
                           f"public), or leave out --acl-file to keep the saved rules.")
     plan.notices = [f"access: {ln}" for ln in lines]
-    if widened:
+    if widened and len(lines) > 1:
         plan.notices.append(f"access: {widened} file(s) readable by more people than before ({rules_from}).")
 
     # 4. an empty folder never empties a source by accident
