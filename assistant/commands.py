@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 import typer
 
+from assistant.errors import InputError
 from assistant.settings import Settings
 
 SAMPLE_DOCS = Path(__file__).parent / "sample_docs"
@@ -20,6 +21,19 @@ DEMO_QUESTIONS = [
     ("bob@northwind.example", "What is the salary band for an L5 engineer?"),
     ("alice@northwind.example", "What is the salary band for an L5 engineer?"),
 ]
+
+
+MAX_QUESTION_CHARS = 2000  # what the answerer reads of a question (assistant.answering)
+
+
+def check_question(question: str) -> None:
+    """Refuse, before any model loads, a question that is empty or longer than the answerer reads."""
+    words = " ".join(question.split())
+    if not words:
+        raise InputError('The question is empty. Ask something, e.g. assistant ask "How do I request a laptop?"')
+    if len(words) > MAX_QUESTION_CHARS:
+        raise InputError(f"The question is {len(words):,} characters; the limit is {MAX_QUESTION_CHARS:,}. Ask the "
+                         "question itself (to search a document's text, ingest the document).")
 
 
 def _print_answer(ans, *, as_json: bool, streamed: bool = False) -> None:
@@ -38,6 +52,7 @@ def _print_answer(ans, *, as_json: bool, streamed: bool = False) -> None:
 
 
 def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
+    from assistant.cli_context import require_documents
     from assistant.cli_context import who as _who
 
     def build():
@@ -53,12 +68,15 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
             as_json: bool = typer.Option(False, "--json", help="print the answer contract as JSON"),
             stream: bool = typer.Option(True, "--stream/--no-stream", help="show the model's words as they come")) -> None:
         """Answer a question from the documents, with verified citations (or refuse)."""
+        check_question(question)
+        who = _who(as_email, group)
         with build() as a:
+            require_documents(a.engine)
             on_delta = None
             if stream and not as_json and sys.stdout.isatty():
                 def on_delta(d: str) -> None:
                     typer.secho(d, nl=False, dim=True)
-            ans = a.ask(question, who=_who(as_email, group), adapter=adapter, on_delta=on_delta)
+            ans = a.ask(question, who=who, adapter=adapter, on_delta=on_delta)
         _print_answer(ans, as_json=as_json, streamed=on_delta is not None)
 
     @app.command()
@@ -72,8 +90,10 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         """Summarize what a scope contains, or what changed in it within a time window."""
         from assistant.summaries import parse_since
 
+        who = _who(as_email, group)
         with build() as a:
-            s = a.summarize(who=_who(as_email, group), scope=scope, since=parse_since(since), use_llm=not no_llm,
+            require_documents(a.engine)
+            s = a.summarize(who=who, scope=scope, since=parse_since(since), use_llm=not no_llm,
                             max_docs=max_docs)
         typer.echo(json.dumps(s.as_json(), indent=2, ensure_ascii=False) if as_json else s.as_text())
 

@@ -61,3 +61,7 @@ class StoreError(AssistantError):
 
 class ModelError(AssistantError):
     """A model could not be loaded or run."""
+
+
+class InputError(AssistantError):
+    """A command's argument is invalid (an empty question, an unknown mode, a malformed email)."""

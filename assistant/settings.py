@@ -9,9 +9,13 @@ Secrets are ``SecretStr``: they print as ``**********`` and never reach logs or 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import sys
 import tomllib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -209,7 +213,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ASSISTANT_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
-    data_dir: Path = Field(Path("data"), description="store, index, adapters")
+    data_dir: Path = Field(Path("auto"), description="store, index, adapters; 'auto' = a per-user data directory: "
+                                                     "$XDG_DATA_HOME/workplace-assistant or ~/.local/share/workplace-assistant "
+                                                     "(macOS: ~/Library/Application Support/workplace-assistant, "
+                                                     "Windows: %LOCALAPPDATA%\\workplace-assistant)")
     model_cache_dir: Path = Field(Path("~/.cache/workplace-assistant"),
                                   description="converted models (GGUF → HF folder, ONNX exports), shared by every data_dir")
     log_level: str = "INFO"
@@ -227,13 +234,43 @@ class Settings(BaseSettings):
 
     @field_validator("data_dir", "model_cache_dir")
     @classmethod
-    def _expand(cls, v: Path) -> Path:
+    def _expand(cls, v: Path, info: Any) -> Path:
+        if info.field_name == "data_dir" and str(v) in ("auto", ""):
+            return default_data_dir()
         return Path(v).expanduser()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, v: str) -> str:
+        if str(v).upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("log_level must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return v
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[override]
         # load_settings merges files and the environment itself, so the sources are explicit.
         return (init_settings,)
+
+
+APP_DIR_NAME = "workplace-assistant"
+
+
+def default_data_dir(env: Mapping[str, str] | None = None, *, platform: str | None = None) -> Path:
+    """The per-user data directory used when ``data_dir = "auto"`` (platformdirs' conventions).
+
+    Linux and others: ``$XDG_DATA_HOME/workplace-assistant``, else ``~/.local/share/workplace-assistant``;
+    macOS: ``~/Library/Application Support/workplace-assistant``; Windows: ``%LOCALAPPDATA%\\workplace-assistant``.
+    """
+    env = os.environ if env is None else env
+    platform = platform or sys.platform
+    if platform.startswith("win"):
+        base = env.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / APP_DIR_NAME
+    if platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP_DIR_NAME
+    xdg = env.get("XDG_DATA_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / APP_DIR_NAME
 
 
 def read_secret_env(name: str) -> str | None:
@@ -266,18 +303,80 @@ def _read_toml(path: Path) -> dict:
 _SECRET_FIELDS = {"bot_token", "app_token", "client_secret", "signing_secret", "api_key", "credentials_json"}
 
 
+def _known_names(loc: tuple) -> list[str]:
+    """The setting names allowed next to the last element of ``loc`` (for "did you mean")."""
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def _may_show(loc: tuple, value: Any) -> bool:
+    """Only a scalar value of a known, non-secret leaf setting is echoed in an error: a section given a
+    string (``slack = "xoxb-..."``) or a value inside a list could be a secret put in the wrong place."""
+    if not isinstance(value, (str, int, float, bool)) or str(loc[-1]) in _SECRET_FIELDS:
+        return False
+    model: Any = Settings
+    for i, part in enumerate(loc):
+        field = getattr(model, "model_fields", {}).get(str(part))
+        if field is None:
+            return False
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            if i == len(loc) - 1:
+                return False  # a whole section given as one value
+            model = ann
+            continue
+        return i == len(loc) - 1 and "SecretStr" not in str(ann)
+    return False
+
+
 def _explain(e: ValidationError, where: str) -> ConfigError:
+    """A readable error. Values are shown only where they cannot be secrets: never for an unknown key
+    (a misspelled ``bot_tokn`` still holds a token), a secret field, or a whole section."""
     lines = []
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"])
         bad = err.get("input")
-        shown = "<secret>" if str(err["loc"][-1]) in _SECRET_FIELDS else repr(bad)
+        if err.get("type") == "extra_forbidden":
+            known = _known_names(err["loc"])
+            near = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            hint = f"; did you mean {'.'.join([*map(str, err['loc'][:-1]), near[0]])}?" if near else ""
+            lines.append(f"  {loc}: unknown setting (its value is not shown){hint}")
+            continue
+        shown = repr(bad) if _may_show(err["loc"], bad) else "<not shown>"
         lines.append(f"  {loc} = {shown}: {err['msg']}")
     return ConfigError(
         f"Invalid settings ({where}):\n" + "\n".join(lines)
         + "\nSee config/default.toml for every setting, its meaning and allowed values; environment "
         "variables are ASSISTANT_<SECTION>__<FIELD>."
     )
+
+
+def _wants_json(parts: list[str]) -> bool:
+    """Whether the setting at ``parts`` takes a list, dict or section, so a JSON-looking environment value
+    should be decoded. A string field (``credentials_json``) keeps the text as it is."""
+    model: Any = Settings
+    for i, part in enumerate(parts):
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return False
+        ann = field.annotation
+        if i < len(parts) - 1:
+            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                return False
+            model = ann
+            continue
+        union = typing.get_origin(ann) in (typing.Union, types.UnionType)
+        kinds = [k for k in typing.get_args(ann) if k is not type(None)] if union else [ann]
+        if any(k is SecretStr or k is str or k is Path for k in kinds):
+            return False
+        return any(typing.get_origin(k) in (list, dict) or k in (list, dict)
+                   or (isinstance(k, type) and issubclass(k, BaseModel)) for k in kinds)
+    return False
 
 
 def _env_tree(env: Mapping[str, str]) -> dict:
@@ -291,7 +390,7 @@ def _env_tree(env: Mapping[str, str]) -> dict:
         for p in parts[:-1]:
             node = node.setdefault(p, {})
         v: Any = value
-        if value[:1] in "[{":
+        if value[:1] in "[{" and _wants_json(parts):
             try:
                 v = json.loads(value)
             except ValueError:

@@ -92,9 +92,15 @@ CREATE TABLE IF NOT EXISTS slackbot_votes (token TEXT NOT NULL, user TEXT NOT NU
     PRIMARY KEY (token, user));
 """
 
+_SOURCE_SETTINGS = """
+CREATE TABLE IF NOT EXISTS source_settings (
+  source TEXT PRIMARY KEY, kind TEXT NOT NULL, settings TEXT NOT NULL, updated_at REAL NOT NULL
+);
+"""
+
 # Version N's statements turn a version N-1 database into version N. Never edit a shipped one: add
 # the next. (``IF NOT EXISTS`` because v1 databases may hold tables the code used to create ad hoc.)
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA, 2: _SCHEDULER_TABLES, 3: _SLACKBOT_TABLES}
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA, 2: _SCHEDULER_TABLES, 3: _SLACKBOT_TABLES, 4: _SOURCE_SETTINGS}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 _STOP = frozenset("a an and are as at be by can do does for from get got have how i if in is it me my "
@@ -527,3 +533,35 @@ class Store:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+
+    # -- per-source settings (what a source was ingested with: folder, access rules) ---------------
+    # Schema migration 4 creates the table.
+    def get_source_settings(self, source: str) -> dict | None:
+        rows = self.execute("SELECT kind, settings FROM source_settings WHERE source=?", (source,))
+        return {"kind": rows[0][0], **json.loads(rows[0][1])} if rows else None
+
+    def set_source_settings(self, source: str, kind: str, settings: dict) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO source_settings VALUES (?, ?, ?, ?)",
+                       (source, kind, json.dumps(settings, sort_keys=True), time.time()))
+
+    def all_source_settings(self) -> dict[str, dict]:
+        return {r[0]: {"kind": r[1], **json.loads(r[2])}
+                for r in self.execute("SELECT source, kind, settings FROM source_settings ORDER BY source")}
+
+    def access_by_doc(self, source: str) -> dict[str, Access]:
+        """doc_id -> Access for every document of ``source`` (what the index enforces now)."""
+        toks: dict[str, set[str]] = {}
+        for doc_id, principal in self.execute(
+                "SELECT d.doc_id, a.principal FROM documents d LEFT JOIN access a ON a.doc_key = d.key "
+                "WHERE d.source=?", (source,)):
+            toks.setdefault(doc_id, set())
+            if principal is not None:
+                toks[doc_id].add(principal)
+        return {d: Access.from_tokens(t) for d, t in toks.items()}
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Per source, documents kept without text because their type cannot be read (``metadata.skipped``)."""
+        return {r[0]: r[1] for r in self.execute(
+            "SELECT source, count(*) FROM documents WHERE json_extract(metadata, '$.skipped') IS NOT NULL "
+            "GROUP BY source")}

@@ -29,11 +29,12 @@ import numpy as np
 
 from assistant.chunking import Chunker
 from assistant.documents import ChangePage, Chunk, Document, Failure, ItemRef
-from assistant.errors import AssistantError, CursorExpired, EmptyDocument, NotFound
+from assistant.errors import AssistantError, CursorExpired, EmptyDocument, NotFound, UnsupportedFormat
 from assistant.parsing import parse
 
 log = logging.getLogger(__name__)
 _H1 = re.compile(r"^#\s+(.+?)\s*$", re.M)
+EMBED_GROUP = 128  # chunks embedded (and documents written) at a time within a page
 
 
 @dataclass
@@ -50,10 +51,12 @@ class SyncReport:
     seconds: float = 0.0
     restarted: bool = False
     failures: list[Failure] = field(default_factory=list)
+    skipped: int = 0  # files of a type we cannot read: recorded once (as documents without text), not failures
 
     def line(self) -> str:
+        skipped = f", {self.skipped} skipped (unsupported type)" if self.skipped else ""
         return (f"{self.source}: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
-                f"{self.unchanged} unchanged, {self.failed} failed; {self.chunks} chunks embedded in "
+                f"{self.unchanged} unchanged, {self.failed} failed{skipped}; {self.chunks} chunks embedded in "
                 f"{self.seconds:.1f} s")
 
     def as_dict(self) -> dict:
@@ -71,6 +74,7 @@ class _Prepared:
     chunks: list[Chunk] | None = None
     failure: Failure | None = None
     gone: bool = False
+    skipped: str = ""  # why the item holds no text although it was read (an unsupported type)
 
 
 def content_hash(doc: Document, text: str) -> str:
@@ -171,7 +175,18 @@ class Syncer:
             with ThreadPoolExecutor(workers, thread_name_prefix=f"fetch-{self.source}") as pool:
                 prepared = list(pool.map(lambda t: self._prepare(*t), todo))
         rep.fetched += sum(1 for p in prepared if p.doc is not None or p.gone)
-        # one embedding batch for the whole page: much faster than per document
+        # Embed in groups of about EMBED_GROUP chunks (batching is as efficient as one call per page) and
+        # write each group's documents at once, so progress advances per file, not per page.
+        group: list[int] = []
+        n_texts = 0
+        for i, p in enumerate(prepared):
+            group.append(i)
+            n_texts += len(p.chunks or ())
+            if n_texts >= EMBED_GROUP or i == len(prepared) - 1:
+                self._write([prepared[j] for j in group], [todo[j] for j in group], rep)
+                group, n_texts = [], 0
+
+    def _write(self, prepared: list[_Prepared], todo: list[tuple[ItemRef, object]], rep: SyncReport) -> None:
         need = [p for p in prepared if p.chunks]
         texts = [c.embedding_text(p.doc.title) for p in need for c in p.chunks]
         vectors = self.embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
@@ -197,7 +212,10 @@ class Syncer:
             self.index.remove(removed)
             if added:
                 self.index.add(np.array(added, dtype=np.int64), vecs)
-            if row is None:
+            if p.skipped:
+                rep.skipped += 1
+                self.progress(1, "skipped")
+            elif row is None:
                 rep.added += 1
                 self.progress(1, "added")
             elif p.chunks is None and row.version == p.doc.version and row.content_hash == p.content_hash:
@@ -223,6 +241,11 @@ class Syncer:
                 text = parse(doc.content, doc.mime, name=doc.path, max_bytes=self.max_parse_bytes)
             except EmptyDocument:
                 text = ""  # known and listed, but nothing to search: no chunks, not a failure
+            except UnsupportedFormat as e:
+                # an image or archive: recorded once with its version, so the next run skips it unread
+                # instead of failing it again on every run
+                text, p.skipped = "", str(e)
+                doc = replace(doc, metadata={**doc.metadata, "skipped": str(e)[:300]})
             if doc.metadata.get("title_from") == "filename" and (m := _H1.search(text[:2000])):
                 doc = replace(doc, title=m.group(1).strip()[:200])  # the parsed document's own title wins
             p.doc, p.text = doc, text

@@ -39,8 +39,50 @@ class AclRule:
     glob: str
     access: Access
 
+    def as_json(self) -> dict:
+        a = self.access
+        return {"glob": self.glob, "users": sorted(a.users), "groups": sorted(a.groups),
+                "domains": sorted(a.domains), "public": a.public}
+
+
+_RULE_KEYS = ("glob", "users", "groups", "domains", "public")
+
+
+def _rule(raw: object, i: int, where: str) -> AclRule:
+    """One validated rule. Wrong types are errors, never coerced: ``public = "false"`` would otherwise
+    be truthy and ``users = "a@b"`` a set of letters."""
+    at = f"{where}: rule #{i + 1}"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{at} is not a table; write it as [[rule]] with glob = \"...\".")
+    unknown = set(raw) - set(_RULE_KEYS)
+    if unknown:
+        raise ConfigError(f"{at} has unknown keys {sorted(unknown)}; allowed: {', '.join(_RULE_KEYS)}")
+    glob = raw.get("glob")
+    if not isinstance(glob, str) or not glob.strip():
+        raise ConfigError(f'{at} needs a glob, e.g. glob = "restricted/**"')
+    at = f"{at} (glob {glob!r})"
+    lists = {}
+    for key in ("users", "groups", "domains"):
+        v = raw.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+            raise ConfigError(f'{at}: {key} must be a list of non-empty strings, e.g. {key} = ["{_EXAMPLE[key]}"]'
+                              f" (got {type(v).__name__}).")
+        lists[key] = v
+    bad_users = [u for u in lists["users"] if "@" not in u]
+    if bad_users:
+        raise ConfigError(f"{at}: users must be email addresses; not one: {bad_users[0]!r}")
+    public = raw.get("public", False)
+    if not isinstance(public, bool):
+        raise ConfigError(f"{at}: public must be true or false without quotes (got {type(public).__name__}).")
+    return AclRule(glob, Access(frozenset(lists["users"]), frozenset(lists["groups"]), frozenset(lists["domains"]),
+                                public))
+
+
+_EXAMPLE = {"users": "alice@example.com", "groups": "finance@example.com", "domains": "example.com"}
+
 
 def load_acl(path: Path | None) -> list[AclRule]:
+    """Read and validate an ACL file (see the module docstring). Every error names the file and rule."""
     if path is None:
         return []
     try:
@@ -49,17 +91,57 @@ def load_acl(path: Path | None) -> list[AclRule]:
         raise ConfigError(f"ACL file {path} does not exist. Pass an existing TOML file with --acl-file.") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"ACL file {path} is not valid TOML ({e}). See connectors/local_files.py for the format.") from None
-    rules = []
-    for i, r in enumerate(data.get("rule", [])):
-        if not isinstance(r, dict) or not isinstance(r.get("glob"), str):
-            raise ConfigError(f'ACL file {path}: rule #{i + 1} needs a glob, e.g. glob = "restricted/**"')
-        unknown = set(r) - {"glob", "users", "groups", "domains", "public"}
-        if unknown:
-            raise ConfigError(f"ACL file {path}: rule #{i + 1} has unknown keys {sorted(unknown)}; "
-                              "allowed: glob, users, groups, domains, public")
-        rules.append(AclRule(r["glob"], Access(frozenset(r.get("users", [])), frozenset(r.get("groups", [])),
-                                               frozenset(r.get("domains", [])), bool(r.get("public", False)))))
-    return rules
+    unknown = set(data) - {"rule"}
+    if unknown:
+        raise ConfigError(f"ACL file {path} has unknown top-level keys {sorted(unknown)}; "
+                          "write each rule as a [[rule]] table.")
+    raw_rules = data.get("rule", [])
+    if not isinstance(raw_rules, list):
+        raise ConfigError(f"ACL file {path}: 'rule' must be an array of tables ([[rule]]).")
+    return [_rule(r, i, f"ACL file {path}") for i, r in enumerate(raw_rules)]
+
+
+def rules_as_json(rules: list[AclRule]) -> list[dict]:
+    return [r.as_json() for r in rules]
+
+
+def rules_from_json(data: list[dict]) -> list[AclRule]:
+    """Rules saved with a source (``rules_as_json``), validated again."""
+    return [_rule(r, i, "saved access rules") for i, r in enumerate(data)]
+
+
+def describe_access(acc: Access | None) -> str:
+    """``public``, ``nobody`` or the readers, short enough for one line."""
+    if acc is None:
+        return "not indexed"
+    if acc.public:
+        return "public"
+    parts = sorted(acc.users) + [f"group {g}" for g in sorted(acc.groups)] + [f"domain {d}" for d in sorted(acc.domains)]
+    if not parts:
+        return "nobody"
+    return ", ".join(parts[:4]) + (f" and {len(parts) - 4} more" if len(parts) > 4 else "")
+
+
+def visibility_changes(old: dict[str, Access], new: dict[str, Access]) -> tuple[list[str], int]:
+    """Lines such as ``3 files become public (were: alice@example.com)`` for files whose readers differ
+    between ``old`` (what the index holds) and ``new`` (what the rules give), and how many files gain
+    readers (the dangerous direction)."""
+    groups: dict[tuple[str, str], int] = {}
+    widened = 0
+    for rel, acc in new.items():
+        before = old.get(rel)
+        if before is None or before.tokens() == acc.tokens():
+            continue
+        if acc.tokens() - before.tokens() and not before.public:
+            widened += 1
+        key = (describe_access(acc), describe_access(before))
+        groups[key] = groups.get(key, 0) + 1
+    lines = []
+    for (now, was), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0])):
+        files = "1 file becomes" if n == 1 else f"{n} files become"
+        target = "public" if now == "public" else ("readable by nobody" if now == "nobody" else f"readable by {now}")
+        lines.append(f"{files} {target} (was: {was})")
+    return lines, widened
 
 
 def _matches(glob: str, rel: str) -> bool:
@@ -105,13 +187,15 @@ def _looks_like_text(content: bytes) -> bool:
 
 class LocalFilesConnector:
     def __init__(self, root: Path, *, name: str | None = None, acl_file: Path | None = None,
-                 page_size: int = 200) -> None:
+                 rules: list[AclRule] | None = None, page_size: int = 200) -> None:
+        """``rules`` (the rules a source was saved with) win over reading ``acl_file``; ``acl_file`` is
+        never indexed either way."""
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise ConfigError(f"{root} is not a folder. Give `assistant ingest` an existing folder.")
         self.name = name or self.root.name
         self.acl_file = Path(acl_file).resolve() if acl_file else None
-        self.rules = load_acl(self.acl_file)
+        self.rules = list(rules) if rules is not None else load_acl(self.acl_file)
         self._acl_hash = hashlib.sha256(json.dumps([(r.glob, sorted(r.access.tokens())) for r in self.rules])
                                         .encode()).hexdigest()[:12]
         self.page_size = page_size
@@ -170,3 +254,48 @@ class LocalFilesConnector:
     def list_ids(self) -> Iterator[str]:
         for rel, _ in self._files():
             yield rel
+
+    # -- what a run would do: used by the CLI before it ingests ------------------------------------
+    def paths(self) -> list[str]:
+        return [rel for rel, _ in self._files()]
+
+    def accesses(self) -> dict[str, Access]:
+        """Every listed file's access under this connector's rules."""
+        return {rel: access_for(rel, self.rules) for rel in self.paths()}
+
+    def rule_coverage(self) -> list[dict]:
+        """Per rule: its glob, readers, how many files it matches and for how many it is the last match
+        (the one that decides)."""
+        paths = self.paths()
+        out = [{"glob": r.glob, "readers": describe_access(r.access), "matches": 0, "decides": 0} for r in self.rules]
+        for rel in paths:
+            last = None
+            for i, r in enumerate(self.rules):
+                if _matches(r.glob, rel):
+                    out[i]["matches"] += 1
+                    last = i
+            if last is not None:
+                out[last]["decides"] += 1
+        return out
+
+    def unmatched_globs(self) -> list[str]:
+        return [c["glob"] for c in self.rule_coverage() if c["matches"] == 0]
+
+    def unsupported(self) -> tuple[int, list[str]]:
+        """(files that look readable, extensions of the others): a file counts when its extension is a
+        supported type or, without one, when its first bytes look like text."""
+        ok, other = 0, set()
+        for rel in self.paths():
+            if guess_mime(rel) != "application/octet-stream":
+                ok += 1
+                continue
+            try:
+                with open(self.root / rel, "rb") as f:
+                    head = f.read(4096)
+            except OSError:
+                continue
+            if head and _looks_like_text(head):
+                ok += 1
+            else:
+                other.add(Path(rel).suffix.lower() or Path(rel).name)
+        return ok, sorted(other)

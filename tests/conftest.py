@@ -61,3 +61,9 @@ def handbook() -> Path:
     if not HANDBOOK.exists():
         pytest.skip("the handbook corpus (../shared/corpora/sourcegraph-handbook) is not present")
     return HANDBOOK
+
+
+@pytest.fixture(autouse=True)
+def _per_user_data_dir_in_tmp(tmp_path, monkeypatch):
+    """``data_dir = "auto"`` resolves under $XDG_DATA_HOME: keep it inside the test's tmp dir, never ~/.local."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
