@@ -232,3 +232,18 @@ def test_a_base_without_a_shipped_adapter_loads_plain_instead_of_failing(tmp_pat
                         cache_dir=tmp_path / "cache")
     assert "default" not in llm._adapters
     assert llm.context_tokens == 512  # clamped to the model's context, not the setting's 2048
+
+
+def test_gpu_host_modules_import_without_settings_or_cli_deps():
+    """The converter and the training path run where pydantic-settings, typer and faiss are absent."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for m in ('pydantic_settings', 'pydantic', 'typer', 'faiss', 'slack_bolt'): sys.modules[m] = None\n"
+            "import assistant.llm.gguf_convert, assistant.llm.loading, assistant.llm.pull\n"
+            "import assistant.finetune.train, assistant.finetune.mix, assistant.finetune.evaluate\n"
+            "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
