@@ -49,7 +49,8 @@ class PartedModel:
         return [f"{self.package_prefix}{i}" for i in range(1, self.parts + 1)]
 
 
-# sizes and sha256 measured on the wheels downloaded on 2026-11-30 (scripts: see the README of #16)
+# size and sha256 of the concatenated part files of the pinned wheels, computed on 2026-11-30; the
+# 1.5B GGUF assembled from them converts and runs (Qwen2ForCausalLM, 28 layers, 151,936 tokens)
 CATALOGUE: dict[str, PartedModel] = {
     m.name: m
     for m in (
