@@ -161,6 +161,17 @@ def test_table_questions_show_header_and_row(content):
         assert "$182,000-$214,000" in it.target or "Senior Software Engineer" in it.target
 
 
+def test_a_table_row_answer_names_the_row_with_its_header(docs):
+    table = PAGES["a-benefits/equipment.md"].split("## Salary bands\n")[1]
+    row = {"question": "What's the pay range for a senior engineer?", "answer": "$182,000-$214,000",
+           "doc_path": "a-benefits/equipment.md", "title": "Equipment", "heading": "Salary bands",
+           "passage": table, "kind": "table"}
+    (item,) = M.question_items([row], {d.doc_id: d for d in docs}, max_chars=700)
+    assert item.kind == "table"
+    assert item.target == ("$182,000-$214,000 [{n}]. Level: L5, Title: Senior Software Engineer, "
+                           "Band: $182,000-$214,000 [{n}].")
+
+
 def tiny_qwen_folder(folder: Path) -> Path:
     """A random 2-layer Qwen2 with a byte-level BPE tokenizer and a ChatML template, saved as a HF folder."""
     import torch

