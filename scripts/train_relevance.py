@@ -294,12 +294,12 @@ def train(args) -> None:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             if step % args.log_every == 0 or step == total:
                 el = time.perf_counter() - t0
                 print(f"  step {step}/{total} loss {sum(losses[-args.log_every:]) / len(losses[-args.log_every:]):.4f} "
-                      f"{step * bs / el:,.0f} pairs/s", flush=True)
+                      f"{step * bs / el:,.1f} pairs/s", flush=True)
         model.train()
     train_s = time.perf_counter() - t0
     val_scores = predict(model, tok, val, batch_size=2 * bs, max_len=args.max_len, device=device) if val else []
