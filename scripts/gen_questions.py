@@ -183,6 +183,8 @@ def generate(model_dir: Path, passages: list[R.Passage], *, batch_size: int, max
         new = gen[:, enc["input_ids"].shape[1]:]
         stats["new_tokens"] += int((new != tok.pad_token_id).sum())
         for i, text in zip(idx, tok.batch_decode(new, skip_special_tokens=True)):
+            if len(stats.setdefault("raw_samples", [])) < 3:
+                stats["raw_samples"].append(text)  # what the model wrote, to judge the filters by
             p, seen = passages[i], set()
             for q, a in parse_pairs(text)[:3]:
                 stats["raw_pairs"] += 1

