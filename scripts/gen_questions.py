@@ -89,7 +89,7 @@ def parse_pairs(generated: str) -> list[tuple[str, str]]:
     """[(question, answer)] from 'Q: ...' / 'A: ...' lines (numbering and bold markers tolerated)."""
     pairs, q = [], None
     for line in generated.splitlines():
-        line = re.sub(r"^\s*(?:\d+[.)]\s*|[-*]\s*)?(?:\*\*)?", "", line).replace("**", "").strip()
+        line = re.sub(r"^\s*(?:\d+[.)]\s*|[-*•]\s+)?", "", line.replace("**", "").replace("__", "")).strip()
         m = re.match(r"^(Q|Question|A|Answer)\s*\d*\s*[:：]\s*(.+)$", line, re.IGNORECASE)
         if not m:
             continue
