@@ -154,7 +154,7 @@ def table_rows(text: str) -> list[TableRow]:
 
 def longest_shared_run(a: str, b: str) -> int:
     """Length in words of the longest run of consecutive words of ``a`` that also occurs in ``b``."""
-    aw, bn = norm(a).split(), f" {norm(b)} "
+    aw, bn = re.findall(r"[a-z0-9]+", norm(a)), f" {' '.join(re.findall(r'[a-z0-9]+', norm(b)))} "
     best = 0
     for i in range(len(aw)):
         n = best + 1

@@ -94,7 +94,9 @@ def _export_fp32(model: Any, tokenizer: Any, out: Path) -> None:
     axes = {n: {0: "batch", 1: "sequence"} for n in INPUTS} | {"logit": {0: "batch"}}
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python branches frozen at trace time
-        torch.onnx.export(Logit(model), args, str(out), input_names=list(INPUTS), output_names=["logit"],
+        # the exporter restores the wrapper's training flag afterwards, recursively: a wrapper left in
+        # train mode would switch the caller's model to train mode (dropout on) behind its back
+        torch.onnx.export(Logit(model).eval(), args, str(out), input_names=list(INPUTS), output_names=["logit"],
                           dynamic_axes=axes, opset_version=17, dynamo=False, do_constant_folding=True)
 
 

@@ -89,7 +89,7 @@ def parse_pairs(generated: str) -> list[tuple[str, str]]:
     """[(question, answer)] from 'Q: ...' / 'A: ...' lines (numbering and bold markers tolerated)."""
     pairs, q = [], None
     for line in generated.splitlines():
-        line = re.sub(r"^\s*(?:\d+[.)]\s*|[-*]\s*)?(?:\*\*)?", "", line).replace("**", "").strip()
+        line = re.sub(r"^\s*(?:\d+[.)]\s*|[-*•]\s+)?", "", line.replace("**", "").replace("__", "")).strip()
         m = re.match(r"^(Q|Question|A|Answer)\s*\d*\s*[:：]\s*(.+)$", line, re.IGNORECASE)
         if not m:
             continue
@@ -166,6 +166,10 @@ def generate(model_dir: Path, passages: list[R.Passage], *, batch_size: int, max
                                                           text=p.text[:2000])}]
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
+    # a GGUF-converted folder may lack generation_config.json: stop on every end-of-turn token the vocab has
+    vocab = tok.get_vocab()
+    stop_ids = sorted({tok.eos_token_id, *(vocab[t] for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>") if t in vocab)}
+                      - {None})
     order = sorted(range(len(passages)), key=lambda i: len(passages[i].text))  # less padding per batch
     out, stats = [], {"passages": len(passages), "raw_pairs": 0, "kept": 0, "new_tokens": 0}
     t0 = time.perf_counter()
@@ -174,10 +178,13 @@ def generate(model_dir: Path, passages: list[R.Passage], *, batch_size: int, max
         enc = tok([prompt(passages[i]) for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(model.device)
         with torch.inference_mode():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=stop_ids)
         new = gen[:, enc["input_ids"].shape[1]:]
         stats["new_tokens"] += int((new != tok.pad_token_id).sum())
         for i, text in zip(idx, tok.batch_decode(new, skip_special_tokens=True)):
+            if len(stats.setdefault("raw_samples", [])) < 3:
+                stats["raw_samples"].append(text)  # what the model wrote, to judge the filters by
             p, seen = passages[i], set()
             for q, a in parse_pairs(text)[:3]:
                 stats["raw_pairs"] += 1
@@ -206,8 +213,8 @@ def main() -> None:
     ap.add_argument("--per-doc", type=int, default=6, help="passages sampled per page at most")
     ap.add_argument("--max-docs", type=int, default=None, help="read only the first N training pages (smoke runs)")
     ap.add_argument("--table-questions", type=int, default=800)
-    ap.add_argument("--batch-size", type=int, default=None, help="default 128 on CUDA, 4 on CPU")
-    ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--batch-size", type=int, default=None, help="default 256 on CUDA, 4 on CPU")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--max-run", type=int, default=6, help="drop questions sharing a longer run of words with the passage")
     ap.add_argument("--chunk-tokens", type=int, default=256, help="chunking.max_tokens of the index")
     ap.add_argument("--min-section-tokens", type=int, default=256, help="chunking.min_section_tokens of the index")
@@ -224,7 +231,7 @@ def main() -> None:
     print(f"training folders {train_folders}: {len(pages)} pages, {len(passages)} passages "
           f"({time.perf_counter() - t_all:.1f} s)", flush=True)
     chosen = sample_passages(passages, n=args.max_passages, per_doc=args.per_doc, seed=args.seed)
-    bs = args.batch_size or (128 if torch.cuda.is_available() else 4)
+    bs = args.batch_size or (256 if torch.cuda.is_available() else 4)
     llm_qs, stats = generate(args.model, chosen, batch_size=bs, max_new_tokens=args.max_new_tokens,
                              max_run=args.max_run)
     table_qs = table_questions(passages, limit=args.table_questions, seed=args.seed)

