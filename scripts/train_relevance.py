@@ -251,6 +251,9 @@ def train(args) -> None:
     if args.questions and args.questions.is_file():
         questions = [json.loads(x) for x in args.questions.read_text(encoding="utf-8").splitlines() if x.strip()]
         source = str(args.questions)
+        if len(questions) < 500:  # too few generated questions to train on alone: add the heading ones
+            questions += heading_questions(passages, rng)
+            source += f" ({len(questions)} with heading questions added)"
     else:
         questions = heading_questions(passages, rng)
         source = "headings (no --questions file)"
