@@ -142,7 +142,7 @@ def _mount_optional() -> None:
     import importlib
 
     for mod in ("assistant.commands", "assistant.llm.cli", "assistant.finetune.cli", "assistant.slackbot.cli",
-                "assistant.scheduler_cli", "assistant.evaluation_cli"):
+                "assistant.scheduler_cli", "assistant.evaluation_cli", "assistant.evaluation_summaries"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -55,9 +55,15 @@ class Assistant:
         return self.answerer().ask(question, who=who, history=history, adapter=adapter, on_delta=on_delta, k=k)
 
     def summarize(self, *, who, scope: str | None = None, since: float | None = None, use_llm: bool = True,
-                  max_docs: int | None = None) -> Summary:
-        return Summarizer(self.engine, self.llm if use_llm else None, settings=self.settings).summarize(
-            who=who, scope=scope, since=since, use_llm=use_llm, max_docs=max_docs)
+                  max_docs: int | None = None, until: float | None = None, focus: str | None = None,
+                  scorer=None, progress=None) -> Summary:
+        """See ``Summarizer.summarize``; ``progress`` (a callable taking a line) defaults to ``self.progress``."""
+        from assistant.summaries import model_writes
+
+        llm = self.llm if use_llm and model_writes(self.settings) else None  # never load a model that will not write
+        return Summarizer(self.engine, llm, settings=self.settings).summarize(
+            who=who, scope=scope, since=since, until=until, use_llm=use_llm, max_docs=max_docs, focus=focus,
+            scorer=scorer, progress=progress or getattr(self, "progress", None))
 
     def search(self, query: str, *, who, k: int = 5, **kw):
         return self.engine.search(query, who=who, k=k, **kw)
