@@ -135,7 +135,11 @@ class Engine:
                             chunker=self.chunker, fetch_workers=self.settings.sync.fetch_workers,
                             save_index=self.save_index, max_parse_bytes=int(self.settings.sync.max_file_mb * 1e6),
                             progress=progress)
-            return syncer.run(full=full)
+            report = syncer.run(full=full)
+            from assistant.summary_changes import update_ledger
+
+            update_ledger(self.store, source=connector.name)  # so "what changed" summaries see this version's sections
+            return report
 
     def search(self, query: str, *, who: Principals | Audience | None = None, k: int = 5, **kw) -> list[Hit]:
         who = who if who is not None else Principals(everything=True)

@@ -195,9 +195,10 @@ class Summarizer:
         texts = {d: [f.text for f in sorted(groups[d], key=lambda f: f.pos)] for d in order}
         if use_llm and self.llm is not None and model_writes(self.s):
             say(f"summarize: writing {len(order)} bullet{'s' * (len(order) != 1)} with the model…")
-            written = write_with_model(self.llm, [(docs[d].row.title, texts[d], docs[d].reference) for d in order],
-                                       context_tokens=min(self.llm.context_tokens, self.s.llm.context_tokens))
+            written, dropped = write_with_model(self.llm, [(docs[d].row.title, texts[d], docs[d].reference) for d in order],
+                                                context_tokens=min(self.llm.context_tokens, self.s.llm.context_tokens))
             texts = dict(zip(order, written))
+            summary.checked += dropped  # the model's unsupported sentences were checked, and dropped
         for n, d in enumerate(order, start=1):
             row = docs[d].row
             allowed = {row.url} if row.url else set()

@@ -160,6 +160,14 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
     i, n = 0, len(lines)
     while i < n:
         line = lines[i]
+        if line.lstrip().startswith(("```", "~~~")):  # code is shown to machines, not summarised
+            flush()
+            fence = line.lstrip()[:3]
+            i += 1
+            while i < n and not lines[i].lstrip().startswith(fence):
+                i += 1
+            i += 1
+            continue
         h = _HEADING.match(line)
         if h:
             flush()
@@ -225,8 +233,10 @@ def info_score(fact: Fact) -> float:
     # statements too short to stand alone, questions, lead-ins and pointers say little
     if words < 6:
         s -= 0.8
-    elif words > 55:
-        s -= 0.6
+    elif words > 30:
+        s -= min(1.2, 0.03 * (words - 30))  # a long statement costs the budget of two short ones
+    if fact.pos < 3:
+        s += 0.25  # pages state their point first
     if t.endswith("?"):
         s -= 0.9
     if t.endswith(":"):

@@ -60,7 +60,7 @@ def _order_share(claim: list[str], passage: list[str], *, window: int = 6) -> fl
     return ok / len(pairs)
 
 
-def supported(claim: str, source: str, *, min_words: float = 0.8, min_order: float = 0.6) -> bool:
+def supported(claim: str, source: str, *, min_words: float = 0.8, min_order: float = 0.9) -> bool:
     """True when one passage of ``source`` states ``claim`` (numbers, words, their order, negation)."""
     claim = g.strip_citations(claim)
     if not g.content_words(claim) and not g.numbers(claim):
@@ -92,12 +92,14 @@ _SYSTEM = ("You rewrite facts from one document into at most {n} short, plain se
 
 
 def write_with_model(llm, groups: list[tuple[str, list[str], str]], *, context_tokens: int,
-                     max_new_tokens: int = 160, adapter: str | None = None) -> list[list[str]]:
-    """For each (title, facts, source text): the model's verified sentences, or the facts when none survive.
+                     max_new_tokens: int = 160, adapter: str | None = None) -> tuple[list[list[str]], int]:
+    """For each (title, facts, source text): the model's verified sentences plus the facts they lost, or the
+    facts when none survive; and how many of the model's sentences were dropped as unsupported.
 
     Map step: one prompt per document (its facts only, trimmed to the context); reduce step: the
     caller groups the results. A sentence the source does not support is dropped."""
     out: list[list[str]] = []
+    dropped = 0
     budget = max(256, context_tokens - max_new_tokens - 64)
     for title, facts, source in groups:
         body = facts[:]
@@ -110,12 +112,13 @@ def write_with_model(llm, groups: list[tuple[str, list[str], str]], *, context_t
                                 **({"adapter": adapter} if adapter else {}))
         except TypeError:  # a model object without adapters
             said = llm.generate(msgs, max_new_tokens=max_new_tokens, temperature=0.0, stop=["\n\n\n"])
-        kept = [s.text.lstrip("-•* ").strip() for s in g.sentences(said, min_chars=12)]
-        kept = [s for s in kept if not g.looks_like_instruction(s) and supported(s, source)]
+        said_sentences = [s.text.lstrip("-•* ").strip() for s in g.sentences(said, min_chars=12)]
+        kept = [s for s in said_sentences if not g.looks_like_instruction(s) and supported(s, source)]
+        dropped += len(said_sentences) - len(kept)
         # a fact the model's sentences lost (a number, a name) is kept as extracted
         missing = [f for f in body if not any(g.lexical_support(f, s) >= 0.8 for s in kept)]
         out.append((kept + missing + facts[len(body):]) if kept else facts)
-    return out
+    return out, dropped
 
 
 def _messages(title: str, facts: list[str]) -> list[dict]:
