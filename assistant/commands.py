@@ -74,7 +74,8 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         from assistant.summaries import parse_since
 
         def progress(line: str) -> None:
-            typer.secho(line, err=True, dim=True)
+            if sys.stderr.isatty():  # for a person at a terminal, not for pipes and scripts
+                typer.secho(line, err=True, dim=True)
 
         with build() as a:
             progress("summarize: loading the index…")

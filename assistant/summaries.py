@@ -193,6 +193,7 @@ class Summarizer:
             groups.setdefault(f.doc, []).append(f)
         order = sorted(groups, key=lambda d: (-(docs[d].row.modified or 0), d) if since else (docs[d].row.path, d))
         texts = {d: [f.text for f in sorted(groups[d], key=lambda f: f.pos)] for d in order}
+        limit = max_words or conf.max_words
         if use_llm and self.llm is not None and model_writes(self.s):
             say(f"summarize: writing {len(order)} bullet{'s' * (len(order) != 1)} with the model…")
             written, dropped = write_with_model(self.llm, [(docs[d].row.title, texts[d], docs[d].reference) for d in order],
@@ -209,6 +210,9 @@ class Summarizer:
                     summary.verified += 1
                     kept.append(g.sanitize(sentence, allowed_urls=allowed))
             kept = [k for k in kept if len(g.content_words(k)) >= 2]
+            room = limit - summary.words - len(f"{row.title}:".split())
+            while kept and sum(len(k.split()) for k in kept) > room:  # sanitizing may have added a word or two
+                kept.pop()
             if kept:
                 summary.bullets.append(Bullet(" ".join(kept), len(summary.bullets) + 1, row.doc_id, row.source, row.path,
                                               row.title, row.url, row.modified, docs[d].new, row.key,
@@ -277,11 +281,12 @@ class Summarizer:
             crel = crel + 0.4 * (vecs @ qvec - fvec[short] @ qvec)  # the sentence's own meaning, not its chunk's
         for f, r in zip(cand, crel):
             f.score = float(r)
-        # each document's share: what it contains that is worth saying
+        # each document's share: how much it says (its length, damped) and how much of it is worth saying
         worth = Counter(f.doc for f in facts if f.info > 0.3)
         ranked = sorted({f.doc for f in cand}, key=lambda d: -max(f.score for f in cand if f.doc == d))[:max_docs]
-        total = sum(np.sqrt(worth[d] + 1) for d in ranked) or 1.0
-        weights = {d: float(np.sqrt(worth[d] + 1) / total) for d in ranked}
+        size = {d: np.sqrt(len(docs[d].text) / 1000 + 1) * np.sqrt(worth[d] + 1) ** 0.5 for d in ranked}
+        total = sum(size.values()) or 1.0
+        weights = {d: float(size[d] / total) for d in ranked}
         pool = [k for k, f in enumerate(cand) if f.doc in weights]
         cost = {i: len(f"{d.row.title}:".split()) for i, d in enumerate(docs)}
         return select_facts([cand[k] for k in pool], crel[pool], vecs[pool], doc_weights=weights,

@@ -35,6 +35,8 @@ _EMPH = re.compile(r"(\*\*|__|~~)(.+?)\1|(?<![\w*])\*(?!\s)([^*\n]+?)\*(?![\w*])
 _CODE = re.compile(r"`([^`]*)`")
 _FRONT = re.compile(r"^\s*(?:title|description|tags|date|weight|draft|aliases)\s*:", re.I)
 _LEAD_IN = re.compile(r":\s*(?:\d{1,2}[.)]|[-*•])?\s*$")
+_ADMONITION = re.compile(r"^\s*>?\s*\[!(?:NOTE|TIP|WARNING|IMPORTANT|CAUTION)\]\s*|^\s*>\s?", re.I | re.M)
+_CODEISH = re.compile(r"&&|\|\||\$ |--\w|\b(?:git|kubectl|gcloud|sg|npm|go|docker) [a-z-]+ |https?://|www\.")
 _DOC_LABEL = re.compile(r"^\s*(?:document|title|source|page)\s*:\s*", re.I)
 
 _MONEY = re.compile(r"[$€£¥]\s?\d|\d\s?(?:%|k\b|USD|EUR|GBP|percent)", re.I)
@@ -87,7 +89,8 @@ def clean_markdown(text: str) -> str:
         text = _EMPH.sub(lambda m: next(x for x in m.groups()[1:] if x is not None), text)
     text = _CODE.sub(lambda m: m.group(1), text)
     text = text.replace("\\", "")
-    return re.sub(r"\s+", " ", text).strip()
+    text = _ADMONITION.sub("", text)
+    return re.sub(r"\s+", " ", text).strip().lstrip("> ").strip()
 
 
 def _finish(text: str) -> str:
@@ -235,6 +238,8 @@ def info_score(fact: Fact) -> float:
         s -= 0.8
     elif words > 30:
         s -= min(1.2, 0.03 * (words - 30))  # a long statement costs the budget of two short ones
+    if _CODEISH.search(t):
+        s -= 0.6  # commands and addresses are for the page, not for a summary (and links are removed)
     if fact.pos < 3:
         s += 0.25  # pages state their point first
     if t.endswith("?"):
