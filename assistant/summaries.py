@@ -275,10 +275,11 @@ class Summarizer:
                 per[facts[i].doc] += 1
         short.sort()
         cand = [facts[i] for i in short]
-        vecs = embedder.embed([f"{f.context}: {f.text}" for f in cand])  # (m, dim)
+        # the statement alone: with its title and headings in front, facts of one section look like duplicates
+        vecs = embedder.embed([f.text for f in cand])  # (m, dim)
         crel = rel[short]
         if qvec is not None and scorer is None:
-            crel = crel + 0.4 * (vecs @ qvec - fvec[short] @ qvec)  # the sentence's own meaning, not its chunk's
+            crel = crel + 0.2 * (vecs @ qvec)  # the sentence's own meaning, besides its chunk's
         for f, r in zip(cand, crel):
             f.score = float(r)
         # each document's share: how much it says (its length, damped) and how much of it is worth saying

@@ -37,6 +37,8 @@ _FRONT = re.compile(r"^\s*(?:title|description|tags|date|weight|draft|aliases)\s
 _LEAD_IN = re.compile(r":\s*(?:\d{1,2}[.)]|[-*•])?\s*$")
 _ADMONITION = re.compile(r"^\s*>?\s*\[!(?:NOTE|TIP|WARNING|IMPORTANT|CAUTION)\]\s*|^\s*>\s?", re.I | re.M)
 _CODEISH = re.compile(r"&&|\|\||\$ |--\w|\b(?:git|kubectl|gcloud|sg|npm|go|docker) [a-z-]+ |https?://|www\.")
+_ANAPHORIC = re.compile(r"^(?:this|that|these|those|it|they|as such|additionally|however|of course|also|so|but|and|"
+                        r"otherwise|in addition|in that case|then|example|e\.g\.|for example|instead)\b", re.I)
 _DOC_LABEL = re.compile(r"^\s*(?:document|title|source|page)\s*:\s*", re.I)
 
 _MONEY = re.compile(r"[$€£¥]\s?\d|\d\s?(?:%|k\b|USD|EUR|GBP|percent)", re.I)
@@ -238,6 +240,8 @@ def info_score(fact: Fact) -> float:
         s -= 0.8
     elif words > 30:
         s -= min(1.2, 0.03 * (words - 30))  # a long statement costs the budget of two short ones
+    if _ANAPHORIC.match(t):
+        s -= 0.4  # leans on the sentence before it, which the reader will not see
     if _CODEISH.search(t):
         s -= 0.6  # commands and addresses are for the page, not for a summary (and links are removed)
     if fact.pos < 3:
