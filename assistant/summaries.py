@@ -18,9 +18,9 @@ Not done: summarizing a single huge document section by section (its best facts 
 from __future__ import annotations
 
 import difflib
-from bisect import bisect_right
 import re
 import time
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
