@@ -174,6 +174,8 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
             i += 1
             continue
         h = _HEADING.match(line)
+        if h and (len(h.group(2).split()) > 16 or ". " in h.group(2)):
+            h = None  # a "heading" that runs on for sentences is a message that starts with '#' (Slack)
         if h:
             flush()
             level = len(h.group(1))
@@ -261,12 +263,13 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 def select_facts(facts: list[Fact], rel: np.ndarray, vecs: np.ndarray, *, doc_weights: dict[int, float],
                  max_words: int, word_cost: dict[int, int], mmr: float = 0.35, dup_sim: float = 0.86,
-                 dup_jaccard: float = 0.6, max_facts: int = 16) -> list[Fact]:
+                 dup_jaccard: float = 0.6, max_facts: int = 16, each: int = 0) -> list[Fact]:
     """Greedy MMR over ``facts`` (relevance ``rel`` (n,), unit vectors ``vecs`` (n, dim)).
 
     Each document may take about its share (``doc_weights``, summing to 1) of the facts, at least one;
     a fact whose document is not yet shown also pays ``word_cost[doc]`` words (its title line).
-    Near-duplicates (cosine ≥ ``dup_sim`` or word overlap ≥ ``dup_jaccard``) are never both chosen."""
+    Near-duplicates (cosine ≥ ``dup_sim`` or word overlap ≥ ``dup_jaccard``) are never both chosen.
+    The first ``each`` picks go to different documents (every page of a small scope is heard)."""
     n = len(facts)
     if n == 0:
         return []
@@ -282,10 +285,13 @@ def select_facts(facts: list[Fact], rel: np.ndarray, vecs: np.ndarray, *, doc_we
         score = np.where(alive, score, -np.inf)
         order = np.argsort(-score)
         pick = None
-        for i in order[:64]:
+        fresh = len(chosen) < each and any(alive[k] and facts[k].doc not in per_doc for k in range(n))
+        for i in order[:64] if not fresh else order:
             if not np.isfinite(score[i]):
                 break
             f = facts[i]
+            if fresh and f.doc in per_doc:
+                continue
             cost = f.words + (word_cost.get(f.doc, 0) if f.doc not in per_doc else 0)
             if per_doc.get(f.doc, 0) >= caps.get(f.doc, 1) or used + cost > max_words:
                 alive[i] = False

@@ -241,3 +241,16 @@ def test_readers_only_get_documents_they_may_read(tmp_path):
         assert "180,000" in a.summarize(who=Principals(email="alice@example.com"), scope="secret/", use_llm=False).body()
     finally:
         engine.close()
+
+
+def test_a_slack_message_that_starts_with_a_hash_is_text_not_a_heading():
+    thread = "# #exec — thread of 10:00\n\n**alice** (10:00):\n# Marigold Plan Confidential. The plan was approved on Monday.\n"
+    facts = [f.text for f in facts_of(thread, doc=0, title="#exec: Marigold")]
+    assert any("approved on Monday" in f for f in facts)
+
+
+def test_every_page_of_a_small_scope_is_heard(world):
+    _, _, a = world
+    s = a.summarize(who=ADMIN, scope="content/", use_llm=False)
+    assert {b.path for b in s.bullets} >= {"content/engineering/security.md"}
+    assert len({b.path for b in s.bullets}) >= 2
