@@ -291,7 +291,7 @@ class Summarizer:
         pool = [k for k, f in enumerate(cand) if f.doc in weights]
         cost = {i: len(f"{d.row.title}:".split()) for i, d in enumerate(docs)}
         return select_facts([cand[k] for k in pool], crel[pool], vecs[pool], doc_weights=weights,
-                            max_words=max_words, word_cost=cost, each=max(3, max_words // 50))
+                            max_words=max_words, word_cost=cost, each=max_words // 50)
 
     def _readable(self, key: int, audience: Audience) -> bool:
         if audience.everything:

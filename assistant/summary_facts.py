@@ -143,8 +143,7 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
     def add(raw: str, kind: str, extra: str = "") -> None:
         for span in g.sentences(raw, min_chars=12) if kind != "row" else [g.Span(0, len(raw), raw)]:
             t = clean_markdown(span.text)
-            t = _DOC_LABEL.sub("", t) if t.lower().startswith(("document:", "title:")) else t
-            if not t or len(g.content_words(t)) < 2 or g.looks_like_instruction(t):
+            if not t or _DOC_LABEL.match(t) or len(g.content_words(t)) < 2 or g.looks_like_instruction(t):
                 continue
             if t.strip(" .:").lower() == title.strip().lower() or any(t.strip(" .:").lower() == h.lower() for _, h in heads):
                 continue  # a bullet that only repeats a title says nothing
