@@ -24,6 +24,7 @@ from assistant import grounding as g
 
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 _ITEM = re.compile(r"^(\s*)(?:[-*+]|\d{1,3}[.)])\s+(.*)$")
+_SETEXT = re.compile(r"^\s{0,3}(?:-{3,}|={3,})\s*$")
 _TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
 _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _LINK = re.compile(r"\[([^\]]*)\]\((?:[^()]|\([^)]*\))*\)")
@@ -172,6 +173,13 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
                 i += 1
             i += 1
             continue
+        if line.strip() and i + 1 < n and _SETEXT.match(lines[i + 1]) and "|" not in line and not _ITEM.match(line):
+            flush()  # "Title\n-----": a heading underlined (plain text and older Markdown)
+            level = 1 if lines[i + 1].strip().startswith("=") else 2
+            heads = [x for x in heads if x[0] < level] + [(level, clean_markdown(line))]
+            lead = ""
+            i += 2
+            continue
         h = _HEADING.match(line)
         if h and (len(h.group(2).split()) > 16 or ". " in h.group(2)):
             h = None  # a "heading" that runs on for sentences is a message that starts with '#' (Slack)
@@ -195,16 +203,17 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
         item = _ITEM.match(line)
         if item and not _TABLE_SEP.match(line):
             flush()
-            indent, body = len(item.group(1)), [item.group(2)]
+            body = [item.group(2)]
             at = offs[i]
             i += 1
+            # continuation lines: indented, or "lazy" ones (CommonMark; PDFs wrap list items without indent)
             while i < n and lines[i].strip() and not _ITEM.match(lines[i]) and not _HEADING.match(lines[i]) \
-                    and len(lines[i]) - len(lines[i].lstrip()) > indent:
+                    and not lines[i].lstrip().startswith(("|", "```", "~~~")):
                 body.append(lines[i].strip())
                 i += 1
             add(" ".join(body), "item", extra=lead)
             continue
-        if not line.strip() or _FRONT.match(line) or line.strip() in ("---", "***"):
+        if not line.strip() or _FRONT.match(line) or _SETEXT.match(line) or line.strip() == "***":
             flush()
             i += 1
             continue
