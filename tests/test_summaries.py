@@ -254,3 +254,19 @@ def test_every_page_of_a_small_scope_is_heard(world):
     s = a.summarize(who=ADMIN, scope="content/", use_llm=False)
     assert {b.path for b in s.bullets} >= {"content/engineering/security.md"}
     assert len({b.path for b in s.bullets}) >= 2
+
+
+def test_eval_scores_key_point_coverage_words_and_verification(world, tmp_path):
+    from assistant.evaluation_summaries import load_tasks, missing_strings, run_task, table
+
+    _, engine, a = world
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"id": "t", "scope": "content/people/", "focus": "travel budgets", "points": ['
+                     '{"point": "hotel cap", "must": ["$300 USD per night"]}, '
+                     '{"point": "not on any page", "must": ["$9,999 per night"]}]}\n')
+    loaded = load_tasks(tasks)
+    assert missing_strings(engine.store, loaded) == ["t: '$9,999 per night'"]
+    r = run_task(a, loaded[0], who=ADMIN)
+    assert (r.covered, r.points) == (1, 2) and r.missed == ["not on any page"]
+    assert 0 < r.words <= 250 and r.verified == r.checked > 0
+    assert "| t | 1/2 |" in table([r])
