@@ -270,3 +270,33 @@ def test_eval_scores_key_point_coverage_words_and_verification(world, tmp_path):
     assert (r.covered, r.points) == (1, 2) and r.missed == ["not on any page"]
     assert 0 < r.words <= 250 and r.verified == r.checked > 0
     assert "| t | 1/2 |" in table([r])
+
+
+def test_a_report_reads_only_its_period_and_marks_first_ingests_new(tmp_path):
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from assistant.reports import build_report
+    from assistant.retrieval import Audience
+
+    folder = tmp_path / "docs"
+    now = time.time()
+    _write(folder, "eng/in-period.md", "# Deploys\n\nDeploys move to Tuesdays at 14:00 UTC from March 1.\n",
+           mtime=now - 2 * 86400)
+    _write(folder, "eng/later.md", "# Later\n\nThe freeze starts on December 18 and ends on January 4.\n", mtime=now - 60)
+    _write(folder, "eng/old.md", "# Old\n\nThe on-call rota changes every 7 days on Monday.\n", mtime=now - 30 * 86400)
+    settings = make_settings(tmp_path / "data", llm={"model": "none"})
+    engine = Engine.open(settings, embedder=HashEmbedder())
+    try:
+        engine.sync(LocalFilesConnector(folder, name="docs"))
+        a = Assistant(settings, engine=engine, llm=None)
+        lines: list[str] = []
+        a.progress = lines.append
+        start, end = datetime.fromtimestamp(now - 7 * 86400, UTC), datetime.fromtimestamp(now - 3600, UTC)
+        report = build_report(a, SimpleNamespace(scope="eng/"), start, end, Audience.of(ADMIN))
+        assert [b.path for b in report.bullets] == ["eng/in-period.md"]
+        assert report.bullets[0].new and "(new)" in report.text() and "(updated)" not in report.text()
+        assert "Tuesdays at 14:00 UTC" in report.text()
+        assert any("reading 1 document " in x for x in lines)  # the later and older pages are not even read
+    finally:
+        engine.close()
