@@ -49,7 +49,8 @@ _RULE = re.compile(
     r"maximum|minimum|max|min|limit(?:ed|s)?|only|never|always|not (?:allowed|permitted|eligible|reimburs\w*)|"
     r"eligib\w*|reimburs\w*|approv\w*|deadline|budget\w*|stipend|allowance|policy|cover(?:s|ed)?|"
     r"entitled|per (?:year|month|week|day|night|person|teammate|employee|quarter|trip)|expires?|"
-    r"should|need to|have to|is responsible|are responsible|owns?|on-call|escalat\w*)\b", re.I)
+    r"should|need to|have to|is responsible|are responsible|owns?|on-call|escalat\w*|all (?:teammates|employees|"
+    r"incidents|issues|requests|changes|commits|travel|customers)|everyone|every teammate)\b", re.I)
 _TIME = re.compile(
     r"\b(?:\d+\s*(?:business\s+)?(?:days?|weeks?|months?|years?|hours?|minutes?|hrs?)|daily|weekly|monthly|"
     r"quarterly|annual(?:ly)?|yearly|every|each|within|before|after|by the end|deadline|"
@@ -240,7 +241,7 @@ def info_score(fact: Fact) -> float:
     if _TIME.search(t):
         s += 0.35
     if _WHO.search(t):
-        s += 0.3
+        s += 0.45  # where to go and whom to ask: what a new reader needs most
     if _PROPER.search(t):
         s += 0.15
     if fact.kind == "row" and digits:
