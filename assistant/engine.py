@@ -138,7 +138,10 @@ class Engine:
             report = syncer.run(full=full)
             from assistant.summary_changes import update_ledger
 
-            update_ledger(self.store, source=connector.name)  # so "what changed" summaries see this version's sections
+            try:  # so "what changed" summaries see this version's sections; never a reason to fail an ingest
+                update_ledger(self.store, source=connector.name)
+            except Exception as e:  # the next summary with a window brings the ledger up to date
+                log.warning("summary ledger not updated after syncing %s: %s", connector.name, e)
             return report
 
     def search(self, query: str, *, who: Principals | Audience | None = None, k: int = 5, **kw) -> list[Hit]:
