@@ -84,7 +84,7 @@ def update_ledger(store, *, source: str | None = None) -> int:
             db.executemany("INSERT OR IGNORE INTO summary_sections VALUES (?, ?, ?, ?)",
                            [(src, doc_id, h, when) for _, _, h in sections(text)])
             if old_hash is None:
-                db.execute("INSERT INTO summary_docs VALUES (?, ?, ?, 1, ?, ?)", (src, doc_id, chash, when, when))
+                db.execute("INSERT OR IGNORE INTO summary_docs VALUES (?, ?, ?, 1, ?, ?)", (src, doc_id, chash, when, when))
             else:
                 db.execute("UPDATE summary_docs SET content_hash=?, versions=versions+1, last_changed=? "
                            "WHERE source=? AND doc_id=?", (chash, when, src, doc_id))
