@@ -269,10 +269,12 @@ class Summarizer:
         order = np.argsort(-rel)
         short: list[int] = []
         per: Counter = Counter()
+        top_docs = set(list(dict.fromkeys(facts[i].doc for i in order))[:max_docs])  # the documents that can be shown
         for i in order:
-            if len(short) < _SHORTLIST or per[facts[i].doc] < 2:
+            d = facts[i].doc
+            if len(short) < _SHORTLIST or (d in top_docs and per[d] < 2):
                 short.append(int(i))
-                per[facts[i].doc] += 1
+                per[d] += 1
         short.sort()
         cand = [facts[i] for i in short]
         # the statement alone: with its title and headings in front, facts of one section look like duplicates
