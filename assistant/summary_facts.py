@@ -289,7 +289,7 @@ def select_facts(facts: list[Fact], rel: np.ndarray, vecs: np.ndarray, *, doc_we
     caps = {d: max(1, int(round(w * target + 0.49))) for d, w in doc_weights.items()}
     max_sim = np.full(n, 0.0, dtype=np.float32)  # (n,) similarity to the closest chosen fact
     alive = np.ones(n, dtype=bool)
-    for _ in range(max_facts):
+    while len(chosen) < max_facts and alive.any():
         score = rel - mmr * max_sim
         score = np.where(alive, score, -np.inf)
         order = np.argsort(-score)
@@ -309,7 +309,7 @@ def select_facts(facts: list[Fact], rel: np.ndarray, vecs: np.ndarray, *, doc_we
             used += cost
             break
         if pick is None:
-            break
+            continue  # the statements looked at did not fit (and are out); shorter ones further down may
         chosen.append(pick)
         per_doc[facts[pick].doc] = per_doc.get(facts[pick].doc, 0) + 1
         alive[pick] = False
