@@ -258,7 +258,7 @@ def _print_source_settings(saved: dict | None) -> None:
 
 
 FEATURES = ("assistant.commands", "assistant.llm.cli", "assistant.finetune.cli", "assistant.slackbot.cli",
-            "assistant.scheduler_cli", "assistant.evaluation_cli")
+            "assistant.scheduler_cli", "assistant.evaluation_cli", "assistant.evaluation_summaries")
 
 
 def _mount_optional(modules: tuple[str, ...] = FEATURES) -> None:

@@ -86,15 +86,21 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
                   group: list[str] = typer.Option([], "--group"),
                   max_docs: int = typer.Option(12, "--max-docs", min=1, max=200),
                   no_llm: bool = typer.Option(False, "--no-llm", help="extractive only (fast)"),
+                  focus: Optional[str] = typer.Option(None, "--focus", help="steer what is chosen, e.g. 'for a weekly report to new managers'"),
                   as_json: bool = typer.Option(False, "--json")) -> None:
         """Summarize what a scope contains, or what changed in it within a time window."""
         from assistant.summaries import parse_since
 
+        def progress(line: str) -> None:
+            if sys.stderr.isatty():  # for a person at a terminal, not for pipes and scripts
+                typer.secho(line, err=True, dim=True)
+
         who = _who(as_email, group)
         with build() as a:
             require_documents(a.engine)
+            progress("summarize: loading the index…")
             s = a.summarize(who=who, scope=scope, since=parse_since(since), use_llm=not no_llm,
-                            max_docs=max_docs)
+                            max_docs=max_docs, focus=focus, progress=progress)
         typer.echo(json.dumps(s.as_json(), indent=2, ensure_ascii=False) if as_json else s.as_text())
 
     @app.command()

@@ -136,7 +136,14 @@ class Engine:
                             chunker=self.chunker, fetch_workers=self.settings.sync.fetch_workers,
                             save_index=self.save_index, max_parse_bytes=int(self.settings.sync.max_file_mb * 1e6),
                             progress=progress)
-            return syncer.run(full=full)
+            report = syncer.run(full=full)
+            from assistant.summary_changes import update_ledger
+
+            try:  # so "what changed" summaries see this version's sections; never a reason to fail an ingest
+                update_ledger(self.store, source=connector.name)
+            except Exception as e:  # the next summary with a window brings the ledger up to date
+                log.warning("summary ledger not updated after syncing %s: %s", connector.name, e)
+            return report
 
     def search(self, query: str, *, who: Principals | Audience | None = None, k: int = 5, **kw) -> list[Hit]:
         who = who if who is not None else Principals(everything=True)

@@ -1,9 +1,9 @@
 """Scheduled summary reports: what changed in a scope during one period, for one audience.
 
 ``build_report(assistant, schedule, period_start, period_end, audience)`` asks the summarizer
-(``Assistant.summarize``) for the documents of the scope modified since ``period_start`` that
-EVERY member of the audience may read, keeps those modified before ``period_end``, and arranges
-them as a ``Report``: "what changed" bullets grouped by source (new / updated, each with a numbered
+(``Assistant.summarize`` with ``since``/``until``) for what changed in the scope during the period, in
+the documents EVERY member of the audience may read (a document on its first ingest is new; of an
+updated one only its changed sections are summarised), and arranges them as a ``Report``: "what changed" bullets grouped by source (new / updated, each with a numbered
 citation), the busiest Slack threads, sentences that record decisions, and a Sources list.
 ``Report.blocks()`` renders Block Kit, ``Report.text()`` the fallback text (also what the CLI
 prints). The audience of a Slack channel comes from ``assistant.slackbot.identity.channel_audience``.
@@ -170,23 +170,19 @@ def build_report(assistant, schedule, period_start: datetime, period_end: dateti
     if not any(d.modified is not None and d.modified < t1
                for d in store.iter_documents(source=source, path_prefix=prefix, modified_since=t0)):
         return Report(f"{name} · {_period(start, end)}", scope, start, end)  # nothing changed: no model needed
-    # documents modified after the period end would otherwise crowd the newest-first summary
-    later = sum(1 for _ in store.iter_documents(modified_since=t1))
-    summary = assistant.summarize(who=audience, scope=scope, since=t0, use_llm=use_llm, max_docs=max_items + later)
-    kept = [b for b in summary.bullets if b.modified is not None and t0 <= b.modified < t1][:max_items]
-    bullets = [Bullet(b.text, n, b.doc_id, b.source, b.path, b.title, b.url, b.modified, b.new or _created_in(store, b, t0))
-               for n, b in enumerate(kept, start=1)]
+    # the summarizer reads only documents modified in [t0, t1), and of those only what changed
+    summary = assistant.summarize(who=audience, scope=scope, since=t0, until=t1, use_llm=use_llm, max_docs=max_items)
+    bullets = [Bullet(b.text, n, b.doc_id, b.source, b.path, b.title, b.url, b.modified, b.new or _created_in(b, t0),
+                      b.key, b.metadata, b.sentences) for n, b in enumerate(summary.bullets[:max_items], start=1)]
     report = Report(f"{name} · {_period(start, end)}", scope, start, end, bullets)
     for b in bullets:
-        row = store.get_document(b.source, b.doc_id)
-        if row is None:
-            continue
-        messages = int(row.metadata.get("messages") or 0) if row.metadata.get("kind") == "thread" else 0
+        meta = b.metadata
+        messages = int(meta.get("messages") or 0) if meta.get("kind") == "thread" else 0
         if messages and b.text.strip(" ?.!") in b.title:  # the summary just repeats the thread's title
-            b.text = f"{messages} messages" + (f" from {row.metadata['authors']}" if row.metadata.get("authors") else "")
+            b.text = f"{messages} messages" + (f" from {meta['authors']}" if meta.get("authors") else "")
         if messages >= BUSY_THREAD_MESSAGES:
             report.busy_threads.append((b, messages))
-        found = _decision(" ".join(c.text for c in store.chunks_of(row.key)[:6]))
+        found = _decision(" ".join(c.text for c in store.chunks_of(b.key)[:6])) if b.key is not None else None
         if found:
             report.decisions.append(Decision(g.sanitize(found, allowed_urls={b.url} if b.url else set()), b))
     report.busy_threads.sort(key=lambda x: -x[1])
@@ -195,14 +191,13 @@ def build_report(assistant, schedule, period_start: datetime, period_end: dateti
     return report
 
 
-def _created_in(store, b: Bullet, t0: float) -> bool:
-    """A Slack thread is new when its root was posted in the period (files and folders say so via
-    ``metadata.created``, which the summarizer already reads)."""
-    row = store.get_document(b.source, b.doc_id)
-    ts = row.metadata.get("thread_ts") if row is not None and row.metadata.get("kind") == "thread" else None
+def _created_in(b: Bullet, t0: float) -> bool:
+    """A Slack thread is new when its root was posted in the period (files say so through the summarizer's
+    ledger: a document seen in one version only is new)."""
+    ts = b.metadata.get("thread_ts") if b.metadata.get("kind") == "thread" else None
     try:
         return ts is not None and float(ts) >= t0
-    except ValueError:
+    except (TypeError, ValueError):
         return False
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -110,6 +111,9 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
     def run_now(schedule_id: int = typer.Argument(..., help="the id shown by `assistant schedule list`")) -> None:
         """Post the report now (covering the time since the last scheduled run); scheduled runs are unaffected."""
         assistant, scheduler = _scheduler(get_settings())
+        if sys.stderr.isatty():  # summarizing can take a while: say what is happening (at a terminal only)
+            assistant.progress = lambda line: typer.secho(line, err=True, dim=True)
+            typer.secho(f"schedule #{schedule_id}: building the report…", err=True, dim=True)
         with assistant:
             got = scheduler.run_now(schedule_id)
         typer.echo(f"{got.status}: {got.run_key}{' ts ' + got.ts if got.ts else ''}")

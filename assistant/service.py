@@ -24,6 +24,7 @@ class Assistant:
         self.engine = engine or Engine.open(settings, embedder=embedder)
         self._llm = llm
         self._lock = threading.Lock()
+        self.progress = None  # a callable taking one line: long work (summaries, reports) says what it is doing
 
     @property
     def llm(self):
@@ -55,9 +56,15 @@ class Assistant:
         return self.answerer().ask(question, who=who, history=history, adapter=adapter, on_delta=on_delta, k=k)
 
     def summarize(self, *, who, scope: str | None = None, since: float | None = None, use_llm: bool = True,
-                  max_docs: int | None = None) -> Summary:
-        return Summarizer(self.engine, self.llm if use_llm else None, settings=self.settings).summarize(
-            who=who, scope=scope, since=since, use_llm=use_llm, max_docs=max_docs)
+                  max_docs: int | None = None, until: float | None = None, focus: str | None = None,
+                  scorer=None, progress=None, max_words: int | None = None) -> Summary:
+        """See ``Summarizer.summarize``; ``progress`` (a callable taking a line) defaults to ``self.progress``."""
+        from assistant.summaries import model_writes
+
+        llm = self.llm if use_llm and model_writes(self.settings) else None  # never load a model that will not write
+        return Summarizer(self.engine, llm, settings=self.settings).summarize(
+            who=who, scope=scope, since=since, until=until, use_llm=use_llm, max_docs=max_docs, focus=focus,
+            scorer=scorer, progress=progress or self.progress, max_words=max_words)
 
     def search(self, query: str, *, who, k: int = 5, **kw):
         return self.engine.search(query, who=who, k=k, **kw)

@@ -208,6 +208,12 @@ class RelevanceSettings(_Section):
     threads: int = Field(2, ge=1, le=256, description="ONNX Runtime intra-op threads")
 
 
+class SummariesSettings(_Section):
+    max_words: int = Field(250, ge=40, le=2000, description="a summary's length limit in words (whole sentences only: a fact that does not fit is left out)")
+    write_with_model: str = Field("auto", pattern="^(auto|always|never)$", description="rewrite the selected facts with the model (every sentence verified against its source): auto = only with a capable model (an llm.endpoint, or a model other than the bundled 135M one); never = the extracted facts are the summary")
+    max_docs_read: int = Field(300, ge=1, le=100000, description="documents of a scope read to choose facts from (the newest when a scope holds more)")
+
+
 class Settings(BaseSettings):
     """Every setting of the assistant. ``config/default.toml`` documents each one."""
 
@@ -231,6 +237,7 @@ class Settings(BaseSettings):
     slack: SlackBotSettings = SlackBotSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     relevance: RelevanceSettings = RelevanceSettings()
+    summaries: SummariesSettings = SummariesSettings()
 
     @field_validator("data_dir", "model_cache_dir")
     @classmethod

@@ -163,7 +163,8 @@ def summary_message(summary) -> dict:
     title = g.sanitize(summary.title, allowed_urls=set())
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": False}}]
     if summary.empty:
-        empty = "No changes in this period." if summary.since else "Nothing to summarize that everyone here may read."
+        empty = getattr(summary, "note", "") or ("No changes in this period." if summary.since
+                                                 else "Nothing to summarize that everyone here may read.")
         blocks.append(_section(escape(empty)))
         return {"text": _fallback(f"{title}\n{empty}"), "blocks": blocks, **_NO_UNFURL}
     by_source: dict[str, list] = {}

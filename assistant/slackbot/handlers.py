@@ -72,7 +72,7 @@ _JOBS = ("answer_message", "answer_command", "summarize_command", "schedule_comm
 
 HELP_ASK = "Ask me a question, e.g. `/ask how do I request a new laptop?`"
 HELP_SUMMARIZE = ("Tell me what to summarize, e.g. `/summarize #eng since 7d`, `/summarize gdrive:Security 2w` "
-                  "or `/summarize handbook`.")
+                  "or `/summarize handbook`; add `focus …` to steer it (`/summarize #eng focus for new managers`).")
 
 
 def clean_text(text: str, *, bot_user_id: str | None = None) -> str:
@@ -371,6 +371,7 @@ class BotCore:
             respond(response_type="ephemeral", **bk.notice_message(bk.ERROR_TEXT))
 
     def summarize_command(self, *, text: str, user: str, channel: str, respond) -> None:
+        text, _, focus = (text or "").partition(" focus ")  # '/summarize #eng since 7d focus for new managers'
         try:
             scope, since = self.parse_summary_request(text)
         except (AssistantError, SlackApiError) as e:
@@ -381,7 +382,8 @@ class BotCore:
             return
         try:
             summary = self.assistant.summarize(who=self.identity.principals(user), scope=scope, since=since,
-                                               use_llm=self.assistant.settings.llm.model.lower() != "none")
+                                               use_llm=self.assistant.settings.llm.model.lower() != "none",
+                                               **({"focus": focus.strip()} if focus.strip() else {}))
             respond(response_type="ephemeral", replace_original=False, **bk.summary_message(summary))
         except Exception:
             self._count("errors")
