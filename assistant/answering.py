@@ -257,7 +257,8 @@ class Answerer:
                 cands.append((e, spans, j))
                 # a table row is read with its header ("Severity: Medium; Fix within: 40 days")
                 body = quoting.compose(ex.hit.text, spans, j) if sp.text.startswith("|") else sp.text
-                texts.append(f"{self._context(ex.hit.title, ex.heading_at(sp.start))}: {body}")
+                heading = ex.heading_at(sp.start)[-1:]  # the title and the nearest heading carry the topic
+                texts.append(f"{self._context(ex.hit.title, heading)}: {body[:400]}")
         if not cands:
             return None
         cap = self.s.answering.max_sentences
