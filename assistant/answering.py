@@ -93,6 +93,12 @@ class _Pick:
     quote: str
 
 
+def _prompt_text(text: str) -> str:
+    """An excerpt as the model reads it: injected instructions removed (not just blanked), blank runs collapsed."""
+    clean = re.sub(r"[ \t]{2,}", " ", g.strip_instructions(text))
+    return re.sub(r"\n[ \t]*(?:\n[ \t]*)+", "\n\n", clean).strip()
+
+
 def split_question(question: str) -> list[str]:
     """The parts of a multi-part question ("What is A, and how do I B?" → two parts); one part otherwise.
     A part too short to stand alone (fewer than three words) is not split off."""
@@ -160,7 +166,7 @@ class Answerer:
         model_text = ""
         if self.llm is not None:
             t2 = time.perf_counter()
-            msgs = build_messages(question, [Passage(i + 1, s.hit.title, g.strip_instructions(s.hit.text))
+            msgs = build_messages(question, [Passage(i + 1, s.hit.title, _prompt_text(s.hit.text))
                                              for i, s in enumerate(sources)], history=history)
             kwargs = dict(max_new_tokens=self.s.llm.max_new_tokens, temperature=self.s.llm.temperature,
                           stop=["\nQuestion:", "\nSources:"], adapter=adapter if adapter is not None else self.adapter)
@@ -297,8 +303,8 @@ class Answerer:
         budget = min(self.llm.context_tokens, self.s.llm.context_tokens) - self.s.llm.max_new_tokens
         chosen = list(sources)
         while len(chosen) > 1:
-            msgs = build_messages(question, [Passage(i + 1, s.hit.title, s.hit.text) for i, s in enumerate(chosen)],
-                                  history=history)
+            msgs = build_messages(question, [Passage(i + 1, s.hit.title, _prompt_text(s.hit.text))
+                                             for i, s in enumerate(chosen)], history=history)
             if self.llm.count_message_tokens(msgs) <= budget:
                 return chosen
             chosen.pop()

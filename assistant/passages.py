@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from assistant.retrieval import Hit
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.M)
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
 GAP = "\n\n[…]\n\n"
 
 

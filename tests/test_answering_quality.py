@@ -214,7 +214,7 @@ def test_sanitizer_keeps_file_names_emails_and_allowed_hosts():
 
 
 def test_retrieval_returns_faiss_similarities_and_per_call_timings(world):
-    settings, eng, emb = world
+    _settings, eng, emb = world
     hits, timings = eng.retriever.search_timed("primary caregivers leave weeks", who=EVERYONE, k=3)
     assert hits and set(timings) >= {"embed_ms", "dense_ms", "keyword_ms", "total_ms"}
     qv = emb.embed_query("primary caregivers leave weeks")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from assistant.passages import build_excerpts
 from assistant.retrieval import Hit
 from assistant.store import ChunkRow
@@ -29,7 +31,7 @@ class ChunkShelf:
 
     def __init__(self, text: str, cuts: list[int]) -> None:
         bounds = [0, *cuts, len(text)]
-        self.rows = [ChunkRow(i + 1, 7, i, text[a:b], (), a, b) for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+        self.rows = [ChunkRow(i + 1, 7, i, text[a:b], (), a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
 
     def chunks_of(self, key: int) -> list[ChunkRow]:
         return self.rows if key == 7 else []
