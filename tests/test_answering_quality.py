@@ -221,3 +221,21 @@ def test_retrieval_returns_faiss_similarities_and_per_call_timings(world):
     _ids, vecs = eng.store.vectors([hits[0].chunk_id], dim=emb.dim)
     assert hits[0].similarity == pytest.approx(float(vecs[0] @ qv), abs=1e-5)
     assert not hasattr(eng.retriever, "last_timings")
+
+
+def test_a_true_model_sentence_that_does_not_answer_is_not_shown(world):
+    from tests.doubles import ScriptedLLM
+
+    llm = ScriptedLLM("Hotels are reimbursed up to 180 euros per night [1]. "
+                      "Primary caregivers get 16 weeks of fully paid leave [2].")
+    ans = ask(world, "How much are hotels reimbursed per night?", relevance=KeywordRelevance(), llm=llm)
+    assert "180 euros" in ans.answer
+    assert "16 weeks" not in ans.answer  # true in the sources, but not an answer to this question
+
+
+def test_a_supported_table_answer_from_the_model_is_kept(world):
+    from tests.doubles import ScriptedLLM
+
+    llm = ScriptedLLM("L5 | Senior Software Engineer | $182,000–$214,000 [1]")
+    ans = ask(world, "What is the salary range for the L5 level?", llm=llm)
+    assert not ans.refused and ans.answer.startswith("L5 | Senior Software Engineer | $182,000–$214,000")
