@@ -42,6 +42,7 @@ _REFUSAL_HINT = re.compile(r"couldn'?t find|could not find|not (?:mentioned|prov
                            r"no information|don'?t know|cannot answer|can'?t answer", re.I)
 _QWORD = r"(?:how|what|when|where|who|whom|which|why|is|are|can|could|do|does|did|should|will|would|may)\b"
 _PART_SPLIT = re.compile(rf"\?\s+(?={_QWORD})|,?\s+and\s+(?:also\s+)?(?={_QWORD})|;\s+(?={_QWORD})", re.I)
+_ASKS = re.compile(rf"\b(?:how|what|when|where|who|whom|which|why)\b|^{_QWORD}", re.I)
 _BACKREF = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|there|one)\b", re.I)
 _QUANTITY = re.compile(r"\b(?:how (?:many|much|long|often|far|soon|fast|quickly|big|old)|when|what time|which day|"
                        r"deadline|minimum|maximum|limit|budget|cost|price|amount)\b", re.I)
@@ -102,7 +103,17 @@ def _prompt_text(text: str) -> str:
 def split_question(question: str) -> list[str]:
     """The parts of a multi-part question ("What is A, and how do I B?" → two parts); one part otherwise.
     A part too short to stand alone (fewer than three words) is not split off."""
-    parts = [p.strip(" ,;") for p in _PART_SPLIT.split(question) if p.strip(" ,;?")]
+    raw = [p.strip(" ,;") for p in _PART_SPLIT.split(question) if p.strip(" ,;?")]
+    parts: list[str] = []
+    context = ""
+    for p in raw:  # a statement ("My laptop is broken; how much…") is context for the next part, not a part
+        if _ASKS.search(p) or p.endswith("?"):
+            parts.append(f"{context}{p}")
+            context = ""
+        else:
+            context += p + "; "
+    if context and parts:
+        parts[-1] += "; " + context.rstrip("; ")
     if len(parts) < 2 or any(len(p.split()) < 3 for p in parts):
         return [question]
     return parts

@@ -239,3 +239,10 @@ def test_a_supported_table_answer_from_the_model_is_kept(world):
     llm = ScriptedLLM("L5 | Senior Software Engineer | $182,000–$214,000 [1]")
     ans = ask(world, "What is the salary range for the L5 level?", llm=llm)
     assert not ans.refused and ans.answer.startswith("L5 | Senior Software Engineer | $182,000–$214,000")
+
+
+def test_a_statement_before_the_question_is_context_not_a_part():
+    assert split_question("My work laptop is broken; how much of the repair is paid each year?") == [
+        "My work laptop is broken; how much of the repair is paid each year?"]
+    assert split_question("My laptop is broken; how much is paid, and who do I ask for a loaner?") == [
+        "My laptop is broken; how much is paid", "who do I ask for a loaner?"]
