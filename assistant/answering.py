@@ -265,18 +265,17 @@ class Answerer:
         """The sentence of the excerpts that best answers ``part``, with the quote built around it."""
         cands: list[tuple[int, list[g.Span], int]] = []  # (excerpt, its sentences, sentence index)
         texts: list[str] = []
-        quotes: list[str] = []
+        per: list[list[g.Span]] = []
         qw = g.content_words(part)
         for e, ex in enumerate(excerpts):
             spans = g.sentences(g.strip_instructions(ex.hit.text))
+            per.append(spans)
             for j, sp in enumerate(spans):
                 cands.append((e, spans, j))
-                # what is scored is what the person would read: the quote built on the sentence (a table row
-                # under its header, a list item under its intro, a short sentence with the next one), read
-                # with the title and nearest heading, which carry the topic a lone sentence has lost
-                quotes.append(quoting.compose(ex.hit.text, spans, j, ex.heading_at(sp.start)))
-                heading = ex.heading_at(sp.start)[-1:]
-                texts.append(f"{self._context(ex.hit.title, heading)}: {quotes[-1][:400]}")
+                # a table row is read with its header ("Severity: Medium; Fix within: 40 days")
+                body = quoting.compose(ex.hit.text, spans, j) if sp.text.startswith("|") else sp.text
+                heading = ex.heading_at(sp.start)[-1:]  # the title and the nearest heading carry the topic
+                texts.append(f"{self._context(ex.hit.title, heading)}: {body[:400]}")
         if not cands:
             return None
         cap = self.s.answering.max_sentences
@@ -290,7 +289,7 @@ class Answerer:
                 mine.sort(key=lambda i: -len(qw & g.content_words(texts[i])))
                 keep += mine[:share]
             keep.sort()
-            cands, texts, quotes = [cands[i] for i in keep], [texts[i] for i in keep], [quotes[i] for i in keep]
+            cands, texts = [cands[i] for i in keep], [texts[i] for i in keep]
         rel = self.scorer.score(query, texts)  # (n,)
         prior = np.array([excerpts[e].score for e, _, _ in cands])  # (n,)
         if self.calibrated:
@@ -298,11 +297,14 @@ class Answerer:
         else:
             wants_number = bool(_QUANTITY.search(part))
             lex = np.array([len(qw & g.content_words(t)) / (len(qw) or 1) for t in texts])
-            num = np.array([1.0 if wants_number and g.numbers(t) else 0.0 for t in quotes])
+            num = np.array([1.0 if wants_number and g.numbers(spans[j].text) else 0.0 for _, spans, j in cands])
             score = 0.7 * (rel + 0.1 * lex + 0.05 * num) + 0.3 * prior
         for best in np.argsort(-score, kind="stable")[:5]:  # another part's quote is not shown twice
-            if quotes[best] not in avoid:
-                return _Pick(part, index[cands[best][0]], float(score[best]), quotes[best])
+            e, spans, j = cands[best]
+            ex = excerpts[e]
+            quote = quoting.compose(ex.hit.text, spans, j, ex.heading_at(spans[j].start))
+            if quote not in avoid:
+                return _Pick(part, index[e], float(score[best]), quote)
         return None
 
     def _fit_sources(self, question: str, sources: list[Excerpt], history) -> list[Excerpt]:
