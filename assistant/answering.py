@@ -42,6 +42,7 @@ _REFUSAL_HINT = re.compile(r"couldn'?t find|could not find|not (?:mentioned|prov
                            r"no information|don'?t know|cannot answer|can'?t answer", re.I)
 _QWORD = r"(?:how|what|when|where|who|whom|which|why|is|are|can|could|do|does|did|should|will|would|may)\b"
 _PART_SPLIT = re.compile(rf"\?\s+(?={_QWORD})|,?\s+and\s+(?:also\s+)?(?={_QWORD})|;\s+(?={_QWORD})", re.I)
+_ASKS = re.compile(rf"\b(?:how|what|when|where|who|whom|which|why)\b|^{_QWORD}", re.I)
 _BACKREF = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|there|one)\b", re.I)
 _QUANTITY = re.compile(r"\b(?:how (?:many|much|long|often|far|soon|fast|quickly|big|old)|when|what time|which day|"
                        r"deadline|minimum|maximum|limit|budget|cost|price|amount)\b", re.I)
@@ -93,10 +94,26 @@ class _Pick:
     quote: str
 
 
+def _prompt_text(text: str) -> str:
+    """An excerpt as the model reads it: injected instructions removed (not just blanked), blank runs collapsed."""
+    clean = re.sub(r"[ \t]{2,}", " ", g.strip_instructions(text))
+    return re.sub(r"\n[ \t]*(?:\n[ \t]*)+", "\n\n", clean).strip()
+
+
 def split_question(question: str) -> list[str]:
     """The parts of a multi-part question ("What is A, and how do I B?" → two parts); one part otherwise.
     A part too short to stand alone (fewer than three words) is not split off."""
-    parts = [p.strip(" ,;") for p in _PART_SPLIT.split(question) if p.strip(" ,;?")]
+    raw = [p.strip(" ,;") for p in _PART_SPLIT.split(question) if p.strip(" ,;?")]
+    parts: list[str] = []
+    context = ""
+    for p in raw:  # a statement ("My laptop is broken; how much…") is context for the next part, not a part
+        if _ASKS.search(p) or p.endswith("?"):
+            parts.append(f"{context}{p}")
+            context = ""
+        else:
+            context += p + "; "
+    if context and parts:
+        parts[-1] += "; " + context.rstrip("; ")
     if len(parts) < 2 or any(len(p.split()) < 3 for p in parts):
         return [question]
     return parts
@@ -160,7 +177,7 @@ class Answerer:
         model_text = ""
         if self.llm is not None:
             t2 = time.perf_counter()
-            msgs = build_messages(question, [Passage(i + 1, s.hit.title, g.strip_instructions(s.hit.text))
+            msgs = build_messages(question, [Passage(i + 1, s.hit.title, _prompt_text(s.hit.text))
                                              for i, s in enumerate(sources)], history=history)
             kwargs = dict(max_new_tokens=self.s.llm.max_new_tokens, temperature=self.s.llm.temperature,
                           stop=["\nQuestion:", "\nSources:"], adapter=adapter if adapter is not None else self.adapter)
@@ -257,7 +274,8 @@ class Answerer:
                 cands.append((e, spans, j))
                 # a table row is read with its header ("Severity: Medium; Fix within: 40 days")
                 body = quoting.compose(ex.hit.text, spans, j) if sp.text.startswith("|") else sp.text
-                texts.append(f"{self._context(ex.hit.title, ex.heading_at(sp.start))}: {body}")
+                heading = ex.heading_at(sp.start)[-1:]  # the title and the nearest heading carry the topic
+                texts.append(f"{self._context(ex.hit.title, heading)}: {body[:400]}")
         if not cands:
             return None
         cap = self.s.answering.max_sentences
@@ -296,8 +314,8 @@ class Answerer:
         budget = min(self.llm.context_tokens, self.s.llm.context_tokens) - self.s.llm.max_new_tokens
         chosen = list(sources)
         while len(chosen) > 1:
-            msgs = build_messages(question, [Passage(i + 1, s.hit.title, s.hit.text) for i, s in enumerate(chosen)],
-                                  history=history)
+            msgs = build_messages(question, [Passage(i + 1, s.hit.title, _prompt_text(s.hit.text))
+                                             for i, s in enumerate(chosen)], history=history)
             if self.llm.count_message_tokens(msgs) <= budget:
                 return chosen
             chosen.pop()

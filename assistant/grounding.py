@@ -156,9 +156,14 @@ def _units(text: str) -> list[Span]:
     return [Span(u.start, u.end, u.text.replace("\n", " ")) for u in units]
 
 
+_HTML_TAG = re.compile(r"</?(?:li|ul|ol|td|tr|th|table|tbody|thead|p|br|div|span|b|i|u|em|strong|a|code|pre|h[1-6]|img"
+                       r"|sup|sub|details|summary|hr|small|center|font)\b[^>]*>", re.IGNORECASE)
+
+
 def clean_quote(text: str) -> str:
-    """A quote for display: markdown markers dropped, whitespace collapsed."""
-    return " ".join(_MD_NOISE.sub("", line).strip() for line in text.splitlines()).strip()
+    """A quote for display: markdown markers and HTML tags dropped, whitespace collapsed."""
+    text = _HTML_TAG.sub(" ", text)
+    return " ".join(" ".join(_MD_NOISE.sub("", line).split()) for line in text.splitlines()).strip()
 
 
 def numbers(text: str) -> set[str]:

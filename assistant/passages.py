@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from assistant.retrieval import Hit
 
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.M)
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.MULTILINE)
 GAP = "\n\n[…]\n\n"
 
 
@@ -69,13 +69,15 @@ def _path_at(doc: _Doc, pos: int) -> tuple[str, ...]:
 
 
 def _section(doc: _Doc, start: int, end: int) -> tuple[int, int]:
-    """The section holding [start, end): from the last heading at or before ``start`` to the next heading of
-    the same or a higher level after ``end``."""
+    """The section(s) holding [start, end): from the chunk's start (or the heading above it) to the next
+    heading of the same or a higher level than the last heading inside or above the chunk."""
     lo, level = 0, 0
     for hs, _he, lvl, _p in doc.headings:
-        if hs > start:
+        if hs >= end:
             break
-        lo, level = hs, lvl
+        if hs <= start:
+            lo = hs
+        level = lvl
     hi = len(doc.text)
     for hs, _he, lvl, _p in doc.headings:
         if hs >= end and (level == 0 or lvl <= level):

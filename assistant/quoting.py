@@ -13,12 +13,13 @@ It does not choose the sentence (the answerer ranks them) and does not sanitize 
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from assistant import grounding as g
 
 _ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
-_BACKREF = re.compile(r"^(?:this|that|these|those|it|they|such|however|also|but|otherwise|then|in that case)\b", re.I)
+_BACKREF = re.compile(r"^(?:this|that|these|those|it|they|such|however|also|but|otherwise|then|in that case)\b", re.IGNORECASE)
 _SHORT = 200
 _MAX = 420
 
@@ -105,6 +106,6 @@ def compose(raw: str, spans: list[g.Span], i: int, heading: tuple[str, ...] = ()
         if not (colon and _ITEM.match(nxt.text)):
             break
     out = g.clean_quote(chosen[0].text)
-    for prev, c in zip(chosen, chosen[1:]):
+    for prev, c in itertools.pairwise(chosen):
         out += ("; " if _ITEM.match(prev.text) and _ITEM.match(c.text) else " ") + g.clean_quote(c.text)
     return out

@@ -94,7 +94,7 @@ class AnsweringSettings(_Section):
     sources: int = Field(5, ge=1, le=20, description="numbered sources put in the prompt")
     support_threshold: float = Field(0.6, ge=0.0, le=1.0, description="similarity a sentence needs to its cited passage")
     min_quote_score: float = Field(0.52, ge=-1.0, le=2.0, description="without a relevance model: the best source sentence's score (embedding cosine + shared words + document prior) below which the answer is a refusal when nothing the model said survives verification")
-    candidates: int = Field(40, ge=5, le=500, description="fused chunks reranked at passage level before the excerpts are chosen")
+    candidates: int = Field(30, ge=5, le=500, description="fused chunks reranked at passage level before the excerpts are chosen")
     passage_chars: int = Field(2000, ge=200, le=50000, description="most characters of one excerpt window (the section around a matching chunk)")
     windows_per_doc: int = Field(2, ge=1, le=10, description="excerpt windows per document (around its best-matching chunks)")
     min_answer_relevance: float = Field(0.5, ge=0.0, le=1.0, description="with a relevance model: below this calibrated score of the best sentence, refuse")
@@ -103,7 +103,7 @@ class AnsweringSettings(_Section):
     model_refusal_quote_score: float = Field(0.55, ge=-1.0, le=2.0, description="when the model refuses, a quote still needs this score to be shown instead of the refusal")
     split_questions: bool = Field(True, description="answer each part of a multi-part question ('what is A, and how do I B?') separately")
     allowed_link_hosts: list[str] = Field([], description="hosts links in answers may point to besides the cited sources' own hosts (e.g. your company's domain)")
-    max_sentences: int = Field(64, ge=8, le=2000, description="most excerpt sentences scored per question part (each costs a model call)")
+    max_sentences: int = Field(48, ge=8, le=2000, description="most excerpt sentences scored per question part (each costs a model call)")
 
 
 class GoogleDriveSettings(_Section):

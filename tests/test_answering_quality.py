@@ -214,10 +214,35 @@ def test_sanitizer_keeps_file_names_emails_and_allowed_hosts():
 
 
 def test_retrieval_returns_faiss_similarities_and_per_call_timings(world):
-    settings, eng, emb = world
+    _settings, eng, emb = world
     hits, timings = eng.retriever.search_timed("primary caregivers leave weeks", who=EVERYONE, k=3)
     assert hits and set(timings) >= {"embed_ms", "dense_ms", "keyword_ms", "total_ms"}
     qv = emb.embed_query("primary caregivers leave weeks")
     _ids, vecs = eng.store.vectors([hits[0].chunk_id], dim=emb.dim)
     assert hits[0].similarity == pytest.approx(float(vecs[0] @ qv), abs=1e-5)
     assert not hasattr(eng.retriever, "last_timings")
+
+
+def test_a_true_model_sentence_that_does_not_answer_is_not_shown(world):
+    from tests.doubles import ScriptedLLM
+
+    llm = ScriptedLLM("Hotels are reimbursed up to 180 euros per night [1]. "
+                      "Primary caregivers get 16 weeks of fully paid leave [2].")
+    ans = ask(world, "How much are hotels reimbursed per night?", relevance=KeywordRelevance(), llm=llm)
+    assert "180 euros" in ans.answer
+    assert "16 weeks" not in ans.answer  # true in the sources, but not an answer to this question
+
+
+def test_a_supported_table_answer_from_the_model_is_kept(world):
+    from tests.doubles import ScriptedLLM
+
+    llm = ScriptedLLM("L5 | Senior Software Engineer | $182,000–$214,000 [1]")
+    ans = ask(world, "What is the salary range for the L5 level?", llm=llm)
+    assert not ans.refused and ans.answer.startswith("L5 | Senior Software Engineer | $182,000–$214,000")
+
+
+def test_a_statement_before_the_question_is_context_not_a_part():
+    assert split_question("My work laptop is broken; how much of the repair is paid each year?") == [
+        "My work laptop is broken; how much of the repair is paid each year?"]
+    assert split_question("My laptop is broken; how much is paid, and who do I ask for a loaner?") == [
+        "My laptop is broken; how much is paid", "who do I ask for a loaner?"]
