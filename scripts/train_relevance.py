@@ -96,6 +96,7 @@ def mine_pairs(questions: list[dict], passages: list[R.Passage], *, rng: random.
     by_doc: dict[str, list[int]] = {}
     for i, p in enumerate(passages):
         by_doc.setdefault(p.doc_path, []).append(i)
+    normed = [R.norm(p.text) for p in passages]  # answers are matched in this form
     sents = [R.sentences(p.text) for p in passages]
     sent_index = [(i, s) for i, ss in enumerate(sents) for s in ss]
     sbm = R.BM25([s for _, s in sent_index]) if sent_index else None
@@ -109,16 +110,16 @@ def mine_pairs(questions: list[dict], passages: list[R.Passage], *, rng: random.
         pos = by_text.get((q["doc_path"], q["passage"]))
         ans = R.norm(q.get("answer") or "")
         if pos is None:  # chunked differently: the same page's passage that holds the answer
-            cands = [i for i in by_doc.get(q["doc_path"], []) if ans and ans in R.norm(passages[i].text)]
+            cands = [i for i in by_doc.get(q["doc_path"], []) if ans and ans in normed[i]]
             if not cands:
                 continue
             pos = cands[0]
         question = q["question"]
-        answers = {i for i in by_doc.get(passages[pos].doc_path, []) if ans and ans in R.norm(passages[i].text)}
+        answers = {i for i in by_doc.get(passages[pos].doc_path, []) if ans and ans in normed[i]}
 
         def negative(i: int, pos: int = pos, ans: str = ans, answers: set[int] = answers) -> bool:
             # a passage holding the answer, or the same section, is not a clean negative
-            return i != pos and i not in answers and not (ans and ans in R.norm(passages[i].text)) and not (
+            return i != pos and i not in answers and not (ans and ans in normed[i]) and not (
                 passages[i].doc_path == passages[pos].doc_path and passages[i].heading == passages[pos].heading)
 
         scored = dict(bm.top(question, 60))
