@@ -234,3 +234,27 @@ def test_question_filter_keeps_only_answers_found_in_the_passage():
     rows = g.table_questions([type("P", (), {"text": "| Level | Salary |\n|---|---|\n| L5 | $182,000 |\n",
                                              "doc_path": "d.md", "title": "T", "heading": "H"})()], limit=5, seed=0)
     assert rows and rows[0]["answer"] == "$182,000" and "L5" in rows[0]["question"] and rows[0]["kind"] == "table"
+
+
+class _NoEmbedder:
+    """Enough of an embedder for wiring: nothing here embeds text."""
+
+    dim = 384
+    name = "none"
+
+
+def test_assistant_hands_the_configured_model_to_the_answerer(tiny_model_dir, tmp_path):
+    from assistant.engine import Engine
+    from assistant.relevance import CrossEncoderRelevance
+    from assistant.service import Assistant
+    from assistant.settings import load_settings
+
+    for model, want in ((str(tiny_model_dir), CrossEncoderRelevance), ("none", type(None))):
+        settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path / model.replace("/", "_")),
+                                                        "relevance": {"model": model, "batch_size": 3}})
+        with Assistant(settings, engine=Engine.open(settings, embedder=_NoEmbedder()), llm=None) as assistant:
+            rel = assistant.answerer().relevance
+            assert isinstance(rel, want)
+            assert assistant.answerer().relevance is rel  # loaded once
+            if rel is not None:
+                assert rel.batch_size == 3 and rel.score("leave?", PASSAGES[:2]).shape == (2,)
