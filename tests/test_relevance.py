@@ -196,13 +196,15 @@ def test_train_script_smoke_run(tmp_path):
     tok.save_pretrained(str(base))
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_relevance.py"), "--handbook", str(HANDBOOK),
-                           "--base", str(base),
+                           "--base", str(base), "--layers", "1",
                            "--out", str(out), "--max-docs", "6", "--max-steps", "2", "--batch-size", "4",
                            "--max-len", "64", "--val-frac", "0.3", "--onnx-eval-pairs", "8", "--log-every", "1"],
                           check=False, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
-    assert m["config"]["steps"] == 2 and m["pairs"]["train"] > 0
+    assert m["config"]["steps"] == 2 and m["pairs"]["train"] > 0 and m["config"]["layers"] == 1
+    assert m["int8_check"]["pairs"] > 0 and m["int8_all_check"]["onnx_bytes"] < m["onnx_bytes"]
+    assert json.loads((out / "hf" / "config.json").read_text())["num_hidden_layers"] == 1
     from assistant.relevance import CrossEncoderRelevance
 
     s = CrossEncoderRelevance(out).score("What is the travel policy?", ["Book travel in Navan.", "Unrelated."])
