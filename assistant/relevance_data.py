@@ -3,7 +3,7 @@
 Used by ``scripts/gen_questions.py`` (questions a passage answers) and ``scripts/train_relevance.py``
 (question/passage and question/sentence pairs). Both run on a GPU host that has torch, transformers
 and numpy but not the package's other dependencies, so this module imports only the standard
-library and ``assistant.chunking`` (which imports only ``assistant.documents``).
+library, numpy (inside BM25) and ``assistant.chunking`` (which imports only ``assistant.documents``).
 
 The split is the one ``scripts/train_default_adapter.py`` uses: the handbook's top-level folders
 under ``content/`` sorted by name, every other one (``[0::2]``) for TRAINING; the others are held
@@ -174,31 +174,42 @@ def terms(text: str) -> list[str]:
 
 
 class BM25:
-    """Okapi BM25 over a list of texts (k1 1.2, b 0.75); enough to find near-miss negatives."""
+    """Okapi BM25 over a list of texts (k1 1.2, b 0.75); enough to find near-miss negatives.
+
+    A term's weight in a text does not depend on the query, so it is computed once per posting:
+    ``top`` is then a few vector additions (numpy) per query term."""
 
     def __init__(self, texts: Sequence[str], *, k1: float = 1.2, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.docs = [Counter(terms(t)) for t in texts]
-        self.lens = [sum(d.values()) for d in self.docs]
-        self.avg = (sum(self.lens) / len(self.lens)) if self.lens else 1.0
-        df: Counter[str] = Counter()
-        self.postings: dict[str, list[int]] = {}
-        for i, d in enumerate(self.docs):
-            for w in d:
-                df[w] += 1
-                self.postings.setdefault(w, []).append(i)
-        n = len(self.docs)
-        self.idf = {w: math.log(1 + (n - f + 0.5) / (f + 0.5)) for w, f in df.items()}
+        import numpy as np
+
+        self.n = len(texts)
+        docs = [Counter(terms(t)) for t in texts]
+        lens = [sum(d.values()) for d in docs]
+        avg = (sum(lens) / len(lens)) if lens else 1.0
+        rows: dict[str, tuple[list[int], list[float]]] = {}
+        for i, d in enumerate(docs):
+            norm_len = k1 * (1 - b + b * lens[i] / avg)
+            for w, tf in d.items():
+                ids, ws = rows.setdefault(w, ([], []))
+                ids.append(i)
+                ws.append(tf * (k1 + 1) / (tf + norm_len))
+        self.postings = {}
+        for w, (ids, ws) in rows.items():
+            idf = math.log(1 + (self.n - len(ids) + 0.5) / (len(ids) + 0.5))
+            self.postings[w] = (np.asarray(ids, dtype=np.int64), idf * np.asarray(ws, dtype=np.float32))
 
     def top(self, query: str, k: int = 10) -> list[tuple[int, float]]:
-        """[(text index, score)] of the ``k`` best-scoring texts, best first."""
-        scores: dict[int, float] = {}
+        """[(text index, score)] of the ``k`` best-scoring texts (score > 0), best first."""
+        import numpy as np
+
+        scores = np.zeros(self.n, dtype=np.float32)  # (n,)
         for w in set(terms(query)):
-            idf = self.idf.get(w)
-            if idf is None:
-                continue
-            for i in self.postings[w]:
-                tf = self.docs[i][w]
-                denom = tf + self.k1 * (1 - self.b + self.b * self.lens[i] / self.avg)
-                scores[i] = scores.get(i, 0.0) + idf * tf * (self.k1 + 1) / denom
-        return sorted(scores.items(), key=lambda x: -x[1])[:k]
+            if w in self.postings:
+                ids, ws = self.postings[w]
+                scores[ids] += ws  # ids are unique within a posting list
+        k = min(k, int((scores > 0).sum()))
+        if k <= 0:
+            return []
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(int(i), float(scores[i])) for i in best]

@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=60)
     ap.add_argument("--batch-sizes", default="16,1")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-len", type=int, default=256)
     args = ap.parse_args()
     from transformers import AutoTokenizer
 
@@ -46,7 +47,7 @@ def main() -> None:
                  "How long should my password be?", "Who approves expense reports?", "When is payroll run?"]
     out = {}
     for bs in [int(x) for x in args.batch_sizes.split(",")]:
-        rel = CrossEncoderRelevance(args.model, batch_size=bs, threads=args.threads)
+        rel = CrossEncoderRelevance(args.model, batch_size=bs, threads=args.threads, max_len=args.max_len)
         rel.score("warm up", [p.text for p in passages[:4]])
         times = []
         for i in range(args.questions):

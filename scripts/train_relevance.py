@@ -96,6 +96,7 @@ def mine_pairs(questions: list[dict], passages: list[R.Passage], *, rng: random.
     by_doc: dict[str, list[int]] = {}
     for i, p in enumerate(passages):
         by_doc.setdefault(p.doc_path, []).append(i)
+    normed = [R.norm(p.text) for p in passages]  # answers are matched in this form
     sents = [R.sentences(p.text) for p in passages]
     sent_index = [(i, s) for i, ss in enumerate(sents) for s in ss]
     sbm = R.BM25([s for _, s in sent_index]) if sent_index else None
@@ -109,16 +110,16 @@ def mine_pairs(questions: list[dict], passages: list[R.Passage], *, rng: random.
         pos = by_text.get((q["doc_path"], q["passage"]))
         ans = R.norm(q.get("answer") or "")
         if pos is None:  # chunked differently: the same page's passage that holds the answer
-            cands = [i for i in by_doc.get(q["doc_path"], []) if ans and ans in R.norm(passages[i].text)]
+            cands = [i for i in by_doc.get(q["doc_path"], []) if ans and ans in normed[i]]
             if not cands:
                 continue
             pos = cands[0]
         question = q["question"]
-        answers = {i for i in by_doc.get(passages[pos].doc_path, []) if ans and ans in R.norm(passages[i].text)}
+        answers = {i for i in by_doc.get(passages[pos].doc_path, []) if ans and ans in normed[i]}
 
         def negative(i: int, pos: int = pos, ans: str = ans, answers: set[int] = answers) -> bool:
             # a passage holding the answer, or the same section, is not a clean negative
-            return i != pos and i not in answers and not (ans and ans in R.norm(passages[i].text)) and not (
+            return i != pos and i not in answers and not (ans and ans in normed[i]) and not (
                 passages[i].doc_path == passages[pos].doc_path and passages[i].heading == passages[pos].heading)
 
         scored = dict(bm.top(question, 60))
@@ -273,7 +274,12 @@ def train(args) -> None:
         raise SystemExit("no training pairs: check --handbook / --questions")
 
     model = BertForSequenceClassification.from_pretrained(str(base), num_labels=1, local_files_only=True,
-                                                          dtype=torch.float32).to(device)  # fp32 master weights
+                                                          dtype=torch.float32)  # fp32 master weights
+    if args.layers and args.layers < model.config.num_hidden_layers:
+        # a shallower cross-encoder: the first N layers of MiniLM (CPU cost scales with the layer count)
+        model.bert.encoder.layer = model.bert.encoder.layer[: args.layers]
+        model.config.num_hidden_layers = args.layers
+    model.to(device)
     bs = args.batch_size or (64 if device == "cuda" else 8)
     steps_per_epoch = math.ceil(len(pairs["train"]) / bs)
     total = min(args.max_steps or 10**9, int(steps_per_epoch * args.epochs))
@@ -359,6 +365,7 @@ def train(args) -> None:
         "train_folders": train_folders, "val_frac": args.val_frac,
         "pairs": {k: len(v) for k, v in pairs.items()},
         "config": {"epochs": args.epochs, "lr": args.lr, "batch_size": bs, "max_len": args.max_len, "steps": step,
+                   "layers": model.config.num_hidden_layers,
                    "neg_passages": args.neg_passages, "neg_sentences": args.neg_sentences, "seed": args.seed},
         "loss_first": losses[0], "loss_last": sum(losses[-20:]) / len(losses[-20:]),
         "train_s": round(train_s, 1), "pairs_per_s": round(step * bs / train_s, 1),
@@ -382,6 +389,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=4e-5)
     ap.add_argument("--batch-size", type=int, default=None, help="default 64 on CUDA, 8 on CPU")
     ap.add_argument("--max-len", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=None,
+                    help="keep only the first N of MiniLM's 6 layers (3 halves the CPU cost per pair)")
     ap.add_argument("--max-steps", type=int, default=None, help="stop early (smoke runs)")
     ap.add_argument("--max-docs", type=int, default=None, help="read only the first N training pages (smoke runs)")
     ap.add_argument("--val-frac", type=float, default=0.1, help="share of documents held out for validation")

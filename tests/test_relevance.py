@@ -196,13 +196,15 @@ def test_train_script_smoke_run(tmp_path):
     tok.save_pretrained(str(base))
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_relevance.py"), "--handbook", str(HANDBOOK),
-                           "--base", str(base),
+                           "--base", str(base), "--layers", "1",
                            "--out", str(out), "--max-docs", "6", "--max-steps", "2", "--batch-size", "4",
                            "--max-len", "64", "--val-frac", "0.3", "--onnx-eval-pairs", "8", "--log-every", "1"],
                           check=False, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
-    assert m["config"]["steps"] == 2 and m["pairs"]["train"] > 0
+    assert m["config"]["steps"] == 2 and m["pairs"]["train"] > 0 and m["config"]["layers"] == 1
+    assert m["int8_check"]["pairs"] > 0 and m["int8_all_check"]["onnx_bytes"] < m["onnx_bytes"]
+    assert json.loads((out / "hf" / "config.json").read_text())["num_hidden_layers"] == 1
     from assistant.relevance import CrossEncoderRelevance
 
     s = CrossEncoderRelevance(out).score("What is the travel policy?", ["Book travel in Navan.", "Unrelated."])
@@ -234,3 +236,27 @@ def test_question_filter_keeps_only_answers_found_in_the_passage():
     rows = g.table_questions([type("P", (), {"text": "| Level | Salary |\n|---|---|\n| L5 | $182,000 |\n",
                                              "doc_path": "d.md", "title": "T", "heading": "H"})()], limit=5, seed=0)
     assert rows and rows[0]["answer"] == "$182,000" and "L5" in rows[0]["question"] and rows[0]["kind"] == "table"
+
+
+class _NoEmbedder:
+    """Enough of an embedder for wiring: nothing here embeds text."""
+
+    dim = 384
+    name = "none"
+
+
+def test_assistant_hands_the_configured_model_to_the_answerer(tiny_model_dir, tmp_path):
+    from assistant.engine import Engine
+    from assistant.relevance import CrossEncoderRelevance
+    from assistant.service import Assistant
+    from assistant.settings import load_settings
+
+    for model, want in ((str(tiny_model_dir), CrossEncoderRelevance), ("none", type(None))):
+        settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path / model.replace("/", "_")),
+                                                        "relevance": {"model": model, "batch_size": 3}})
+        with Assistant(settings, engine=Engine.open(settings, embedder=_NoEmbedder()), llm=None) as assistant:
+            rel = assistant.answerer().relevance
+            assert isinstance(rel, want)
+            assert assistant.answerer().relevance is rel  # loaded once
+            if rel is not None:
+                assert rel.batch_size == 3 and rel.score("leave?", PASSAGES[:2]).shape == (2,)
