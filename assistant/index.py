@@ -76,7 +76,9 @@ class VectorIndex:
             else:
                 m = _PQ_BYTES if self.dim % _PQ_BYTES == 0 else next(d for d in (32, 24, 16, 8, 4, 2, 1) if self.dim % d == 0)
                 inner = faiss.IndexIVFPQ(quantizer, self.dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
-            inner.nprobe = max(8, nlist // 16)
+                inner.pq.cp.max_points_per_centroid = 64  # 16k points per sub-quantizer: seconds, not minutes
+                inner.pq.cp.niter = 15
+            inner.nprobe = max(16, nlist // 8)
             inner.own_fields = True
             quantizer.this.disown()
         else:  # flat, and ivf/ivfpq while too small to train
