@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("flat", "hnsw", "ivf", "ivfpq", "auto")
 VectorSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids, (n, dim) float32), any order
-_PQ_BYTES = 48  # ivfpq code size: 384-d / 48 = 8 dims per sub-quantizer, 8 bits each
+_PQ_BYTES = 48  # ivfpq code size: 384-d / 48 = 8 dims per sub-quantizer, 8 bits each (other dims: dim/8)
 
 
 class VectorIndex:
@@ -74,7 +74,7 @@ class VectorIndex:
             if kind == "ivf":
                 inner = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             else:
-                m = _PQ_BYTES if self.dim % _PQ_BYTES == 0 else next(d for d in (32, 24, 16, 8, 4, 2, 1) if self.dim % d == 0)
+                m = next(m for m in (_PQ_BYTES, self.dim // 8, self.dim // 4, 1) if m >= 1 and self.dim % m == 0)
                 inner = faiss.IndexIVFPQ(quantizer, self.dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
                 inner.pq.cp.max_points_per_centroid = 64  # 16k points per sub-quantizer: seconds, not minutes
                 inner.pq.cp.niter = 15
