@@ -121,13 +121,24 @@ def _doc(row) -> DocumentRow:
     return DocumentRow(*row[:11], metadata=json.loads(row[11]))
 
 
-def fts_query(text: str) -> str | None:
-    """A safe FTS5 query: quoted terms OR-ed (BM25 ranks by how many match); None if no terms."""
+def fts_terms(text: str) -> list[str]:
+    """The query's distinct words, stop words dropped (kept when nothing else is left), at most 32."""
     words = [w for w in re.findall(r"\w+", text.lower()) if w not in _STOP and len(w) > 1]
     if not words:
         words = re.findall(r"\w+", text.lower())
-    seen = list(dict.fromkeys(words))[:32]
+    return list(dict.fromkeys(words))[:32]
+
+
+def fts_query(text: str) -> str | None:
+    """A safe FTS5 query: quoted terms OR-ed (BM25 ranks by how many match); None if no terms."""
+    seen = fts_terms(text)
     return " OR ".join(f'"{w}"' for w in seen) if seen else None
+
+
+# Keyword search scores every match of its terms, so its cost follows their posting lists. Past this
+# many postings, the most common terms are left out of the query (rarest first, the rarest always
+# kept): they weigh little in BM25 and would dominate the cost at a million chunks.
+KEYWORD_POSTINGS_BUDGET = 30_000
 
 
 class Store:
@@ -145,6 +156,8 @@ class Store:
                              "nothing else is kept there.") from None
         self.lock = threading.RLock()
         self.generation = 0  # bumped on every write; caches key on it
+        self.keyword_postings_budget = KEYWORD_POSTINGS_BUDGET
+        self._df_cache: dict[str, int] = {}  # term -> chunks containing it (approximate is fine: pruning only)
         with self.transaction():
             got = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if got is None:
@@ -324,10 +337,10 @@ class Store:
         2's …)``, so FTS5 intersects posting lists instead of Python walking every match. An empty
         audience, or a member with no known principal, matches nothing (fail closed). ``allowed``
         (a set of chunk ids, e.g. a folder scope) is applied while walking the ranked matches."""
-        q = fts_query(text)
-        if q is None:
+        terms = self._affordable_terms(fts_terms(text))
+        if not terms:
             return []
-        q = "{text title} : (" + q + ")"
+        q = "{text title} : (" + " OR ".join(f'"{w}"' for w in terms) + ")"
         if audience is not None:
             acl = self._acl_query(audience)
             if acl is None:
@@ -349,18 +362,54 @@ class Store:
             return []
         return out
 
+    def _affordable_terms(self, terms: list[str]) -> list[str]:
+        """``terms`` within ``keyword_postings_budget`` postings, rarest first (document frequencies cached)."""
+        if len(terms) <= 1:
+            return terms
+        cache = self._df_cache
+        if len(cache) > 50_000:
+            cache.clear()
+        df: dict[str, int] = {}
+        for w in terms:
+            if w not in cache:
+                try:
+                    cache[w] = self.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                                            ('{text title} : "' + w + '"',))[0][0]
+                except sqlite3.OperationalError:
+                    cache[w] = 0
+            df[w] = cache[w]
+        kept, total = [], 0
+        for w in sorted(terms, key=lambda t: df[t]):
+            if kept and total + df[w] > self.keyword_postings_budget:
+                break
+            kept.append(w)
+            total += df[w]
+        return kept
+
     def _acl_query(self, audience: Sequence[frozenset[str]]) -> str | None:
-        """``acl : (p1 OR p2) AND acl : (p3 OR …)``, one group per member; None when nothing can match."""
-        groups: list[str] = []
-        for tokens in dict.fromkeys(frozenset(t) for t in audience):
+        """The access condition for FTS5; None when nothing can match (fail closed).
+
+        One person: ``acl : (p1 OR p2 …)``. Several (a channel): a chunk must match each member's
+        group; principals every member holds (``public``, the company domain) are factored out, so
+        the query is ``acl : (shared) OR (acl : (rest of 1) AND acl : (rest of 2) …)`` rather than
+        thirty copies of the same big posting lists."""
+        members = [frozenset(t) for t in dict.fromkeys(frozenset(t) for t in audience)]
+        if not members or any(not m for m in members):
+            return None
+        shared = frozenset.intersection(*members) if len(members) > 1 else frozenset()
+
+        def group(tokens: frozenset[str]) -> str | None:
             toks = sorted(tokens)
             if not toks:
                 return None
             rows = self.execute(f"SELECT id FROM acl_tokens WHERE principal IN ({','.join('?' * len(toks))})", toks)
-            if not rows:
-                return None
-            groups.append("acl : (" + " OR ".join(sorted(f"p{r[0]}" for r in rows)) + ")")
-        return " AND ".join(groups) if groups else None
+            return "acl : (" + " OR ".join(sorted(f"p{r[0]}" for r in rows)) + ")" if rows else None
+
+        each = [group(m - shared) for m in members]
+        parts = [g for g in [group(shared)] if g]
+        if all(each):
+            parts.append("(" + " AND ".join(each) + ")")  # type: ignore[arg-type]
+        return "(" + " OR ".join(parts) + ")" if parts else None
 
     def _acl_text(self, tokens: Iterable[str]) -> str:
         """The acl column for a document: ``p<id>`` per principal (digits last, so the porter stemmer
