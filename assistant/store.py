@@ -405,11 +405,29 @@ class Store:
             rows = self.execute(f"SELECT id FROM acl_tokens WHERE principal IN ({','.join('?' * len(toks))})", toks)
             return "acl : (" + " OR ".join(sorted(f"p{r[0]}" for r in rows)) + ")" if rows else None
 
-        each = [group(m - shared) for m in members]
+        if len(members) == 1:
+            return group(members[0])
         parts = [g for g in [group(shared)] if g]
-        if all(each):
-            parts.append("(" + " AND ".join(each) + ")")  # type: ignore[arg-type]
+        rest = [m - shared for m in members]
+        if all(rest) and self._one_document_grants_each(rest):
+            each = [group(m) for m in rest]
+            if all(each):
+                parts.append("(" + " AND ".join(each) + ")")  # type: ignore[arg-type]
         return "(" + " OR ".join(parts) + ")" if parts else None
+
+    def _one_document_grants_each(self, token_sets: list[frozenset[str]]) -> bool:
+        """Whether some document grants a token of every set. When none does (the usual case for a
+        big channel) the per-member part of the query is dropped: it could only match nothing, and
+        thirty OR-groups cost FTS5 far more than that check. Dropping it can only hide, never show."""
+        keys: set[int] | None = None
+        for toks in sorted(token_sets, key=len):
+            t = sorted(toks)
+            got = {r[0] for r in self.execute(f"SELECT DISTINCT doc_key FROM access WHERE principal IN "
+                                               f"({','.join('?' * len(t))})", t)}
+            keys = got if keys is None else keys & got
+            if not keys:
+                return False
+        return True
 
     def _acl_text(self, tokens: Iterable[str]) -> str:
         """The acl column for a document: ``p<id>`` per principal (digits last, so the porter stemmer

@@ -141,16 +141,22 @@ def test_keyword_filter_runs_inside_fts_and_follows_access_changes(tmp_path):
     assert ids(alice) == {secret}
     assert ids(bob) == {open_}
     assert ids(alice, bob) == set()  # the channel rule: every member must be able to read it
+    _, _, (both,) = put("both", Access(users=frozenset(["alice@corp.example", "bob@corp.example"])))
+    assert ids(alice, bob) == {both}  # each member through their own grant
+    assert ids(alice, bob, Principals("carol@corp.example")) == set()
+    _, _, (company,) = put("company", Access(domains=frozenset(["corp.example"])))
+    assert ids(alice, bob, Principals("carol@corp.example")) == {company}  # a grant they all share
+    assert ids(alice, Principals("x@partner.example")) == set()
     assert ids(Principals(None)) == set()
-    assert {c for c, _ in store.keyword_search("budget travel", limit=10)} == {secret, open_}  # administrator
+    assert {c for c, _ in store.keyword_search("budget travel", limit=10)} == {secret, open_, both, company}
     # a principal's name in the text grants nothing: the acl column holds opaque ids, matched only there
-    assert ids(Principals("budget@corp.example")) == set()
+    assert ids(Principals("budget@partner.example")) == set()
 
     put("secret", Access(users=frozenset(["bob@corp.example"])), chunks=False)  # access change only
-    assert ids(alice) == set()
-    assert ids(bob) == {secret, open_}
+    assert ids(alice) == {both, company}
+    assert ids(bob) == {secret, open_, both, company}
     put("secret", Access(), chunks=False)  # permissions lost: nobody (fail closed)
-    assert ids(bob) == {open_}
+    assert ids(bob) == {open_, both, company}
 
 
 def test_older_store_gets_the_acl_column(tmp_path):
