@@ -158,6 +158,7 @@ class Store:
         self.generation = 0  # bumped on every write; caches key on it
         self.keyword_postings_budget = KEYWORD_POSTINGS_BUDGET
         self._df_cache: dict[str, int] = {}  # term -> chunks containing it (approximate is fine: pruning only)
+        self._token_chunks: dict = {"": -1}  # principal -> chunk ids granted, for self.generation ("" key)
         with self.transaction():
             got = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if got is None:
@@ -318,14 +319,25 @@ class Store:
 
     # -- access-filtered lookups ------------------------------------------------------------------
     def allowed_chunk_ids(self, tokens: frozenset[str]) -> np.ndarray:
-        """Sorted ids of the chunks whose document grants any of ``tokens``."""
-        toks = sorted(tokens)
-        if not toks:
+        """Sorted ids of the chunks whose document grants any of ``tokens``.
+
+        Per-principal id arrays are cached until the next write, so a channel of thirty members reads
+        the company-wide grant once, not thirty times."""
+        with self.lock:
+            cache = self._token_chunks
+            if cache.get("") is not self.generation or len(cache) > 5000:
+                cache.clear()
+                cache[""] = self.generation
+            parts = []
+            for t in sorted(tokens):
+                if t not in cache:
+                    rows = self.execute("SELECT c.id FROM access a JOIN chunks c ON c.doc_key = a.doc_key "
+                                        "WHERE a.principal = ?", (t,))
+                    cache[t] = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                parts.append(cache[t])
+        if not parts:
             return np.zeros(0, dtype=np.int64)
-        rows = self.execute(
-            f"SELECT c.id FROM chunks c WHERE c.doc_key IN "
-            f"(SELECT doc_key FROM access WHERE principal IN ({','.join('?' * len(toks))}))", toks)
-        return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+        return np.unique(np.concatenate(parts))  # sorted, distinct
 
     def keyword_search(self, text: str, *, limit: int, allowed: set[int] | None = None,
                        audience: Sequence[frozenset[str]] | None = None) -> list[tuple[int, float]]:

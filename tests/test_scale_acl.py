@@ -152,7 +152,9 @@ def test_keyword_filter_runs_inside_fts_and_follows_access_changes(tmp_path):
     # a principal's name in the text grants nothing: the acl column holds opaque ids, matched only there
     assert ids(Principals("budget@partner.example")) == set()
 
+    assert set(store.allowed_chunk_ids(alice.tokens()).tolist()) == {secret, both, company}  # (now cached)
     put("secret", Access(users=frozenset(["bob@corp.example"])), chunks=False)  # access change only
+    assert set(store.allowed_chunk_ids(alice.tokens()).tolist()) == {both, company}
     assert ids(alice) == {both, company}
     assert ids(bob) == {secret, open_, both, company}
     put("secret", Access(), chunks=False)  # permissions lost: nobody (fail closed)
