@@ -349,10 +349,10 @@ class Store:
         2's …)``, so FTS5 intersects posting lists instead of Python walking every match. An empty
         audience, or a member with no known principal, matches nothing (fail closed). ``allowed``
         (a set of chunk ids, e.g. a folder scope) is applied while walking the ranked matches."""
-        terms = self._affordable_terms(fts_terms(text))
+        terms, conjunctive = self._affordable_terms(fts_terms(text))
         if not terms:
             return []
-        q = "{text title} : (" + " OR ".join(f'"{w}"' for w in terms) + ")"
+        q = "{text title} : (" + (" AND " if conjunctive else " OR ").join(f'"{w}"' for w in terms) + ")"
         if audience is not None:
             acl = self._acl_query(audience)
             if acl is None:
@@ -374,29 +374,34 @@ class Store:
             return []
         return out
 
-    def _affordable_terms(self, terms: list[str]) -> list[str]:
-        """``terms`` within ``keyword_postings_budget`` postings, rarest first (document frequencies cached)."""
+    def _affordable_terms(self, terms: list[str]) -> tuple[list[str], bool]:
+        """(terms, AND them?): the rarest ``terms`` within ``keyword_postings_budget`` postings, OR-ed;
+        when even the rarest is over the budget, up to three of them AND-ed (a smaller match set).
+        Document frequencies are counted up to budget + 1 (a bounded cost) and cached."""
         if len(terms) <= 1:
-            return terms
-        cache = self._df_cache
+            return terms, False
+        budget, cache = self.keyword_postings_budget, self._df_cache
         if len(cache) > 50_000:
             cache.clear()
         df: dict[str, int] = {}
         for w in terms:
             if w not in cache:
                 try:
-                    cache[w] = self.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?",
-                                            ('{text title} : "' + w + '"',))[0][0]
+                    cache[w] = self.execute("SELECT count(*) FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts "
+                                            "MATCH ? LIMIT ?)", ('{text title} : "' + w + '"', budget + 1))[0][0]
                 except sqlite3.OperationalError:
                     cache[w] = 0
             df[w] = cache[w]
+        ranked = sorted(terms, key=lambda t: df[t])
+        if df[ranked[0]] > budget:
+            return ranked[:3], True
         kept, total = [], 0
-        for w in sorted(terms, key=lambda t: df[t]):
-            if kept and total + df[w] > self.keyword_postings_budget:
+        for w in ranked:
+            if kept and total + df[w] > budget:
                 break
             kept.append(w)
             total += df[w]
-        return kept
+        return kept, False
 
     def _acl_query(self, audience: Sequence[frozenset[str]]) -> str | None:
         """The access condition for FTS5; None when nothing can match (fail closed).

@@ -281,7 +281,7 @@ def index_kinds(ids: np.ndarray, vecs: np.ndarray, kinds: list[str], allowed_set
             rec, lat = [], []
             for j in range(n_q):
                 t1 = time.perf_counter()
-                got = ix.search(qv[j], 10, allowed=allowed)
+                got = ix.search(qv[j], 10, allowed=None if allowed is None else mask_ids)
                 lat.append((time.perf_counter() - t1) * 1e3)
                 rec.append(len({i for i, _ in got} & set(exact[:, j].tolist())) / min(10, len(mask_ids)))
             res[f"recall@10_{label}"] = round(float(np.mean(rec)), 3)
