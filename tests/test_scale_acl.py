@@ -22,8 +22,7 @@ from assistant.store import Store
 from tests.conftest import make_settings
 
 DIM = 32
-WORDS = ("budget travel laptop holiday onboarding security payroll deploy incident review hiring "
-         "benefits expense vendor contract roadmap").split()
+WORDS = ["budget", "travel", "laptop", "holiday", "onboarding", "security", "payroll", "deploy", "incident", "review", "hiring", "benefits", "expense", "vendor", "contract", "roadmap"]
 USERS = [f"u{i}@corp.example" for i in range(24)]
 GROUPS = [f"g{i}@corp.example" for i in range(8)]
 
