@@ -432,19 +432,44 @@ class Store:
                 parts.append("(" + " AND ".join(each) + ")")  # type: ignore[arg-type]
         return "(" + " OR ".join(parts) + ")" if parts else None
 
+    def audience_chunk_ids(self, audience: Sequence[frozenset[str]]) -> np.ndarray:
+        """Sorted ids of the chunks every member of ``audience`` may read (the channel rule), without
+        reading each member's whole allowed set: chunks granted to a principal all members hold
+        (``public``, the company domain), plus chunks of the documents that grant each member
+        through one of their own principals (found on the access table, usually none)."""
+        members = [frozenset(t) for t in dict.fromkeys(frozenset(t) for t in audience)]
+        if not members or any(not m for m in members):
+            return np.zeros(0, dtype=np.int64)
+        if len(members) == 1:
+            return self.allowed_chunk_ids(members[0])
+        shared = frozenset.intersection(*members)
+        ids = self.allowed_chunk_ids(shared)
+        keys = self._documents_granting_each([m - shared for m in members])
+        if keys:
+            k = sorted(keys)
+            more = [r[0] for i in range(0, len(k), 900) for r in self.execute(
+                f"SELECT id FROM chunks WHERE doc_key IN ({','.join('?' * len(k[i:i + 900]))})", k[i:i + 900])]
+            ids = np.union1d(ids, np.array(more, dtype=np.int64))
+        return ids
+
     def _one_document_grants_each(self, token_sets: list[frozenset[str]]) -> bool:
+        return bool(self._documents_granting_each(token_sets))
+
+    def _documents_granting_each(self, token_sets: list[frozenset[str]]) -> set[int]:
         """Whether some document grants a token of every set. When none does (the usual case for a
         big channel) the per-member part of the query is dropped: it could only match nothing, and
         thirty OR-groups cost FTS5 far more than that check. Dropping it can only hide, never show."""
         keys: set[int] | None = None
         for toks in sorted(token_sets, key=len):
             t = sorted(toks)
+            if not t:
+                return set()
             got = {r[0] for r in self.execute(f"SELECT DISTINCT doc_key FROM access WHERE principal IN "
                                                f"({','.join('?' * len(t))})", t)}
             keys = got if keys is None else keys & got
             if not keys:
-                return False
-        return True
+                return set()
+        return keys or set()
 
     def _acl_text(self, tokens: Iterable[str]) -> str:
         """The acl column for a document: ``p<id>`` per principal (digits last, so the porter stemmer

@@ -143,9 +143,11 @@ def test_keyword_filter_runs_inside_fts_and_follows_access_changes(tmp_path):
     assert ids(alice, bob) == set()  # the channel rule: every member must be able to read it
     _, _, (both,) = put("both", Access(users=frozenset(["alice@corp.example", "bob@corp.example"])))
     assert ids(alice, bob) == {both}  # each member through their own grant
+    assert store.audience_chunk_ids([alice.tokens(), bob.tokens()]).tolist() == [both]
     assert ids(alice, bob, Principals("carol@corp.example")) == set()
     _, _, (company,) = put("company", Access(domains=frozenset(["corp.example"])))
     assert ids(alice, bob, Principals("carol@corp.example")) == {company}  # a grant they all share
+    assert store.audience_chunk_ids([alice.tokens(), bob.tokens()]).tolist() == sorted([both, company])
     assert ids(alice, Principals("x@partner.example")) == set()
     assert ids(Principals(None)) == set()
     assert {c for c, _ in store.keyword_search("budget travel", limit=10)} == {secret, open_, both, company}
@@ -180,3 +182,12 @@ def test_older_store_gets_the_acl_column(tmp_path):
     hit = store.keyword_search("parental leave", limit=5, audience=[Principals("alice@corp.example").tokens()])
     assert [c for c, _ in hit] == [cid]
     assert store.keyword_search("parental leave", limit=5, audience=[Principals("bob@corp.example").tokens()]) == []
+
+
+def test_audience_chunk_ids_is_the_intersection_of_members(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    truth = _tenant(store, n_docs=60)
+    for audience in _askers(seed=11):
+        want = sorted(c for c, a in truth.items() if _may_read(a, audience))
+        got = store.audience_chunk_ids([m.tokens() for m in audience.members]).tolist()
+        assert got == want, audience
