@@ -325,7 +325,7 @@ class Store:
         the company-wide grant once, not thirty times."""
         with self.lock:
             cache = self._token_chunks
-            if cache.get("") is not self.generation or len(cache) > 5000:
+            if cache.get("") != self.generation or len(cache) > 5000:
                 cache.clear()
                 cache[""] = self.generation
             parts = []
@@ -453,12 +453,13 @@ class Store:
         return ids
 
     def _one_document_grants_each(self, token_sets: list[frozenset[str]]) -> bool:
-        return bool(self._documents_granting_each(token_sets))
-
-    def _documents_granting_each(self, token_sets: list[frozenset[str]]) -> set[int]:
         """Whether some document grants a token of every set. When none does (the usual case for a
         big channel) the per-member part of the query is dropped: it could only match nothing, and
         thirty OR-groups cost FTS5 far more than that check. Dropping it can only hide, never show."""
+        return bool(self._documents_granting_each(token_sets))
+
+    def _documents_granting_each(self, token_sets: list[frozenset[str]]) -> set[int]:
+        """Keys of the documents that grant a token of every set (smallest sets first, stops when empty)."""
         keys: set[int] | None = None
         for toks in sorted(token_sets, key=len):
             t = sorted(toks)
