@@ -44,7 +44,9 @@ class Engine:
         self.dim = dim
         ix = settings.index
         self.index_path = self.data_dir / "index.faiss"
-        self.index = VectorIndex.load(self.index_path, dim, kind=ix.kind, hnsw_m=ix.hnsw_m, ivf_lists=ix.ivf_lists)
+        self.index = VectorIndex.load(self.index_path, dim, kind=ix.kind, hnsw_m=ix.hnsw_m, ivf_lists=ix.ivf_lists,
+                                      auto_threshold=ix.auto_threshold, exact_max=ix.exact_max,
+                                      vector_source=lambda ids: store.vectors(ids.tolist(), dim=dim))
         self._last_save = time.monotonic()
         self.repaired = self.reconcile()
 

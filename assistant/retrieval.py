@@ -120,7 +120,8 @@ class Retriever:
         t3 = time.perf_counter()
         if mode in ("hybrid", "keyword"):
             kw = self.store.keyword_search(query, limit=self.candidates,
-                                           allowed=allowed_set)
+                                           allowed=allowed_set if (prefix or source) else None,
+                                           audience=None if audience.everything else [m.tokens() for m in audience.members])
             ranked.append((self.keyword_weight if mode == "hybrid" else 1.0, [cid for cid, _ in kw]))
         t4 = time.perf_counter()
         fused: dict[int, float] = {}

@@ -55,10 +55,12 @@ class ChunkingSettings(_Section):
 
 
 class IndexSettings(_Section):
-    kind: Literal["flat", "hnsw", "ivf"] = Field("flat", description="flat: exact; hnsw/ivf: approximate, for millions of chunks")
+    kind: Literal["flat", "hnsw", "ivf", "ivfpq", "auto"] = Field("flat", description="flat: exact; hnsw/ivf/ivfpq: approximate, for millions of chunks (ivfpq: 48-byte codes, re-scored exactly from the store); auto: flat below auto_threshold chunks, ivfpq above")
     hnsw_m: int = Field(32, ge=4, le=128)
-    ivf_lists: int = Field(0, ge=0, description="0 = 4*sqrt(n) at build time")
+    ivf_lists: int = Field(0, ge=0, description="ivf/ivfpq inverted lists; 0 = sqrt(n) at build time")
     save_every_s: float = Field(30.0, ge=0, description="during ingestion, persist FAISS at most this often (SQLite is the truth)")
+    auto_threshold: int = Field(200_000, ge=1000, description="kind=auto: switch from flat to ivfpq at this many chunks")
+    exact_max: int = Field(5_000, ge=0, description="an asker who may read at most this many chunks gets exact vector search over just those chunks")
 
 
 class SyncSettings(_Section):
