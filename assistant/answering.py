@@ -24,8 +24,8 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -38,14 +38,20 @@ from assistant.retrieval import Audience, Hit
 
 log = logging.getLogger(__name__)
 
-_REFUSAL_HINT = re.compile(r"couldn'?t find|could not find|not (?:mentioned|provided|in the (?:sources|documents))|"
-                           r"no information|don'?t know|cannot answer|can'?t answer", re.I)
+_REFUSAL_HINT = re.compile(
+    r"couldn'?t find|could not find|not (?:mentioned|provided|in the (?:sources|documents))|"
+    r"no information|don'?t know|cannot answer|can'?t answer",
+    re.I,
+)
 _QWORD = r"(?:how|what|when|where|who|whom|which|why|is|are|can|could|do|does|did|should|will|would|may)\b"
 _PART_SPLIT = re.compile(rf"\?\s+(?={_QWORD})|,?\s+and\s+(?:also\s+)?(?={_QWORD})|;\s+(?={_QWORD})", re.I)
 _ASKS = re.compile(rf"\b(?:how|what|when|where|who|whom|which|why)\b|^{_QWORD}", re.I)
 _BACKREF = re.compile(r"\b(?:it|its|they|them|their|this|that|these|those|there|one)\b", re.I)
-_QUANTITY = re.compile(r"\b(?:how (?:many|much|long|often|far|soon|fast|quickly|big|old)|when|what time|which day|"
-                       r"deadline|minimum|maximum|limit|budget|cost|price|amount)\b", re.I)
+_QUANTITY = re.compile(
+    r"\b(?:how (?:many|much|long|often|far|soon|fast|quickly|big|old)|when|what time|which day|"
+    r"deadline|minimum|maximum|limit|budget|cost|price|amount)\b",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,15 @@ class Citation:
     quote: str
 
     def as_json(self) -> dict:
-        return {"n": self.n, "doc_id": self.doc_id, "source": self.source, "path": self.path,
-                "title": self.title, "url": self.url, "quote": self.quote}
+        return {
+            "n": self.n,
+            "doc_id": self.doc_id,
+            "source": self.source,
+            "path": self.path,
+            "title": self.title,
+            "url": self.url,
+            "quote": self.quote,
+        }
 
 
 @dataclass
@@ -73,15 +86,21 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict)
     model_answer: str = ""  # what the model said before verification (for evaluation and debugging)
     passages: list[Hit] = field(default_factory=list)  # the excerpts the answerer read, numbered as cited
-    confidence: float | None = None  # the best sentence's relevance score (calibrated only with a relevance model)
+    confidence: float | None = (
+        None  # the best sentence's relevance score (calibrated only with a relevance model)
+    )
 
     def as_json(self) -> dict:
-        return {"question": self.question, "answer": self.answer, "refused": self.refused,
-                "citations": [c.as_json() for c in self.citations],
-                "retrieved": [h.as_json() for h in self.retrieved],
-                "passages": [{"path": p.path, "title": p.title, "text": p.text} for p in self.passages],
-                "confidence": None if self.confidence is None else round(self.confidence, 4),
-                "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()}}
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "refused": self.refused,
+            "citations": [c.as_json() for c in self.citations],
+            "retrieved": [h.as_json() for h in self.retrieved],
+            "passages": [{"path": p.path, "title": p.title, "text": p.text} for p in self.passages],
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -120,8 +139,16 @@ def split_question(question: str) -> list[str]:
 
 
 class Answerer:
-    def __init__(self, retriever, llm, embedder, *, settings, adapter: str | None = None,
-                 relevance: RelevanceScorer | None = None) -> None:
+    def __init__(
+        self,
+        retriever,
+        llm,
+        embedder,
+        *,
+        settings,
+        adapter: str | None = None,
+        relevance: RelevanceScorer | None = None,
+    ) -> None:
         self.retriever, self.llm, self.embedder = retriever, llm, embedder
         self.s = settings  # the whole Settings: answering, retrieval, llm sections
         self.adapter = adapter
@@ -130,8 +157,16 @@ class Answerer:
         self.calibrated = relevance is not None and getattr(relevance, "calibrated", True)
 
     # -- public ---------------------------------------------------------------------------------
-    def ask(self, question: str, *, who, history: list[tuple[str, str]] | None = None, adapter: str | None = None,
-            on_delta: Callable[[str], None] | None = None, k: int | None = None) -> Answer:
+    def ask(
+        self,
+        question: str,
+        *,
+        who,
+        history: list[tuple[str, str]] | None = None,
+        adapter: str | None = None,
+        on_delta: Callable[[str], None] | None = None,
+        k: int | None = None,
+    ) -> Answer:
         t0 = time.perf_counter()
         a = self.s.answering
         question = " ".join(question.split())[:2000]  # a 10,000-character paste is truncated, not fatal
@@ -146,19 +181,30 @@ class Answerer:
         picks: list[_Pick | None] = []
         for n, part in enumerate(parts):
             # a later part that refers back ("…, and who handles it?") borrows the first part's key words
-            query = part if n == 0 or not _BACKREF.search(part) else f"{part} ({' '.join(sorted(g.content_words(parts[0])))})"
+            query = (
+                part
+                if n == 0 or not _BACKREF.search(part)
+                else f"{part} ({' '.join(sorted(g.content_words(parts[0])))})"
+            )
             if history:
                 query = f"{history[-1][0]} {query}"
             tr = time.perf_counter()
             hits = self.retriever.search(query, who=audience, k=a.candidates, per_doc=4)
             timings["retrieve"] = timings.get("retrieve", 0.0) + (time.perf_counter() - tr) * 1e3
             hits_all += [h for h in hits if all(h.chunk_id != x.chunk_id for x in hits_all)]
-            if not hits or (not self.calibrated and max(h.similarity for h in hits) < a.min_relevance and len(parts) == 1):
+            if not hits or (
+                not self.calibrated and max(h.similarity for h in hits) < a.min_relevance and len(parts) == 1
+            ):
                 picks.append(None)
                 continue
             tq = time.perf_counter()
-            excerpts = build_excerpts(self.retriever.store, self._rank_chunks(query, hits), max_docs=n_sources,
-                                      max_chars=a.passage_chars, windows_per_doc=a.windows_per_doc)
+            excerpts = build_excerpts(
+                self.retriever.store,
+                self._rank_chunks(query, hits),
+                max_docs=n_sources,
+                max_chars=a.passage_chars,
+                windows_per_doc=a.windows_per_doc,
+            )
             index = []
             for ex in excerpts:  # one numbered source per document across all parts
                 at = next((i for i, s in enumerate(sources) if s.hit.doc_key == ex.hit.doc_key), None)
@@ -166,7 +212,9 @@ class Answerer:
                     sources.append(ex)
                     at = len(sources) - 1
                 index.append(at)
-            picks.append(self._pick(part, query, excerpts, index, avoid={p.quote for p in picks if p is not None}))
+            picks.append(
+                self._pick(part, query, excerpts, index, avoid={p.quote for p in picks if p is not None})
+            )
             timings["quotes"] = timings.get("quotes", 0.0) + (time.perf_counter() - tq) * 1e3
         retrieved = sorted(hits_all, key=lambda h: -h.score)[: max(n_sources, 5)]
         if not sources:
@@ -177,10 +225,17 @@ class Answerer:
         model_text = ""
         if self.llm is not None:
             t2 = time.perf_counter()
-            msgs = build_messages(question, [Passage(i + 1, s.hit.title, _prompt_text(s.hit.text))
-                                             for i, s in enumerate(sources)], history=history)
-            kwargs = dict(max_new_tokens=self.s.llm.max_new_tokens, temperature=self.s.llm.temperature,
-                          stop=["\nQuestion:", "\nSources:"], adapter=adapter if adapter is not None else self.adapter)
+            msgs = build_messages(
+                question,
+                [Passage(i + 1, s.hit.title, _prompt_text(s.hit.text)) for i, s in enumerate(sources)],
+                history=history,
+            )
+            kwargs = dict(
+                max_new_tokens=self.s.llm.max_new_tokens,
+                temperature=self.s.llm.temperature,
+                stop=["\nQuestion:", "\nSources:"],
+                adapter=adapter if adapter is not None else self.adapter,
+            )
             if on_delta is None:
                 model_text = self.llm.generate(msgs, **kwargs)
             else:
@@ -212,11 +267,19 @@ class Answerer:
                 if len(parts) > 1 and not kept:
                     lines.append(f"I couldn't find an answer to “{part.rstrip('?')}?”.")
                 continue
-            covered = kept and g.numbers(p.quote) <= g.numbers(kept_text) and g.lexical_support(p.quote, kept_text) > 0.8
+            covered = (
+                kept
+                and g.numbers(p.quote) <= g.numbers(kept_text)
+                and g.lexical_support(p.quote, kept_text) > 0.8
+            )
             if covered:
                 continue
             title = sources[p.source].hit.title
-            lines.append(f"“{p.quote}” [{p.source + 1}]" if kept else f"According to {title}: “{p.quote}” [{p.source + 1}]")
+            lines.append(
+                f"“{p.quote}” [{p.source + 1}]"
+                if kept
+                else f"According to {title}: “{p.quote}” [{p.source + 1}]"
+            )
             if p.source not in cite_idx:
                 cite_idx.append(p.source)
         allowed = {s.hit.url for s in sources if s.hit.url}
@@ -226,23 +289,59 @@ class Answerer:
             h = sources[si].hit
             q = next((p.quote for p in picks if p is not None and p.source == si), None)
             if q is None:
-                q = quoting.compose(h.text, g.sentences(g.strip_instructions(h.text)) or [g.Span(0, 0, "")], 0)[:300]
-            citations.append(Citation(si + 1, h.doc_id, h.source, h.path, h.title, h.url,
-                                      g.sanitize(q, allowed_urls=allowed, allowed_hosts=hosts)))
+                q = quoting.compose(
+                    h.text, g.sentences(g.strip_instructions(h.text)) or [g.Span(0, 0, "")], 0
+                )[:300]
+            citations.append(
+                Citation(
+                    si + 1,
+                    h.doc_id,
+                    h.source,
+                    h.path,
+                    h.title,
+                    h.url,
+                    g.sanitize(q, allowed_urls=allowed, allowed_hosts=hosts),
+                )
+            )
         text = g.sanitize("\n".join(lines), allowed_urls=allowed, allowed_hosts=hosts)
         timings["verify"] = (time.perf_counter() - t3) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return Answer(question, text, False, sorted(citations, key=lambda c: c.n), retrieved, timings, model_text,
-                      [s.hit for s in sources], confidence)
+        return Answer(
+            question,
+            text,
+            False,
+            sorted(citations, key=lambda c: c.n),
+            retrieved,
+            timings,
+            model_text,
+            [s.hit for s in sources],
+            confidence,
+        )
 
     # -- steps ----------------------------------------------------------------------------------
-    def _refuse(self, question: str, hits: list[Hit], timings: dict, t0: float, *, model_text: str = "",
-                passages: list[Excerpt] | None = None) -> Answer:
+    def _refuse(
+        self,
+        question: str,
+        hits: list[Hit],
+        timings: dict,
+        t0: float,
+        *,
+        model_text: str = "",
+        passages: list[Excerpt] | None = None,
+    ) -> Answer:
         closest = list(dict.fromkeys(f"{h.title} ({h.path})" for h in hits))[:3]
         text = REFUSAL + (" The closest documents I found: " + "; ".join(closest) + "." if closest else "")
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return Answer(question, g.sanitize(text, allowed_urls=set()), True, [], hits, timings, model_text,
-                      [s.hit for s in passages or []])
+        return Answer(
+            question,
+            g.sanitize(text, allowed_urls=set()),
+            True,
+            [],
+            hits,
+            timings,
+            model_text,
+            [s.hit for s in passages or []],
+        )
 
     @staticmethod
     def _context(title: str, heading: tuple[str, ...]) -> str:
@@ -251,17 +350,33 @@ class Answerer:
     def _rank_chunks(self, query: str, hits: list[Hit]) -> list[tuple[Hit, float]]:
         """Passage-level rerank of the candidate chunks, best first."""
         if self.calibrated:
-            texts = [f"{self._context(h.title, h.heading_path)}: {g.strip_instructions(h.text)}" for h in hits]
+            texts = [
+                f"{self._context(h.title, h.heading_path)}: {g.strip_instructions(h.text)}" for h in hits
+            ]
             scores = self.scorer.score(query, texts)  # (n,) 0..1
         else:
             qw = g.content_words(query)
-            scores = np.array([h.similarity + 0.1 * len(qw & g.content_words(
-                f"{h.title} {' '.join(h.heading_path)} {h.text}")) / (len(qw) or 1) for h in hits])
+            scores = np.array(
+                [
+                    h.similarity
+                    + 0.1
+                    * len(qw & g.content_words(f"{h.title} {' '.join(h.heading_path)} {h.text}"))
+                    / (len(qw) or 1)
+                    for h in hits
+                ]
+            )
         order = np.argsort(-scores, kind="stable")
         return [(hits[i], float(scores[i])) for i in order]
 
-    def _pick(self, part: str, query: str, excerpts: list[Excerpt], index: list[int], *,
-              avoid: set[str] = frozenset()) -> _Pick | None:
+    def _pick(
+        self,
+        part: str,
+        query: str,
+        excerpts: list[Excerpt],
+        index: list[int],
+        *,
+        avoid: set[str] = frozenset(),
+    ) -> _Pick | None:
         """The sentence of the excerpts that best answers ``part``, with the quote built around it."""
         cands: list[tuple[int, list[g.Span], int]] = []  # (excerpt, its sentences, sentence index)
         texts: list[str] = []
@@ -297,7 +412,9 @@ class Answerer:
         else:
             wants_number = bool(_QUANTITY.search(part))
             lex = np.array([len(qw & g.content_words(t)) / (len(qw) or 1) for t in texts])
-            num = np.array([1.0 if wants_number and g.numbers(spans[j].text) else 0.0 for _, spans, j in cands])
+            num = np.array(
+                [1.0 if wants_number and g.numbers(spans[j].text) else 0.0 for _, spans, j in cands]
+            )
             score = 0.7 * (rel + 0.1 * lex + 0.05 * num) + 0.3 * prior
         for best in np.argsort(-score, kind="stable")[:5]:  # another part's quote is not shown twice
             e, spans, j = cands[best]
@@ -314,8 +431,11 @@ class Answerer:
         budget = min(self.llm.context_tokens, self.s.llm.context_tokens) - self.s.llm.max_new_tokens
         chosen = list(sources)
         while len(chosen) > 1:
-            msgs = build_messages(question, [Passage(i + 1, s.hit.title, _prompt_text(s.hit.text))
-                                             for i, s in enumerate(chosen)], history=history)
+            msgs = build_messages(
+                question,
+                [Passage(i + 1, s.hit.title, _prompt_text(s.hit.text)) for i, s in enumerate(chosen)],
+                history=history,
+            )
             if self.llm.count_message_tokens(msgs) <= budget:
                 return chosen
             chosen.pop()
@@ -337,7 +457,9 @@ class Answerer:
         qv = self.embedder.embed_query(question)
         qwords = g.content_words(question)
         cited_anywhere = sorted({n - 1 for c in claims for n in g.citations_in(c) if 1 <= n <= len(sources)})
-        on_topic = (self.scorer.score(question, [g.strip_citations(c) for c in claims]) if self.calibrated else None)
+        on_topic = (
+            self.scorer.score(question, [g.strip_citations(c) for c in claims]) if self.calibrated else None
+        )
         for ci, (claim, cv) in enumerate(zip(claims, claim_vecs)):
             if _REFUSAL_HINT.search(claim) or g.looks_like_instruction(claim):
                 continue

@@ -27,12 +27,25 @@ from apscheduler.triggers.cron import CronTrigger
 
 from assistant.errors import ConfigError
 
-EXAMPLES = ("'every monday 9:00', 'weekly mon 09:00', 'daily 17:30', 'weekdays 8am', 'every 6h' "
-            "or a cron expression like '0 9 * * MON'")
+EXAMPLES = (
+    "'every monday 9:00', 'weekly mon 09:00', 'daily 17:30', 'weekdays 8am', 'every 6h' "
+    "or a cron expression like '0 9 * * MON'"
+)
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-_DAY_WORDS = {**{d: d for d in _DAYS}, "monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu",
-              "friday": "fri", "saturday": "sat", "sunday": "sun", "tues": "tue", "thur": "thu", "thurs": "thu",
-              "weds": "wed"}
+_DAY_WORDS = {
+    **{d: d for d in _DAYS},
+    "monday": "mon",
+    "tuesday": "tue",
+    "wednesday": "wed",
+    "thursday": "thu",
+    "friday": "fri",
+    "saturday": "sat",
+    "sunday": "sun",
+    "tues": "tue",
+    "thur": "thu",
+    "thurs": "thu",
+    "weds": "wed",
+}
 _TIME = re.compile(r"^(?:at\s+)?(\d{1,2})(?::(\d{2}))?\s*(am|pm)?$")
 _EVERY = re.compile(r"^every\s+(\d+)\s*(m|min|mins|minutes?|h|hr|hrs|hours?|d|days?)$")
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
@@ -71,14 +84,17 @@ def check_zone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin', "
-                          "'America/New_York' or 'UTC'.") from None
+        raise ConfigError(
+            f"Unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin', "
+            "'America/New_York' or 'UTC'."
+        ) from None
     return name
 
 
 def _bad(text: str, why: str = "") -> ConfigError:
-    return ConfigError(f"Cannot read the schedule {text!r}{': ' + why if why else ''}. "
-                       f"Write it like {EXAMPLES}.")
+    return ConfigError(
+        f"Cannot read the schedule {text!r}{': ' + why if why else ''}. Write it like {EXAMPLES}."
+    )
 
 
 def _time(tokens: list[str], text: str) -> tuple[int, int]:
@@ -106,7 +122,10 @@ def _days(word: str) -> list[str] | None:
         part = part.strip()
         if "-" in part:
             a, _, b = part.partition("-")
-            da, db = _DAY_WORDS.get(a.rstrip("s")) or _DAY_WORDS.get(a), _DAY_WORDS.get(b.rstrip("s")) or _DAY_WORDS.get(b)
+            da, db = (
+                _DAY_WORDS.get(a.rstrip("s")) or _DAY_WORDS.get(a),
+                _DAY_WORDS.get(b.rstrip("s")) or _DAY_WORDS.get(b),
+            )
             if not da or not db:
                 return None
             out.append(f"{da}-{db}")
@@ -129,7 +148,11 @@ def _cron_dow(field: str, text: str) -> str:
         if rng == "*":
             lo, hi = 0, 6
         elif "-" in rng:
-            lo, hi = (int(x) for x in rng.split("-", 1)) if all(x.isdigit() for x in rng.split("-", 1)) else (-1, -1)
+            lo, hi = (
+                (int(x) for x in rng.split("-", 1))
+                if all(x.isdigit() for x in rng.split("-", 1))
+                else (-1, -1)
+            )
         elif rng.isdigit():
             lo = int(rng)
             hi = 7 if step else lo  # "1/2" = from Monday every second day
@@ -143,10 +166,14 @@ def _cron_dow(field: str, text: str) -> str:
 
 
 def _zone_suffix(tokens: list[str], default_tz: str) -> tuple[list[str], str]:
-    if tokens and (("/" in tokens[-1] and re.search("[A-Za-z]{2}", tokens[-1])) or tokens[-1].upper() in ("UTC", "GMT")):
+    if tokens and (
+        ("/" in tokens[-1] and re.search("[A-Za-z]{2}", tokens[-1])) or tokens[-1].upper() in ("UTC", "GMT")
+    ):
         name = tokens[-1]
         name = "UTC" if name.upper() in ("UTC", "GMT") else name
-        zone = next((z for z in (name, "/".join(p.capitalize() for p in name.split("/"))) if _valid_zone(z)), None)
+        zone = next(
+            (z for z in (name, "/".join(p.capitalize() for p in name.split("/"))) if _valid_zone(z)), None
+        )
         if zone is None:
             check_zone(name)
         return tokens[:-1], zone
@@ -169,7 +196,11 @@ def parse_cadence(text: str, *, tz: str = "UTC") -> Cadence:
     tokens, zone = _zone_suffix(raw.split(), tz)
     low = [t.lower() for t in tokens]
     phrase = " ".join(low)
-    if len(tokens) == 5 and all(re.fullmatch(r"[\d*/,\-?a-z]+", t) for t in low) and re.match(r"[\d*]", low[0]):
+    if (
+        len(tokens) == 5
+        and all(re.fullmatch(r"[\d*/,\-?a-z]+", t) for t in low)
+        and re.match(r"[\d*]", low[0])
+    ):
         expr = " ".join([*low[:4], _cron_dow(low[4], raw)])
         try:
             CronTrigger.from_crontab(expr, timezone=ZoneInfo(zone))
@@ -177,7 +208,9 @@ def parse_cadence(text: str, *, tz: str = "UTC") -> Cadence:
             raise _bad(raw, str(e)) from None
         return Cadence("cron", expr, zone)
     if len(tokens) in (4, 6, 7) and all(re.fullmatch(r"[\d*/,\-?]+", t) for t in low):
-        raise _bad(raw, f"a cron expression has 5 fields (minute hour day month weekday), this has {len(tokens)}")
+        raise _bad(
+            raw, f"a cron expression has 5 fields (minute hour day month weekday), this has {len(tokens)}"
+        )
     if phrase == "hourly":
         return Cadence("interval", "3600", zone)
     m = _EVERY.match(phrase)
@@ -255,7 +288,9 @@ class _Walls:
 
     def first_at_or_after(self, wall: datetime) -> datetime | None:
         if self.cadence.kind == "interval":
-            k = max(0, -((self.origin - wall) // self.step))  # ceil((wall - origin) / step), not before the origin
+            k = max(
+                0, -((self.origin - wall) // self.step)
+            )  # ceil((wall - origin) / step), not before the origin
             return self.origin + k * self.step
         got = self.cron.get_next_fire_time(None, wall.replace(tzinfo=UTC))
         return got.replace(tzinfo=None) if got else None
@@ -272,8 +307,14 @@ def previous_fire(cadence: Cadence, at: datetime, *, anchor: float | None = None
     in a repeated hour equal to the same instant in another zone (PEP 495)."""
     zone, walls = cadence.zone, _Walls(cadence, anchor)
     at = at.astimezone(UTC)
-    for back in (_SLACK, timedelta(days=1), timedelta(days=8), timedelta(days=32), timedelta(days=367),
-                 timedelta(days=5 * 367)):
+    for back in (
+        _SLACK,
+        timedelta(days=1),
+        timedelta(days=8),
+        timedelta(days=32),
+        timedelta(days=367),
+        timedelta(days=5 * 367),
+    ):
         if cadence.kind == "interval":  # jump close instead of walking from far back
             back = min(back, _SLACK + walls.step)
         wall = walls.first_at_or_after(_wall(at, zone) - back)

@@ -12,8 +12,8 @@ what it buys on structured documents).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from assistant.documents import Chunk
 
@@ -81,7 +81,9 @@ def _blocks(text: str) -> list[_Block]:
 class Chunker:
     """Packs blocks into chunks of at most ``max_tokens`` tokens (prefix of title + headings included)."""
 
-    def __init__(self, tokenizer, *, max_tokens: int = 256, overlap_tokens: int = 32, min_tokens: int = 48) -> None:
+    def __init__(
+        self, tokenizer, *, max_tokens: int = 256, overlap_tokens: int = 32, min_tokens: int = 48
+    ) -> None:
         self.tokenizer = tokenizer  # a Hugging Face fast tokenizer
         self.max_tokens = max_tokens
         self.overlap_tokens = overlap_tokens
@@ -90,15 +92,16 @@ class Chunker:
     def count(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        enc = self.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False,
-                             return_token_type_ids=False)
+        enc = self.tokenizer(
+            list(texts), add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False
+        )
         return [len(ids) for ids in enc["input_ids"]]
 
     def chunk(self, doc_id: str, title: str, text: str) -> list[Chunk]:
         blocks = _blocks(text)
         if not blocks:
             return []
-        sizes = self.count([text[b.start:b.end] for b in blocks])
+        sizes = self.count([text[b.start : b.end] for b in blocks])
         # prefix budget: title + heading path are embedded with the chunk (see Chunk.embedding_text)
         prefixes = sorted({b.heading_path for b in blocks})
         prefix_cost = dict(zip(prefixes, self.count([" > ".join((title, *p)) for p in prefixes])))
@@ -138,18 +141,20 @@ class Chunker:
         emit()
         chunks = []
         for ordinal, (s, e, path) in enumerate(spans):
-            chunks.append(Chunk(doc_id=doc_id, ordinal=ordinal, text=text[s:e], heading_path=path, start=s, end=e))
+            chunks.append(
+                Chunk(doc_id=doc_id, ordinal=ordinal, text=text[s:e], heading_path=path, start=s, end=e)
+            )
         return chunks
 
     def _windows(self, text: str, b: _Block, limit: int) -> list[tuple[int, int, tuple[str, ...]]]:
         """Cut one oversized block into overlapping token windows, mapped back to char offsets."""
-        piece = text[b.start:b.end]
+        piece = text[b.start : b.end]
         enc = self.tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True)
         offsets = enc["offset_mapping"]
         step = max(1, limit - self.overlap_tokens)
         out = []
         for i in range(0, len(offsets), step):
-            window = offsets[i:i + limit]
+            window = offsets[i : i + limit]
             s, e = window[0][0], window[-1][1]
             # shrink to word boundaries so a window never starts or ends mid-word (budget still holds)
             s0, e0 = s, e

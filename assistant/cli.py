@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -26,8 +24,17 @@ def _plain_help_types() -> None:
     type, flags included. Flags show no type; values show click's names (TEXT, INTEGER, PATH)."""
     from typer.core import TyperArgument, TyperOption
 
-    names = {"str": "TEXT", "int": "INTEGER", "int range": "INTEGER", "float": "FLOAT", "float range": "FLOAT",
-             "path": "PATH", "file": "FILE", "directory": "DIRECTORY", "bool": ""}
+    names = {
+        "str": "TEXT",
+        "int": "INTEGER",
+        "int range": "INTEGER",
+        "float": "FLOAT",
+        "float range": "FLOAT",
+        "path": "PATH",
+        "file": "FILE",
+        "directory": "DIRECTORY",
+        "bool": "",
+    }
 
     def plain(self, ctx) -> str:
         label = self.display_type(ctx).strip("<>")
@@ -51,8 +58,12 @@ def _plain_help_types() -> None:
 
 _plain_help_types()
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Workplace document Q&A: ingest sources, search, ask with citations, summarize.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Workplace document Q&A: ingest sources, search, ask with citations, summarize.",
+)
 
 _state = cli_context.state
 _who = cli_context.who
@@ -62,16 +73,28 @@ require_documents = cli_context.require_documents
 def get_settings() -> Settings:
     if _state["settings"] is None:
         _state["settings"] = load_settings(_state["config"] or None)
-        logging.basicConfig(level=_state["settings"].log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        logging.basicConfig(
+            level=_state["settings"].log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
         _quiet_libraries(_state["settings"].log_level)
     return _state["settings"]
 
 
 # Libraries that talk on every command: faiss logs its CPU-feature probing at INFO, transformers warns
 # about deprecations and draws a "Loading weights" bar, huggingface_hub draws download/conversion bars.
-_CHATTY_LOGGERS = ("faiss", "transformers", "huggingface_hub", "sentence_transformers", "torch", "urllib3",
-                   "filelock", "httpx", "onnxruntime")
+_CHATTY_LOGGERS = (
+    "faiss",
+    "transformers",
+    "huggingface_hub",
+    "sentence_transformers",
+    "torch",
+    "urllib3",
+    "filelock",
+    "httpx",
+    "onnxruntime",
+)
 
 
 def _quiet_libraries(log_level: str) -> None:
@@ -109,8 +132,11 @@ def open_engine():
 
 
 @app.callback()
-def _main(config: list[Path] = typer.Option([], "--config", "-c", help="TOML settings file(s); later ones win",
-                                            exists=False)) -> None:
+def _main(
+    config: list[Path] = typer.Option(
+        [], "--config", "-c", help="TOML settings file(s); later ones win", exists=False
+    ),
+) -> None:
     _state["config"] = list(config)
     _state["settings"] = None
 
@@ -122,8 +148,9 @@ def _progress_bar(desc: str, *, total: int | None = None):
     """A bar over files (``total`` = files discovered) that advances as each file is written."""
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, total=total, unit="file", disable=not sys.stderr.isatty(), leave=False,
-               dynamic_ncols=True)
+    bar = tqdm(
+        desc=desc, total=total, unit="file", disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True
+    )
     counts: dict[str, int] = {}
 
     def tick(n: int, what: str) -> None:
@@ -137,32 +164,72 @@ def _progress_bar(desc: str, *, total: int | None = None):
 
 
 @app.command()
-def ingest(path: Optional[Path] = typer.Argument(None, help="a folder to ingest (omit with --source NAME for a configured connector)"),
-           source: Optional[str] = typer.Option(None, "--source", "-s", help="source name; or gdrive | onedrive | slack without PATH"),
-           acl_file: Optional[Path] = typer.Option(None, "--acl-file", help="TOML rules mapping path globs to readers; kept with the source for later runs"),
-           replace_acl: bool = typer.Option(False, "--replace-acl", help="apply --acl-file although the source was ingested with other rules"),
-           drop_acl: bool = typer.Option(False, "--drop-acl", help="remove the source's saved access rules: every file becomes public"),
-           replace_source: bool = typer.Option(False, "--replace-source", help="let this folder replace another folder ingested under the same source name"),
-           allow_empty: bool = typer.Option(False, "--allow-empty", help="ingest a folder with no supported files (removes the source's documents)"),
-           full: bool = typer.Option(False, "--full", help="ignore the saved cursor and re-enumerate everything"),
-           as_json: bool = typer.Option(False, "--json", help="print the report as JSON")) -> None:
+def ingest(
+    path: Path | None = typer.Argument(
+        None, help="a folder to ingest (omit with --source NAME for a configured connector)"
+    ),
+    source: str | None = typer.Option(
+        None, "--source", "-s", help="source name; or gdrive | onedrive | slack without PATH"
+    ),
+    acl_file: Path | None = typer.Option(
+        None,
+        "--acl-file",
+        help="TOML rules mapping path globs to readers; kept with the source for later runs",
+    ),
+    replace_acl: bool = typer.Option(
+        False, "--replace-acl", help="apply --acl-file although the source was ingested with other rules"
+    ),
+    drop_acl: bool = typer.Option(
+        False, "--drop-acl", help="remove the source's saved access rules: every file becomes public"
+    ),
+    replace_source: bool = typer.Option(
+        False,
+        "--replace-source",
+        help="let this folder replace another folder ingested under the same source name",
+    ),
+    allow_empty: bool = typer.Option(
+        False,
+        "--allow-empty",
+        help="ingest a folder with no supported files (removes the source's documents)",
+    ),
+    full: bool = typer.Option(False, "--full", help="ignore the saved cursor and re-enumerate everything"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
     """Ingest a folder or a configured source into the index (incremental and resumable)."""
     from assistant.registry import build_connector
 
     settings = get_settings()
-    folder_flags = [f for f, on in (("--acl-file", acl_file is not None), ("--replace-acl", replace_acl),
-                                    ("--drop-acl", drop_acl), ("--replace-source", replace_source),
-                                    ("--allow-empty", allow_empty)) if on]
+    folder_flags = [
+        f
+        for f, on in (
+            ("--acl-file", acl_file is not None),
+            ("--replace-acl", replace_acl),
+            ("--drop-acl", drop_acl),
+            ("--replace-source", replace_source),
+            ("--allow-empty", allow_empty),
+        )
+        if on
+    ]
     if path is None and folder_flags:
-        raise InputError(f"{', '.join(folder_flags)} apply to a folder (assistant ingest PATH …); a configured "
-                         "source takes its permissions from the source itself.")
+        raise InputError(
+            f"{', '.join(folder_flags)} apply to a folder (assistant ingest PATH …); a configured "
+            "source takes its permissions from the source itself."
+        )
     with open_engine() as engine:
         plan = None
         if path is not None:
             from assistant.local_ingest import plan_local_ingest
 
-            plan = plan_local_ingest(engine.store, path, source=source, acl_file=acl_file, replace_acl=replace_acl,
-                                     drop_acl=drop_acl, replace_source=replace_source, allow_empty=allow_empty)
+            plan = plan_local_ingest(
+                engine.store,
+                path,
+                source=source,
+                acl_file=acl_file,
+                replace_acl=replace_acl,
+                drop_acl=drop_acl,
+                replace_source=replace_source,
+                allow_empty=allow_empty,
+            )
             connector = plan.connector
             for w in plan.warnings:
                 typer.echo(w, err=True)
@@ -170,7 +237,11 @@ def ingest(path: Optional[Path] = typer.Argument(None, help="a folder to ingest 
             connector = build_connector(settings, path=path, source=source, acl_file=acl_file)
         bar, tick = _progress_bar(f"ingest {connector.name}", total=plan.total_files if plan else None)
         try:
-            rep = plan.run(engine, full=full, progress=tick) if plan else engine.sync(connector, full=full, progress=tick)
+            rep = (
+                plan.run(engine, full=full, progress=tick)
+                if plan
+                else engine.sync(connector, full=full, progress=tick)
+            )
         finally:
             bar.close()
     if as_json:
@@ -189,18 +260,23 @@ def ingest(path: Optional[Path] = typer.Argument(None, help="a folder to ingest 
 
 
 @app.command()
-def search(query: str = typer.Argument(..., help="what to look for"),
-           k: int = typer.Option(5, "-k", min=1, max=100, help="number of results"),
-           as_email: Optional[str] = typer.Option(None, "--as", help="search as this person (their permissions)"),
-           group: list[str] = typer.Option([], "--group", help="groups of the --as person (repeatable)"),
-           mode: Optional[str] = typer.Option(None, "--mode", metavar="[hybrid|dense|keyword]",
-                                              help="retrieval mode (default: retrieval.mode)"),
-           as_json: bool = typer.Option(False, "--json")) -> None:
+def search(
+    query: str = typer.Argument(..., help="what to look for"),
+    k: int = typer.Option(5, "-k", min=1, max=100, help="number of results"),
+    as_email: str | None = typer.Option(None, "--as", help="search as this person (their permissions)"),
+    group: list[str] = typer.Option([], "--group", help="groups of the --as person (repeatable)"),
+    mode: str | None = typer.Option(
+        None, "--mode", metavar="[hybrid|dense|keyword]", help="retrieval mode (default: retrieval.mode)"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Hybrid search over everything the asker may read."""
     if mode is not None and mode not in SEARCH_MODES:
         raise InputError(f"--mode {mode!r} is not a search mode; use one of: {', '.join(SEARCH_MODES)}.")
     if not query.strip():
-        raise InputError("The search text is empty; say what to look for, e.g. assistant search \"parental leave\".")
+        raise InputError(
+            'The search text is empty; say what to look for, e.g. assistant search "parental leave".'
+        )
     who = _who(as_email, group)
     with open_engine() as engine:
         require_documents(engine)
@@ -226,16 +302,22 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(json.dumps(st, indent=2, default=str))
         return
     typer.echo(f"data dir:   {st['data_dir']}")
-    typer.echo(f"documents:  {st['documents']}   chunks: {st['chunks']}   "
-               f"index: {st['index']['vectors']} vectors ({st['index']['kind']}, {st['index']['bytes'] / 1e6:.1f} MB, "
-               f"{'consistent' if st['index']['consistent'] else 'INCONSISTENT'})")
+    typer.echo(
+        f"documents:  {st['documents']}   chunks: {st['chunks']}   "
+        f"index: {st['index']['vectors']} vectors ({st['index']['kind']}, {st['index']['bytes'] / 1e6:.1f} MB, "
+        f"{'consistent' if st['index']['consistent'] else 'INCONSISTENT'})"
+    )
     for src, n in st["sources"].items():
         run = st["last_sync"].get(src, {})
-        typer.echo(f"  {src}: {n} documents; last sync {run.get('status', '?')} "
-                   f"({run.get('added', 0)} added, {run.get('updated', 0)} updated, {run.get('deleted', 0)} deleted, "
-                   f"{run.get('failed', 0)} failed, {run.get('seconds', 0):.1f} s)")
+        typer.echo(
+            f"  {src}: {n} documents; last sync {run.get('status', '?')} "
+            f"({run.get('added', 0)} added, {run.get('updated', 0)} updated, {run.get('deleted', 0)} deleted, "
+            f"{run.get('failed', 0)} failed, {run.get('seconds', 0):.1f} s)"
+        )
         if st["skipped"].get(src):
-            typer.echo(f"    {st['skipped'][src]} files skipped: a type that cannot be read (not retried until they change)")
+            typer.echo(
+                f"    {st['skipped'][src]} files skipped: a type that cannot be read (not retried until they change)"
+            )
         _print_source_settings(st["source_settings"].get(src))
     if st["failures"]:
         typer.echo(f"failures: {len(st['failures'])}")
@@ -253,12 +335,21 @@ def _print_source_settings(saved: dict | None) -> None:
     for c in saved.get("coverage", []):
         decides = f", decides {c['decides']}" if c["decides"] != c["matches"] else ""
         files = "1 file" if c["matches"] == 1 else f"{c['matches']} files"
-        typer.echo(f"    rule {c['glob']!r} -> {c['readers']}: {files}{decides}"
-                   + ("   WARNING: matches no file" if c["matches"] == 0 else ""))
+        typer.echo(
+            f"    rule {c['glob']!r} -> {c['readers']}: {files}{decides}"
+            + ("   WARNING: matches no file" if c["matches"] == 0 else "")
+        )
 
 
-FEATURES = ("assistant.commands", "assistant.llm.cli", "assistant.finetune.cli", "assistant.slackbot.cli",
-            "assistant.scheduler_cli", "assistant.evaluation_cli", "assistant.evaluation_summaries")
+FEATURES = (
+    "assistant.commands",
+    "assistant.llm.cli",
+    "assistant.finetune.cli",
+    "assistant.slackbot.cli",
+    "assistant.scheduler_cli",
+    "assistant.evaluation_cli",
+    "assistant.evaluation_summaries",
+)
 
 
 def _mount_optional(modules: tuple[str, ...] = FEATURES) -> None:

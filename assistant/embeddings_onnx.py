@@ -50,8 +50,16 @@ FFN_OUTPUT = r"/layer\.\d+/output/dense/MatMul$"
 class OnnxEmbedder:
     """ONNX Runtime int8 twin of ``assistant.embeddings.Embedder`` (CPU only)."""
 
-    def __init__(self, model_dir: Path, *, cache_dir: Path, batch_size: int = 64, threads: int = 2,
-                 max_seq_length: int = 256, keep_fp32: tuple[str, ...] = (FFN_OUTPUT,)) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        cache_dir: Path,
+        batch_size: int = 64,
+        threads: int = 2,
+        max_seq_length: int = 256,
+        keep_fp32: tuple[str, ...] = (FFN_OUTPUT,),
+    ) -> None:
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -59,8 +67,10 @@ class OnnxEmbedder:
         hf_logging.disable_progress_bar()
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
-            raise ModelError(f"Embedding model folder {model_dir} has no config.json. Point embedding.model at a local "
-                             "sentence-transformers folder, or use 'bundled'.")
+            raise ModelError(
+                f"Embedding model folder {model_dir} has no config.json. Point embedding.model at a local "
+                "sentence-transformers folder, or use 'bundled'."
+            )
         _check_mean_pooling(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         self.max_seq_length = min(max_seq_length, _model_max_len(model_dir))
@@ -77,7 +87,11 @@ class OnnxEmbedder:
         self.int8_path = cache_dir / f"{self.name}-{key}-int8.onnx"
         self.session = self._open(model_dir, keep_fp32, threads=threads)
         width = self.session.get_outputs()[0].shape[-1]
-        self.dim = width if isinstance(width, int) else int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
+        self.dim = (
+            width
+            if isinstance(width, int)
+            else int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
+        )
 
     # -- the Embedder protocol ------------------------------------------------------------------
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -90,15 +104,19 @@ class OnnxEmbedder:
             self.calls += 1
             self.texts_embedded += len(texts)
             for start in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[start:start + self.batch_size], truncation=True,
-                                     max_length=self.max_seq_length)
+                enc = self.tokenizer(
+                    texts[start : start + self.batch_size], truncation=True, max_length=self.max_seq_length
+                )
                 for row, ids in enumerate(enc["input_ids"]):
                     # One text per run: dynamic quantization picks one activation scale per run, so a
                     # batched run would make a vector depend on its batch-mates (see module docstring).
-                    feed = {"input_ids": np.asarray([ids], dtype=np.int64),
-                            "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-                            "token_type_ids": np.asarray([enc["token_type_ids"][row]], dtype=np.int64)
-                            if "token_type_ids" in enc else np.zeros((1, len(ids)), dtype=np.int64)}
+                    feed = {
+                        "input_ids": np.asarray([ids], dtype=np.int64),
+                        "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
+                        "token_type_ids": np.asarray([enc["token_type_ids"][row]], dtype=np.int64)
+                        if "token_type_ids" in enc
+                        else np.zeros((1, len(ids)), dtype=np.int64),
+                    }
                     out[start + row] = self.session.run(None, feed)[0][0]  # (dim,), normalized in the graph
         return out
 
@@ -121,18 +139,24 @@ class OnnxEmbedder:
                 if fresh:
                     _atomic_build(self.fp32_path, lambda tmp: _export(model_dir, tmp))
                 if not had_int8:
-                    _atomic_build(self.int8_path, lambda tmp: _quantize(self.fp32_path, tmp, model_dir, keep_fp32))
+                    _atomic_build(
+                        self.int8_path, lambda tmp: _quantize(self.fp32_path, tmp, model_dir, keep_fp32)
+                    )
                 return ort.InferenceSession(str(self.int8_path), opts, providers=["CPUExecutionProvider"])
             except ModelError:
                 raise
             except Exception as exc:
                 if fresh:
-                    raise ModelError(f"Could not build the ONNX embedding model from {model_dir}: {exc}. "
-                                     "Set embedding.backend = 'torch' to embed without ONNX.") from exc
+                    raise ModelError(
+                        f"Could not build the ONNX embedding model from {model_dir}: {exc}. "
+                        "Set embedding.backend = 'torch' to embed without ONNX."
+                    ) from exc
                 # A damaged cache file (the writes are atomic, so someone else touched it): drop the
                 # int8 model and re-quantize; if the fp32 export is what is broken, drop it too.
                 (self.int8_path if had_int8 else self.fp32_path).unlink(missing_ok=True)
-        raise ModelError(f"The ONNX cache in {self.int8_path.parent} keeps failing to load. Delete that folder and retry.")
+        raise ModelError(
+            f"The ONNX cache in {self.int8_path.parent} keeps failing to load. Delete that folder and retry."
+        )
 
 
 def _check_mean_pooling(model_dir: Path) -> None:
@@ -141,8 +165,10 @@ def _check_mean_pooling(model_dir: Path) -> None:
         cfg = json.loads(pooling.read_text())
         modes = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v]
         if modes != ["pooling_mode_mean_tokens"]:
-            raise ModelError(f"{model_dir} pools with {modes}; the ONNX backend only does mean pooling. "
-                             "Set embedding.backend = 'torch' for this model.")
+            raise ModelError(
+                f"{model_dir} pools with {modes}; the ONNX backend only does mean pooling. "
+                "Set embedding.backend = 'torch' for this model."
+            )
 
 
 def _model_max_len(model_dir: Path) -> int:
@@ -180,16 +206,22 @@ def _export(model_dir: Path, out: Path) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:  # pragma: no cover - install problem
-        raise ModelError(f"Exporting the embedding model to ONNX needs torch and transformers ({exc}).") from exc
+        raise ModelError(
+            f"Exporting the embedding model to ONNX needs torch and transformers ({exc})."
+        ) from exc
 
     model = AutoModel.from_pretrained(str(model_dir), local_files_only=True, attn_implementation="eager")
     model = model.float().eval()
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     # Two rows of different length, so the trace sees real padding.
-    sample = tok(["a short one", "a somewhat longer sentence, to make the batch padded"], padding=True,
-                 return_tensors="pt")
+    sample = tok(
+        ["a short one", "a somewhat longer sentence, to make the batch padded"],
+        padding=True,
+        return_tensors="pt",
+    )
     args = tuple(sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in INPUTS)
     axes = {n: {0: "batch", 1: "sequence"} for n in INPUTS} | {"sentence_embedding": {0: "batch"}}
+
     class SentenceEncoder(torch.nn.Module):
         """BERT + mean pooling over real tokens + L2 norm, i.e. sentence-transformers' three modules."""
 
@@ -198,17 +230,26 @@ def _export(model_dir: Path, out: Path) -> None:
             self.m = bert  # the name shows up in node names: /m/encoder/layer.N/...
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            hidden = self.m(input_ids=input_ids, attention_mask=attention_mask,
-                            token_type_ids=token_type_ids).last_hidden_state          # (b, s, d)
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)                      # (b, s, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)             # (b, d)
+            hidden = self.m(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state  # (b, s, d)
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (b, s, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (b, d)
             return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python branches frozen at trace time
-        torch.onnx.export(SentenceEncoder(model), args, str(out), input_names=list(INPUTS),
-                          output_names=["sentence_embedding"], dynamic_axes=axes, opset_version=17,
-                          dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            SentenceEncoder(model),
+            args,
+            str(out),
+            input_names=list(INPUTS),
+            output_names=["sentence_embedding"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+            do_constant_folding=True,
+        )
 
 
 def _quantize(fp32: Path, out: Path, model_dir: Path, keep_fp32: tuple[str, ...]) -> None:
@@ -221,15 +262,32 @@ def _quantize(fp32: Path, out: Path, model_dir: Path, keep_fp32: tuple[str, ...]
     cfg = json.loads((model_dir / "config.json").read_text())
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fuse-") as tmp:
         source = fp32
-        if cfg.get("model_type") == "bert":  # fuse attention / LayerNorm / GELU first: faster and more accurate
+        if (
+            cfg.get("model_type") == "bert"
+        ):  # fuse attention / LayerNorm / GELU first: faster and more accurate
             from onnxruntime.transformers import optimizer
 
-            fused = optimizer.optimize_model(str(fp32), model_type="bert", num_heads=int(cfg["num_attention_heads"]),
-                                             hidden_size=int(cfg["hidden_size"]), opt_level=1)
+            fused = optimizer.optimize_model(
+                str(fp32),
+                model_type="bert",
+                num_heads=int(cfg["num_attention_heads"]),
+                hidden_size=int(cfg["hidden_size"]),
+                opt_level=1,
+            )
             source = Path(tmp) / "fused.onnx"
             fused.save_model_to_file(str(source))
-        names = [n.name for n in onnx.load(str(source), load_external_data=False).graph.node if n.op_type == "MatMul"]
+        names = [
+            n.name
+            for n in onnx.load(str(source), load_external_data=False).graph.node
+            if n.op_type == "MatMul"
+        ]
         exclude = [n for n in names if any(re.search(p, n) for p in keep_fp32)]
-        quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=exclude,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_dynamic(
+            str(source),
+            str(out),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Attention"],
+            nodes_to_exclude=exclude,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )

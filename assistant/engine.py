@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from assistant.index import VectorIndex
 from assistant.retrieval import Audience, Hit, Retriever
 from assistant.settings import RetrievalSettings, Settings
 from assistant.store import Store
-from assistant.sync import SyncReport, Syncer
+from assistant.sync import Syncer, SyncReport
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +44,28 @@ class Engine:
         self.dim = dim
         ix = settings.index
         self.index_path = self.data_dir / "index.faiss"
-        self.index = VectorIndex.load(self.index_path, dim, kind=ix.kind, hnsw_m=ix.hnsw_m, ivf_lists=ix.ivf_lists,
-                                      auto_threshold=ix.auto_threshold, exact_max=ix.exact_max,
-                                      vector_source=lambda ids: store.vectors(ids.tolist(), dim=dim))
+        self.index = VectorIndex.load(
+            self.index_path,
+            dim,
+            kind=ix.kind,
+            hnsw_m=ix.hnsw_m,
+            ivf_lists=ix.ivf_lists,
+            auto_threshold=ix.auto_threshold,
+            exact_max=ix.exact_max,
+            vector_source=lambda ids: store.vectors(ids.tolist(), dim=dim),
+        )
         self._last_save = time.monotonic()
         self.repaired = self.reconcile()
 
     @classmethod
-    def open(cls, settings: Settings, *, embedder=None) -> "Engine":
+    def open(cls, settings: Settings, *, embedder=None) -> Engine:
         data_dir = Path(settings.data_dir)
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StoreError(f"Cannot create the data directory {data_dir} ({e}). Set data_dir to a writable folder.") from None
+            raise StoreError(
+                f"Cannot create the data directory {data_dir} ({e}). Set data_dir to a writable folder."
+            ) from None
         return cls(settings, Store(data_dir / "store.sqlite"), embedder=embedder)
 
     # -- components -----------------------------------------------------------------------------
@@ -64,7 +73,9 @@ class Engine:
     def embedder(self):
         with self._lock:
             if self._embedder is None:
-                self._embedder = load_embedder(self.settings.embedding, cache_dir=self.settings.model_cache_dir)
+                self._embedder = load_embedder(
+                    self.settings.embedding, cache_dir=self.settings.model_cache_dir
+                )
             self._check_model(self._embedder)
             return self._embedder
 
@@ -75,22 +86,36 @@ class Engine:
             self.store.set_meta("embedding_model", name)
             self.store.set_meta("embedding_dim", str(embedder.dim))
         elif stored.split(":")[-1] != str(embedder.dim):
-            raise StoreError(f"The index in {self.data_dir} was built with {stored}; the configured embedder is {name}. "
-                             "Use another data_dir or re-ingest into an empty one.")
+            raise StoreError(
+                f"The index in {self.data_dir} was built with {stored}; the configured embedder is {name}. "
+                "Use another data_dir or re-ingest into an empty one."
+            )
 
     @property
     def chunker(self) -> Chunker:
         c = self.settings.chunking
-        return Chunker(self.embedder.tokenizer, max_tokens=c.max_tokens, overlap_tokens=c.overlap_tokens,
-                       min_tokens=c.min_section_tokens)
+        return Chunker(
+            self.embedder.tokenizer,
+            max_tokens=c.max_tokens,
+            overlap_tokens=c.overlap_tokens,
+            min_tokens=c.min_section_tokens,
+        )
 
     @property
     def retriever(self) -> Retriever:
         self._flush_stale()
         if self._retriever is None:
             r = self.settings.retrieval
-            self._retriever = Retriever(self.store, self.index, self.embedder, mode=r.mode, candidates=r.candidates,
-                                        rrf_k=r.rrf_k, rerank=r.rerank, keyword_weight=r.keyword_weight)
+            self._retriever = Retriever(
+                self.store,
+                self.index,
+                self.embedder,
+                mode=r.mode,
+                candidates=r.candidates,
+                rrf_k=r.rrf_k,
+                rerank=r.rerank,
+                keyword_weight=r.keyword_weight,
+            )
         self._retriever.index = self.index
         return self._retriever
 
@@ -113,7 +138,9 @@ class Engine:
                 ids, vecs = self.store.vectors(missing.tolist(), dim=self.dim)
                 self.index.add(ids, vecs)
             if len(extra) or len(missing):
-                log.warning("index repaired: %d stale ids removed, %d missing added", len(extra), len(missing))
+                log.warning(
+                    "index repaired: %d stale ids removed, %d missing added", len(extra), len(missing)
+                )
                 self._flush_stale()
                 self.save_index(True)
             return {"removed": int(len(extra)), "added": int(len(missing))}
@@ -132,12 +159,21 @@ class Engine:
                 self._last_save = time.monotonic()
 
     # -- operations -----------------------------------------------------------------------------
-    def sync(self, connector, *, full: bool = False, progress: Callable[[int, str], None] | None = None) -> SyncReport:
+    def sync(
+        self, connector, *, full: bool = False, progress: Callable[[int, str], None] | None = None
+    ) -> SyncReport:
         with self._lock:
-            syncer = Syncer(connector, store=self.store, index=self.index, embedder=self.embedder,
-                            chunker=self.chunker, fetch_workers=self.settings.sync.fetch_workers,
-                            save_index=self.save_index, max_parse_bytes=int(self.settings.sync.max_file_mb * 1e6),
-                            progress=progress)
+            syncer = Syncer(
+                connector,
+                store=self.store,
+                index=self.index,
+                embedder=self.embedder,
+                chunker=self.chunker,
+                fetch_workers=self.settings.sync.fetch_workers,
+                save_index=self.save_index,
+                max_parse_bytes=int(self.settings.sync.max_file_mb * 1e6),
+                progress=progress,
+            )
             report = syncer.run(full=full)
             from assistant.summary_changes import update_ledger
 
@@ -161,10 +197,22 @@ class Engine:
             "sources": self.store.sources(),
             "cursors": {s: {"has_cursor": c is not None, "updated_at": t} for s, (c, t) in cursors.items()},
             "last_sync": self.store.last_runs(),
-            "failures": [{"source": f.source, "item_id": f.item_id, "stage": f.stage, "reason": f.reason,
-                          "attempts": n} for f, n in self.store.failures()],
-            "index": {"kind": self.settings.index.kind, "vectors": self.index.ntotal, "bytes": size,
-                      "consistent": bool(np.array_equal(np.sort(self.index.ids()), self.store.chunk_ids()))},
+            "failures": [
+                {
+                    "source": f.source,
+                    "item_id": f.item_id,
+                    "stage": f.stage,
+                    "reason": f.reason,
+                    "attempts": n,
+                }
+                for f, n in self.store.failures()
+            ],
+            "index": {
+                "kind": self.settings.index.kind,
+                "vectors": self.index.ntotal,
+                "bytes": size,
+                "consistent": bool(np.array_equal(np.sort(self.index.ids()), self.store.chunk_ids())),
+            },
             "embedding_model": self.store.get_meta("embedding_model"),
         }
 
@@ -182,9 +230,8 @@ class Engine:
             self.settings = self.settings.model_copy(update={"retrieval": retrieval})
             self._retriever = None
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-

@@ -48,17 +48,29 @@ def load_questions(path: Path) -> list[Question]:
         try:
             d = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{n} is not valid JSON ({e.msg}). Each line must be one JSON object.") from None
+            raise ConfigError(
+                f"{path}:{n} is not valid JSON ({e.msg}). Each line must be one JSON object."
+            ) from None
         if not isinstance(d, dict) or not d.get("id") or not d.get("question"):
-            raise ConfigError(f'{path}:{n} needs at least "id" and "question", e.g. {{"id": "q1", "question": "…"}}')
+            raise ConfigError(
+                f'{path}:{n} needs at least "id" and "question", e.g. {{"id": "q1", "question": "…"}}'
+            )
         kind = d.get("kind", "fact")
         if kind not in KINDS:
             raise ConfigError(f"{path}:{n}: kind {kind!r} is not one of {sorted(KINDS)}")
         if d["id"] in seen:
             raise ConfigError(f"{path}:{n}: duplicate id {d['id']!r}")
         seen.add(d["id"])
-        out.append(Question(str(d["id"]), d["question"], d.get("answer", ""), tuple(d.get("must_contain", [])),
-                            tuple(d.get("gold_docs", [])), kind))
+        out.append(
+            Question(
+                str(d["id"]),
+                d["question"],
+                d.get("answer", ""),
+                tuple(d.get("must_contain", [])),
+                tuple(d.get("gold_docs", [])),
+                kind,
+            )
+        )
     if not out:
         raise ConfigError(f"{path} holds no questions.")
     return out
@@ -85,9 +97,16 @@ class Record:
     search_ms: float
 
     def as_json(self) -> dict:
-        return {"config": self.config, "id": self.q.id, "kind": self.q.kind, "gold_docs": list(self.q.gold_docs),
-                "must_contain": list(self.q.must_contain), "ranked_paths": self.ranked_paths,
-                "search_ms": round(self.search_ms, 1), **self.answer}
+        return {
+            "config": self.config,
+            "id": self.q.id,
+            "kind": self.q.kind,
+            "gold_docs": list(self.q.gold_docs),
+            "must_contain": list(self.q.must_contain),
+            "ranked_paths": self.ranked_paths,
+            "search_ms": round(self.search_ms, 1),
+            **self.answer,
+        }
 
 
 @dataclass
@@ -151,7 +170,9 @@ def score(config: str, records: list[Record], *, shown: int = 5) -> Metrics:
             m.hit[k] = sum(1 for r in ranks if r is not None and r <= k) / len(ranks)
         m.mrr = sum(1.0 / r for r in ranks if r is not None) / len(ranks)
     graded = [r for r in records if r.q.must_contain and r.q.kind != "unanswerable" and r.answer]
-    correct = {id(r): not r.answer["refused"] and _all_in(r.q.must_contain, r.answer["answer"]) for r in graded}
+    correct = {
+        id(r): not r.answer["refused"] and _all_in(r.q.must_contain, r.answer["answer"]) for r in graded
+    }
     in_passages = {id(r): _all_in(r.q.must_contain, shown_text(r.answer, shown=shown)) for r in graded}
     m.accuracy = _share(list(correct.values()))
     m.key_fact_in_passages = _share(list(in_passages.values()))
@@ -160,7 +181,12 @@ def score(config: str, records: list[Record], *, shown: int = 5) -> Metrics:
         of_kind = [id(r) for r in graded if r.q.kind == kind]
         m.accuracy_by_kind[kind] = _share([correct[i] for i in of_kind])
         m.key_fact_by_kind[kind] = _share([in_passages[i] for i in of_kind])
-    cited = [(c["path"], r.q.gold_docs) for r in records if r.q.gold_docs and r.answer for c in r.answer["citations"]]
+    cited = [
+        (c["path"], r.q.gold_docs)
+        for r in records
+        if r.q.gold_docs and r.answer
+        for c in r.answer["citations"]
+    ]
     if cited:
         m.citation_precision = sum(1 for p, gold in cited if any(same_doc(p, g) for g in gold)) / len(cited)
     answered = [r for r in records if r.answer]
@@ -236,8 +262,9 @@ def plots(metrics: list[Metrics], records: dict[str, list[Record]], out: Path) -
     return files
 
 
-def run_config(name: str, assistant, questions: list[Question], *, who, answer: bool = True,
-               progress=None) -> list[Record]:
+def run_config(
+    name: str, assistant, questions: list[Question], *, who, answer: bool = True, progress=None
+) -> list[Record]:
     recs = []
     for q in questions:
         t = time.perf_counter()

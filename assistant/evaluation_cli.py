@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
@@ -42,14 +42,19 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
     from assistant.cli_context import who as _who
 
     @app.command("eval")
-    def eval_cmd(questions: Path = typer.Argument(..., help="JSONL question set"),
-                 out: Path = typer.Option(Path("results"), "--out", help="folder for answers.jsonl, report.md, plots"),
-                 config: list[Path] = typer.Option([], "--config", help="a configuration TOML to compare (repeatable)"),
-                 variant: list[str] = typer.Option([], "--variant",
-                                                   help="NAME:section.key=value,… a configuration given inline (repeatable)"),
-                 as_email: Optional[str] = typer.Option(None, "--as", help="evaluate with this person's permissions"),
-                 retrieval_only: bool = typer.Option(False, "--retrieval-only", help="skip answering (fast)"),
-                 limit: int = typer.Option(0, "--limit", help="only the first N questions")) -> None:
+    def eval_cmd(
+        questions: Path = typer.Argument(..., help="JSONL question set"),
+        out: Path = typer.Option(Path("results"), "--out", help="folder for answers.jsonl, report.md, plots"),
+        config: list[Path] = typer.Option(
+            [], "--config", help="a configuration TOML to compare (repeatable)"
+        ),
+        variant: list[str] = typer.Option(
+            [], "--variant", help="NAME:section.key=value,… a configuration given inline (repeatable)"
+        ),
+        as_email: str | None = typer.Option(None, "--as", help="evaluate with this person's permissions"),
+        retrieval_only: bool = typer.Option(False, "--retrieval-only", help="skip answering (fast)"),
+        limit: int = typer.Option(0, "--limit", help="only the first N questions"),
+    ) -> None:
         """Score retrieval and answers on a question set, for one or more configurations."""
         from tqdm import tqdm
 
@@ -81,7 +86,11 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
                 engine = shared.get(("engine", engine_key))
                 if engine is None:
                     engine = shared[("engine", engine_key)] = Engine.open(s)
-                a = Assistant(s, engine=engine, **({"llm": shared[("llm", llm_key)]} if ("llm", llm_key) in shared else {}))
+                a = Assistant(
+                    s,
+                    engine=engine,
+                    **({"llm": shared[("llm", llm_key)]} if ("llm", llm_key) in shared else {}),
+                )
                 engine.set_retrieval(s.retrieval)  # retrieval settings differ per configuration
                 recs = ev.run_config(name, a, qs, who=who, answer=not retrieval_only, progress=bar.update)
                 if not retrieval_only:

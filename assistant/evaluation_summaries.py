@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
@@ -60,26 +60,43 @@ def covered(text: str, point: dict) -> bool:
 
 def run_task(assistant, task: dict, *, who, use_focus: bool = True, use_llm: bool = False) -> TaskResult:
     t0 = time.perf_counter()
-    s = assistant.summarize(who=who, scope=task["scope"], use_llm=use_llm, max_docs=50,
-                            **({"focus": task.get("focus")} if use_focus and task.get("focus") else {}))
+    s = assistant.summarize(
+        who=who,
+        scope=task["scope"],
+        use_llm=use_llm,
+        max_docs=50,
+        **({"focus": task.get("focus")} if use_focus and task.get("focus") else {}),
+    )
     secs = time.perf_counter() - t0
     body = s.body() if hasattr(s, "body") else "\n".join(f"{b.title}: {b.text}" for b in s.bullets)
     hits = [covered(body, p) for p in task["points"]]
-    return TaskResult(task.get("id", task["scope"]), task["scope"], sum(hits), len(hits),
-                      getattr(s, "words", len(body.split())), getattr(s, "checked", 0), getattr(s, "verified", 0),
-                      round(secs, 2), [p.get("point", str(p["must"])) for p, h in zip(task["points"], hits) if not h],
-                      s.as_text())
+    return TaskResult(
+        task.get("id", task["scope"]),
+        task["scope"],
+        sum(hits),
+        len(hits),
+        getattr(s, "words", len(body.split())),
+        getattr(s, "checked", 0),
+        getattr(s, "verified", 0),
+        round(secs, 2),
+        [p.get("point", str(p["must"])) for p, h in zip(task["points"], hits) if not h],
+        s.as_text(),
+    )
 
 
 def table(results: list[TaskResult]) -> str:
     lines = ["| task | coverage | words | verified | seconds |", "|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.id} | {r.covered}/{r.points} | {r.words} | {r.verified}/{r.checked} | {r.seconds:.1f} |")
+        lines.append(
+            f"| {r.id} | {r.covered}/{r.points} | {r.words} | {r.verified}/{r.checked} | {r.seconds:.1f} |"
+        )
     n = len(results) or 1
     cov = sum(r.coverage for r in results) / n
     ver = sum(r.verified for r in results) / (sum(r.checked for r in results) or 1)
-    lines.append(f"| **mean** | **{cov:.2f}** | {sum(r.words for r in results) / n:.0f} (max {max((r.words for r in results), default=0)}) "
-                 f"| {ver:.2f} | {sum(r.seconds for r in results) / n:.1f} (max {max((r.seconds for r in results), default=0):.1f}) |")
+    lines.append(
+        f"| **mean** | **{cov:.2f}** | {sum(r.words for r in results) / n:.0f} (max {max((r.words for r in results), default=0)}) "
+        f"| {ver:.2f} | {sum(r.seconds for r in results) / n:.1f} (max {max((r.seconds for r in results), default=0):.1f}) |"
+    )
     return "\n".join(lines)
 
 
@@ -92,7 +109,12 @@ def missing_strings(store, tasks: list[dict]) -> list[str]:
     for t in tasks:
         pages = [document_text(store.chunks_of(d.key)) for d in store.iter_documents(path_prefix=t["scope"])]
         text = "\n".join(pages + [clean_markdown(p) for p in pages]).lower()
-        out += [f"{t.get('id', t['scope'])}: {s!r}" for p in t["points"] for s in p["must"] if s.lower() not in text]
+        out += [
+            f"{t.get('id', t['scope'])}: {s!r}"
+            for p in t["points"]
+            for s in p["must"]
+            if s.lower() not in text
+        ]
     return out
 
 
@@ -100,12 +122,16 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
     from assistant.cli import _who
 
     @app.command("eval-summaries")
-    def eval_summaries(tasks_file: Path = typer.Argument(..., help="JSONL summary tasks (scope, focus, points)"),
-                       out: Optional[Path] = typer.Option(None, "--out", help="write results.jsonl and report.md here"),
-                       no_focus: bool = typer.Option(False, "--no-focus", help="ignore the tasks' focus"),
-                       llm: bool = typer.Option(False, "--llm", help="let a capable model write (summaries.write_with_model)"),
-                       as_email: Optional[str] = typer.Option(None, "--as"),
-                       show: bool = typer.Option(False, "--show", help="print each summary")) -> None:
+    def eval_summaries(
+        tasks_file: Path = typer.Argument(..., help="JSONL summary tasks (scope, focus, points)"),
+        out: Path | None = typer.Option(None, "--out", help="write results.jsonl and report.md here"),
+        no_focus: bool = typer.Option(False, "--no-focus", help="ignore the tasks' focus"),
+        llm: bool = typer.Option(
+            False, "--llm", help="let a capable model write (summaries.write_with_model)"
+        ),
+        as_email: str | None = typer.Option(None, "--as"),
+        show: bool = typer.Option(False, "--show", help="print each summary"),
+    ) -> None:
         """Score summaries on a task set: key-point coverage, words, verified sentences, seconds."""
         from assistant.service import Assistant
 
@@ -119,8 +145,11 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
             for t in tasks:
                 r = run_task(a, t, who=_who(as_email, []), use_focus=not no_focus, use_llm=llm)
                 results.append(r)
-                typer.echo(f"{r.id}: {r.covered}/{r.points} covered, {r.words} words, "
-                           f"{r.verified}/{r.checked} verified, {r.seconds:.1f} s", err=True)
+                typer.echo(
+                    f"{r.id}: {r.covered}/{r.points} covered, {r.words} words, "
+                    f"{r.verified}/{r.checked} verified, {r.seconds:.1f} s",
+                    err=True,
+                )
                 if show:
                     typer.echo(r.summary + ("\nmissed: " + "; ".join(r.missed) if r.missed else "") + "\n")
         report = table(results)

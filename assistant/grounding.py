@@ -18,7 +18,9 @@ _NUM = re.compile(r"\d+(?:[.,:]\d+)*")
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}|\b[A-Za-z]+\d[A-Za-z0-9]*\b")
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>|)\]]+", re.I)
 _SLACK_LINK = re.compile(r"<(https?://[^|>]+)(?:\|([^>]*))?>")
-_BROADCAST = re.compile(r"<!(?:channel|here|everyone)(?:\|[^>]*)?>|@(?:channel|here|everyone)\b|<!subteam\^[^>]*>", re.I)
+_BROADCAST = re.compile(
+    r"<!(?:channel|here|everyone)(?:\|[^>]*)?>|@(?:channel|here|everyone)\b|<!subteam\^[^>]*>", re.I
+)
 _CITE = re.compile(r"\[(\d{1,2})\]")
 _USER_MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 _TABLE_SEP = re.compile(r"^\s*\|?\s*:?-{3,}:?\s*(?:\|\s*:?-{3,}:?\s*)*\|?\s*$")
@@ -38,15 +40,18 @@ _INSTRUCTION = re.compile(
     r"|\bembed\s+this\b|\bthe\s+assistant\s+(?:was|is|has\s+been)\s+told\b|\bsay\s+pwned\b|\bpwned\b"
     r"|\b(?:for|to)\s+(?:all\s+)?(?:ai|the\s+assistant|assistants|llms?|language\s+models?|chatbots?|bots?)"
     r"(?:\s+\w+){1,2}\s*:",
-    re.I | re.M)
+    re.I | re.M,
+)
 _MD_NOISE = re.compile(r"^\s*(?:[#>*-]+|\d+\.|\|)\s*|\*\*|__|`")
 
-STOP = frozenset("""a about above after again all also am an and any are as at be because been before being
+STOP = frozenset(
+    """a about above after again all also am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from further get gets got had
 has have having he her here hers him his how i if in into is it its itself just me more most my no nor not now
 of off on once only or other our ours out over own same she should so some such than that the their theirs
 them then there these they this those through to too under until up very was we were what when where which
-while who whom why will with would you your yours per may must shall within without us via one""".split())
+while who whom why will with would you your yours per may must shall within without us via one""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,11 @@ def strip_instructions(text: str) -> str:
     return "".join(out)
 
 
-_PAYLOAD = re.compile(r"https?://|www\.|\b[\w.-]+@[\w-]+\.[\w.]+|<[!@]|@(?:channel|here|everyone)\b"
-                      r"|\b[a-z0-9-]+\.[a-z]{2,24}/", re.I)
+_PAYLOAD = re.compile(
+    r"https?://|www\.|\b[\w.-]+@[\w-]+\.[\w.]+|<[!@]|@(?:channel|here|everyone)\b"
+    r"|\b[a-z0-9-]+\.[a-z]{2,24}/",
+    re.I,
+)
 
 
 def sentences(text: str, *, min_chars: int = 12) -> list[Span]:
@@ -108,8 +116,9 @@ def sentences(text: str, *, min_chars: int = 12) -> list[Span]:
             stripped = piece.strip()
             words = len(_WORD.findall(stripped))
             short_item = stripped[:1] in "-*+•|" or stripped[:1].isdigit()  # "- 16 weeks", "| L5 | …"
-            if (len(stripped) >= min_chars and words >= 2) or (short_item and len(stripped) >= 6 and words >= 1
-                                                                and (words >= 2 or _NUM.search(stripped))):
+            if (len(stripped) >= min_chars and words >= 2) or (
+                short_item and len(stripped) >= 6 and words >= 1 and (words >= 2 or _NUM.search(stripped))
+            ):
                 s = u.start + pos + piece.index(stripped[0])
                 out.append(Span(s, s + len(stripped), stripped))
             pos = m.end() if m else len(piece_text)
@@ -136,8 +145,15 @@ def _units(text: str) -> list[Span]:
     for i, line in enumerate(lines):
         line_start, stripped = pos, line.strip()
         pos += len(line) + 1
-        boundary = (i in skip or not stripped or stripped.startswith("#") or stripped.startswith("|")
-                    or _LIST_ITEM.match(line) or prev.endswith(":") or _FENCE_LINE.match(line))
+        boundary = (
+            i in skip
+            or not stripped
+            or stripped.startswith("#")
+            or stripped.startswith("|")
+            or _LIST_ITEM.match(line)
+            or prev.endswith(":")
+            or _FENCE_LINE.match(line)
+        )
         if boundary and start is not None:
             units.append(Span(start, end, text[start:end]))
             start = None
@@ -156,8 +172,11 @@ def _units(text: str) -> list[Span]:
     return [Span(u.start, u.end, u.text.replace("\n", " ")) for u in units]
 
 
-_HTML_TAG = re.compile(r"</?(?:li|ul|ol|td|tr|th|table|tbody|thead|p|br|div|span|b|i|u|em|strong|a|code|pre|h[1-6]|img"
-                       r"|sup|sub|details|summary|hr|small|center|font)\b[^>]*>", re.IGNORECASE)
+_HTML_TAG = re.compile(
+    r"</?(?:li|ul|ol|td|tr|th|table|tbody|thead|p|br|div|span|b|i|u|em|strong|a|code|pre|h[1-6]|img"
+    r"|sup|sub|details|summary|hr|small|center|font)\b[^>]*>",
+    re.IGNORECASE,
+)
 
 
 def clean_quote(text: str) -> str:
@@ -193,7 +212,9 @@ def strip_citations(text: str) -> str:
     return re.sub(r"\s*\[\d{1,2}\]", "", text).strip()
 
 
-def sanitize(text: str, *, allowed_urls: set[str], allowed_hosts: set[str] | frozenset[str] = frozenset()) -> str:
+def sanitize(
+    text: str, *, allowed_urls: set[str], allowed_hosts: set[str] | frozenset[str] = frozenset()
+) -> str:
     """Drop links whose host is not one of the cited sources' hosts (or ``allowed_hosts``), including
     links written without a scheme (``evil.example/wifi``), and Slack broadcast and user mentions."""
     hosts = {urlparse(u).netloc.lower() for u in allowed_urls if u and urlparse(u).netloc}
@@ -206,20 +227,29 @@ def sanitize(text: str, *, allowed_urls: set[str], allowed_hosts: set[str] | fro
 
     text = _SLACK_LINK.sub(lambda m: m.group(0) if keep(m.group(1)) else (m.group(2) or ""), text)
     text = _URL.sub(lambda m: m.group(0) if keep(m.group(0)) else "[link removed]", text)
-    text = _BARE_HOST.sub(lambda m: m.group(0) if (not _is_link(m) or keep(m.group(1))) else "[link removed]", text)
+    text = _BARE_HOST.sub(
+        lambda m: m.group(0) if (not _is_link(m) or keep(m.group(1))) else "[link removed]", text
+    )
     text = _BROADCAST.sub("", text)
     text = _USER_MENTION.sub("", text)
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
 # a host name without a scheme: "evil.example/wifi", "evil.example", "docs.evil.io:8080/x"
-_BARE_HOST = re.compile(r"(?<![@\w./-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,24}))"
-                        r"((?::\d{1,5})?(?:/[^\s<>|)\]\"']*)?)", re.I)
+_BARE_HOST = re.compile(
+    r"(?<![@\w./-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,24}))"
+    r"((?::\d{1,5})?(?:/[^\s<>|)\]\"']*)?)",
+    re.I,
+)
 # top-level names common enough that a bare "name.tld" is read (and auto-linked by Slack) as a link; with a
 # path ("x.yz/..."), any alphabetic top-level name counts. File names ("team.yml", "README.md") do not.
-_LINK_TLDS = frozenset("""com net org io co ai app dev example info biz xyz me ly gg sh to ru cn tk top site online
-link click live shop store cc tv us uk de fr eu nl ca au in jp br it es pl se no ch at be cz club pro icu""".split())
-_FILE_EXT = frozenset("md txt yml yaml json toml py go ts js tsx jsx rb rs java sh html htm css csv pdf png jpg jpeg gif svg docx xlsx pptx zip gz".split())
+_LINK_TLDS = frozenset(
+    """com net org io co ai app dev example info biz xyz me ly gg sh to ru cn tk top site online
+link click live shop store cc tv us uk de fr eu nl ca au in jp br it es pl se no ch at be cz club pro icu""".split()
+)
+_FILE_EXT = frozenset(
+    "md txt yml yaml json toml py go ts js tsx jsx rb rs java sh html htm css csv pdf png jpg jpeg gif svg docx xlsx pptx zip gz".split()
+)
 
 
 def _is_link(m: re.Match) -> bool:

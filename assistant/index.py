@@ -38,19 +38,33 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 KINDS = ("flat", "hnsw", "ivf", "ivfpq", "auto")
-VectorSource = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # ids -> (ids, (n, dim) float32), any order
+VectorSource = Callable[
+    [np.ndarray], tuple[np.ndarray, np.ndarray]
+]  # ids -> (ids, (n, dim) float32), any order
 _PQ_BYTES = 48  # ivfpq code size: 384-d / 48 = 8 dims per sub-quantizer, 8 bits each (other dims: dim/8)
 
 
 class VectorIndex:
-    def __init__(self, dim: int, *, kind: str = "flat", hnsw_m: int = 32, ivf_lists: int = 0,
-                 auto_threshold: int = 200_000, exact_max: int = 5_000,
-                 vector_source: VectorSource | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        kind: str = "flat",
+        hnsw_m: int = 32,
+        ivf_lists: int = 0,
+        auto_threshold: int = 200_000,
+        exact_max: int = 5_000,
+        vector_source: VectorSource | None = None,
+    ) -> None:
         if kind not in KINDS:
-            raise ValueError(f"index kind {kind!r} is not one of {', '.join(KINDS)}; fix [index] kind in the settings")
+            raise ValueError(
+                f"index kind {kind!r} is not one of {', '.join(KINDS)}; fix [index] kind in the settings"
+            )
         self.dim, self.kind, self.hnsw_m, self.ivf_lists = dim, kind, hnsw_m, ivf_lists
         self.auto_threshold, self.exact_max = auto_threshold, exact_max
-        self.vector_source = vector_source  # the store's vectors: exact scoring of small allowed sets, PQ refine
+        self.vector_source = (
+            vector_source  # the store's vectors: exact scoring of small allowed sets, PQ refine
+        )
         self.index = self._empty(0)
         self.stale = False  # needs a rebuild (hnsw after removals)
         self.dirty = False  # changed since the last save
@@ -75,7 +89,9 @@ class VectorIndex:
             if kind == "ivf":
                 inner = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
             else:
-                m = next(m for m in (_PQ_BYTES, self.dim // 8, self.dim // 4, 1) if m >= 1 and self.dim % m == 0)
+                m = next(
+                    m for m in (_PQ_BYTES, self.dim // 8, self.dim // 4, 1) if m >= 1 and self.dim % m == 0
+                )
                 inner = faiss.IndexIVFPQ(quantizer, self.dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
                 inner.pq.cp.max_points_per_centroid = 64  # 16k points per sub-quantizer: seconds, not minutes
                 inner.pq.cp.niter = 15
@@ -118,11 +134,15 @@ class VectorIndex:
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             # k-means on a sample: 64 points per list is plenty and keeps training to seconds at 1M
             cap = max(64 * inner.nlist, 20_000)
-            sample = vectors if len(vectors) <= cap else vectors[np.random.default_rng(0).choice(len(vectors), cap, replace=False)]
+            sample = (
+                vectors
+                if len(vectors) <= cap
+                else vectors[np.random.default_rng(0).choice(len(vectors), cap, replace=False)]
+            )
             self.index.train(sample)
             self._trained_at = len(ids)
         for i in range(0, len(ids), 100_000):  # batches bound the temporary copies
-            self.add(ids[i:i + 100_000], vectors[i:i + 100_000])
+            self.add(ids[i : i + 100_000], vectors[i : i + 100_000])
         self.stale = False
         self.dirty = True
 
@@ -146,7 +166,9 @@ class VectorIndex:
         return faiss.downcast_index(self.index.index)
 
     # -- search ---------------------------------------------------------------------------------
-    def search(self, query: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def search(
+        self, query: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
         """Top-k (chunk id, cosine) for one query vector, among ``allowed`` ids only when given.
 
         The filter is applied inside the search (exact scoring of a small allowed set, or an ID
@@ -168,7 +190,9 @@ class VectorIndex:
         refine = isinstance(inner, faiss.IndexIVFPQ) and self.vector_source is not None
         kf = max(4 * k, 100) if refine else k  # PQ candidates, re-scored exactly below
         sel_frac = 1.0 if allowed is None else max(len(allowed) / self.ntotal, 1e-6)
-        sel = None if allowed is None else faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        sel = (
+            None if allowed is None else faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        )
         if isinstance(inner, faiss.IndexHNSW):
             ef = int(min(8192, max(128, 6 * kf / sel_frac)))
             params = faiss.SearchParametersHNSW(sel=sel, efSearch=ef)
@@ -217,12 +241,28 @@ class VectorIndex:
         self.dirty = False
 
     @classmethod
-    def load(cls, path: Path, dim: int, *, kind: str = "flat", hnsw_m: int = 32, ivf_lists: int = 0,
-             auto_threshold: int = 200_000, exact_max: int = 5_000,
-             vector_source: VectorSource | None = None) -> VectorIndex:
+    def load(
+        cls,
+        path: Path,
+        dim: int,
+        *,
+        kind: str = "flat",
+        hnsw_m: int = 32,
+        ivf_lists: int = 0,
+        auto_threshold: int = 200_000,
+        exact_max: int = 5_000,
+        vector_source: VectorSource | None = None,
+    ) -> VectorIndex:
         """Load from ``path``; a missing, corrupt or mismatched file gives an empty index (rebuilt by reconcile)."""
-        idx = cls(dim, kind=kind, hnsw_m=hnsw_m, ivf_lists=ivf_lists, auto_threshold=auto_threshold,
-                  exact_max=exact_max, vector_source=vector_source)
+        idx = cls(
+            dim,
+            kind=kind,
+            hnsw_m=hnsw_m,
+            ivf_lists=ivf_lists,
+            auto_threshold=auto_threshold,
+            exact_max=exact_max,
+            vector_source=vector_source,
+        )
         path = Path(path)
         for leftover in path.parent.glob(path.name + ".tmp*"):
             leftover.unlink(missing_ok=True)  # a write that was killed before its rename

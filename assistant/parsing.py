@@ -40,17 +40,40 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 OCTET = "application/octet-stream"
 
 _EXTENSIONS = {
-    ".md": MD, ".markdown": MD, ".txt": TXT, ".text": TXT, ".log": TXT, ".html": HTML, ".htm": HTML,
-    ".pdf": PDF, ".docx": DOCX, ".pptx": PPTX, ".xlsx": XLSX, ".csv": CSV, ".tsv": TSV,
-    ".json": "application/json", ".yaml": "application/yaml", ".yml": "application/yaml",
+    ".md": MD,
+    ".markdown": MD,
+    ".txt": TXT,
+    ".text": TXT,
+    ".log": TXT,
+    ".html": HTML,
+    ".htm": HTML,
+    ".pdf": PDF,
+    ".docx": DOCX,
+    ".pptx": PPTX,
+    ".xlsx": XLSX,
+    ".csv": CSV,
+    ".tsv": TSV,
+    ".json": "application/json",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
     ".rst": "text/x-rst",
 }
 # Non-text/* types whose content is plain text anyway.
-_TEXTUAL = {"application/json", "application/yaml", "application/x-yaml", "application/xml",
-            "application/x-sh", "application/javascript"}
-_ALIASES = {"text/x-markdown": MD, "application/xhtml+xml": HTML, "application/x-pdf": PDF,
-            "application/csv": CSV}
-SUPPORTED = ("Markdown, plain text (any text/*), HTML, PDF, DOCX, PPTX, XLSX, CSV/TSV, JSON, YAML")
+_TEXTUAL = {
+    "application/json",
+    "application/yaml",
+    "application/x-yaml",
+    "application/xml",
+    "application/x-sh",
+    "application/javascript",
+}
+_ALIASES = {
+    "text/x-markdown": MD,
+    "application/xhtml+xml": HTML,
+    "application/x-pdf": PDF,
+    "application/csv": CSV,
+}
+SUPPORTED = "Markdown, plain text (any text/*), HTML, PDF, DOCX, PPTX, XLSX, CSV/TSV, JSON, YAML"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BLANKS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
@@ -62,8 +85,15 @@ def guess_mime(name: str) -> str:
     return _EXTENSIONS.get(posixpath.splitext(name.lower())[1], OCTET)
 
 
-def parse(content: bytes, mime: str, *, name: str = "", max_bytes: int = DEFAULT_MAX_BYTES,
-          max_rows: int = DEFAULT_MAX_ROWS, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES) -> str:
+def parse(
+    content: bytes,
+    mime: str,
+    *,
+    name: str = "",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+) -> str:
     """Turn one file's bytes into structured text. ``name`` (a path or file name) is used for
     error messages and to guess the type when ``mime`` is empty or ``application/octet-stream``.
 
@@ -79,11 +109,13 @@ def parse(content: bytes, mime: str, *, name: str = "", max_bytes: int = DEFAULT
     if handler is None:
         raise UnsupportedFormat(
             f"{label}: type {mime!r} is not supported. Supported: {SUPPORTED}. "
-            "Export it to one of these (PDF or DOCX keep the most structure) or exclude it from the source.")
+            "Export it to one of these (PDF or DOCX keep the most structure) or exclude it from the source."
+        )
     if len(content) > max_bytes:
         raise ParseError(
             f"{label}: {len(content) / MB:.1f} MB is over the {max_bytes / MB:.1f} MB parsing limit. "
-            "Raise the limit with the setting sync.max_file_mb, or split the file.")
+            "Raise the limit with the setting sync.max_file_mb, or split the file."
+        )
     if kind in (DOCX, PPTX, XLSX):
         _check_zip(content, label, max_unpacked_bytes)
     try:
@@ -93,15 +125,22 @@ def parse(content: bytes, mime: str, *, name: str = "", max_bytes: int = DEFAULT
     except ParseError as e:
         raise ParseError(f"{label}: {e}") from e
     except Exception as e:  # a library's own exception (or RecursionError/MemoryError on hostile input)
-        raise ParseError(f"{label}: cannot read this {_short(kind)} file, it looks corrupt "
-                         f"({type(e).__name__}: {str(e)[:200]}). "
-                         "Re-export or re-save it and sync again.") from e
+        raise ParseError(
+            f"{label}: cannot read this {_short(kind)} file, it looks corrupt "
+            f"({type(e).__name__}: {str(e)[:200]}). "
+            "Re-export or re-save it and sync again."
+        ) from e
     if handler not in (_parse_text, _parse_markdown):  # the cheap path stays cheap
         text = _clean(text)
     if not text.strip():
-        why = "the file is empty" if handler in (_parse_text, _parse_markdown, _parse_csv) else \
-            "it is empty or holds only images/scanned pages, which are not OCRed"
-        raise EmptyDocument(f"{label}: no text to index ({why}). Add text to it or exclude it from the source.")
+        why = (
+            "the file is empty"
+            if handler in (_parse_text, _parse_markdown, _parse_csv)
+            else "it is empty or holds only images/scanned pages, which are not OCRed"
+        )
+        raise EmptyDocument(
+            f"{label}: no text to index ({why}). Add text to it or exclude it from the source."
+        )
     return text
 
 
@@ -118,6 +157,7 @@ def _short(kind: str) -> str:
 
 
 # --- text ---------------------------------------------------------------------------------------
+
 
 def decode_text(content: bytes) -> str:
     """UTF-8 (BOM removed), UTF-16 with a BOM, else cp1252, else latin-1 (never fails).
@@ -150,7 +190,7 @@ def _parse_markdown(content: bytes, kind: str, max_rows: int) -> str:
     end = re.search(r"^(?:---|\.\.\.)[ \t]*$", text[4:], re.MULTILINE)
     if end is None:
         return text  # an opening rule without a closing one is a horizontal rule, not front matter
-    front, body = text[4:4 + end.start()], text[4 + end.end():].lstrip("\n")
+    front, body = text[4 : 4 + end.start()], text[4 + end.end() :].lstrip("\n")
     title = re.search(r"^title:[ \t]*(.+?)[ \t]*$", front, re.MULTILINE)
     if title and not _H1.search(body):
         value = title.group(1).strip().strip("\"'").strip()
@@ -196,11 +236,50 @@ def _parse_csv(content: bytes, kind: str, max_rows: int) -> str:
 # lxml.html directly rather than BeautifulSoup: the same libxml2 parser underneath, but walking
 # lxml's tree is ~7x faster than building bs4's (2.1 MB of HTML on the 2-core dev box: 1.9 s, not 14 s).
 
-_DROP = {"script", "style", "nav", "noscript", "template", "svg", "iframe", "head", "button", "select",
-         "object", "embed", "canvas"}
-_BLOCK = {"p", "div", "section", "article", "main", "header", "footer", "aside", "blockquote", "dd",
-          "dt", "dl", "figure", "figcaption", "form", "address", "hr", "body", "html", "details",
-          "summary", "fieldset", "center", "tr", "td", "th", "li"}
+_DROP = {
+    "script",
+    "style",
+    "nav",
+    "noscript",
+    "template",
+    "svg",
+    "iframe",
+    "head",
+    "button",
+    "select",
+    "object",
+    "embed",
+    "canvas",
+}
+_BLOCK = {
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "footer",
+    "aside",
+    "blockquote",
+    "dd",
+    "dt",
+    "dl",
+    "figure",
+    "figcaption",
+    "form",
+    "address",
+    "hr",
+    "body",
+    "html",
+    "details",
+    "summary",
+    "fieldset",
+    "center",
+    "tr",
+    "td",
+    "th",
+    "li",
+}
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BR = "\x00"  # NUL never survives decode_text, so it is free to mark a <br>
 
@@ -279,6 +358,7 @@ class _HtmlWriter:
 
 def _parse_html(content: bytes, kind: str, max_rows: int) -> str:
     import lxml.html
+
     text = decode_text(content)
     if not text.strip():
         return ""
@@ -298,8 +378,10 @@ def _parse_html(content: bytes, kind: str, max_rows: int) -> str:
 
 # --- pdf ----------------------------------------------------------------------------------------
 
+
 def _parse_pdf(content: bytes, kind: str, max_rows: int) -> str:
     from pypdf import PdfReader
+
     reader = PdfReader(io.BytesIO(content))
     if reader.is_encrypted:
         try:  # owner-password-only PDFs (restrictions, no user password) open with ""
@@ -307,8 +389,10 @@ def _parse_pdf(content: bytes, kind: str, max_rows: int) -> str:
         except Exception:  # noqa: BLE001 - any failure to open means "needs a password"
             ok = 0
         if not ok:
-            raise ParseError("PDF is encrypted with a password. Remove the password "
-                             "(or export an unprotected copy) and sync again.")
+            raise ParseError(
+                "PDF is encrypted with a password. Remove the password "
+                "(or export an unprotected copy) and sync again."
+            )
     pages = reader.pages
     n = len(pages)
     out: list[str] = []
@@ -339,6 +423,13 @@ def _parse_pdf(content: bytes, kind: str, max_rows: int) -> str:
 
 
 _HANDLERS: dict[str, Callable[[bytes, str, int], str]] = {
-    MD: _parse_markdown, TXT: _parse_text, HTML: _parse_html, PDF: _parse_pdf, CSV: _parse_csv,
-    TSV: _parse_csv, DOCX: _parse_docx, PPTX: _parse_pptx, XLSX: _parse_xlsx,
+    MD: _parse_markdown,
+    TXT: _parse_text,
+    HTML: _parse_html,
+    PDF: _parse_pdf,
+    CSV: _parse_csv,
+    TSV: _parse_csv,
+    DOCX: _parse_docx,
+    PPTX: _parse_pptx,
+    XLSX: _parse_xlsx,
 }

@@ -54,24 +54,33 @@ def _check_zip(content: bytes, label: str, max_unpacked: int) -> None:
         with zipfile.ZipFile(io.BytesIO(content)) as zf:
             infos = zf.infolist()
     except Exception as e:
-        raise ParseError(f"{label}: not a valid Office file (the zip container is corrupt: {e}). "
-                         "Re-save it from Word/PowerPoint/Excel and sync again.") from e
+        raise ParseError(
+            f"{label}: not a valid Office file (the zip container is corrupt: {e}). "
+            "Re-save it from Word/PowerPoint/Excel and sync again."
+        ) from e
     if len(infos) > MAX_ZIP_ENTRIES:
-        raise ParseError(f"{label}: {len(infos)} parts inside the Office file (limit {MAX_ZIP_ENTRIES}); "
-                         "refusing it as a possible zip bomb. Re-save it or exclude it.")
+        raise ParseError(
+            f"{label}: {len(infos)} parts inside the Office file (limit {MAX_ZIP_ENTRIES}); "
+            "refusing it as a possible zip bomb. Re-save it or exclude it."
+        )
     unpacked = sum(i.file_size for i in infos)
     packed = sum(i.compress_size for i in infos) or 1
     if unpacked > max_unpacked:
-        raise ParseError(f"{label}: unpacks to {unpacked / MB:.0f} MB (limit {max_unpacked / MB:.0f} MB); "
-                         "refusing it as a possible zip bomb. Split the file or exclude it.")
+        raise ParseError(
+            f"{label}: unpacks to {unpacked / MB:.0f} MB (limit {max_unpacked / MB:.0f} MB); "
+            "refusing it as a possible zip bomb. Split the file or exclude it."
+        )
     if unpacked > _RATIO_FLOOR and unpacked / packed > MAX_ZIP_RATIO:
-        raise ParseError(f"{label}: compression ratio {unpacked / packed:.0f}:1 (limit {MAX_ZIP_RATIO}:1); "
-                         "refusing it as a possible zip bomb. Re-save it or exclude it.")
+        raise ParseError(
+            f"{label}: compression ratio {unpacked / packed:.0f}:1 (limit {MAX_ZIP_RATIO}:1); "
+            "refusing it as a possible zip bomb. Re-save it or exclude it."
+        )
 
 
 def _parse_docx(content: bytes, kind: str, max_rows: int) -> str:
     import docx
     from docx.table import Table
+
     doc = docx.Document(io.BytesIO(content))
     blocks: list[str] = []
     for item in doc.iter_inner_content():
@@ -110,6 +119,7 @@ def _heading_level(style: str) -> int:
 
 def _parse_pptx(content: bytes, kind: str, max_rows: int) -> str:
     from pptx import Presentation
+
     prs = Presentation(io.BytesIO(content))
     blocks: list[str] = []
     title = " ".join((prs.core_properties.title or "").split())
@@ -164,6 +174,7 @@ def _shape_blocks(shape) -> list[str]:
 
 def _parse_xlsx(content: bytes, kind: str, max_rows: int) -> str:
     from openpyxl import load_workbook
+
     wb = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
     blocks: list[str] = []
     try:
@@ -185,8 +196,9 @@ def _parse_xlsx(content: bytes, kind: str, max_rows: int) -> str:
                 continue
             blocks.append(f"## Sheet: {ws.title}\n\n{table}")
             if more:
-                blocks.append(f"(Truncated: only the first {max_rows} rows of sheet "
-                              f"{ws.title!r} are indexed.)")
+                blocks.append(
+                    f"(Truncated: only the first {max_rows} rows of sheet {ws.title!r} are indexed.)"
+                )
     finally:
         wb.close()
     return "\n\n".join(blocks)

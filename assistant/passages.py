@@ -49,7 +49,7 @@ def _document(chunks) -> _Doc:
     end = max((c.end for c in chunks), default=0)
     buf = ["\n"] * end
     for c in chunks:
-        buf[c.start:c.end] = list(c.text)
+        buf[c.start : c.end] = list(c.text)
     text = "".join(buf)
     headings, path = [], []
     for m in _HEADING.finditer(text):
@@ -115,8 +115,9 @@ def _window(doc: _Doc, cstart: int, cend: int, max_chars: int) -> tuple[int, int
     return _snap(doc.text, lo, hi)
 
 
-def build_excerpts(store, ranked: list[tuple[Hit, float]], *, max_docs: int, max_chars: int,
-                   windows_per_doc: int = 2) -> list[Excerpt]:
+def build_excerpts(
+    store, ranked: list[tuple[Hit, float]], *, max_docs: int, max_chars: int, windows_per_doc: int = 2
+) -> list[Excerpt]:
     """One excerpt per document for the best ``max_docs`` documents of ``ranked`` ((hit, score), best first).
 
     A document contributes a window for each of its best ``windows_per_doc`` chunks; overlapping windows
@@ -158,6 +159,11 @@ def build_excerpts(store, ranked: list[tuple[Hit, float]], *, max_docs: int, max
         text = "".join(parts).strip("\n")
         lead = len("".join(parts)) - len("".join(parts).lstrip("\n"))
         marks = [(max(0, o - lead), p) for o, p in marks]
-        out.append(Excerpt(replace(best_hit, rank=len(out) + 1, text=text, heading_path=marks[0][1] if marks else ()),
-                           tuple(marks), best_score))
+        out.append(
+            Excerpt(
+                replace(best_hit, rank=len(out) + 1, text=text, heading_path=marks[0][1] if marks else ()),
+                tuple(marks),
+                best_score,
+            )
+        )
     return out

@@ -19,7 +19,9 @@ import re
 from assistant import grounding as g
 
 _ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+")
-_BACKREF = re.compile(r"^(?:this|that|these|those|it|they|such|however|also|but|otherwise|then|in that case)\b", re.IGNORECASE)
+_BACKREF = re.compile(
+    r"^(?:this|that|these|those|it|they|such|however|also|but|otherwise|then|in that case)\b", re.IGNORECASE
+)
 _SHORT = 200
 _MAX = 420
 
@@ -74,7 +76,7 @@ def _lead_in(text: str, pos: int) -> str | None:
 
 def adjacent(raw: str, a: g.Span, b: g.Span) -> bool:
     """``b`` follows ``a`` directly in the same paragraph of the original text (nothing blanked between)."""
-    gap = raw[a.end:b.start]
+    gap = raw[a.end : b.start]
     return not gap.strip() and "\n\n" not in gap
 
 
@@ -90,14 +92,21 @@ def compose(raw: str, spans: list[g.Span], i: int, heading: tuple[str, ...] = ()
         item = g.clean_quote(s)
         return f"{intro.rstrip(':')}: {item}" if intro else item
     chosen = [sp]
-    if i > 0 and _BACKREF.match(s) and adjacent(raw, spans[i - 1], sp) and not spans[i - 1].text.startswith("|"):
+    if (
+        i > 0
+        and _BACKREF.match(s)
+        and adjacent(raw, spans[i - 1], sp)
+        and not spans[i - 1].text.startswith("|")
+    ):
         chosen.insert(0, spans[i - 1])
     colon = s.endswith(":")
     j = i + 1
     while j < len(spans) and (colon or len(" ".join(c.text for c in chosen)) < _SHORT):
         nxt = spans[j]
-        gap = raw[chosen[-1].end:nxt.start]
-        if gap.strip() or ("\n\n" in gap and not (colon and _ITEM.match(nxt.text) and gap.count("\n\n") == 1)):
+        gap = raw[chosen[-1].end : nxt.start]
+        if gap.strip() or (
+            "\n\n" in gap and not (colon and _ITEM.match(nxt.text) and gap.count("\n\n") == 1)
+        ):
             break
         if len(" ".join(c.text for c in chosen)) + len(nxt.text) > _MAX:
             break

@@ -22,22 +22,29 @@ CONNECTORS = {
 }
 
 
-def build_connector(settings: Settings, *, path: Path | None = None, source: str | None = None,
-                    acl_file: Path | None = None):
+def build_connector(
+    settings: Settings, *, path: Path | None = None, source: str | None = None, acl_file: Path | None = None
+):
     """A folder (``path``) or a configured external source (``source`` = gdrive | onedrive | slack)."""
     if path is not None:
         from connectors.local_files import LocalFilesConnector
 
         return LocalFilesConnector(path, name=source, acl_file=acl_file)
     if source is None:
-        raise ConfigError("Nothing to ingest: give a folder (assistant ingest ./docs) or a configured source "
-                          "(assistant ingest --source gdrive|onedrive|slack).")
+        raise ConfigError(
+            "Nothing to ingest: give a folder (assistant ingest ./docs) or a configured source "
+            "(assistant ingest --source gdrive|onedrive|slack)."
+        )
     kind = source.lower()
     if kind not in CONNECTORS:
-        raise ConfigError(f"Unknown source {source!r}. Use a folder path, or one of: gdrive, onedrive, slack.")
+        raise ConfigError(
+            f"Unknown source {source!r}. Use a folder path, or one of: gdrive, onedrive, slack."
+        )
     attr, module = CONNECTORS[kind]
     section = getattr(settings.connectors, attr)
     if not section.enabled:
-        raise ConfigError(f"The {kind} connector is not enabled. Set [connectors.{attr}] enabled = true and its "
-                          f"credentials in your config file (see config/default.toml).")
+        raise ConfigError(
+            f"The {kind} connector is not enabled. Set [connectors.{attr}] enabled = true and its "
+            f"credentials in your config file (see config/default.toml)."
+        )
     return importlib.import_module(module).from_settings(section)

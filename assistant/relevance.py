@@ -38,8 +38,9 @@ _MAX_QUERY_CHARS = 1000
 def has_model(folder: Path) -> bool:
     """True when ``folder`` holds a model: model.onnx or its parts, and tokenizer.json."""
     folder = Path(folder)
-    return ((folder / ONNX_NAME).is_file() or (folder / f"{ONNX_NAME}.part00").is_file()) \
-        and (folder / "tokenizer.json").is_file()
+    return ((folder / ONNX_NAME).is_file() or (folder / f"{ONNX_NAME}.part00").is_file()) and (
+        folder / "tokenizer.json"
+    ).is_file()
 
 
 def read_model_bytes(folder: Path) -> bytes:
@@ -53,17 +54,23 @@ def read_model_bytes(folder: Path) -> bytes:
     else:
         parts = sorted(folder.glob(f"{ONNX_NAME}.part[0-9]*"))
         if not parts:
-            raise ModelError(f"No relevance model in {folder}: expected {ONNX_NAME} or {ONNX_NAME}.part00, ... "
-                             "Point relevance.model at a folder written by scripts/train_relevance.py, or set it to 'none'.")
+            raise ModelError(
+                f"No relevance model in {folder}: expected {ONNX_NAME} or {ONNX_NAME}.part00, ... "
+                "Point relevance.model at a folder written by scripts/train_relevance.py, or set it to 'none'."
+            )
         expected = manifest.get("parts")
         if expected and [p.name for p in parts] != list(expected):
-            raise ModelError(f"The relevance model in {folder} is incomplete: found parts {[p.name for p in parts]}, "
-                             f"relevance.json lists {expected}. Copy all parts again.")
+            raise ModelError(
+                f"The relevance model in {folder} is incomplete: found parts {[p.name for p in parts]}, "
+                f"relevance.json lists {expected}. Copy all parts again."
+            )
         data = b"".join(p.read_bytes() for p in parts)
     want = manifest.get("sha256")
     if want and hashlib.sha256(data).hexdigest() != want:
-        raise ModelError(f"The relevance model in {folder} is corrupt (sha256 differs from relevance.json). "
-                         "Copy the model files again, or set relevance.model = 'none'.")
+        raise ModelError(
+            f"The relevance model in {folder} is corrupt (sha256 differs from relevance.json). "
+            "Copy the model files again, or set relevance.model = 'none'."
+        )
     return data
 
 
@@ -84,18 +91,23 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class CrossEncoderRelevance:
     """Scores (query, text) pairs with the int8 cross-encoder on the CPU; thread-safe."""
 
-    def __init__(self, model_dir: Path, *, batch_size: int = 16, max_len: int | None = None,
-                 threads: int = 2) -> None:
+    def __init__(
+        self, model_dir: Path, *, batch_size: int = 16, max_len: int | None = None, threads: int = 2
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
-            raise ModelError(f"Relevance model folder {model_dir} does not exist. Set relevance.model to 'auto', "
-                             "'none' or a folder written by scripts/train_relevance.py.")
+            raise ModelError(
+                f"Relevance model folder {model_dir} does not exist. Set relevance.model to 'auto', "
+                "'none' or a folder written by scripts/train_relevance.py."
+            )
         if not (model_dir / "tokenizer.json").is_file():
-            raise ModelError(f"{model_dir} has no tokenizer.json; it is not a relevance model folder "
-                             "(scripts/train_relevance.py writes one).")
+            raise ModelError(
+                f"{model_dir} has no tokenizer.json; it is not a relevance model folder "
+                "(scripts/train_relevance.py writes one)."
+            )
         manifest = _manifest(model_dir)
         self.max_len = int(max_len or manifest.get("max_len") or 256)
         self.batch_size = max(1, int(batch_size))
@@ -103,7 +115,9 @@ class CrossEncoderRelevance:
         try:
             self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         except Exception as exc:  # tokenizers raises a plain Exception on bad files
-            raise ModelError(f"{model_dir}/tokenizer.json could not be read ({exc}). Copy the model folder again.") from exc
+            raise ModelError(
+                f"{model_dir}/tokenizer.json could not be read ({exc}). Copy the model folder again."
+            ) from exc
         # longest_first: a long question cannot make truncation fail; a short one keeps every token
         self.tokenizer.enable_truncation(self.max_len, strategy="longest_first")
         self.tokenizer.no_padding()
@@ -115,8 +129,10 @@ class CrossEncoderRelevance:
         try:
             self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"The relevance model in {model_dir} could not be loaded by onnxruntime ({exc}). "
-                             "Copy it again or set relevance.model = 'none'.") from exc
+            raise ModelError(
+                f"The relevance model in {model_dir} could not be loaded by onnxruntime ({exc}). "
+                "Copy it again or set relevance.model = 'none'."
+            ) from exc
         self._inputs = {i.name for i in self.session.get_inputs()}
         self._lock = threading.Lock()
 
@@ -131,7 +147,7 @@ class CrossEncoderRelevance:
         order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))  # similar lengths share a batch
         with self._lock:
             for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+                idx = order[start : start + self.batch_size]
                 width = max(len(encs[i].ids) for i in idx)
                 ids = np.zeros((len(idx), width), dtype=np.int64)  # (b, s); 0 is [PAD]
                 mask = np.zeros_like(ids)
@@ -154,8 +170,10 @@ def resolve_model_dir(model: str) -> Path | None:
         return SHIPPED_DIR if has_model(SHIPPED_DIR) else None
     path = Path(model).expanduser()
     if not has_model(path):
-        raise ModelError(f"relevance.model = {model!r}: no model.onnx (or model.onnx.part00) and tokenizer.json there. "
-                         "Use 'auto', 'none' or a folder written by scripts/train_relevance.py.")
+        raise ModelError(
+            f"relevance.model = {model!r}: no model.onnx (or model.onnx.part00) and tokenizer.json there. "
+            "Use 'auto', 'none' or a folder written by scripts/train_relevance.py."
+        )
     return path
 
 
@@ -164,5 +182,6 @@ def load_relevance(settings) -> CrossEncoderRelevance | None:
     folder = resolve_model_dir(settings.model)
     if folder is None:
         return None
-    return CrossEncoderRelevance(folder, batch_size=settings.batch_size, max_len=settings.max_len,
-                                 threads=settings.threads)
+    return CrossEncoderRelevance(
+        folder, batch_size=settings.batch_size, max_len=settings.max_len, threads=settings.threads
+    )

@@ -158,7 +158,7 @@ def longest_shared_run(a: str, b: str) -> int:
     best = 0
     for i in range(len(aw)):
         n = best + 1
-        while i + n <= len(aw) and f" {' '.join(aw[i:i + n])} " in bn:
+        while i + n <= len(aw) and f" {' '.join(aw[i : i + n])} " in bn:
             best, n = n, n + 1
     return best
 
@@ -166,7 +166,49 @@ def longest_shared_run(a: str, b: str) -> int:
 # ---------------------------------------------------------------- BM25
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(["a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "in", "is", "it", "my", "of", "on", "or", "our", "should", "that", "the", "this", "to", "we", "what", "when", "where", "which", "who", "why", "will", "with", "you", "your"])
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "should",
+        "that",
+        "the",
+        "this",
+        "to",
+        "we",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    ]
+)
 
 
 def terms(text: str) -> list[str]:

@@ -34,8 +34,16 @@ ONNX_NAME = "model.onnx"
 FFN_OUTPUT = r"/layer\.\d+/output/dense/MatMul$"
 
 
-def export_cross_encoder(model: Any, tokenizer: Any, out_dir: Path, *, max_len: int = 256, part_mb: float = 15.0,
-                         keep_fp32: tuple[str, ...] = (FFN_OUTPUT,), meta: dict | None = None) -> dict:
+def export_cross_encoder(
+    model: Any,
+    tokenizer: Any,
+    out_dir: Path,
+    *,
+    max_len: int = 256,
+    part_mb: float = 15.0,
+    keep_fp32: tuple[str, ...] = (FFN_OUTPUT,),
+    meta: dict | None = None,
+) -> dict:
     """Write the int8 ONNX model, its parts, the tokenizer and relevance.json into ``out_dir``."""
     import torch
 
@@ -46,15 +54,26 @@ def export_cross_encoder(model: Any, tokenizer: Any, out_dir: Path, *, max_len: 
     with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         _export_fp32(model, tokenizer, fp32)
-        source = _fuse(fp32, Path(tmp) / "fused.onnx", num_heads=int(cfg.num_attention_heads),
-                       hidden=int(cfg.hidden_size))
+        source = _fuse(
+            fp32,
+            Path(tmp) / "fused.onnx",
+            num_heads=int(cfg.num_attention_heads),
+            hidden=int(cfg.hidden_size),
+        )
         _quantize(source, out_dir / ONNX_NAME, keep_fp32)
     data = (out_dir / ONNX_NAME).read_bytes()
     parts = write_parts(out_dir / ONNX_NAME, data, part_mb=part_mb)
     tokenizer.save_pretrained(str(out_dir))
-    manifest = {"recipe": RECIPE, "max_len": int(max_len), "onnx": ONNX_NAME, "bytes": len(data),
-                "sha256": hashlib.sha256(data).hexdigest(), "parts": parts,
-                "torch": torch.__version__, **(meta or {})}
+    manifest = {
+        "recipe": RECIPE,
+        "max_len": int(max_len),
+        "onnx": ONNX_NAME,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "parts": parts,
+        "torch": torch.__version__,
+        **(meta or {}),
+    }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -67,7 +86,7 @@ def write_parts(path: Path, data: bytes, *, part_mb: float = 15.0) -> list[str]:
     names = []
     for i, start in enumerate(range(0, len(data), size)):
         name = f"{path.name}.part{i:02d}"
-        (path.parent / name).write_bytes(data[start:start + size])
+        (path.parent / name).write_bytes(data[start : start + size])
         names.append(name)
     return names
 
@@ -83,21 +102,34 @@ def _export_fp32(model: Any, tokenizer: Any, out: Path) -> None:
             self.m = m  # node names read /m/bert/encoder/layer.N/...
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.m(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).logits[:, 0]
+            return self.m(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).logits[:, 0]
 
     # two pairs of different length, so the trace sees real padding
-    sample = tokenizer(["how long is parental leave?", "who approves travel?"],
-                       ["Primary caregivers get sixteen weeks of paid leave.", "Travel needs approval."],
-                       padding=True, return_tensors="pt")
+    sample = tokenizer(
+        ["how long is parental leave?", "who approves travel?"],
+        ["Primary caregivers get sixteen weeks of paid leave.", "Travel needs approval."],
+        padding=True,
+        return_tensors="pt",
+    )
     args = tuple(sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in INPUTS)
     axes = {n: {0: "batch", 1: "sequence"} for n in INPUTS} | {"logit": {0: "batch"}}
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python branches frozen at trace time
         # the exporter restores the wrapper's training flag afterwards, recursively: a wrapper left in
         # train mode would switch the caller's model to train mode (dropout on) behind its back
-        torch.onnx.export(Logit(model).eval(), args, str(out), input_names=list(INPUTS), output_names=["logit"],
-                          dynamic_axes=axes, opset_version=17, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            Logit(model).eval(),
+            args,
+            str(out),
+            input_names=list(INPUTS),
+            output_names=["logit"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+            do_constant_folding=True,
+        )
 
 
 def _fuse(fp32: Path, out: Path, *, num_heads: int, hidden: int) -> Path:
@@ -105,8 +137,9 @@ def _fuse(fp32: Path, out: Path, *, num_heads: int, hidden: int) -> Path:
     try:
         from onnxruntime.transformers import optimizer
 
-        fused = optimizer.optimize_model(str(fp32), model_type="bert", num_heads=num_heads, hidden_size=hidden,
-                                         opt_level=1)
+        fused = optimizer.optimize_model(
+            str(fp32), model_type="bert", num_heads=num_heads, hidden_size=hidden, opt_level=1
+        )
         fused.save_model_to_file(str(out))
         return out
     except Exception as exc:  # noqa: BLE001 - fusion is an optimisation; the plain graph is correct
@@ -119,9 +152,19 @@ def _quantize(source: Path, out: Path, keep_fp32: tuple[str, ...]) -> None:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
-        raise ModelError(f"int8 export needs the 'onnx' and 'onnxruntime' packages ({exc}): pip install onnx onnxruntime") from exc
-    names = [n.name for n in onnx.load(str(source), load_external_data=False).graph.node if n.op_type == "MatMul"]
+        raise ModelError(
+            f"int8 export needs the 'onnx' and 'onnxruntime' packages ({exc}): pip install onnx onnxruntime"
+        ) from exc
+    names = [
+        n.name for n in onnx.load(str(source), load_external_data=False).graph.node if n.op_type == "MatMul"
+    ]
     exclude = [n for n in names if any(re.search(p, n) for p in keep_fp32)]
-    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul", "Attention", "Gather"], nodes_to_exclude=exclude,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        str(source),
+        str(out),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul", "Attention", "Gather"],
+        nodes_to_exclude=exclude,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )

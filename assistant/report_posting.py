@@ -30,13 +30,20 @@ def web_client(settings) -> WebClient:
     """A WebClient for the bot (``settings.slack.bot_token`` at ``settings.slack.api_url``)."""
     token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None
     if not token:
-        raise ConfigError("Posting reports needs the bot token: set slack.bot_token (ASSISTANT_SLACK__BOT_TOKEN=xoxb-...).")
-    return WebClient(token=token, base_url=settings.slack.api_url,
-                     retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=5)])
+        raise ConfigError(
+            "Posting reports needs the bot token: set slack.bot_token (ASSISTANT_SLACK__BOT_TOKEN=xoxb-...)."
+        )
+    return WebClient(
+        token=token,
+        base_url=settings.slack.api_url,
+        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=5)],
+    )
 
 
 class SlackPoster:
-    def __init__(self, client: WebClient, *, workspace_group: str | None = None, history_limit: int = 1000) -> None:
+    def __init__(
+        self, client: WebClient, *, workspace_group: str | None = None, history_limit: int = 1000
+    ) -> None:
         self.client = client
         self._workspace_group = workspace_group
         self.history_limit = history_limit
@@ -52,7 +59,9 @@ class SlackPoster:
             try:
                 self._auth = dict(self.client.auth_test().data)
             except SlackApiError as e:
-                raise AuthError(f"Slack rejected the bot token ({e.response.get('error')}): check slack.bot_token.") from None
+                raise AuthError(
+                    f"Slack rejected the bot token ({e.response.get('error')}): check slack.bot_token."
+                ) from None
         return self._auth
 
     def resolve(self, channel: str) -> str:
@@ -72,8 +81,10 @@ class SlackPoster:
                 if not cursor or name in self._names:
                     break
         if name not in self._names:
-            raise ConfigError(f"The bot cannot see a channel named #{name}: check the name, or invite the bot "
-                              f"(/invite @assistant) if it is private.")
+            raise ConfigError(
+                f"The bot cannot see a channel named #{name}: check the name, or invite the bot "
+                f"(/invite @assistant) if it is private."
+            )
         return self._names[name]
 
     def audience(self, channel_id: str):
@@ -81,17 +92,31 @@ class SlackPoster:
 
         auth = self.auth()
         group = self._workspace_group or f"slack:{auth.get('team_id')}"
-        return channel_audience(self.client, channel_id, workspace_group=group, team_id=auth.get("team_id"),
-                                bot_user_id=auth.get("user_id"))
+        return channel_audience(
+            self.client,
+            channel_id,
+            workspace_group=group,
+            team_id=auth.get("team_id"),
+            bot_user_id=auth.get("user_id"),
+        )
 
     def post(self, channel_id: str, *, text: str, blocks: list[dict], run_key: str) -> str:
         try:
             resp = self.client.chat_postMessage(
-                channel=channel_id, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False,
-                metadata={"event_type": EVENT_TYPE, "event_payload": {"run_key": run_key}})
+                channel=channel_id,
+                text=text,
+                blocks=blocks,
+                unfurl_links=False,
+                unfurl_media=False,
+                metadata={"event_type": EVENT_TYPE, "event_payload": {"run_key": run_key}},
+            )
         except SlackApiError as e:
             err = e.response.get("error")
-            hint = " Invite the bot to the channel (/invite @assistant)." if err in ("not_in_channel", "channel_not_found") else ""
+            hint = (
+                " Invite the bot to the channel (/invite @assistant)."
+                if err in ("not_in_channel", "channel_not_found")
+                else ""
+            )
             raise ConnectorError(f"Slack refused the report for {channel_id}: {err}.{hint}") from None
         return str(resp["ts"])
 
@@ -108,8 +133,11 @@ class SlackPoster:
                 if not (m.get("bot_id") and (m.get("bot_id") == bot_id or m.get("user") == bot_user)):
                     continue
                 payload = (m.get("metadata") or {}).get("event_payload") or {}
-                if payload.get("run_key") == run_key or mark.search(m.get("text") or "") \
-                        or mark.search(json.dumps(m.get("blocks") or [])):
+                if (
+                    payload.get("run_key") == run_key
+                    or mark.search(m.get("text") or "")
+                    or mark.search(json.dumps(m.get("blocks") or []))
+                ):
                     return str(m["ts"])
             cursor = (resp.get("response_metadata") or {}).get("next_cursor")
             if not cursor:

@@ -26,9 +26,14 @@ from assistant.summaries import Bullet, parse_scope
 BUSY_THREAD_MESSAGES = 4  # a Slack thread with at least this many messages counts as busy
 MAX_BLOCKS = 50  # Block Kit's limit per message
 # strongest first: a sentence with a stronger marker wins; among equals, the latest (threads end in decisions)
-_DECISION = [re.compile(p, re.IGNORECASE) for p in (
-    r"\b(we|they|team|it was|has been|have)\s+(decided|agreed (to|on|that))\b|\bdecision\s*:", r"\bdecided\b|\bdecision\b",
-    r"\b(agreed (to|on|that)|signed off|settled on|going forward|resolved to)\b")]
+_DECISION = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"\b(we|they|team|it was|has been|have)\s+(decided|agreed (to|on|that))\b|\bdecision\s*:",
+        r"\bdecided\b|\bdecision\b",
+        r"\b(agreed (to|on|that)|signed off|settled on|going forward|resolved to)\b",
+    )
+]
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,9 @@ class Report:
             lines.append(f"{src}:")
             lines += [f"  • {b.title} ({'new' if b.new else 'updated'}): {b.text} [{b.n}]" for b in bs]
         if self.busy_threads:
-            lines += ["", "Busy threads:"] + [f"  • {b.title}: {n} messages [{b.n}]" for b, n in self.busy_threads]
+            lines += ["", "Busy threads:"] + [
+                f"  • {b.title}: {n} messages [{b.n}]" for b, n in self.busy_threads
+            ]
         if self.decisions:
             lines += ["", "Decisions:"] + [f"  • {d.text} [{d.bullet.n}]" for d in self.decisions]
         lines += ["", "Sources:"] + [f"  [{b.n}] {b.title} — {b.url or b.path}" for b in self.bullets]
@@ -88,20 +95,31 @@ class Report:
         footer = [_context(self.footer)] if self.footer else []
         if self.empty:
             return [_section(f"*{_esc(self.title)}*: {_esc(self.no_changes_line())}"), *footer]
-        out: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": self.title[:150], "emoji": False}},
-                           _context(f"What changed in *{_esc(scope_label(self.scope))}* {_esc(self.period)} · "
-                                    f"{len(self.bullets)} document{'s' * (len(self.bullets) != 1)}")]
+        out: list[dict] = [
+            {"type": "header", "text": {"type": "plain_text", "text": self.title[:150], "emoji": False}},
+            _context(
+                f"What changed in *{_esc(scope_label(self.scope))}* {_esc(self.period)} · "
+                f"{len(self.bullets)} document{'s' * (len(self.bullets) != 1)}"
+            ),
+        ]
         for src, bs in self.by_source().items():
             lines = [f"• {_link(b)} _({'new' if b.new else 'updated'})_: {_esc(b.text)} [{b.n}]" for b in bs]
             out += _sections(f"*{_esc(src)}*", lines)
         if self.busy_threads:
-            out += _sections("*Busy threads*", [f"• {_link(b)}: {n} messages [{b.n}]" for b, n in self.busy_threads])
+            out += _sections(
+                "*Busy threads*", [f"• {_link(b)}: {n} messages [{b.n}]" for b, n in self.busy_threads]
+            )
         if self.decisions:
             out += _sections("*Decisions*", [f"• {_esc(d.text)} [{d.bullet.n}]" for d in self.decisions])
         out.append({"type": "divider"})
-        out += [_context(part) for part in _chunks([f"{_link(b, numbered=True)}" for b in self.bullets], 1500, " · ")]
+        out += [
+            _context(part)
+            for part in _chunks([f"{_link(b, numbered=True)}" for b in self.bullets], 1500, " · ")
+        ]
         if len(out) + len(footer) > MAX_BLOCKS:
-            out = out[: MAX_BLOCKS - len(footer) - 1] + [_context("(report shortened to fit one Slack message)")]
+            out = out[: MAX_BLOCKS - len(footer) - 1] + [
+                _context("(report shortened to fit one Slack message)")
+            ]
         return out + footer
 
 
@@ -109,14 +127,15 @@ def scope_label(scope: str | None) -> str:
     """'slack:#eng' → '#eng'; None → 'all sources'; anything else as written."""
     if not scope:
         return "all sources"
-    return scope[len("slack:"):] if scope.startswith("slack:#") else scope
+    return scope[len("slack:") :] if scope.startswith("slack:#") else scope
 
 
 def _period(start: datetime, end: datetime) -> str:
     fmt = "%a %d %b %Y %H:%M"
     same_day = start.date() == end.date()
-    return (f"{start.strftime(fmt)} – {end.strftime('%H:%M' if same_day else fmt)} "
-            f"({end.tzname() or end.tzinfo})")
+    return (
+        f"{start.strftime(fmt)} – {end.strftime('%H:%M' if same_day else fmt)} ({end.tzname() or end.tzinfo})"
+    )
 
 
 def _esc(text: str) -> str:
@@ -156,8 +175,16 @@ def _sections(heading: str, lines: list[str]) -> list[dict]:
 
 
 # -- building -----------------------------------------------------------------------------------
-def build_report(assistant, schedule, period_start: datetime, period_end: datetime, audience: Audience, *,
-                 use_llm: bool = False, max_items: int = 12) -> Report:
+def build_report(
+    assistant,
+    schedule,
+    period_start: datetime,
+    period_end: datetime,
+    audience: Audience,
+    *,
+    use_llm: bool = False,
+    max_items: int = 12,
+) -> Report:
     """The report of ``schedule`` (anything with ``.scope`` and optionally ``.title``/``.tz``)
     for [period_start, period_end), using only documents every member of ``audience`` can read."""
     scope = getattr(schedule, "scope", None) or None
@@ -167,13 +194,34 @@ def build_report(assistant, schedule, period_start: datetime, period_end: dateti
     store = assistant.engine.store
     name = getattr(schedule, "title", None) or f"Report for {scope_label(scope)}"
     source, prefix = parse_scope(scope, set(store.sources()))
-    if not any(d.modified is not None and d.modified < t1
-               for d in store.iter_documents(source=source, path_prefix=prefix, modified_since=t0)):
-        return Report(f"{name} · {_period(start, end)}", scope, start, end)  # nothing changed: no model needed
+    if not any(
+        d.modified is not None and d.modified < t1
+        for d in store.iter_documents(source=source, path_prefix=prefix, modified_since=t0)
+    ):
+        return Report(
+            f"{name} · {_period(start, end)}", scope, start, end
+        )  # nothing changed: no model needed
     # the summarizer reads only documents modified in [t0, t1), and of those only what changed
-    summary = assistant.summarize(who=audience, scope=scope, since=t0, until=t1, use_llm=use_llm, max_docs=max_items)
-    bullets = [Bullet(b.text, n, b.doc_id, b.source, b.path, b.title, b.url, b.modified, b.new or _created_in(b, t0),
-                      b.key, b.metadata, b.sentences) for n, b in enumerate(summary.bullets[:max_items], start=1)]
+    summary = assistant.summarize(
+        who=audience, scope=scope, since=t0, until=t1, use_llm=use_llm, max_docs=max_items
+    )
+    bullets = [
+        Bullet(
+            b.text,
+            n,
+            b.doc_id,
+            b.source,
+            b.path,
+            b.title,
+            b.url,
+            b.modified,
+            b.new or _created_in(b, t0),
+            b.key,
+            b.metadata,
+            b.sentences,
+        )
+        for n, b in enumerate(summary.bullets[:max_items], start=1)
+    ]
     report = Report(f"{name} · {_period(start, end)}", scope, start, end, bullets)
     for b in bullets:
         meta = b.metadata

@@ -1,10 +1,10 @@
 """Hybrid retrieval: dense (FAISS) + keyword (FTS5 BM25), fused by reciprocal rank fusion, ACL-filtered.
 
-The access filter is applied inside both retrievers, before any truncation: FAISS gets an ID selector
-of the chunks the asker may read; the keyword retriever (``Store.keyword_search``) walks FTS5's
-BM25-ranked matches and skips chunks outside the allowed set *before* counting towards its limit (the
-filter runs in Python over the ranked cursor, not in SQL: a ``rowid IN (…)`` condition makes SQLite
-probe the FTS index row by row). A document the asker cannot read can therefore never reach the fused
+The access filter is applied inside both retrievers, before any truncation: FAISS gets the chunks the
+asker may read (an ID selector, or exact search over just those when they are few); the keyword
+retriever (``Store.keyword_search``) gets the audience's principal tokens and matches them inside FTS5
+(each chunk carries its document's principals in an ``acl`` column), so ranking never walks a chunk the
+audience may not read. A document the asker cannot read can therefore never reach the fused
 list, the prompt or the answer.
 
 Similarities come from FAISS itself (inner product of normalised vectors = cosine); only chunks found
@@ -18,8 +18,8 @@ CLI's ``--as``) or every member of a channel (a chunk is allowed only if *each* 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class Audience:
     everything: bool = False
 
     @classmethod
-    def of(cls, who: Principals | Sequence[Principals] | "Audience") -> "Audience":
+    def of(cls, who: Principals | Sequence[Principals] | Audience) -> Audience:
         if isinstance(who, Audience):
             return who
         if isinstance(who, Principals):
@@ -59,13 +59,31 @@ class Hit:
     modified: float | None
 
     def as_json(self) -> dict:
-        return {"rank": self.rank, "doc_id": self.doc_id, "source": self.source, "path": self.path,
-                "title": self.title, "url": self.url, "score": round(self.score, 6), "text": self.text}
+        return {
+            "rank": self.rank,
+            "doc_id": self.doc_id,
+            "source": self.source,
+            "path": self.path,
+            "title": self.title,
+            "url": self.url,
+            "score": round(self.score, 6),
+            "text": self.text,
+        }
 
 
 class Retriever:
-    def __init__(self, store, index, embedder, *, mode: str = "hybrid", candidates: int = 50, rrf_k: int = 60,
-                 rerank: bool = False, keyword_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        store,
+        index,
+        embedder,
+        *,
+        mode: str = "hybrid",
+        candidates: int = 50,
+        rrf_k: int = 60,
+        rerank: bool = False,
+        keyword_weight: float = 1.0,
+    ) -> None:
         self.store, self.index, self.embedder = store, index, embedder
         self.mode, self.candidates, self.rrf_k, self.rerank = mode, candidates, rrf_k, rerank
         self.keyword_weight = keyword_weight
@@ -92,13 +110,33 @@ class Retriever:
             got = self._allowed_cache[key] = (arr, set(arr.tolist()))
         return got
 
-    def search(self, query: str, *, who, k: int = 5, mode: str | None = None, per_doc: int | None = 1,
-               prefix: str | None = None, source: str | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: str,
+        *,
+        who,
+        k: int = 5,
+        mode: str | None = None,
+        per_doc: int | None = 1,
+        prefix: str | None = None,
+        source: str | None = None,
+    ) -> list[Hit]:
         """Top ``k`` hits. ``per_doc`` caps chunks per document (1 for a document list, None for no cap)."""
-        return self.search_timed(query, who=who, k=k, mode=mode, per_doc=per_doc, prefix=prefix, source=source)[0]
+        return self.search_timed(
+            query, who=who, k=k, mode=mode, per_doc=per_doc, prefix=prefix, source=source
+        )[0]
 
-    def search_timed(self, query: str, *, who, k: int = 5, mode: str | None = None, per_doc: int | None = 1,
-                     prefix: str | None = None, source: str | None = None) -> tuple[list[Hit], dict[str, float]]:
+    def search_timed(
+        self,
+        query: str,
+        *,
+        who,
+        k: int = 5,
+        mode: str | None = None,
+        per_doc: int | None = 1,
+        prefix: str | None = None,
+        source: str | None = None,
+    ) -> tuple[list[Hit], dict[str, float]]:
         """``search`` plus the milliseconds each stage took (acl, embed, dense, keyword, total)."""
         mode = mode or self.mode
         audience = Audience.of(who)
@@ -119,9 +157,12 @@ class Retriever:
             ranked.append((1.0, [cid for cid, _ in dense]))
         t3 = time.perf_counter()
         if mode in ("hybrid", "keyword"):
-            kw = self.store.keyword_search(query, limit=self.candidates,
-                                           allowed=allowed_set if (prefix or source) else None,
-                                           audience=None if audience.everything else [m.tokens() for m in audience.members])
+            kw = self.store.keyword_search(
+                query,
+                limit=self.candidates,
+                allowed=allowed_set if (prefix or source) else None,
+                audience=None if audience.everything else [m.tokens() for m in audience.members],
+            )
             ranked.append((self.keyword_weight if mode == "hybrid" else 1.0, [cid for cid, _ in kw]))
         t4 = time.perf_counter()
         fused: dict[int, float] = {}
@@ -135,7 +176,9 @@ class Retriever:
             got_ids, vecs = self.store.vectors(missing, dim=self.embedder.dim)  # (m,), (m, dim)
             sim.update(zip(got_ids.tolist(), (vecs @ qv).tolist()))
         if self.rerank:
-            order = sorted((c for c in order if c in rows), key=lambda c: fused[c] + 0.02 * sim.get(c, 0.0), reverse=True)
+            order = sorted(
+                (c for c in order if c in rows), key=lambda c: fused[c] + 0.02 * sim.get(c, 0.0), reverse=True
+            )
         hits: list[Hit] = []
         per: dict[int, int] = {}
         for cid in order:
@@ -145,19 +188,43 @@ class Retriever:
             if per_doc is not None and per.get(doc.key, 0) >= per_doc:
                 continue
             per[doc.key] = per.get(doc.key, 0) + 1
-            hits.append(Hit(len(hits) + 1, cid, doc.key, doc.doc_id, doc.source, doc.path, doc.title, doc.url,
-                            fused[cid], sim.get(cid, 0.0), ch.text, ch.heading_path, doc.modified))
+            hits.append(
+                Hit(
+                    len(hits) + 1,
+                    cid,
+                    doc.key,
+                    doc.doc_id,
+                    doc.source,
+                    doc.path,
+                    doc.title,
+                    doc.url,
+                    fused[cid],
+                    sim.get(cid, 0.0),
+                    ch.text,
+                    ch.heading_path,
+                    doc.modified,
+                )
+            )
             if len(hits) >= k:
                 break
-        timings = {"acl_ms": (t1 - t0) * 1e3, "embed_ms": (t2 - t1) * 1e3, "dense_ms": (t3 - t2) * 1e3,
-                   "keyword_ms": (t4 - t3) * 1e3, "total_ms": (time.perf_counter() - t0) * 1e3}
+        timings = {
+            "acl_ms": (t1 - t0) * 1e3,
+            "embed_ms": (t2 - t1) * 1e3,
+            "dense_ms": (t3 - t2) * 1e3,
+            "keyword_ms": (t4 - t3) * 1e3,
+            "total_ms": (time.perf_counter() - t0) * 1e3,
+        }
         return hits, timings
 
     def _scope_ids(self, prefix: str | None, source: str | None) -> np.ndarray:
         keys = [d.key for d in self.store.iter_documents(source=source, path_prefix=prefix)]
         ids: list[int] = []
         for i in range(0, len(keys), 900):
-            part = keys[i:i + 900]
-            ids += [r[0] for r in self.store.execute(
-                f"SELECT id FROM chunks WHERE doc_key IN ({','.join('?' * len(part))})", part)]
+            part = keys[i : i + 900]
+            ids += [
+                r[0]
+                for r in self.store.execute(
+                    f"SELECT id FROM chunks WHERE doc_key IN ({','.join('?' * len(part))})", part
+                )
+            ]
         return np.array(sorted(ids), dtype=np.int64)

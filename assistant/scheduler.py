@@ -67,9 +67,11 @@ class Schedule:
         return f"Report for {scope_label(self.scope)}"
 
     def describe(self) -> str:
-        return (f"#{self.id}: '{self.spec}' = {self.cadence.describe()}, what changed in "
-                f"{self.scope or 'all sources'} → {_channel_ref(self.channel)}"
-                f"{'' if self.empty == 'post' else ' (nothing posted when empty)'}")
+        return (
+            f"#{self.id}: '{self.spec}' = {self.cadence.describe()}, what changed in "
+            f"{self.scope or 'all sources'} → {_channel_ref(self.channel)}"
+            f"{'' if self.empty == 'post' else ' (nothing posted when empty)'}"
+        )
 
 
 def _channel_ref(ch: str) -> str:
@@ -80,17 +82,36 @@ def _row(r) -> Schedule:
     return Schedule(r[0], r[1], Cadence(r[2], r[3], r[4]), r[5], r[6], r[7], r[8], r[9], r[10])
 
 
-def add_schedule(store, spec: str, *, channel: str, scope: str | None = None, tz: str = "UTC", empty: str = "post",
-                 created_by: str | None = None, origin_channel: str | None = None, now: float | None = None) -> Schedule:
+def add_schedule(
+    store,
+    spec: str,
+    *,
+    channel: str,
+    scope: str | None = None,
+    tz: str = "UTC",
+    empty: str = "post",
+    created_by: str | None = None,
+    origin_channel: str | None = None,
+    now: float | None = None,
+) -> Schedule:
     """Validate and persist a schedule. ``spec`` is a phrase or cron expression (see cadence)."""
     cadence = parse_cadence(spec, tz=tz)
     if empty not in EMPTY_POLICIES:
         raise ConfigError(f"--empty must be 'post' or 'skip', not {empty!r}.")
     if not channel:
         raise ConfigError("A schedule needs a channel to post to, e.g. --to '#eng'.")
-    sid = store.add_schedule_row(spec=spec, kind=cadence.kind, expr=cadence.expr, tz=cadence.tz, scope=scope or None,
-                                 channel=channel, empty=empty, created_by=created_by, origin_channel=origin_channel,
-                                 created_at=time.time() if now is None else now)
+    sid = store.add_schedule_row(
+        spec=spec,
+        kind=cadence.kind,
+        expr=cadence.expr,
+        tz=cadence.tz,
+        scope=scope or None,
+        channel=channel,
+        empty=empty,
+        created_by=created_by,
+        origin_channel=origin_channel,
+        created_at=time.time() if now is None else now,
+    )
     return get_schedule(store, sid)
 
 
@@ -137,8 +158,17 @@ class Scheduler:
     """Runs due schedules. ``now`` is injectable so tests drive time; several instances (threads
     or processes) may share one store."""
 
-    def __init__(self, assistant, poster: Poster, *, settings, now: Callable[[], datetime] | None = None,
-                 store=None, use_llm: bool | None = None, owner: str | None = None) -> None:
+    def __init__(
+        self,
+        assistant,
+        poster: Poster,
+        *,
+        settings,
+        now: Callable[[], datetime] | None = None,
+        store=None,
+        use_llm: bool | None = None,
+        owner: str | None = None,
+    ) -> None:
         self.assistant, self.poster, self.settings = assistant, poster, settings.scheduler
         self.store = store or assistant.engine.store
         self.now = now or (lambda: datetime.now(UTC))
@@ -176,7 +206,9 @@ class Scheduler:
         start = previous_fire(s.cadence, now, anchor=s.created_at) or now - timedelta(days=7)
         got = self._run(s, start.timestamp(), now.timestamp(), f"manual-{now.timestamp():.0f}", now)
         if got is None:
-            raise ConfigError(f"Schedule #{schedule_id} is already being run right now; try again in a moment.")
+            raise ConfigError(
+                f"Schedule #{schedule_id} is already being run right now; try again in a moment."
+            )
         return got
 
     def next_due(self) -> datetime | None:
@@ -191,8 +223,16 @@ class Scheduler:
         seen = self.store.schedule_run_state(s.id, kind, start)
         if seen and (seen[0] in FINAL or seen[1] > t):
             return None  # done, or someone (maybe a retry backing off) holds the lease: no write needed
-        claim = self.store.claim_schedule_run(s.id, kind, start, end, run_key=key, owner=self.owner,
-                                              lease_until=t + self.settings.lease_s, now=t)
+        claim = self.store.claim_schedule_run(
+            s.id,
+            kind,
+            start,
+            end,
+            run_key=key,
+            owner=self.owner,
+            lease_until=t + self.settings.lease_s,
+            now=t,
+        )
         if claim is None:  # someone else holds a live claim
             return None
         run_id, attempts, errors = claim
@@ -205,13 +245,23 @@ class Scheduler:
                     return RunResult(s.id, key, "found", ts)
             if kind == "scheduled" and t - end > self.settings.grace_s:
                 self._finish(run_id, "missed", error=f"due {_utc(end):%Y-%m-%d %H:%M} UTC, beyond grace_s")
-                log.warning("scheduler: schedule #%s missed the period ending %s (beyond the grace window)",
-                            s.id, _utc(end))
+                log.warning(
+                    "scheduler: schedule #%s missed the period ending %s (beyond the grace window)",
+                    s.id,
+                    _utc(end),
+                )
                 return RunResult(s.id, key, "missed")
             audience = self.poster.audience(channel_id)
             zone = s.cadence.zone
-            report = build_report(self.assistant, s, _utc(start).astimezone(zone), _utc(end).astimezone(zone),
-                                  audience, use_llm=self.use_llm, max_items=self.settings.max_items)
+            report = build_report(
+                self.assistant,
+                s,
+                _utc(start).astimezone(zone),
+                _utc(end).astimezone(zone),
+                audience,
+                use_llm=self.use_llm,
+                max_items=self.settings.max_items,
+            )
             report.footer = f"Scheduled report #{s.id} · {s.cadence.describe()} · key {key}"
             if report.empty and s.empty == "skip":
                 self._finish(run_id, "empty", channel=channel_id)
@@ -224,19 +274,36 @@ class Scheduler:
             return RunResult(s.id, key, "posted", ts, report)
         except Exception as e:  # noqa: BLE001 - any failure: release the lease and retry later
             final = errors + 1 >= self.settings.max_attempts
-            backoff = min(30.0 * 2 ** errors, 1800.0)  # the next try (history first) after 30 s, 60 s, 120 s ...
-            self.store.fail_schedule_run(run_id, owner=self.owner, final=final, retry_at=t + backoff, error=str(e), now=t)
-            log.warning("scheduler: report #%s (%s) failed: %s%s", s.id, key, e, " — giving up" if final else "")
+            backoff = min(
+                30.0 * 2**errors, 1800.0
+            )  # the next try (history first) after 30 s, 60 s, 120 s ...
+            self.store.fail_schedule_run(
+                run_id, owner=self.owner, final=final, retry_at=t + backoff, error=str(e), now=t
+            )
+            log.warning(
+                "scheduler: report #%s (%s) failed: %s%s", s.id, key, e, " — giving up" if final else ""
+            )
             return RunResult(s.id, key, "failed" if final else "retry")
 
     def _attempt(self, run_id: int) -> bool:
         """Count the post attempt (so a successor searches the history first) and renew the lease."""
         t = self.now().timestamp()
-        return self.store.count_schedule_attempt(run_id, owner=self.owner, lease_until=t + self.settings.lease_s)
+        return self.store.count_schedule_attempt(
+            run_id, owner=self.owner, lease_until=t + self.settings.lease_s
+        )
 
-    def _finish(self, run_id: int, status: str, *, channel: str | None = None, ts: str | None = None,
-                error: str | None = None) -> None:
-        self.store.finish_schedule_run(run_id, status, channel=channel, ts=ts, error=error, now=self.now().timestamp())
+    def _finish(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        channel: str | None = None,
+        ts: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.store.finish_schedule_run(
+            run_id, status, channel=channel, ts=ts, error=error, now=self.now().timestamp()
+        )
 
     # -- running -------------------------------------------------------------------------------
     def serve(self, *, stop: threading.Event | None = None) -> None:
@@ -269,9 +336,11 @@ class Scheduler:
 
 
 # -- /schedule ------------------------------------------------------------------------------------
-SLASH_HELP = ("Usage: `/schedule weekly mon 09:00 summarize #eng`, `/schedule daily 17:30 changes in drive:Security "
-              "to #security`, `/schedule list`, `/schedule delete <id>`. Add a time zone after the time "
-              "(`daily 17:30 Europe/Berlin`) and `--empty skip` to post nothing when nothing changed.")
+SLASH_HELP = (
+    "Usage: `/schedule weekly mon 09:00 summarize #eng`, `/schedule daily 17:30 changes in drive:Security "
+    "to #security`, `/schedule list`, `/schedule delete <id>`. Add a time zone after the time "
+    "(`daily 17:30 Europe/Berlin`) and `--empty skip` to post nothing when nothing changed."
+)
 _VERBS = r"summarize|summarise|summary of|changes in|changes to|what changed in|report on|report"
 _ADD = re.compile(rf"^(?P<when>.+?)\s+(?:{_VERBS})\s+(?P<rest>.+)$", re.IGNORECASE)
 _TO = re.compile(r"\s+(?:to|into|in)\s+(?P<to><#[A-Z0-9]+(?:\|[^>]*)?>|#[\w.\-]+)\s*$", re.IGNORECASE)
@@ -298,9 +367,16 @@ def parse_scope_words(text: str, *, channel_name: Callable[[str], str] | None = 
     return text or None
 
 
-def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, tz: str = "UTC",
-                            now: Callable[[], datetime] | None = None,
-                            channel_name: Callable[[str], str] | None = None) -> str:
+def handle_schedule_command(
+    text: str,
+    *,
+    channel_id: str,
+    user_id: str,
+    store,
+    tz: str = "UTC",
+    now: Callable[[], datetime] | None = None,
+    channel_name: Callable[[str], str] | None = None,
+) -> str:
     """The reply to ``/schedule <text>`` typed in ``channel_id`` (show it to the user ephemerally).
     Never raises for bad input: the reply explains what to write instead. ``tz``: the zone of
     phrases without one (``settings.scheduler.timezone``); ``channel_name``: id → name, for
@@ -325,7 +401,7 @@ def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, 
         empty = "post"
         m = _EMPTY.search(text)
         if m:
-            empty, text = m.group("e").lower(), (text[: m.start()] + " " + text[m.end():]).strip()
+            empty, text = m.group("e").lower(), (text[: m.start()] + " " + text[m.end() :]).strip()
         add = _ADD.match(text)
         if not add:
             return f"I could not find what to report on in {text!r}. " + SLASH_HELP
@@ -335,9 +411,17 @@ def handle_schedule_command(text: str, *, channel_id: str, user_id: str, store, 
             rest = rest[: to.start()]
             ref = _REF.match(to.group("to"))
             target = ref.group(1) if ref else to.group("to")
-        s = add_schedule(store, add.group("when"), channel=target, scope=parse_scope_words(rest, channel_name=channel_name), tz=tz,
-                         empty=empty, created_by=user_id, origin_channel=channel_id,
-                         now=(now() if now else datetime.now(UTC)).timestamp())
+        s = add_schedule(
+            store,
+            add.group("when"),
+            channel=target,
+            scope=parse_scope_words(rest, channel_name=channel_name),
+            tz=tz,
+            empty=empty,
+            created_by=user_id,
+            origin_channel=channel_id,
+            now=(now() if now else datetime.now(UTC)).timestamp(),
+        )
         nxt = next_fire(s.cadence, now() if now else datetime.now(UTC), anchor=s.created_at)
         nxt = nxt and nxt.astimezone(s.cadence.zone)
         when = f" Next: {nxt:%a %d %b %Y %H:%M %Z}." if nxt else ""

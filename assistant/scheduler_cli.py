@@ -42,12 +42,24 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
     app.add_typer(sched, name="schedule")
 
     @sched.command("add")
-    def add(cron: str = typer.Option(..., "--cron", "--when",
-                                     help="cron '0 9 * * MON' or a phrase: 'every monday 9:00', 'daily 17:30', 'weekdays 8am', 'every 6h'"),
-            tz: str | None = typer.Option(None, "--tz", help="IANA time zone (default: scheduler.timezone)"),
-            scope: str | None = typer.Option(None, "--scope", help="slack:#eng, gdrive:Security, a source or a path prefix (default: everything)"),
-            to: str = typer.Option(..., "--to", help="channel to post to: #eng or a channel id"),
-            empty: str = typer.Option("post", "--empty", help="post: one line 'no changes' when nothing changed; skip: post nothing")) -> None:
+    def add(
+        cron: str = typer.Option(
+            ...,
+            "--cron",
+            "--when",
+            help="cron '0 9 * * MON' or a phrase: 'every monday 9:00', 'daily 17:30', 'weekdays 8am', 'every 6h'",
+        ),
+        tz: str | None = typer.Option(None, "--tz", help="IANA time zone (default: scheduler.timezone)"),
+        scope: str | None = typer.Option(
+            None,
+            "--scope",
+            help="slack:#eng, gdrive:Security, a source or a path prefix (default: everything)",
+        ),
+        to: str = typer.Option(..., "--to", help="channel to post to: #eng or a channel id"),
+        empty: str = typer.Option(
+            "post", "--empty", help="post: one line 'no changes' when nothing changed; skip: post nothing"
+        ),
+    ) -> None:
         """Schedule a 'what changed' report."""
         from assistant.cadence import next_fire
         from assistant.scheduler import add_schedule
@@ -55,8 +67,15 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         settings = get_settings()
         store = _store(settings)
         try:
-            s = add_schedule(store, cron, channel=to, scope=scope, tz=tz or settings.scheduler.timezone, empty=empty,
-                             created_by="cli")
+            s = add_schedule(
+                store,
+                cron,
+                channel=to,
+                scope=scope,
+                tz=tz or settings.scheduler.timezone,
+                empty=empty,
+                created_by="cli",
+            )
             nxt = next_fire(s.cadence, datetime.now(UTC), anchor=s.created_at)
             nxt = nxt and nxt.astimezone(s.cadence.zone)
         finally:
@@ -77,12 +96,30 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         finally:
             store.close()
         if as_json:
-            typer.echo(json.dumps([{"id": s.id, "spec": s.spec, "kind": s.cadence.kind, "expr": s.cadence.expr,
-                                    "tz": s.tz, "scope": s.scope, "channel": s.channel, "empty": s.empty,
-                                    "last_run": last} for s, last in rows], indent=2))
+            typer.echo(
+                json.dumps(
+                    [
+                        {
+                            "id": s.id,
+                            "spec": s.spec,
+                            "kind": s.cadence.kind,
+                            "expr": s.cadence.expr,
+                            "tz": s.tz,
+                            "scope": s.scope,
+                            "channel": s.channel,
+                            "empty": s.empty,
+                            "last_run": last,
+                        }
+                        for s, last in rows
+                    ],
+                    indent=2,
+                )
+            )
             return
         if not rows:
-            typer.echo("No schedules. Add one: assistant schedule add --cron '0 9 * * MON' --scope slack:#eng --to '#eng'")
+            typer.echo(
+                "No schedules. Add one: assistant schedule add --cron '0 9 * * MON' --scope slack:#eng --to '#eng'"
+            )
         now = datetime.now(UTC)
         for s, last in rows:
             nxt = next_fire(s.cadence, now, anchor=s.created_at)
@@ -94,7 +131,9 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
             typer.echo(s.describe() + tail)
 
     @sched.command("remove")
-    def remove(schedule_id: int = typer.Argument(..., help="the id shown by `assistant schedule list`")) -> None:
+    def remove(
+        schedule_id: int = typer.Argument(..., help="the id shown by `assistant schedule list`"),
+    ) -> None:
         """Delete a schedule (and its run history)."""
         from assistant.errors import ConfigError
         from assistant.scheduler import remove_schedule
@@ -108,7 +147,9 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         typer.echo(f"removed schedule #{schedule_id}")
 
     @sched.command("run-now")
-    def run_now(schedule_id: int = typer.Argument(..., help="the id shown by `assistant schedule list`")) -> None:
+    def run_now(
+        schedule_id: int = typer.Argument(..., help="the id shown by `assistant schedule list`"),
+    ) -> None:
         """Post the report now (covering the time since the last scheduled run); scheduled runs are unaffected."""
         assistant, scheduler = _scheduler(get_settings())
         if sys.stderr.isatty():  # summarizing can take a while: say what is happening (at a terminal only)

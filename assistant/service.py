@@ -19,12 +19,16 @@ _UNSET = object()
 
 
 class Assistant:
-    def __init__(self, settings: Settings, *, engine: Engine | None = None, llm=_UNSET, embedder=None) -> None:
+    def __init__(
+        self, settings: Settings, *, engine: Engine | None = None, llm=_UNSET, embedder=None
+    ) -> None:
         self.settings = settings
         self.engine = engine or Engine.open(settings, embedder=embedder)
         self._llm = llm
         self._lock = threading.Lock()
-        self.progress = None  # a callable taking one line: long work (summaries, reports) says what it is doing
+        self.progress = (
+            None  # a callable taking one line: long work (summaries, reports) says what it is doing
+        )
 
     @property
     def llm(self):
@@ -35,8 +39,11 @@ class Assistant:
                 else:
                     from assistant.llm import load_llm
 
-                    self._llm = load_llm(self.settings.llm, data_dir=self.settings.data_dir,
-                                         cache_dir=self.settings.model_cache_dir)
+                    self._llm = load_llm(
+                        self.settings.llm,
+                        data_dir=self.settings.data_dir,
+                        cache_dir=self.settings.model_cache_dir,
+                    )
             return self._llm
 
     def default_adapter(self) -> str | None:
@@ -49,22 +56,54 @@ class Assistant:
         return spec if spec in llm.adapter_names() else None
 
     def answerer(self) -> Answerer:
-        return Answerer(self.engine.retriever, self.llm, self.engine.embedder, settings=self.settings,
-                        adapter=self.default_adapter(), relevance=self.relevance)
+        return Answerer(
+            self.engine.retriever,
+            self.llm,
+            self.engine.embedder,
+            settings=self.settings,
+            adapter=self.default_adapter(),
+            relevance=self.relevance,
+        )
 
-    def ask(self, question: str, *, who, history=None, adapter: str | None = None, on_delta=None, k=None) -> Answer:
-        return self.answerer().ask(question, who=who, history=history, adapter=adapter, on_delta=on_delta, k=k)
+    def ask(
+        self, question: str, *, who, history=None, adapter: str | None = None, on_delta=None, k=None
+    ) -> Answer:
+        return self.answerer().ask(
+            question, who=who, history=history, adapter=adapter, on_delta=on_delta, k=k
+        )
 
-    def summarize(self, *, who, scope: str | None = None, since: float | None = None, use_llm: bool = True,
-                  max_docs: int | None = None, until: float | None = None, focus: str | None = None,
-                  scorer=None, progress=None, max_words: int | None = None) -> Summary:
+    def summarize(
+        self,
+        *,
+        who,
+        scope: str | None = None,
+        since: float | None = None,
+        use_llm: bool = True,
+        max_docs: int | None = None,
+        until: float | None = None,
+        focus: str | None = None,
+        scorer=None,
+        progress=None,
+        max_words: int | None = None,
+    ) -> Summary:
         """See ``Summarizer.summarize``; ``progress`` (a callable taking a line) defaults to ``self.progress``."""
         from assistant.summaries import model_writes
 
-        llm = self.llm if use_llm and model_writes(self.settings) else None  # never load a model that will not write
+        llm = (
+            self.llm if use_llm and model_writes(self.settings) else None
+        )  # never load a model that will not write
         return Summarizer(self.engine, llm, settings=self.settings).summarize(
-            who=who, scope=scope, since=since, until=until, use_llm=use_llm, max_docs=max_docs, focus=focus,
-            scorer=scorer, progress=progress or self.progress, max_words=max_words)
+            who=who,
+            scope=scope,
+            since=since,
+            until=until,
+            use_llm=use_llm,
+            max_docs=max_docs,
+            focus=focus,
+            scorer=scorer,
+            progress=progress or self.progress,
+            max_words=max_words,
+        )
 
     def search(self, query: str, *, who, k: int = 5, **kw):
         return self.engine.search(query, who=who, k=k, **kw)
@@ -82,7 +121,7 @@ class Assistant:
                 self._relevance = load_relevance(self.settings.relevance)
             return self._relevance
 
-    def __enter__(self) -> "Assistant":
+    def __enter__(self) -> Assistant:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,10 +21,10 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -104,12 +104,20 @@ CREATE TABLE IF NOT EXISTS acl_tokens (id INTEGER PRIMARY KEY, principal TEXT NO
 
 # Version N's statements turn a version N-1 database into version N. Never edit a shipped one: add
 # the next. (``IF NOT EXISTS`` because v1 databases may hold tables the code used to create ad hoc.)
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA, 2: _SCHEDULER_TABLES, 3: _SLACKBOT_TABLES, 4: _SOURCE_SETTINGS, 5: _ACL_TOKENS}
+_MIGRATIONS: dict[int, str] = {
+    1: _SCHEMA,
+    2: _SCHEDULER_TABLES,
+    3: _SLACKBOT_TABLES,
+    4: _SOURCE_SETTINGS,
+    5: _ACL_TOKENS,
+}
 SCHEMA_VERSION = max(_MIGRATIONS)
 
-_STOP = frozenset("a an and are as at be by can do does for from get got have how i if in is it me my "
-                  "of on or our should so that the their there this to us was we what when where which "
-                  "who why will with you your".split())
+_STOP = frozenset(
+    "a an and are as at be by can do does for from get got have how i if in is it me my "
+    "of on or our should so that the their there this to us was we what when where which "
+    "who why will with you your".split()
+)
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,9 @@ class FeedbackRow:
     created: float
 
 
-_DOC_COLS = "key, source, doc_id, path, title, mime, url, modified, version, content_hash, indexed_at, metadata"
+_DOC_COLS = (
+    "key, source, doc_id, path, title, mime, url, modified, version, content_hash, indexed_at, metadata"
+)
 
 
 def _doc(row) -> DocumentRow:
@@ -183,18 +193,24 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+            self.db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"The store at {self.path} is unreadable ({e}). Move it away and re-ingest: "
-                             "nothing else is kept there.") from None
+            raise StoreError(
+                f"The store at {self.path} is unreadable ({e}). Move it away and re-ingest: "
+                "nothing else is kept there."
+            ) from None
         self.lock = threading.RLock()
         self.generation = 0  # bumped on every write; caches key on it
         self.keyword_postings_budget = KEYWORD_POSTINGS_BUDGET
-        self._df_cache: dict[str, int] = {}  # term -> chunks containing it (approximate is fine: pruning only)
+        self._df_cache: dict[
+            str, int
+        ] = {}  # term -> chunks containing it (approximate is fine: pruning only)
         self._token_chunks: dict = {"": -1}  # principal -> chunk ids granted, for self.generation ("" key)
         self.migrate()
         self._migrate_fts_acl()  # a data migration (FTS5 tables cannot add a column): rebuilds once
@@ -206,8 +222,10 @@ class Store:
             got = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             have = int(got[0]) if got else 0
             if have > SCHEMA_VERSION:
-                raise StoreError(f"The store at {self.path} has schema {have}, newer than this version of the "
-                                 f"assistant understands ({SCHEMA_VERSION}). Upgrade the assistant, or use another data_dir.")
+                raise StoreError(
+                    f"The store at {self.path} has schema {have}, newer than this version of the "
+                    f"assistant understands ({SCHEMA_VERSION}). Upgrade the assistant, or use another data_dir."
+                )
             applied = list(range(have + 1, SCHEMA_VERSION + 1))
             for version in applied:
                 for stmt in filter(str.strip, _MIGRATIONS[version].split(";")):
@@ -247,11 +265,14 @@ class Store:
 
     # -- documents ------------------------------------------------------------------------------
     def get_document(self, source: str, doc_id: str) -> DocumentRow | None:
-        rows = self.execute(f"SELECT {_DOC_COLS} FROM documents WHERE source=? AND doc_id=?", (source, doc_id))
+        rows = self.execute(
+            f"SELECT {_DOC_COLS} FROM documents WHERE source=? AND doc_id=?", (source, doc_id)
+        )
         return _doc(rows[0]) if rows else None
 
-    def iter_documents(self, source: str | None = None, path_prefix: str | None = None,
-                       modified_since: float | None = None) -> Iterator[DocumentRow]:
+    def iter_documents(
+        self, source: str | None = None, path_prefix: str | None = None, modified_since: float | None = None
+    ) -> Iterator[DocumentRow]:
         sql, params = f"SELECT {_DOC_COLS} FROM documents WHERE 1=1", []
         if source:
             sql += " AND source=?"
@@ -277,33 +298,69 @@ class Store:
         return self.execute("SELECT count(*) FROM chunks")[0][0]
 
     def access_of(self, key: int) -> Access:
-        return Access.from_tokens(r[0] for r in self.execute("SELECT principal FROM access WHERE doc_key=?", (key,)))
+        return Access.from_tokens(
+            r[0] for r in self.execute("SELECT principal FROM access WHERE doc_key=?", (key,))
+        )
 
     def chunks_of(self, key: int) -> list[ChunkRow]:
-        rows = self.execute('SELECT id, doc_key, ordinal, text, heading_path, start, "end" FROM chunks '
-                            "WHERE doc_key=? ORDER BY ordinal", (key,))
+        rows = self.execute(
+            'SELECT id, doc_key, ordinal, text, heading_path, start, "end" FROM chunks '
+            "WHERE doc_key=? ORDER BY ordinal",
+            (key,),
+        )
         return [ChunkRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
 
-    def upsert_document(self, doc: Document, content_hash: str, chunks: list[Chunk] | None,
-                        vectors: np.ndarray | None) -> tuple[int, list[int], list[int]]:
+    def upsert_document(
+        self, doc: Document, content_hash: str, chunks: list[Chunk] | None, vectors: np.ndarray | None
+    ) -> tuple[int, list[int], list[int]]:
         """Write one document atomically. ``chunks=None`` keeps the existing chunks (metadata or
         access change only). Returns (doc key, removed chunk ids, added chunk ids)."""
         meta = json.dumps(dict(doc.metadata), sort_keys=True)
         now = time.time()
         with self.transaction() as db:
-            old = db.execute("SELECT key FROM documents WHERE source=? AND doc_id=?", (doc.source, doc.id)).fetchone()
+            old = db.execute(
+                "SELECT key FROM documents WHERE source=? AND doc_id=?", (doc.source, doc.id)
+            ).fetchone()
             if old:
                 key = old[0]
-                db.execute("UPDATE documents SET path=?, title=?, mime=?, url=?, modified=?, version=?, content_hash=?, "
-                           "metadata=?, indexed_at=? WHERE key=?",
-                           (doc.path, doc.title, doc.mime, doc.url, doc.modified, doc.version, content_hash, meta, now, key))
+                db.execute(
+                    "UPDATE documents SET path=?, title=?, mime=?, url=?, modified=?, version=?, content_hash=?, "
+                    "metadata=?, indexed_at=? WHERE key=?",
+                    (
+                        doc.path,
+                        doc.title,
+                        doc.mime,
+                        doc.url,
+                        doc.modified,
+                        doc.version,
+                        content_hash,
+                        meta,
+                        now,
+                        key,
+                    ),
+                )
                 db.execute("DELETE FROM access WHERE doc_key=?", (key,))
             else:
-                key = db.execute("INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, "
-                                 "content_hash, metadata, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                                 (doc.source, doc.id, doc.path, doc.title, doc.mime, doc.url, doc.modified,
-                                  doc.version, content_hash, meta, now)).lastrowid
-            db.executemany("INSERT INTO access VALUES (?, ?)", [(key, t) for t in sorted(doc.access.tokens())])
+                key = db.execute(
+                    "INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, "
+                    "content_hash, metadata, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        doc.source,
+                        doc.id,
+                        doc.path,
+                        doc.title,
+                        doc.mime,
+                        doc.url,
+                        doc.modified,
+                        doc.version,
+                        content_hash,
+                        meta,
+                        now,
+                    ),
+                ).lastrowid
+            db.executemany(
+                "INSERT INTO access VALUES (?, ?)", [(key, t) for t in sorted(doc.access.tokens())]
+            )
             acl = self._acl_text(doc.access.tokens())
             removed: list[int] = []
             added: list[int] = []
@@ -314,25 +371,42 @@ class Store:
                     db.execute("DELETE FROM chunks WHERE doc_key=?", (key,))
                 assert vectors is not None and len(vectors) == len(chunks)
                 for c, v in zip(chunks, vectors):
-                    cid = db.execute('INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) '
-                                     "VALUES (?,?,?,?,?,?,?)",
-                                     (key, c.ordinal, c.text, json.dumps(list(c.heading_path)), c.start, c.end,
-                                      np.asarray(v, dtype=np.float32).tobytes())).lastrowid
-                    db.execute("INSERT INTO chunks_fts (rowid, text, title, acl) VALUES (?, ?, ?, ?)",
-                               (cid, c.text, " ".join((doc.title, *c.heading_path)), acl))
+                    cid = db.execute(
+                        'INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) '
+                        "VALUES (?,?,?,?,?,?,?)",
+                        (
+                            key,
+                            c.ordinal,
+                            c.text,
+                            json.dumps(list(c.heading_path)),
+                            c.start,
+                            c.end,
+                            np.asarray(v, dtype=np.float32).tobytes(),
+                        ),
+                    ).lastrowid
+                    db.execute(
+                        "INSERT INTO chunks_fts (rowid, text, title, acl) VALUES (?, ?, ?, ?)",
+                        (cid, c.text, " ".join((doc.title, *c.heading_path)), acl),
+                    )
                     added.append(cid)
             elif old:
                 # title, path or access may have changed: keep the keyword index's title and acl columns current
-                for cid, hp in db.execute("SELECT id, heading_path FROM chunks WHERE doc_key=?", (key,)).fetchall():
-                    db.execute("UPDATE chunks_fts SET title=?, acl=? WHERE rowid=?",
-                               (" ".join((doc.title, *json.loads(hp))), acl, cid))
+                for cid, hp in db.execute(
+                    "SELECT id, heading_path FROM chunks WHERE doc_key=?", (key,)
+                ).fetchall():
+                    db.execute(
+                        "UPDATE chunks_fts SET title=?, acl=? WHERE rowid=?",
+                        (" ".join((doc.title, *json.loads(hp))), acl, cid),
+                    )
             db.execute("DELETE FROM failures WHERE source=? AND item_id=?", (doc.source, doc.id))
         return key, removed, added
 
     def delete_document(self, source: str, doc_id: str) -> list[int]:
         """Delete a document and everything derived from it; returns its removed chunk ids."""
         with self.transaction() as db:
-            row = db.execute("SELECT key FROM documents WHERE source=? AND doc_id=?", (source, doc_id)).fetchone()
+            row = db.execute(
+                "SELECT key FROM documents WHERE source=? AND doc_id=?", (source, doc_id)
+            ).fetchone()
             db.execute("DELETE FROM failures WHERE source=? AND item_id=?", (source, doc_id))
             if not row:
                 return []
@@ -353,8 +427,10 @@ class Store:
             wanted = list(ids)
             rows = []
             for i in range(0, len(wanted), 900):
-                part = wanted[i:i + 900]
-                rows += self.execute(f"SELECT id, vector FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)
+                part = wanted[i : i + 900]
+                rows += self.execute(
+                    f"SELECT id, vector FROM chunks WHERE id IN ({','.join('?' * len(part))})", part
+                )
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
         out_ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -375,16 +451,25 @@ class Store:
             parts = []
             for t in sorted(tokens):
                 if t not in cache:
-                    rows = self.execute("SELECT c.id FROM access a JOIN chunks c ON c.doc_key = a.doc_key "
-                                        "WHERE a.principal = ?", (t,))
+                    rows = self.execute(
+                        "SELECT c.id FROM access a JOIN chunks c ON c.doc_key = a.doc_key "
+                        "WHERE a.principal = ?",
+                        (t,),
+                    )
                     cache[t] = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                 parts.append(cache[t])
         if not parts:
             return np.zeros(0, dtype=np.int64)
         return np.unique(np.concatenate(parts))  # sorted, distinct
 
-    def keyword_search(self, text: str, *, limit: int, allowed: set[int] | None = None,
-                       audience: Sequence[frozenset[str]] | None = None) -> list[tuple[int, float]]:
+    def keyword_search(
+        self,
+        text: str,
+        *,
+        limit: int,
+        allowed: set[int] | None = None,
+        audience: Sequence[frozenset[str]] | None = None,
+    ) -> list[tuple[int, float]]:
         """BM25 over chunk text (title and headings weighted 2x; the acl column weighs 0).
 
         ``audience`` (one principal-token set per person who will see the result) is enforced inside
@@ -405,8 +490,10 @@ class Store:
         sql = "SELECT rowid, bm25(chunks_fts, 1.0, 2.0, 0.0) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s"
         try:
             with self.lock:
-                cur = self.db.execute(sql if allowed is not None else sql + " LIMIT ?",
-                                      (q,) if allowed is not None else (q, limit))
+                cur = self.db.execute(
+                    sql if allowed is not None else sql + " LIMIT ?",
+                    (q,) if allowed is not None else (q, limit),
+                )
                 out: list[tuple[int, float]] = []
                 for rowid, score in cur:
                     if allowed is None or rowid in allowed:
@@ -431,8 +518,11 @@ class Store:
         for w in terms:
             if w not in cache:
                 try:
-                    cache[w] = self.execute("SELECT count(*) FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts "
-                                            "MATCH ? LIMIT ?)", ('{text title} : "' + w + '"', budget + 1))[0][0]
+                    cache[w] = self.execute(
+                        "SELECT count(*) FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts "
+                        "MATCH ? LIMIT ?)",
+                        ('{text title} : "' + w + '"', budget + 1),
+                    )[0][0]
                 except sqlite3.OperationalError:
                     cache[w] = 0
             df[w] = cache[w]
@@ -463,7 +553,9 @@ class Store:
             toks = sorted(tokens)
             if not toks:
                 return None
-            rows = self.execute(f"SELECT id FROM acl_tokens WHERE principal IN ({','.join('?' * len(toks))})", toks)
+            rows = self.execute(
+                f"SELECT id FROM acl_tokens WHERE principal IN ({','.join('?' * len(toks))})", toks
+            )
             return "acl : (" + " OR ".join(sorted(f"p{r[0]}" for r in rows)) + ")" if rows else None
 
         if len(members) == 1:
@@ -491,8 +583,14 @@ class Store:
         keys = self._documents_granting_each([m - shared for m in members])
         if keys:
             k = sorted(keys)
-            more = [r[0] for i in range(0, len(k), 900) for r in self.execute(
-                f"SELECT id FROM chunks WHERE doc_key IN ({','.join('?' * len(k[i:i + 900]))})", k[i:i + 900])]
+            more = [
+                r[0]
+                for i in range(0, len(k), 900)
+                for r in self.execute(
+                    f"SELECT id FROM chunks WHERE doc_key IN ({','.join('?' * len(k[i : i + 900]))})",
+                    k[i : i + 900],
+                )
+            ]
             ids = np.union1d(ids, np.array(more, dtype=np.int64))
         return ids
 
@@ -509,8 +607,12 @@ class Store:
             t = sorted(toks)
             if not t:
                 return set()
-            got = {r[0] for r in self.execute(f"SELECT DISTINCT doc_key FROM access WHERE principal IN "
-                                               f"({','.join('?' * len(t))})", t)}
+            got = {
+                r[0]
+                for r in self.execute(
+                    f"SELECT DISTINCT doc_key FROM access WHERE principal IN ({','.join('?' * len(t))})", t
+                )
+            }
             keys = got if keys is None else keys & got
             if not keys:
                 return set()
@@ -523,8 +625,9 @@ class Store:
         if not toks:
             return ""
         self.db.executemany("INSERT OR IGNORE INTO acl_tokens (principal) VALUES (?)", [(t,) for t in toks])
-        rows = self.db.execute(f"SELECT id FROM acl_tokens WHERE principal IN ({','.join('?' * len(toks))})",
-                               toks).fetchall()
+        rows = self.db.execute(
+            f"SELECT id FROM acl_tokens WHERE principal IN ({','.join('?' * len(toks))})", toks
+        ).fetchall()
         return " ".join(f"p{r[0]}" for r in rows)
 
     def _migrate_fts_acl(self) -> None:
@@ -534,15 +637,23 @@ class Store:
             return
         with self.transaction() as db:
             db.execute("ALTER TABLE chunks_fts RENAME TO chunks_fts_old")
-            db.execute("CREATE VIRTUAL TABLE chunks_fts USING fts5(text, title, acl, tokenize = 'porter unicode61')")
+            db.execute(
+                "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, title, acl, tokenize = 'porter unicode61')"
+            )
             acl_of: dict[int, str] = {}
             for (key,) in db.execute("SELECT key FROM documents").fetchall():
-                acl_of[key] = self._acl_text(r[0] for r in db.execute(
-                    "SELECT principal FROM access WHERE doc_key=?", (key,)).fetchall())
-            rows = db.execute("SELECT o.rowid, o.text, o.title, c.doc_key FROM chunks_fts_old o "
-                              "JOIN chunks c ON c.id = o.rowid").fetchall()
-            db.executemany("INSERT INTO chunks_fts (rowid, text, title, acl) VALUES (?, ?, ?, ?)",
-                           [(r[0], r[1], r[2], acl_of.get(r[3], "")) for r in rows])
+                acl_of[key] = self._acl_text(
+                    r[0]
+                    for r in db.execute("SELECT principal FROM access WHERE doc_key=?", (key,)).fetchall()
+                )
+            rows = db.execute(
+                "SELECT o.rowid, o.text, o.title, c.doc_key FROM chunks_fts_old o "
+                "JOIN chunks c ON c.id = o.rowid"
+            ).fetchall()
+            db.executemany(
+                "INSERT INTO chunks_fts (rowid, text, title, acl) VALUES (?, ?, ?, ?)",
+                [(r[0], r[1], r[2], acl_of.get(r[3], "")) for r in rows],
+            )
             db.execute("DROP TABLE chunks_fts_old")
 
     def add_documents_bulk(self, items: Iterable[tuple[Document, str, list[Chunk], np.ndarray]]) -> list[int]:
@@ -553,33 +664,72 @@ class Store:
         added: list[int] = []
         with self.transaction() as db:
             for doc, content_hash, chunks, vectors in items:
-                key = db.execute("INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, "
-                                 "content_hash, metadata, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                                 (doc.source, doc.id, doc.path, doc.title, doc.mime, doc.url, doc.modified, doc.version,
-                                  content_hash, json.dumps(dict(doc.metadata), sort_keys=True), now)).lastrowid
-                db.executemany("INSERT INTO access VALUES (?, ?)", [(key, t) for t in sorted(doc.access.tokens())])
+                key = db.execute(
+                    "INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, "
+                    "content_hash, metadata, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        doc.source,
+                        doc.id,
+                        doc.path,
+                        doc.title,
+                        doc.mime,
+                        doc.url,
+                        doc.modified,
+                        doc.version,
+                        content_hash,
+                        json.dumps(dict(doc.metadata), sort_keys=True),
+                        now,
+                    ),
+                ).lastrowid
+                db.executemany(
+                    "INSERT INTO access VALUES (?, ?)", [(key, t) for t in sorted(doc.access.tokens())]
+                )
                 acl = self._acl_text(doc.access.tokens())
                 vecs = np.ascontiguousarray(vectors, dtype=np.float32)  # (len(chunks), dim)
                 for c, v in zip(chunks, vecs):
-                    cid = db.execute('INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) '
-                                     "VALUES (?,?,?,?,?,?,?)", (key, c.ordinal, c.text, json.dumps(list(c.heading_path)),
-                                                                c.start, c.end, v.tobytes())).lastrowid
+                    cid = db.execute(
+                        'INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) '
+                        "VALUES (?,?,?,?,?,?,?)",
+                        (
+                            key,
+                            c.ordinal,
+                            c.text,
+                            json.dumps(list(c.heading_path)),
+                            c.start,
+                            c.end,
+                            v.tobytes(),
+                        ),
+                    ).lastrowid
                     added.append(cid)
-                db.executemany("INSERT INTO chunks_fts (rowid, text, title, acl) VALUES (?, ?, ?, ?)",
-                               [(added[len(added) - len(chunks) + i], c.text, " ".join((doc.title, *c.heading_path)), acl)
-                                for i, c in enumerate(chunks)])
+                db.executemany(
+                    "INSERT INTO chunks_fts (rowid, text, title, acl) VALUES (?, ?, ?, ?)",
+                    [
+                        (
+                            added[len(added) - len(chunks) + i],
+                            c.text,
+                            " ".join((doc.title, *c.heading_path)),
+                            acl,
+                        )
+                        for i, c in enumerate(chunks)
+                    ],
+                )
         return added
 
     def chunk_rows(self, ids: list[int]) -> dict[int, tuple[ChunkRow, DocumentRow]]:
         out: dict[int, tuple[ChunkRow, DocumentRow]] = {}
         for i in range(0, len(ids), 900):
-            part = ids[i:i + 900]
+            part = ids[i : i + 900]
             rows = self.execute(
                 'SELECT c.id, c.doc_key, c.ordinal, c.text, c.heading_path, c.start, c."end", '
                 + ", ".join(f"d.{col.strip()}" for col in _DOC_COLS.split(","))
-                + f" FROM chunks c JOIN documents d ON d.key = c.doc_key WHERE c.id IN ({','.join('?' * len(part))})", part)
+                + f" FROM chunks c JOIN documents d ON d.key = c.doc_key WHERE c.id IN ({','.join('?' * len(part))})",
+                part,
+            )
             for r in rows:
-                out[r[0]] = (ChunkRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]), _doc(r[7:]))
+                out[r[0]] = (
+                    ChunkRow(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]),
+                    _doc(r[7:]),
+                )
         return out
 
     # -- cursors, failures, runs ----------------------------------------------------------------
@@ -596,14 +746,18 @@ class Store:
 
     def record_failure(self, f: Failure) -> None:
         with self.transaction() as db:
-            db.execute("INSERT INTO failures VALUES (?,?,?,?,1,?) ON CONFLICT(source, item_id) DO UPDATE SET "
-                       "stage=excluded.stage, reason=excluded.reason, attempts=attempts+1, last_at=excluded.last_at",
-                       (f.source, f.item_id, f.stage, f.reason[:2000], time.time()))
+            db.execute(
+                "INSERT INTO failures VALUES (?,?,?,?,1,?) ON CONFLICT(source, item_id) DO UPDATE SET "
+                "stage=excluded.stage, reason=excluded.reason, attempts=attempts+1, last_at=excluded.last_at",
+                (f.source, f.item_id, f.stage, f.reason[:2000], time.time()),
+            )
 
     def failures(self, source: str | None = None) -> list[tuple[Failure, int]]:
         sql = "SELECT source, item_id, stage, reason, attempts FROM failures"
-        rows = self.execute(sql + " WHERE source=? ORDER BY last_at" if source else sql + " ORDER BY last_at",
-                            (source,) if source else ())
+        rows = self.execute(
+            sql + " WHERE source=? ORDER BY last_at" if source else sql + " ORDER BY last_at",
+            (source,) if source else (),
+        )
         return [(Failure(r[0], r[1], r[2], r[3]), r[4]) for r in rows]
 
     def clear_failure(self, source: str, item_id: str) -> None:
@@ -612,32 +766,50 @@ class Store:
 
     def start_run(self, source: str) -> int:
         with self.transaction() as db:
-            return db.execute("INSERT INTO sync_runs (source, started, status) VALUES (?, ?, 'running')",
-                              (source, time.time())).lastrowid
+            return db.execute(
+                "INSERT INTO sync_runs (source, started, status) VALUES (?, ?, 'running')",
+                (source, time.time()),
+            ).lastrowid
 
     def finish_run(self, run_id: int, status: str, stats: dict) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE sync_runs SET finished=?, status=?, stats=? WHERE id=?",
-                       (time.time(), status, json.dumps(stats), run_id))
+            db.execute(
+                "UPDATE sync_runs SET finished=?, status=?, stats=? WHERE id=?",
+                (time.time(), status, json.dumps(stats), run_id),
+            )
 
     def last_runs(self) -> dict[str, dict]:
-        rows = self.execute("SELECT source, started, finished, status, stats FROM sync_runs WHERE id IN "
-                            "(SELECT max(id) FROM sync_runs GROUP BY source)")
+        rows = self.execute(
+            "SELECT source, started, finished, status, stats FROM sync_runs WHERE id IN "
+            "(SELECT max(id) FROM sync_runs GROUP BY source)"
+        )
         return {r[0]: {"started": r[1], "finished": r[2], "status": r[3], **json.loads(r[4])} for r in rows}
 
     def sources(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.execute("SELECT source, count(*) FROM documents GROUP BY source")}
 
     # -- feedback -------------------------------------------------------------------------------
-    def add_feedback(self, *, question: str, answer: str, sources: list, vote: int, user: str | None,
-                     channel: str | None = None) -> int:
+    def add_feedback(
+        self,
+        *,
+        question: str,
+        answer: str,
+        sources: list,
+        vote: int,
+        user: str | None,
+        channel: str | None = None,
+    ) -> int:
         with self.transaction() as db:
-            return db.execute("INSERT INTO feedback (question, answer, sources, vote, user, channel, created) "
-                              "VALUES (?,?,?,?,?,?,?)",
-                              (question, answer, json.dumps(sources), int(vote), user, channel, time.time())).lastrowid
+            return db.execute(
+                "INSERT INTO feedback (question, answer, sources, vote, user, channel, created) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (question, answer, json.dumps(sources), int(vote), user, channel, time.time()),
+            ).lastrowid
 
     def list_feedback(self) -> list[FeedbackRow]:
-        rows = self.execute("SELECT id, question, answer, sources, vote, user, channel, created FROM feedback ORDER BY id")
+        rows = self.execute(
+            "SELECT id, question, answer, sources, vote, user, channel, created FROM feedback ORDER BY id"
+        )
         return [FeedbackRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
     def integrity_ok(self) -> bool:
@@ -645,15 +817,39 @@ class Store:
 
     # -- schedules (assistant.scheduler) ------------------------------------------------------------
     _SCHEDULE_COLS = "id, spec, kind, expr, tz, scope, channel, empty, created_by, origin_channel, created_at"
-    _RUN_COLS = ("id", "kind", "period_start", "period_end", "run_key", "status", "attempts", "channel", "ts", "error")
+    _RUN_COLS = (
+        "id",
+        "kind",
+        "period_start",
+        "period_end",
+        "run_key",
+        "status",
+        "attempts",
+        "channel",
+        "ts",
+        "error",
+    )
 
-    def add_schedule_row(self, *, spec: str, kind: str, expr: str, tz: str, scope: str | None, channel: str,
-                         empty: str, created_by: str | None, origin_channel: str | None, created_at: float) -> int:
+    def add_schedule_row(
+        self,
+        *,
+        spec: str,
+        kind: str,
+        expr: str,
+        tz: str,
+        scope: str | None,
+        channel: str,
+        empty: str,
+        created_by: str | None,
+        origin_channel: str | None,
+        created_at: float,
+    ) -> int:
         with self.transaction() as db:
-            return db.execute("INSERT INTO schedules (spec, kind, expr, tz, scope, channel, empty, created_by, "
-                              "origin_channel, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                              (spec, kind, expr, tz, scope, channel, empty, created_by, origin_channel,
-                               created_at)).lastrowid
+            return db.execute(
+                "INSERT INTO schedules (spec, kind, expr, tz, scope, channel, empty, created_by, "
+                "origin_channel, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (spec, kind, expr, tz, scope, channel, empty, created_by, origin_channel, created_at),
+            ).lastrowid
 
     def schedule_rows(self, schedule_id: int | None = None) -> list[tuple]:
         """Rows in ``_SCHEDULE_COLS`` order: one schedule, or all by id."""
@@ -668,54 +864,93 @@ class Store:
         return bool(gone)
 
     def schedule_runs(self, schedule_id: int) -> list[dict]:
-        rows = self.execute(f"SELECT {', '.join(self._RUN_COLS)} FROM schedule_runs WHERE schedule_id=? "
-                            "ORDER BY period_end", (int(schedule_id),))
+        rows = self.execute(
+            f"SELECT {', '.join(self._RUN_COLS)} FROM schedule_runs WHERE schedule_id=? ORDER BY period_end",
+            (int(schedule_id),),
+        )
         return [dict(zip(self._RUN_COLS, r)) for r in rows]
 
-    def schedule_run_state(self, schedule_id: int, kind: str, period_start: float) -> tuple[str, float] | None:
+    def schedule_run_state(
+        self, schedule_id: int, kind: str, period_start: float
+    ) -> tuple[str, float] | None:
         """(status, lease_until) of a period's run, or None when nobody claimed it yet."""
-        rows = self.execute("SELECT status, lease_until FROM schedule_runs WHERE schedule_id=? AND kind=? "
-                            "AND period_start=?", (schedule_id, kind, period_start))
+        rows = self.execute(
+            "SELECT status, lease_until FROM schedule_runs WHERE schedule_id=? AND kind=? AND period_start=?",
+            (schedule_id, kind, period_start),
+        )
         return (rows[0][0], rows[0][1]) if rows else None
 
-    def claim_schedule_run(self, schedule_id: int, kind: str, period_start: float, period_end: float, *, run_key: str,
-                           owner: str, lease_until: float, now: float) -> tuple[int, int, int] | None:
+    def claim_schedule_run(
+        self,
+        schedule_id: int,
+        kind: str,
+        period_start: float,
+        period_end: float,
+        *,
+        run_key: str,
+        owner: str,
+        lease_until: float,
+        now: float,
+    ) -> tuple[int, int, int] | None:
         """Claim a period's run (the UNIQUE insert is the lock), or take over a claim whose lease ran out
         and that never finished. Returns (run id, attempts, errors), or None when someone else holds it."""
         with self.transaction() as db:
             inserted = db.execute(
                 "INSERT OR IGNORE INTO schedule_runs (schedule_id, kind, period_start, period_end, run_key, status, "
                 "owner, lease_until, claimed_at) VALUES (?,?,?,?,?,'claimed',?,?,?)",
-                (schedule_id, kind, period_start, period_end, run_key, owner, lease_until, now)).rowcount
+                (schedule_id, kind, period_start, period_end, run_key, owner, lease_until, now),
+            ).rowcount
             if not inserted:
                 taken = db.execute(
                     "UPDATE schedule_runs SET owner=?, lease_until=? WHERE schedule_id=? AND kind=? AND period_start=? "
                     "AND status='claimed' AND lease_until <= ?",
-                    (owner, lease_until, schedule_id, kind, period_start, now)).rowcount
+                    (owner, lease_until, schedule_id, kind, period_start, now),
+                ).rowcount
                 if not taken:
                     return None
-            return db.execute("SELECT id, attempts, errors FROM schedule_runs WHERE schedule_id=? AND kind=? "
-                              "AND period_start=?", (schedule_id, kind, period_start)).fetchone()
+            return db.execute(
+                "SELECT id, attempts, errors FROM schedule_runs WHERE schedule_id=? AND kind=? "
+                "AND period_start=?",
+                (schedule_id, kind, period_start),
+            ).fetchone()
 
     def count_schedule_attempt(self, run_id: int, *, owner: str, lease_until: float) -> bool:
         """Count a post attempt and renew the lease; False when ``owner`` no longer holds the claim."""
         with self.transaction() as db:
-            return bool(db.execute("UPDATE schedule_runs SET attempts=attempts+1, lease_until=? WHERE id=? AND owner=? "
-                                   "AND status='claimed'", (lease_until, run_id, owner)).rowcount)
+            return bool(
+                db.execute(
+                    "UPDATE schedule_runs SET attempts=attempts+1, lease_until=? WHERE id=? AND owner=? "
+                    "AND status='claimed'",
+                    (lease_until, run_id, owner),
+                ).rowcount
+            )
 
-    def fail_schedule_run(self, run_id: int, *, owner: str, final: bool, retry_at: float, error: str,
-                          now: float) -> None:
+    def fail_schedule_run(
+        self, run_id: int, *, owner: str, final: bool, retry_at: float, error: str, now: float
+    ) -> None:
         """Record a failed attempt: 'failed' for good when ``final``, else claimable again at ``retry_at``."""
         with self.transaction() as db:
-            db.execute("UPDATE schedule_runs SET status=?, lease_until=?, errors=errors+1, error=?, finished_at=? "
-                       "WHERE id=? AND owner=?", ("failed" if final else "claimed", retry_at, error[:500],
-                                                 now if final else None, run_id, owner))
+            db.execute(
+                "UPDATE schedule_runs SET status=?, lease_until=?, errors=errors+1, error=?, finished_at=? "
+                "WHERE id=? AND owner=?",
+                (
+                    "failed" if final else "claimed",
+                    retry_at,
+                    error[:500],
+                    now if final else None,
+                    run_id,
+                    owner,
+                ),
+            )
 
-    def finish_schedule_run(self, run_id: int, status: str, *, channel: str | None, ts: str | None,
-                            error: str | None, now: float) -> None:
+    def finish_schedule_run(
+        self, run_id: int, status: str, *, channel: str | None, ts: str | None, error: str | None, now: float
+    ) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE schedule_runs SET status=?, channel=?, ts=?, error=?, finished_at=? WHERE id=?",
-                       (status, channel, ts, error, now, run_id))
+            db.execute(
+                "UPDATE schedule_runs SET status=?, channel=?, ts=?, error=?, finished_at=? WHERE id=?",
+                (status, channel, ts, error, now, run_id),
+            )
 
     # -- bookkeeping (the bot's delivery records and inbox) ----------------------------------------
     @contextmanager
@@ -740,19 +975,25 @@ class Store:
 
     def set_source_settings(self, source: str, kind: str, settings: dict) -> None:
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO source_settings VALUES (?, ?, ?, ?)",
-                       (source, kind, json.dumps(settings, sort_keys=True), time.time()))
+            db.execute(
+                "INSERT OR REPLACE INTO source_settings VALUES (?, ?, ?, ?)",
+                (source, kind, json.dumps(settings, sort_keys=True), time.time()),
+            )
 
     def all_source_settings(self) -> dict[str, dict]:
-        return {r[0]: {"kind": r[1], **json.loads(r[2])}
-                for r in self.execute("SELECT source, kind, settings FROM source_settings ORDER BY source")}
+        return {
+            r[0]: {"kind": r[1], **json.loads(r[2])}
+            for r in self.execute("SELECT source, kind, settings FROM source_settings ORDER BY source")
+        }
 
     def access_by_doc(self, source: str) -> dict[str, Access]:
         """doc_id -> Access for every document of ``source`` (what the index enforces now)."""
         toks: dict[str, set[str]] = {}
         for doc_id, principal in self.execute(
-                "SELECT d.doc_id, a.principal FROM documents d LEFT JOIN access a ON a.doc_key = d.key "
-                "WHERE d.source=?", (source,)):
+            "SELECT d.doc_id, a.principal FROM documents d LEFT JOIN access a ON a.doc_key = d.key "
+            "WHERE d.source=?",
+            (source,),
+        ):
             toks.setdefault(doc_id, set())
             if principal is not None:
                 toks[doc_id].add(principal)
@@ -760,6 +1001,10 @@ class Store:
 
     def skipped_counts(self) -> dict[str, int]:
         """Per source, documents kept without text because their type cannot be read (``metadata.skipped``)."""
-        return {r[0]: r[1] for r in self.execute(
-            "SELECT source, count(*) FROM documents WHERE json_extract(metadata, '$.skipped') IS NOT NULL "
-            "GROUP BY source")}
+        return {
+            r[0]: r[1]
+            for r in self.execute(
+                "SELECT source, count(*) FROM documents WHERE json_extract(metadata, '$.skipped') IS NOT NULL "
+                "GROUP BY source"
+            )
+        }

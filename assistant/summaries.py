@@ -22,8 +22,9 @@ import re
 import time
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from datetime import UTC
 
 import numpy as np
 
@@ -36,7 +37,9 @@ from assistant.summary_verify import supported, write_with_model
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PER_DOC = 40  # candidates per document considered (the most informative)
-_SHORTLIST = 60  # facts embedded one by one for the final choice (the rest are judged by their chunk's vector)
+_SHORTLIST = (
+    60  # facts embedded one by one for the final choice (the rest are judged by their chunk's vector)
+)
 Scorer = Callable[[str, list[str]], list[float]]
 
 
@@ -48,15 +51,17 @@ def parse_since(text: str | None, *, now: float | None = None) -> float | None:
     m = _SINCE.match(text)
     if m:
         return now - float(m.group(1)) * _UNIT[m.group(2).lower()]
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
         from assistant.errors import ConfigError
 
-        raise ConfigError(f"Cannot read the time window {text!r}: use e.g. 7d, 24h, 2w or a date like 2026-11-01.") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+        raise ConfigError(
+            f"Cannot read the time window {text!r}: use e.g. 7d, 24h, 2w or a date like 2026-11-01."
+        ) from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def parse_scope(scope: str | None, sources: set[str]) -> tuple[str | None, str | None]:
@@ -132,13 +137,42 @@ class Summary:
         return "\n".join(lines)
 
     def as_json(self) -> dict:
-        return {"title": self.title, "scope": self.scope, "since": self.since, "considered": self.considered,
-                "note": self.note, "words": self.words, "checked": self.checked, "verified": self.verified,
-                "bullets": [{"text": b.text, "n": b.n, "doc_id": b.doc_id, "source": b.source, "path": b.path,
-                             "title": b.title, "url": b.url, "modified": b.modified, "new": b.new,
-                             "sentences": b.sentences} for b in self.bullets],
-                "citations": [{"n": b.n, "doc_id": b.doc_id, "source": b.source, "path": b.path, "title": b.title,
-                               "url": b.url} for b in self.bullets]}
+        return {
+            "title": self.title,
+            "scope": self.scope,
+            "since": self.since,
+            "considered": self.considered,
+            "note": self.note,
+            "words": self.words,
+            "checked": self.checked,
+            "verified": self.verified,
+            "bullets": [
+                {
+                    "text": b.text,
+                    "n": b.n,
+                    "doc_id": b.doc_id,
+                    "source": b.source,
+                    "path": b.path,
+                    "title": b.title,
+                    "url": b.url,
+                    "modified": b.modified,
+                    "new": b.new,
+                    "sentences": b.sentences,
+                }
+                for b in self.bullets
+            ],
+            "citations": [
+                {
+                    "n": b.n,
+                    "doc_id": b.doc_id,
+                    "source": b.source,
+                    "path": b.path,
+                    "title": b.title,
+                    "url": b.url,
+                }
+                for b in self.bullets
+            ],
+        }
 
 
 @dataclass
@@ -154,10 +188,21 @@ class Summarizer:
     def __init__(self, engine, llm, *, settings, max_docs: int = 12) -> None:
         self.engine, self.llm, self.s, self.max_docs = engine, llm, settings, max_docs
 
-    def summarize(self, *, who, scope: str | None = None, since: float | None = None, until: float | None = None,
-                  use_llm: bool = True, max_docs: int | None = None, now: float | None = None,
-                  focus: str | None = None, scorer: Scorer | None = None, max_words: int | None = None,
-                  progress: Callable[[str], None] | None = None) -> Summary:
+    def summarize(
+        self,
+        *,
+        who,
+        scope: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        use_llm: bool = True,
+        max_docs: int | None = None,
+        now: float | None = None,
+        focus: str | None = None,
+        scorer: Scorer | None = None,
+        max_words: int | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> Summary:
         """Summarize ``scope`` (documents modified in [since, until) only, when given) for ``who``."""
         t0 = time.perf_counter()
         say = progress or (lambda _msg: None)
@@ -165,15 +210,23 @@ class Summarizer:
         conf = self.s.summaries
         audience = Audience.of(who)
         source, prefix = parse_scope(scope, set(store.sources()))
-        rows = [d for d in store.iter_documents(source=source, path_prefix=prefix, modified_since=since)
-                if (until is None or (d.modified is not None and d.modified < until)) and self._readable(d.key, audience)]
+        rows = [
+            d
+            for d in store.iter_documents(source=source, path_prefix=prefix, modified_since=since)
+            if (until is None or (d.modified is not None and d.modified < until))
+            and self._readable(d.key, audience)
+        ]
         rows.sort(key=lambda d: d.modified or 0, reverse=True)
         rows = rows[: conf.max_docs_read]
         when = time.strftime("%Y-%m-%d", time.gmtime(now or time.time()))
         period = f"since {time.strftime('%Y-%m-%d %H:%M', time.gmtime(since))} UTC" if since else "all time"
-        summary = Summary(f"Summary of {scope or 'everything'} ({period}, as of {when})", scope, since, considered=len(rows))
+        summary = Summary(
+            f"Summary of {scope or 'everything'} ({period}, as of {when})", scope, since, considered=len(rows)
+        )
         if not rows:
-            if since is None or not any(True for _ in store.iter_documents(source=source, path_prefix=prefix)):
+            if since is None or not any(
+                True for _ in store.iter_documents(source=source, path_prefix=prefix)
+            ):
                 summary.note = self._no_match(scope, source, prefix, audience)
             return summary
         if since is not None:
@@ -185,22 +238,33 @@ class Summarizer:
         if not facts:
             return summary
         say(f"summarize: scoring {len(facts)} candidate facts…")
-        chosen = self._choose(docs, facts, focus=focus, scorer=scorer,
-                              max_words=max_words or conf.max_words, max_docs=max_docs or self.max_docs)
+        chosen = self._choose(
+            docs,
+            facts,
+            focus=focus,
+            scorer=scorer,
+            max_words=max_words or conf.max_words,
+            max_docs=max_docs or self.max_docs,
+        )
         summary.timings_ms["select"] = (time.perf_counter() - t0) * 1e3 - summary.timings_ms["read"]
         groups: dict[int, list[Fact]] = {}
         for f in chosen:
             groups.setdefault(f.doc, []).append(f)
-        order = sorted(groups, key=lambda d: (-(docs[d].row.modified or 0), d) if since else (docs[d].row.path, d))
+        order = sorted(
+            groups, key=lambda d: (-(docs[d].row.modified or 0), d) if since else (docs[d].row.path, d)
+        )
         texts = {d: [f.text for f in sorted(groups[d], key=lambda f: f.pos)] for d in order}
         limit = max_words or conf.max_words
         if use_llm and self.llm is not None and model_writes(self.s):
             say(f"summarize: writing {len(order)} bullet{'s' * (len(order) != 1)} with the model…")
-            written, dropped = write_with_model(self.llm, [(docs[d].row.title, texts[d], docs[d].reference) for d in order],
-                                                context_tokens=min(self.llm.context_tokens, self.s.llm.context_tokens))
+            written, dropped = write_with_model(
+                self.llm,
+                [(docs[d].row.title, texts[d], docs[d].reference) for d in order],
+                context_tokens=min(self.llm.context_tokens, self.s.llm.context_tokens),
+            )
             texts = dict(zip(order, written))
             summary.checked += dropped  # the model's unsupported sentences were checked, and dropped
-        for n, d in enumerate(order, start=1):
+        for _n, d in enumerate(order, start=1):
             row = docs[d].row
             allowed = {row.url} if row.url else set()
             kept = []
@@ -211,12 +275,27 @@ class Summarizer:
                     kept.append(g.sanitize(sentence, allowed_urls=allowed))
             kept = [k for k in kept if len(g.content_words(k)) >= 2]
             room = limit - summary.words - len(f"{row.title}:".split())
-            while kept and sum(len(k.split()) for k in kept) > room:  # sanitizing may have added a word or two
+            while (
+                kept and sum(len(k.split()) for k in kept) > room
+            ):  # sanitizing may have added a word or two
                 kept.pop()
             if kept:
-                summary.bullets.append(Bullet(" ".join(kept), len(summary.bullets) + 1, row.doc_id, row.source, row.path,
-                                              row.title, row.url, row.modified, docs[d].new, row.key,
-                                              dict(row.metadata), kept))
+                summary.bullets.append(
+                    Bullet(
+                        " ".join(kept),
+                        len(summary.bullets) + 1,
+                        row.doc_id,
+                        row.source,
+                        row.path,
+                        row.title,
+                        row.url,
+                        row.modified,
+                        docs[d].new,
+                        row.key,
+                        dict(row.metadata),
+                        kept,
+                    )
+                )
         summary.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return summary
 
@@ -232,8 +311,12 @@ class Summarizer:
             created = row.metadata.get("created")
             new = (hist is not None and hist.versions == 1) or bool(created and float(created) >= since)
             if not new and hist is not None:
-                spans = sc.changed_sections(self.engine.store, row.source, row.doc_id, text, since=since, until=until)
-                if spans:  # only what changed; a rewrite that left no new section falls back to the whole document
+                spans = sc.changed_sections(
+                    self.engine.store, row.source, row.doc_id, text, since=since, until=until
+                )
+                if (
+                    spans
+                ):  # only what changed; a rewrite that left no new section falls back to the whole document
                     facts = [f for f in facts if any(a <= f.start < b for a, b in spans)] or facts
         starts = [c.start for c in chunks]
         for f in facts:
@@ -245,14 +328,28 @@ class Summarizer:
             facts = sorted(sorted(facts, key=lambda f: -f.info)[:_PER_DOC], key=lambda f: f.pos)
         return _Doc(row, text, facts, reference, new)
 
-    def _choose(self, docs: list[_Doc], facts: list[Fact], *, focus: str | None, scorer: Scorer | None,
-                max_words: int, max_docs: int) -> list[Fact]:
+    def _choose(
+        self,
+        docs: list[_Doc],
+        facts: list[Fact],
+        *,
+        focus: str | None,
+        scorer: Scorer | None,
+        max_words: int,
+        max_docs: int,
+    ) -> list[Fact]:
         """Score every fact cheaply with its chunk's stored vector, embed the best few, then MMR."""
         store, embedder = self.engine.store, self.engine.embedder
-        ids, cvecs = store.vectors(sorted({f.chunk for f in facts if f.chunk >= 0}), dim=embedder.dim)  # (c, dim)
+        ids, cvecs = store.vectors(
+            sorted({f.chunk for f in facts if f.chunk >= 0}), dim=embedder.dim
+        )  # (c, dim)
         row_of = {int(cid): k for k, cid in enumerate(ids)}
-        fvec = np.stack([cvecs[row_of[f.chunk]] if f.chunk in row_of else np.zeros(embedder.dim, np.float32)
-                         for f in facts])  # (n, dim): each fact stands in with its chunk's vector
+        fvec = np.stack(
+            [
+                cvecs[row_of[f.chunk]] if f.chunk in row_of else np.zeros(embedder.dim, np.float32)
+                for f in facts
+            ]
+        )  # (n, dim): each fact stands in with its chunk's vector
         centroid = _unit(cvecs.mean(axis=0)) if len(cvecs) else np.zeros(embedder.dim, np.float32)
         doc_of = np.array([f.doc for f in facts])
         doc_cent = {d: _unit(fvec[doc_of == d].mean(axis=0)) for d in set(doc_of.tolist())}
@@ -269,7 +366,9 @@ class Summarizer:
         order = np.argsort(-rel)
         short: list[int] = []
         per: Counter = Counter()
-        top_docs = set(list(dict.fromkeys(facts[i].doc for i in order))[:max_docs])  # the documents that can be shown
+        top_docs = set(
+            list(dict.fromkeys(facts[i].doc for i in order))[:max_docs]
+        )  # the documents that can be shown
         for i in order:
             d = facts[i].doc
             if len(short) < _SHORTLIST or (d in top_docs and per[d] < 2):
@@ -286,14 +385,23 @@ class Summarizer:
             f.score = float(r)
         # each document's share: how much it says (its length, damped) and how much of it is worth saying
         worth = Counter(f.doc for f in facts if f.info > 0.3)
-        ranked = sorted({f.doc for f in cand}, key=lambda d: -max(f.score for f in cand if f.doc == d))[:max_docs]
+        ranked = sorted({f.doc for f in cand}, key=lambda d: -max(f.score for f in cand if f.doc == d))[
+            :max_docs
+        ]
         size = {d: np.sqrt(len(docs[d].text) / 1000 + 1) * np.sqrt(worth[d] + 1) ** 0.5 for d in ranked}
         total = sum(size.values()) or 1.0
         weights = {d: float(size[d] / total) for d in ranked}
         pool = [k for k, f in enumerate(cand) if f.doc in weights]
         cost = {i: len(f"{d.row.title}:".split()) for i, d in enumerate(docs)}
-        return select_facts([cand[k] for k in pool], crel[pool], vecs[pool], doc_weights=weights,
-                            max_words=max_words, word_cost=cost, each=max_words // 50)
+        return select_facts(
+            [cand[k] for k in pool],
+            crel[pool],
+            vecs[pool],
+            doc_weights=weights,
+            max_words=max_words,
+            word_cost=cost,
+            each=max_words // 50,
+        )
 
     def _readable(self, key: int, audience: Audience) -> bool:
         if audience.everything:

@@ -60,7 +60,7 @@ def document_text(chunks) -> str:
         if c.start >= len(out):
             out += "\n" * (c.start - len(out)) + c.text  # the gap between chunks is blank lines
         elif c.end > len(out):
-            out += c.text[len(out) - c.start:]
+            out += c.text[len(out) - c.start :]
     return out
 
 
@@ -74,34 +74,50 @@ def update_ledger(store, *, source: str | None = None) -> int:
     """Record the sections of every document whose content changed since the ledger last saw it.
     Returns how many documents were (re)recorded."""
     _ensure(store)
-    sql = ("SELECT d.key, d.source, d.doc_id, d.content_hash, COALESCE(d.modified, d.indexed_at), s.content_hash, "
-           "s.versions FROM documents d LEFT JOIN summary_docs s ON s.source = d.source AND s.doc_id = d.doc_id "
-           "WHERE (s.content_hash IS NULL OR s.content_hash != d.content_hash)")
+    sql = (
+        "SELECT d.key, d.source, d.doc_id, d.content_hash, COALESCE(d.modified, d.indexed_at), s.content_hash, "
+        "s.versions FROM documents d LEFT JOIN summary_docs s ON s.source = d.source AND s.doc_id = d.doc_id "
+        "WHERE (s.content_hash IS NULL OR s.content_hash != d.content_hash)"
+    )
     rows = store.execute(sql + (" AND d.source = ?" if source else ""), (source,) if source else ())
-    for key, src, doc_id, chash, when, old_hash, versions in rows:
+    for key, src, doc_id, chash, when, old_hash, _versions in rows:
         text = document_text(store.chunks_of(key))
         with store.transaction() as db:
-            db.executemany("INSERT OR IGNORE INTO summary_sections VALUES (?, ?, ?, ?)",
-                           [(src, doc_id, h, when) for _, _, h in sections(text)])
+            db.executemany(
+                "INSERT OR IGNORE INTO summary_sections VALUES (?, ?, ?, ?)",
+                [(src, doc_id, h, when) for _, _, h in sections(text)],
+            )
             if old_hash is None:
-                db.execute("INSERT OR IGNORE INTO summary_docs VALUES (?, ?, ?, 1, ?, ?)", (src, doc_id, chash, when, when))
+                db.execute(
+                    "INSERT OR IGNORE INTO summary_docs VALUES (?, ?, ?, 1, ?, ?)",
+                    (src, doc_id, chash, when, when),
+                )
             else:
-                db.execute("UPDATE summary_docs SET content_hash=?, versions=versions+1, last_changed=? "
-                           "WHERE source=? AND doc_id=?", (chash, when, src, doc_id))
+                db.execute(
+                    "UPDATE summary_docs SET content_hash=?, versions=versions+1, last_changed=? "
+                    "WHERE source=? AND doc_id=?",
+                    (chash, when, src, doc_id),
+                )
     return len(rows)
 
 
 def history(store, source: str, doc_id: str) -> DocHistory | None:
-    rows = store.execute("SELECT versions, first_seen, last_changed FROM summary_docs WHERE source=? AND doc_id=?",
-                         (source, doc_id))
+    rows = store.execute(
+        "SELECT versions, first_seen, last_changed FROM summary_docs WHERE source=? AND doc_id=?",
+        (source, doc_id),
+    )
     return DocHistory(*rows[0]) if rows else None
 
 
-def changed_sections(store, source: str, doc_id: str, text: str, *, since: float,
-                     until: float | None = None) -> list[tuple[int, int]]:
+def changed_sections(
+    store, source: str, doc_id: str, text: str, *, since: float, until: float | None = None
+) -> list[tuple[int, int]]:
     """(start, end) of the sections of ``text`` first seen in [since, until)."""
-    seen = dict(store.execute("SELECT hash, first_seen FROM summary_sections WHERE source=? AND doc_id=?",
-                              (source, doc_id)))
+    seen = dict(
+        store.execute(
+            "SELECT hash, first_seen FROM summary_sections WHERE source=? AND doc_id=?", (source, doc_id)
+        )
+    )
     out = []
     for a, b, h in sections(text):
         t = seen.get(h)

@@ -32,14 +32,19 @@ _REF_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
 _ANGLE_URL = re.compile(r"<(https?://[^>]+)>")
 _HTML = re.compile(r"<!--.*?-->|</?[a-zA-Z][^>]*>", re.S)
 _SHORTCODE = re.compile(r"\{\{[<%].*?[%>]\}\}", re.S)
-_EMPH = re.compile(r"(\*\*|__|~~)(.+?)\1|(?<![\w*])\*(?!\s)([^*\n]+?)\*(?![\w*])|(?<![\w_])_(?!\s)([^_\n]+?)_(?![\w_])")
+_EMPH = re.compile(
+    r"(\*\*|__|~~)(.+?)\1|(?<![\w*])\*(?!\s)([^*\n]+?)\*(?![\w*])|(?<![\w_])_(?!\s)([^_\n]+?)_(?![\w_])"
+)
 _CODE = re.compile(r"`([^`]*)`")
 _FRONT = re.compile(r"^\s*(?:title|description|tags|date|weight|draft|aliases)\s*:", re.I)
 _LEAD_IN = re.compile(r":\s*(?:\d{1,2}[.)]|[-*•])?\s*$")
 _ADMONITION = re.compile(r"^\s*>?\s*\[!(?:NOTE|TIP|WARNING|IMPORTANT|CAUTION)\]\s*|^\s*>\s?", re.I | re.M)
 _CODEISH = re.compile(r"&&|\|\||\$ |--\w|\b(?:git|kubectl|gcloud|sg|npm|go|docker) [a-z-]+ |https?://|www\.")
-_ANAPHORIC = re.compile(r"^(?:this|that|these|those|it|they|as such|additionally|however|of course|also|so|but|and|"
-                        r"otherwise|in addition|in that case|then|example|e\.g\.|for example|instead)\b", re.I)
+_ANAPHORIC = re.compile(
+    r"^(?:this|that|these|those|it|they|as such|additionally|however|of course|also|so|but|and|"
+    r"otherwise|in addition|in that case|then|example|e\.g\.|for example|instead)\b",
+    re.I,
+)
 _DOC_LABEL = re.compile(r"^\s*(?:document|title|source|page)\s*:\s*", re.I)
 
 _MONEY = re.compile(r"[$€£¥]\s?\d|\d\s?(?:%|k\b|USD|EUR|GBP|percent)", re.I)
@@ -50,18 +55,24 @@ _RULE = re.compile(
     r"eligib\w*|reimburs\w*|approv\w*|deadline|budget\w*|stipend|allowance|policy|cover(?:s|ed)?|"
     r"entitled|per (?:year|month|week|day|night|person|teammate|employee|quarter|trip)|expires?|"
     r"should|need to|have to|is responsible|are responsible|owns?|on-call|escalat\w*|all (?:teammates|employees|"
-    r"incidents|issues|requests|changes|commits|travel|customers)|everyone|every teammate)\b", re.I)
+    r"incidents|issues|requests|changes|commits|travel|customers)|everyone|every teammate)\b",
+    re.I,
+)
 _TIME = re.compile(
     r"\b(?:\d+\s*(?:business\s+)?(?:days?|weeks?|months?|years?|hours?|minutes?|hrs?)|daily|weekly|monthly|"
     r"quarterly|annual(?:ly)?|yearly|every|each|within|before|after|by the end|deadline|"
     r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|january|february|march|april|may|june|july|"
-    r"august|september|october|november|december|Q[1-4]|fiscal|FY\d+)\b", re.I)
+    r"august|september|october|november|december|Q[1-4]|fiscal|FY\d+)\b",
+    re.I,
+)
 _WHO = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+|(?<![\w&])#[a-z][\w-]+|@[a-z][\w-]+")
 _PROPER = re.compile(r"(?<=[a-z,;:] )[A-Z][a-zA-Z]+")
 _WEAK_START = re.compile(
     r"^(?:this (?:page|document|section|doc|handbook page)|see |read |check out|learn more|click|for more|here (?:is|are)|"
     r"below (?:is|are)|the following|please see|refer to|more information|table of contents|contents|"
-    r"note:?$|tl;?dr|welcome|hi |hello)", re.I)
+    r"note:?$|tl;?dr|welcome|hi |hello)",
+    re.I,
+)
 
 
 @dataclass
@@ -120,7 +131,9 @@ def _row_text(header: list[str], cells: list[str]) -> str:
         return ""
     if header and len(header) == len(cells):
         first = cells[0]
-        rest = [f"{h}: {c}" if h and h.lower() != c.lower() else c for h, c in zip(header[1:], cells[1:]) if c]
+        rest = [
+            f"{h}: {c}" if h and h.lower() != c.lower() else c for h, c in zip(header[1:], cells[1:]) if c
+        ]
         lead = f"{header[0]} {first}" if first and first.replace(".", "").isdigit() and header[0] else first
         return _finish(" — ".join(x for x in (lead, "; ".join(rest)) if x))
     return _finish(" — ".join(c for c in cells if c))
@@ -147,7 +160,9 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
             t = clean_markdown(span.text)
             if not t or _DOC_LABEL.match(t) or len(g.content_words(t)) < 2 or g.looks_like_instruction(t):
                 continue
-            if t.strip(" .:").lower() == title.strip().lower() or any(t.strip(" .:").lower() == h.lower() for _, h in heads):
+            if t.strip(" .:").lower() == title.strip().lower() or any(
+                t.strip(" .:").lower() == h.lower() for _, h in heads
+            ):
                 continue  # a bullet that only repeats a title says nothing
             ctx = context() + (f" > {extra}" if extra else "")
             if _LEAD_IN.search(t):
@@ -174,7 +189,13 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
                 i += 1
             i += 1
             continue
-        if line.strip() and i + 1 < n and _SETEXT.match(lines[i + 1]) and "|" not in line and not _ITEM.match(line):
+        if (
+            line.strip()
+            and i + 1 < n
+            and _SETEXT.match(lines[i + 1])
+            and "|" not in line
+            and not _ITEM.match(line)
+        ):
             flush()  # "Title\n-----": a heading underlined (plain text and older Markdown)
             level = 1 if lines[i + 1].strip().startswith("=") else 2
             heads = [x for x in heads if x[0] < level] + [(level, clean_markdown(line))]
@@ -208,8 +229,13 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
             at = offs[i]
             i += 1
             # continuation lines: indented, or "lazy" ones (CommonMark; PDFs wrap list items without indent)
-            while i < n and lines[i].strip() and not _ITEM.match(lines[i]) and not _HEADING.match(lines[i]) \
-                    and not lines[i].lstrip().startswith(("|", "```", "~~~")):
+            while (
+                i < n
+                and lines[i].strip()
+                and not _ITEM.match(lines[i])
+                and not _HEADING.match(lines[i])
+                and not lines[i].lstrip().startswith(("|", "```", "~~~"))
+            ):
                 body.append(lines[i].strip())
                 i += 1
             add(" ".join(body), "item", extra=lead)
@@ -270,9 +296,20 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / (len(a | b) or 1)
 
 
-def select_facts(facts: list[Fact], rel: np.ndarray, vecs: np.ndarray, *, doc_weights: dict[int, float],
-                 max_words: int, word_cost: dict[int, int], mmr: float = 0.35, dup_sim: float = 0.86,
-                 dup_jaccard: float = 0.6, max_facts: int = 16, each: int = 0) -> list[Fact]:
+def select_facts(
+    facts: list[Fact],
+    rel: np.ndarray,
+    vecs: np.ndarray,
+    *,
+    doc_weights: dict[int, float],
+    max_words: int,
+    word_cost: dict[int, int],
+    mmr: float = 0.35,
+    dup_sim: float = 0.86,
+    dup_jaccard: float = 0.6,
+    max_facts: int = 16,
+    each: int = 0,
+) -> list[Fact]:
     """Greedy MMR over ``facts`` (relevance ``rel`` (n,), unit vectors ``vecs`` (n, dim)).
 
     Each document may take about its share (``doc_weights``, summing to 1) of the facts, at least one;

@@ -21,9 +21,9 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -51,13 +51,17 @@ class SyncReport:
     seconds: float = 0.0
     restarted: bool = False
     failures: list[Failure] = field(default_factory=list)
-    skipped: int = 0  # files of a type we cannot read: recorded once (as documents without text), not failures
+    skipped: int = (
+        0  # files of a type we cannot read: recorded once (as documents without text), not failures
+    )
 
     def line(self) -> str:
         skipped = f", {self.skipped} skipped (unsupported type)" if self.skipped else ""
-        return (f"{self.source}: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
-                f"{self.unchanged} unchanged, {self.failed} failed{skipped}; {self.chunks} chunks embedded in "
-                f"{self.seconds:.1f} s")
+        return (
+            f"{self.source}: {self.added} added, {self.updated} updated, {self.deleted} deleted, "
+            f"{self.unchanged} unchanged, {self.failed} failed{skipped}; {self.chunks} chunks embedded in "
+            f"{self.seconds:.1f} s"
+        )
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -87,9 +91,19 @@ def content_hash(doc: Document, text: str) -> str:
 class Syncer:
     """Runs one connector into one store and index. Built by ``Engine.sync``."""
 
-    def __init__(self, connector, *, store, index, embedder, chunker: Chunker, fetch_workers: int = 8,
-                 save_index: Callable[[bool], None], max_parse_bytes: int = 50 * 1024 * 1024,
-                 progress: Callable[[int, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        connector,
+        *,
+        store,
+        index,
+        embedder,
+        chunker: Chunker,
+        fetch_workers: int = 8,
+        save_index: Callable[[bool], None],
+        max_parse_bytes: int = 50 * 1024 * 1024,
+        progress: Callable[[int, str], None] | None = None,
+    ) -> None:
         self.c = connector
         self.source = connector.name
         self.store, self.index, self.embedder, self.chunker = store, index, embedder, chunker
@@ -204,7 +218,7 @@ class Syncer:
                 continue
             vecs = None
             if p.chunks:
-                vecs = vectors[offset:offset + len(p.chunks)]
+                vecs = vectors[offset : offset + len(p.chunks)]
                 offset += len(p.chunks)
             elif p.chunks is not None:
                 vecs = np.zeros((0, self.embedder.dim), dtype=np.float32)  # an empty document: no chunks
@@ -235,8 +249,10 @@ class Syncer:
                 doc = replace(doc, source=self.source)
             stage = "parse"
             if len(doc.content) > self.max_parse_bytes:
-                raise AssistantError(f"{len(doc.content) / 1e6:.1f} MB is over the parse limit of "
-                                     f"{self.max_parse_bytes / 1e6:.0f} MB")
+                raise AssistantError(
+                    f"{len(doc.content) / 1e6:.1f} MB is over the parse limit of "
+                    f"{self.max_parse_bytes / 1e6:.0f} MB"
+                )
             try:
                 text = parse(doc.content, doc.mime, name=doc.path, max_bytes=self.max_parse_bytes)
             except EmptyDocument:

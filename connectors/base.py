@@ -18,7 +18,8 @@ Contract
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
 
 from assistant.documents import ChangePage, Document, ItemRef
 

@@ -25,9 +25,9 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from assistant.documents import Access, ChangePage, Document, ItemRef
 from assistant.errors import ConfigError, NotFound
@@ -41,8 +41,13 @@ class AclRule:
 
     def as_json(self) -> dict:
         a = self.access
-        return {"glob": self.glob, "users": sorted(a.users), "groups": sorted(a.groups),
-                "domains": sorted(a.domains), "public": a.public}
+        return {
+            "glob": self.glob,
+            "users": sorted(a.users),
+            "groups": sorted(a.groups),
+            "domains": sorted(a.domains),
+            "public": a.public,
+        }
 
 
 _RULE_KEYS = ("glob", "users", "groups", "domains", "public")
@@ -53,7 +58,7 @@ def _rule(raw: object, i: int, where: str) -> AclRule:
     be truthy and ``users = "a@b"`` a set of letters."""
     at = f"{where}: rule #{i + 1}"
     if not isinstance(raw, dict):
-        raise ConfigError(f"{at} is not a table; write it as [[rule]] with glob = \"...\".")
+        raise ConfigError(f'{at} is not a table; write it as [[rule]] with glob = "...".')
     unknown = set(raw) - set(_RULE_KEYS)
     if unknown:
         raise ConfigError(f"{at} has unknown keys {sorted(unknown)}; allowed: {', '.join(_RULE_KEYS)}")
@@ -65,8 +70,10 @@ def _rule(raw: object, i: int, where: str) -> AclRule:
     for key in ("users", "groups", "domains"):
         v = raw.get(key, [])
         if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
-            raise ConfigError(f'{at}: {key} must be a list of non-empty strings, e.g. {key} = ["{_EXAMPLE[key]}"]'
-                              f" (got {type(v).__name__}).")
+            raise ConfigError(
+                f'{at}: {key} must be a list of non-empty strings, e.g. {key} = ["{_EXAMPLE[key]}"]'
+                f" (got {type(v).__name__})."
+            )
         lists[key] = v
     bad_users = [u for u in lists["users"] if "@" not in u]
     if bad_users:
@@ -74,8 +81,10 @@ def _rule(raw: object, i: int, where: str) -> AclRule:
     public = raw.get("public", False)
     if not isinstance(public, bool):
         raise ConfigError(f"{at}: public must be true or false without quotes (got {type(public).__name__}).")
-    return AclRule(glob, Access(frozenset(lists["users"]), frozenset(lists["groups"]), frozenset(lists["domains"]),
-                                public))
+    return AclRule(
+        glob,
+        Access(frozenset(lists["users"]), frozenset(lists["groups"]), frozenset(lists["domains"]), public),
+    )
 
 
 _EXAMPLE = {"users": "alice@example.com", "groups": "finance@example.com", "domains": "example.com"}
@@ -88,13 +97,19 @@ def load_acl(path: Path | None) -> list[AclRule]:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"ACL file {path} does not exist. Pass an existing TOML file with --acl-file.") from None
+        raise ConfigError(
+            f"ACL file {path} does not exist. Pass an existing TOML file with --acl-file."
+        ) from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"ACL file {path} is not valid TOML ({e}). See connectors/local_files.py for the format.") from None
+        raise ConfigError(
+            f"ACL file {path} is not valid TOML ({e}). See connectors/local_files.py for the format."
+        ) from None
     unknown = set(data) - {"rule"}
     if unknown:
-        raise ConfigError(f"ACL file {path} has unknown top-level keys {sorted(unknown)}; "
-                          "write each rule as a [[rule]] table.")
+        raise ConfigError(
+            f"ACL file {path} has unknown top-level keys {sorted(unknown)}; "
+            "write each rule as a [[rule]] table."
+        )
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list):
         raise ConfigError(f"ACL file {path}: 'rule' must be an array of tables ([[rule]]).")
@@ -116,7 +131,11 @@ def describe_access(acc: Access | None) -> str:
         return "not indexed"
     if acc.public:
         return "public"
-    parts = sorted(acc.users) + [f"group {g}" for g in sorted(acc.groups)] + [f"domain {d}" for d in sorted(acc.domains)]
+    parts = (
+        sorted(acc.users)
+        + [f"group {g}" for g in sorted(acc.groups)]
+        + [f"domain {d}" for d in sorted(acc.domains)]
+    )
     if not parts:
         return "nobody"
     return ", ".join(parts[:4]) + (f" and {len(parts) - 4} more" if len(parts) > 4 else "")
@@ -139,7 +158,11 @@ def visibility_changes(old: dict[str, Access], new: dict[str, Access]) -> tuple[
     lines = []
     for (now, was), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0])):
         files = "1 file becomes" if n == 1 else f"{n} files become"
-        target = "public" if now == "public" else ("readable by nobody" if now == "nobody" else f"readable by {now}")
+        target = (
+            "public"
+            if now == "public"
+            else ("readable by nobody" if now == "nobody" else f"readable by {now}")
+        )
         lines.append(f"{files} {target} (was: {was})")
     return lines, widened
 
@@ -149,7 +172,8 @@ def _matches(glob: str, rel: str) -> bool:
         return True
     # "dir/**" also matches files directly in dir; "**/x" also matches x at the top
     return (glob.endswith("/**") and rel.startswith(glob[:-2])) or (
-        glob.startswith("**/") and fnmatch.fnmatchcase(rel, glob[3:]))
+        glob.startswith("**/") and fnmatch.fnmatchcase(rel, glob[3:])
+    )
 
 
 def access_for(rel: str, rules: list[AclRule]) -> Access:
@@ -186,8 +210,15 @@ def _looks_like_text(content: bytes) -> bool:
 
 
 class LocalFilesConnector:
-    def __init__(self, root: Path, *, name: str | None = None, acl_file: Path | None = None,
-                 rules: list[AclRule] | None = None, page_size: int = 200) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        name: str | None = None,
+        acl_file: Path | None = None,
+        rules: list[AclRule] | None = None,
+        page_size: int = 200,
+    ) -> None:
         """``rules`` (the rules a source was saved with) win over reading ``acl_file``; ``acl_file`` is
         never indexed either way."""
         self.root = Path(root).resolve()
@@ -196,8 +227,9 @@ class LocalFilesConnector:
         self.name = name or self.root.name
         self.acl_file = Path(acl_file).resolve() if acl_file else None
         self.rules = list(rules) if rules is not None else load_acl(self.acl_file)
-        self._acl_hash = hashlib.sha256(json.dumps([(r.glob, sorted(r.access.tokens())) for r in self.rules])
-                                        .encode()).hexdigest()[:12]
+        self._acl_hash = hashlib.sha256(
+            json.dumps([(r.glob, sorted(r.access.tokens())) for r in self.rules]).encode()
+        ).hexdigest()[:12]
         self.page_size = page_size
 
     def _files(self) -> Iterator[tuple[str, os.stat_result]]:
@@ -228,10 +260,12 @@ class LocalFilesConnector:
             yield ChangePage(prune=True)
             return
         for i in range(start, len(files), self.page_size):
-            page = files[i:i + self.page_size]
+            page = files[i : i + self.page_size]
             last = i + self.page_size >= len(files)
             refs = tuple(ItemRef(rel, version=self._version(rel, st)) for rel, st in page)
-            yield ChangePage(upserts=refs, next_cursor=None if last else f"offset:{i + self.page_size}", prune=last)
+            yield ChangePage(
+                upserts=refs, next_cursor=None if last else f"offset:{i + self.page_size}", prune=last
+            )
         if start >= len(files):
             yield ChangePage(prune=True)
 
@@ -247,9 +281,19 @@ class LocalFilesConnector:
             mime = "text/plain"  # README, LICENSE, Makefile…: extensionless text files
         title = title_of(ref.id, content, mime)
         meta = {} if mime in ("text/markdown", "text/plain") else {"title_from": "filename"}
-        return Document(id=ref.id, source=self.name, path=ref.id, title=title, mime=mime, content=content,
-                        access=access_for(ref.id, self.rules), version=self._version(ref.id, st),
-                        modified=st.st_mtime, url=full.as_uri(), metadata=meta)
+        return Document(
+            id=ref.id,
+            source=self.name,
+            path=ref.id,
+            title=title,
+            mime=mime,
+            content=content,
+            access=access_for(ref.id, self.rules),
+            version=self._version(ref.id, st),
+            modified=st.st_mtime,
+            url=full.as_uri(),
+            metadata=meta,
+        )
 
     def list_ids(self) -> Iterator[str]:
         for rel, _ in self._files():
@@ -267,7 +311,10 @@ class LocalFilesConnector:
         """Per rule: its glob, readers, how many files it matches and for how many it is the last match
         (the one that decides)."""
         paths = self.paths()
-        out = [{"glob": r.glob, "readers": describe_access(r.access), "matches": 0, "decides": 0} for r in self.rules]
+        out = [
+            {"glob": r.glob, "readers": describe_access(r.access), "matches": 0, "decides": 0}
+            for r in self.rules
+        ]
         for rel in paths:
             last = None
             for i, r in enumerate(self.rules):

@@ -37,7 +37,10 @@ def main(argv=None) -> None:
         llm = asst.llm
         load_s = time.perf_counter() - t
         hits = asst.search("What is the parental leave policy?", who=Principals(everything=True), k=5)
-        msgs = build_messages("What is the parental leave policy?", [Passage(i + 1, h.title, h.text) for i, h in enumerate(hits)])
+        msgs = build_messages(
+            "What is the parental leave policy?",
+            [Passage(i + 1, h.title, h.text) for i, h in enumerate(hits)],
+        )
         prompt_tokens = llm.count_message_tokens(msgs)
         t = time.perf_counter()
         first, n_tok, text = None, 0, ""
@@ -54,7 +57,10 @@ def main(argv=None) -> None:
         ("prompt tokens (5 sources)", str(prompt_tokens)),
         ("time to first token", f"{(first - t) * 1e3:.0f} ms"),
         ("decode tokens/s", f"{n_tok / max(1e-6, end - first):.1f}"),
-        (f"ask latency p50 / p95 ({len(recs)} questions)", f"{m.answer_p50_ms / 1e3:.2f} s / {m.answer_p95_ms / 1e3:.2f} s"),
+        (
+            f"ask latency p50 / p95 ({len(recs)} questions)",
+            f"{m.answer_p50_ms / 1e3:.2f} s / {m.answer_p95_ms / 1e3:.2f} s",
+        ),
         ("retrieval hit@5", f"{m.hit.get(5, 0):.2f}"),
         ("answer contains the key fact", "–" if m.accuracy is None else f"{m.accuracy:.2f}"),
         ("refusal recall / precision", f"{m.refusal_recall} / {m.refusal_precision}"),

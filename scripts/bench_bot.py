@@ -76,8 +76,10 @@ def row(name: str, res: list[dict]) -> str:
     acks = [r["ack_s"] * 1000 for r in res]
     finals = [r["final_s"] for r in res if r["final_s"] is not None]
     missing = sum(1 for r in res if r["final_s"] is None)
-    return (f"| {name} | {len(res)} | {pct(acks, 50):.0f} | {pct(acks, 95):.0f} | {max(acks):.0f} | "
-            f"{pct(finals, 50):.2f} | {pct(finals, 95):.2f} | {max(finals) if finals else float('nan'):.2f} | {missing} |")
+    return (
+        f"| {name} | {len(res)} | {pct(acks, 50):.0f} | {pct(acks, 95):.0f} | {max(acks):.0f} | "
+        f"{pct(finals, 50):.2f} | {pct(finals, 95):.2f} | {max(finals) if finals else float('nan'):.2f} | {missing} |"
+    )
 
 
 def main() -> None:
@@ -86,8 +88,11 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=10, help="questions asked one after another")
     ap.add_argument("--concurrent", type=int, default=20, help="questions asked at the same moment")
     ap.add_argument("--workers", type=int, default=8, help="the bot's worker threads")
-    ap.add_argument("--endpoint", help="OpenAI-compatible LLM server (e.g. `assistant serve-llm`: continuous "
-                                       "batching) instead of the in-process model")
+    ap.add_argument(
+        "--endpoint",
+        help="OpenAI-compatible LLM server (e.g. `assistant serve-llm`: continuous "
+        "batching) instead of the in-process model",
+    )
     ap.add_argument("--model", help="with --endpoint: the model id the server lists at GET /v1/models")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--json", type=Path, help="write raw results here")
@@ -115,18 +120,28 @@ def main() -> None:
         seq = run_phase(rig, args.sequential, 1, args.timeout)
         conc = run_phase(rig, args.concurrent, args.concurrent, args.timeout)
         stats = dict(rig.bot.stats)
-    print(f"\nSlack bot latency — llm={args.llm}{' via ' + args.endpoint if args.endpoint else ''}, bot workers={args.workers}, warm-up (model load + first answer) {warm:.1f} s")
-    print("| phase | questions | ack p50 ms | ack p95 ms | ack max ms | final p50 s | final p95 s | final max s | unanswered |")
+    print(
+        f"\nSlack bot latency — llm={args.llm}{' via ' + args.endpoint if args.endpoint else ''}, bot workers={args.workers}, warm-up (model load + first answer) {warm:.1f} s"
+    )
+    print(
+        "| phase | questions | ack p50 ms | ack p95 ms | ack max ms | final p50 s | final p95 s | final max s | unanswered |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     print(row("one at a time", seq))
     print(row(f"{args.concurrent} at once", conc))
     slow_acks = sum(1 for r in seq + conc if r["ack_s"] >= 3.0 or r["status"] != 200)
     print(f"\nacks >= 3 s or not 200: {slow_acks}; bot stats: {stats}")
     if stats["errors"]:
-        print(f"FAIL: {stats['errors']} questions ended in the apology message, not an answer (see the log above)")
+        print(
+            f"FAIL: {stats['errors']} questions ended in the apology message, not an answer (see the log above)"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"llm": args.llm, "warmup_s": warm, "sequential": seq, "concurrent": conc,
-                                         "stats": stats}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"llm": args.llm, "warmup_s": warm, "sequential": seq, "concurrent": conc, "stats": stats},
+                indent=2,
+            )
+        )
     assistant.close()
     if slow_acks or stats["errors"]:
         raise SystemExit(1)

@@ -68,11 +68,20 @@ def run(n_files: int, latency_s: float, workers: int, embedder_kind: str) -> lis
     from tests.fakes.gdrive import FakeDrive, populate
 
     rows = []
-    with FakeDrive(users=("alice@example.com", "bob@example.com")) as fake, tempfile.TemporaryDirectory() as tmp:
+    with (
+        FakeDrive(users=("alice@example.com", "bob@example.com")) as fake,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         w = fake.world
         populate(w, n_files)
-        cfg = DriveConfig(credentials_info=w.service_account_info(), subject=w.admin, api_endpoint=fake.url,
-                          token_uri=fake.url + "/token", all_shared_drives=True, workers=workers)
+        cfg = DriveConfig(
+            credentials_info=w.service_account_info(),
+            subject=w.admin,
+            api_endpoint=fake.url,
+            token_uri=fake.url + "/token",
+            all_shared_drives=True,
+            workers=workers,
+        )
         settings = load_settings(environ={}, overrides={"data_dir": tmp, "sync": {"fetch_workers": workers}})
         embedder = HashingEmbedder() if embedder_kind == "hashing" else None
         engine = Engine.open(settings, embedder=embedder)
@@ -85,8 +94,15 @@ def run(n_files: int, latency_s: float, workers: int, embedder_kind: str) -> lis
                 secs = time.perf_counter() - t0
                 if rep.failed:
                     print(f"warning: {rep.failed} failures, e.g. {rep.failures[:2]}", file=sys.stderr)
-                rows.append((label, rep.added or n_files, secs, rep.added / secs if rep.added else None,
-                             (api_requests(w) - before) / n_files))
+                rows.append(
+                    (
+                        label,
+                        rep.added or n_files,
+                        secs,
+                        rep.added / secs if rep.added else None,
+                        (api_requests(w) - before) / n_files,
+                    )
+                )
         finally:
             engine.close()
         conn = GoogleDriveConnector(cfg)
@@ -95,8 +111,15 @@ def run(n_files: int, latency_s: float, workers: int, embedder_kind: str) -> lis
         with ThreadPoolExecutor(workers) as pool:
             docs = list(pool.map(conn.fetch, refs))
         secs = time.perf_counter() - t0
-        rows.append((f"connector only (list + fetch, {workers} threads)", len(docs), secs, len(docs) / secs,
-                     (api_requests(w) - before) / len(docs)))
+        rows.append(
+            (
+                f"connector only (list + fetch, {workers} threads)",
+                len(docs),
+                secs,
+                len(docs) / secs,
+                (api_requests(w) - before) / len(docs),
+            )
+        )
     return rows
 
 
@@ -108,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embedder", choices=("hashing", "bundled"), default="hashing")
     args = ap.parse_args(argv)
     rows = run(args.files, args.latency_ms / 1000, args.workers, args.embedder)
-    print(f"Google Drive connector vs local fake: {args.files} files, {args.latency_ms:g} ms per API call, "
-          f"{args.workers} workers")
+    print(
+        f"Google Drive connector vs local fake: {args.files} files, {args.latency_ms:g} ms per API call, "
+        f"{args.workers} workers"
+    )
     print(f"| {'run':<48} | {'files':>6} | {'seconds':>8} | {'files/s':>8} | {'requests/file':>13} |")
     print(f"|{'-' * 50}|{'-' * 8}|{'-' * 10}|{'-' * 10}|{'-' * 15}|")
     for label, files, secs, rate, rpf in rows:

@@ -65,7 +65,7 @@ def build_world(n_files: int, page_size: int):
     user = world.add_user_drive("alice@contoso.com")
     _, (site,) = world.add_site("Eng")
     populate(world, user, pages, n_files // 2)
-    populate(world, site, pages[len(pages) // 2:] + pages[:len(pages) // 2], n_files - n_files // 2)
+    populate(world, site, pages[len(pages) // 2 :] + pages[: len(pages) // 2], n_files - n_files // 2)
     return world
 
 
@@ -88,14 +88,22 @@ def main(argv: list[str] | None = None) -> int:
         world = build_world(args.files, args.page_size)
         with FakeGraph(Path(tmp), world) as fg:
             world.latency_s = args.latency_ms / 1000
-            settings = load_settings(environ={}, overrides={"data_dir": str(Path(tmp) / "data"),
-                                                            "sync": {"fetch_workers": args.workers}})
+            settings = load_settings(
+                environ={},
+                overrides={"data_dir": str(Path(tmp) / "data"), "sync": {"fetch_workers": args.workers}},
+            )
             engine = Engine.open(settings, embedder=embedder)
             if embedder is None:
                 _ = engine.embedder  # load the model before the clock starts
-            conn = OneDriveConnector(OneDriveConfig(**fg.settings(
-                user_drives=("alice@contoso.com",), site_urls=("https://contoso.sharepoint.com/sites/Eng",),
-                workers=args.workers)))
+            conn = OneDriveConnector(
+                OneDriveConfig(
+                    **fg.settings(
+                        user_drives=("alice@contoso.com",),
+                        site_urls=("https://contoso.sharepoint.com/sites/Eng",),
+                        workers=args.workers,
+                    )
+                )
+            )
             rows = []
             for label in ("full sync", "incremental, no changes", "incremental, 5% edited"):
                 if label.endswith("edited"):
@@ -111,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
                 for f in rep.failures[:3]:
                     print(f"  failed: {f.item_id} at {f.stage}: {f.reason[:120]}", file=sys.stderr)
             engine.close()
-    print(f"OneDrive connector, {args.files} files, {args.latency_ms:.0f} ms per call, "
-          f"{args.workers} fetch workers, embedder={args.embedder}")
-    print(f"| {'run':<24} | {'files':>6} | {'seconds':>8} | {'files/s':>8} | {'requests':>8} | {'requests/file':>13} | {'failed':>6} |")
+    print(
+        f"OneDrive connector, {args.files} files, {args.latency_ms:.0f} ms per call, "
+        f"{args.workers} fetch workers, embedder={args.embedder}"
+    )
+    print(
+        f"| {'run':<24} | {'files':>6} | {'seconds':>8} | {'files/s':>8} | {'requests':>8} | {'requests/file':>13} | {'failed':>6} |"
+    )
     print(f"|{'-' * 26}|{'-' * 8}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 15}|{'-' * 8}|")
     for label, files, secs, reqs, failed in rows:
         rate = f"{files / secs:8.1f}" if files else f"{'-':>8}"

@@ -67,12 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     roots = max(1, args.messages // 2)  # every 2nd root gets 2 replies: 2 messages per root
     rows = []
     with FakeSlack(latency_s=args.latency_ms / 1000) as fake, tempfile.TemporaryDirectory() as tmp:
-        fake.populate(channels=args.channels, roots_per_channel=roots, replies_every=2, replies=2, private_every=4,
-                      files_every=25, users=12, start_ago=6 * 86400)
+        fake.populate(
+            channels=args.channels,
+            roots_per_channel=roots,
+            replies_every=2,
+            replies=2,
+            private_every=4,
+            files_every=25,
+            users=12,
+            start_ago=6 * 86400,
+        )
         n_messages = sum(len(m) for m in fake.messages.values())
 
         def make():
-            return SlackConnector(SlackConfig(bot_token=fake.token, api_url=fake.url, page_size=args.page_size))
+            return SlackConnector(
+                SlackConfig(bot_token=fake.token, api_url=fake.url, page_size=args.page_size)
+            )
 
         fake.clear_requests()
         t0 = time.perf_counter()
@@ -87,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         embedder = _lexical_embedder() if args.embedder == "lexical" else None
         engine = Engine.open(load_settings(environ={}, overrides={"data_dir": tmp}), embedder=embedder)
         _ = engine.embedder  # load the model outside the timed part
-        for label, full in ((f"full sync via Engine ({args.embedder})", True), ("incremental, nothing changed", False)):
+        for label, full in (
+            (f"full sync via Engine ({args.embedder})", True),
+            ("incremental, nothing changed", False),
+        ):
             fake.clear_requests()
             t0 = time.perf_counter()
             rep = engine.sync(make(), full=full)
@@ -97,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((label, n_messages, threads, dt, fake.api_call_count()))
         engine.close()
 
-    print(f"Slack connector benchmark: {args.channels} channels, {n_messages} messages, page size {args.page_size}, "
-          f"latency {args.latency_ms:g} ms/request")
+    print(
+        f"Slack connector benchmark: {args.channels} channels, {n_messages} messages, page size {args.page_size}, "
+        f"latency {args.latency_ms:g} ms/request"
+    )
     print(f"{'phase':38} {'messages':>9} {'threads':>8} {'seconds':>8} {'msg/s':>9} {'requests':>9}")
     for label, msgs, docs, secs, reqs in rows:
         print(f"{label:38} {msgs:>9} {docs:>8} {secs:>8.2f} {msgs / secs if secs else 0:>9.0f} {reqs:>9}")

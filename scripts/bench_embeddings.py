@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -29,8 +27,11 @@ from assistant.embeddings_onnx import OnnxEmbedder  # noqa: E402
 def paragraphs(corpus: Path, n: int) -> list[str]:
     out: list[str] = []
     for path in sorted(corpus.rglob("*.md")):
-        out += [p.strip() for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
-                if len(p.strip()) >= 40]
+        out += [
+            p.strip()
+            for p in path.read_text(encoding="utf-8", errors="replace").split("\n\n")
+            if len(p.strip()) >= 40
+        ]
         if len(out) >= n:
             break
     return out[:n]
@@ -51,12 +52,18 @@ def timed_cpu(fn):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("corpus", nargs="?", type=Path, default=REPO.parent / "shared/corpora/sourcegraph-handbook")
+    ap.add_argument(
+        "corpus", nargs="?", type=Path, default=REPO.parent / "shared/corpora/sourcegraph-handbook"
+    )
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--cache-dir", type=Path, default=None, help="ONNX cache (default: a fresh temp dir, so the "
-                    "first load includes export + quantization)")
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="ONNX cache (default: a fresh temp dir, so the first load includes export + quantization)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -73,22 +80,29 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache_dir or Path(tmp)
-        onnx_emb, build = timed(lambda: OnnxEmbedder(bundled_model_path(), cache_dir=cache,
-                                                     batch_size=args.batch_size, threads=args.threads))
+        onnx_emb, build = timed(
+            lambda: OnnxEmbedder(
+                bundled_model_path(), cache_dir=cache, batch_size=args.batch_size, threads=args.threads
+            )
+        )
         _, load = timed(lambda: OnnxEmbedder(bundled_model_path(), cache_dir=cache, threads=args.threads))
         onnx_emb.embed(texts[:32])
         vecs, secs, cpu = timed_cpu(lambda: onnx_emb.embed(texts))
         rows.append(("onnxruntime int8", load, build, secs, cpu, vecs))
 
     base, base_cpu = rows[0][3], rows[0][4]
-    print("\n| backend | load s (cached) | first build s | chunks/s | CPU ms / chunk | speed-up wall / CPU "
-          "| cosine to torch mean / min |")
+    print(
+        "\n| backend | load s (cached) | first build s | chunks/s | CPU ms / chunk | speed-up wall / CPU "
+        "| cosine to torch mean / min |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, load, build, secs, cpu, vecs in rows:
         cos = (vecs * ref).sum(axis=1)
-        print(f"| {name} | {load:.1f} | {'-' if build is None else f'{build:.1f}'} | {len(texts) / secs:.1f} | "
-              f"{1000 * cpu / len(texts):.1f} | {base / secs:.2f}x / {base_cpu / cpu:.2f}x | "
-              f"{cos.mean():.4f} / {cos.min():.4f} |")
+        print(
+            f"| {name} | {load:.1f} | {'-' if build is None else f'{build:.1f}'} | {len(texts) / secs:.1f} | "
+            f"{1000 * cpu / len(texts):.1f} | {base / secs:.2f}x / {base_cpu / cpu:.2f}x | "
+            f"{cos.mean():.4f} / {cos.min():.4f} |"
+        )
 
 
 if __name__ == "__main__":

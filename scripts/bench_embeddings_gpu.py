@@ -28,7 +28,11 @@ from assistant.embeddings import Embedder
 def paragraphs(corpus: Path) -> list[str]:
     out = []
     for p in sorted(corpus.rglob("*.md")):
-        out += [x.strip() for x in p.read_text(encoding="utf-8", errors="replace").split("\n\n") if len(x.strip()) >= 40]
+        out += [
+            x.strip()
+            for x in p.read_text(encoding="utf-8", errors="replace").split("\n\n")
+            if len(x.strip()) >= 40
+        ]
     return out
 
 
@@ -53,8 +57,10 @@ def main() -> None:
     words = statistics.median(len(t.split()) for t in base)
     print("| texts | median words | runs | chunks/s median | min–max | min cosine fp16 vs fp32 (200) |")
     print("|---|---|---|---|---|---|")
-    print(f"| {args.n:,} | {words:.0f} | {args.runs} | {statistics.median(rates):,.0f} | "
-          f"{min(rates):,.0f}–{max(rates):,.0f} | {cos:.4f} |")
+    print(
+        f"| {args.n:,} | {words:.0f} | {args.runs} | {statistics.median(rates):,.0f} | "
+        f"{min(rates):,.0f}–{max(rates):,.0f} | {cos:.4f} |"
+    )
 
 
 if __name__ == "__main__":

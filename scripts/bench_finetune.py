@@ -171,7 +171,8 @@ def run_one(
         torch.cuda.reset_peak_memory_stats(dev)
     prof = None
     if profile and dist.main:
-        from torch.profiler import ProfilerActivity, profile as torch_profile
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
 
         prof = torch_profile(
             activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])

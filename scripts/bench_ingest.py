@@ -27,7 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def queries(n: int) -> list[str]:
-    qs = [json.loads(l)["question"] for l in (REPO / "tests" / "data" / "dev_questions.jsonl").read_text().splitlines() if l.strip()]
+    qs = [
+        json.loads(l)["question"]
+        for l in (REPO / "tests" / "data" / "dev_questions.jsonl").read_text().splitlines()
+        if l.strip()
+    ]
     rnd = random.Random(0)
     return [qs[i % len(qs)] if i < len(qs) else rnd.choice(qs) + f" {i}" for i in range(n)]
 
@@ -40,7 +44,9 @@ def main(argv=None) -> None:
     ap.add_argument("--queries", type=int, default=200)
     args = ap.parse_args(argv)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    settings = load_settings(environ={}, overrides={"data_dir": str(data_dir), "embedding": {"backend": args.backend}})
+    settings = load_settings(
+        environ={}, overrides={"data_dir": str(data_dir), "embedding": {"backend": args.backend}}
+    )
     rows = []
     with Engine.open(settings) as eng:
         t = time.perf_counter()

@@ -83,12 +83,28 @@ def build_model(tiny: bool, device: str):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     if tiny:
-        cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, vocab_size=1024, max_position_embeddings=4096)
+        cfg = LlamaConfig(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=1024,
+            max_position_embeddings=4096,
+        )
     else:  # Llama-3.1-8B shapes (default RoPE: the llama3 frequency scaling does not change speed)
-        cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                          num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072,
-                          rope_theta=500000.0, tie_word_embeddings=False, rms_norm_eps=1e-5)
+        cfg = LlamaConfig(
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            vocab_size=128256,
+            max_position_embeddings=131072,
+            rope_theta=500000.0,
+            tie_word_embeddings=False,
+            rms_norm_eps=1e-5,
+        )
     cfg.eos_token_id = None
     cfg.pad_token_id = 0
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -140,17 +156,20 @@ def engine_run(engine: BatchEngine, ps: list[list[int]], new: int, adapters: lis
     t = time.perf_counter()
     handles = []
     for i, p in enumerate(ps):
+
         def sink(ev, i=i, q=None):
             if i not in firsts:
                 firsts[i] = time.perf_counter() - t
             handles[i][1].put(ev)
+
         import queue
+
         q: queue.Queue = queue.Queue()
         handles.append([None, q])
         h = engine.submit(p, max_new_tokens=new, adapter=adapters[i] if adapters else None, sink=sink)
         handles[i][0] = h
     tokens = 0
-    for h, q in handles:
+    for _h, q in handles:
         while True:
             ev = q.get()
             if ev.kind == "done":
@@ -166,6 +185,7 @@ def decode_rate(engine: BatchEngine, prompt: list[int], new: int) -> float:
     """Batch-1 decode tokens/s, excluding the prefill: tokens after the first / time after the first."""
     stamps: list[float] = []
     import queue
+
     q: queue.Queue = queue.Queue()
 
     def sink(ev):
@@ -180,13 +200,21 @@ def decode_rate(engine: BatchEngine, prompt: list[int], new: int) -> float:
 
 def naive_rate(model, prompt: list[int], new: int, device: str, reps: int = 2) -> float:
     ids = torch.tensor([prompt], device=device)
-    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False, pad_token_id=0
+    )
     rates = []
     for _ in range(reps):
         sync()
         t = time.perf_counter()
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False,
-                             min_new_tokens=new, pad_token_id=0)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new,
+            do_sample=False,
+            min_new_tokens=new,
+            pad_token_id=0,
+        )
         sync()
         rates.append((out.shape[1] - ids.shape[1]) / (time.perf_counter() - t))
     return statistics.median(rates)
@@ -199,11 +227,19 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="Markdown file to write the table to")
     ap.add_argument("--budget-s", type=float, default=420, help="skip optional parts after this many seconds")
     ap.add_argument("--concurrency", default="1,8,32,128")
-    ap.add_argument("--quick", action="store_true", help="skip the loader check, naive loops and NF4 (re-runs)")
-    ap.add_argument("--hf-batch", action="store_true", help="also time transformers' generate_batch (slow warm-up)")
-    ap.add_argument("--static", action="store_true", help="also time generate() with a static cache + torch.compile")
+    ap.add_argument(
+        "--quick", action="store_true", help="skip the loader check, naive loops and NF4 (re-runs)"
+    )
+    ap.add_argument(
+        "--hf-batch", action="store_true", help="also time transformers' generate_batch (slow warm-up)"
+    )
+    ap.add_argument(
+        "--static", action="store_true", help="also time generate() with a static cache + torch.compile"
+    )
     ap.add_argument("--prompt", type=int, default=1000)
-    ap.add_argument("--naive", type=float, default=22.0, help="with --quick: the naive loop's tok/s from a full run")
+    ap.add_argument(
+        "--naive", type=float, default=22.0, help="with --quick: the naive loop's tok/s from a full run"
+    )
     ap.add_argument("--new", type=int, default=200)
     args = ap.parse_args()
     device = "cuda" if torch.cuda.is_available() and not args.tiny else "cpu"
@@ -212,11 +248,13 @@ def main() -> None:
     levels = [int(x) for x in args.concurrency.split(",")]
 
     import transformers
+
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
     say(f"torch {torch.__version__}, transformers {transformers.__version__}, device {gpu}")
     tok = StubTokenizer()
     if args.tokenizer:
         from transformers import AutoTokenizer
+
         tok = ModTokenizer(AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True))
 
     if device == "cuda" and args.tokenizer and not args.quick:
@@ -236,8 +274,11 @@ def main() -> None:
         bw = copy_bandwidth()
         floor = bw / wbytes
         row("copy bandwidth (device-to-device, read+write)", f"{bw / 1e12:.2f} TB/s")
-        row("batch-1 decode, bf16, our engine", f"{eng_rate:.1f} tok/s",
-            f"{eng_rate / floor:.0%} of the bandwidth floor ({floor:.0f} tok/s = bandwidth / {wbytes / 1e9:.1f} GB)")
+        row(
+            "batch-1 decode, bf16, our engine",
+            f"{eng_rate:.1f} tok/s",
+            f"{eng_rate / floor:.0%} of the bandwidth floor ({floor:.0f} tok/s = bandwidth / {wbytes / 1e9:.1f} GB)",
+        )
     else:
         row("batch-1 decode, our engine", f"{eng_rate:.1f} tok/s")
     p1k = prompts(1, args.prompt, vocab, seed=5)[0]
@@ -245,8 +286,10 @@ def main() -> None:
         e = BatchEngine(model, tok, max_batch=4, eos_token_ids=set(), slabs=slabs)
         decode_rate(e, p1k, 8)
         r = decode_rate(e, p1k, 64 if args.tiny else 128)
-        row(f"batch-1 decode after a {args.prompt}-token prompt, KV {'slab (in place)' if slabs else 'concat per step'}",
-            f"{r:.1f} tok/s")
+        row(
+            f"batch-1 decode after a {args.prompt}-token prompt, KV {'slab (in place)' if slabs else 'concat per step'}",
+            f"{r:.1f} tok/s",
+        )
         e.close()
     if not args.quick:
         naive1 = naive_rate(model, p128, 32 if args.tiny else 128, device)
@@ -256,22 +299,33 @@ def main() -> None:
     p2k = prompts(3, 2000 if not args.tiny else 200, vocab, seed=2)
     engine_run(engine, p2k[:1], 1)
     ttfts = [engine_run(engine, [p], 1)[0] for p in p2k]
-    row("time to first token, 2,000-token prompt", f"{statistics.median(ttfts) * 1000:.0f} ms", "median of 3, batch 1")
+    row(
+        "time to first token, 2,000-token prompt",
+        f"{statistics.median(ttfts) * 1000:.0f} ms",
+        "median of 3, batch 1",
+    )
 
     # 3. concurrency sweep: our engine vs a naive generate() loop
     ps_all = prompts(max(levels), args.prompt, vocab, seed=3)
     naive = naive_rate(model, ps_all[0], args.new, device) if not args.quick else args.naive
-    row(f"naive loop of generate(), prompt {args.prompt} / output {args.new}", f"{naive:.1f} tok/s",
-        "sequential, so the same at every concurrency")
+    row(
+        f"naive loop of generate(), prompt {args.prompt} / output {args.new}",
+        f"{naive:.1f} tok/s",
+        "sequential, so the same at every concurrency",
+    )
     results: dict[int, float] = {}
     for n in levels:
         wall, toks, firsts = engine_run(engine, ps_all[:n], args.new)
         results[n] = toks / wall
         p50 = statistics.median(firsts.values())
-        row(f"{n} concurrent, our engine", f"{toks / wall:.0f} tok/s",
+        row(
+            f"{n} concurrent, our engine",
+            f"{toks / wall:.0f} tok/s",
             f"{toks / wall / naive:.1f}x naive; wall {wall:.1f} s; median TTFT {p50 * 1000:.0f} ms; "
-            f"peak GPU mem {torch.cuda.max_memory_allocated() / 2**30:.0f} GiB" if device == "cuda" else
-            f"{toks / wall / naive:.1f}x naive")
+            f"peak GPU mem {torch.cuda.max_memory_allocated() / 2**30:.0f} GiB"
+            if device == "cuda"
+            else f"{toks / wall / naive:.1f}x naive",
+        )
     ref_n = 32 if 32 in levels else levels[-1]
     write(args, gpu)
     engine.close()
@@ -279,6 +333,7 @@ def main() -> None:
     # 4. LoRA adapters: 1 and 4 active, mixed in one batch
     try:
         from peft import LoraConfig, get_peft_model
+
         targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
         lcfg = LoraConfig(r=16, lora_alpha=32, target_modules=targets, init_lora_weights=False)
         pmodel = get_peft_model(model, lcfg, adapter_name="a0")
@@ -291,12 +346,18 @@ def main() -> None:
         peng = BatchEngine(pmodel, tok, adapters=names, max_batch=128, max_queue=1024, eos_token_ids=set())
         ps = ps_all[:ref_n]
         base_rate = results.get(ref_n)
-        for label, ads in (("1 adapter", ["a0"] * len(ps)), ("4 adapters, mixed", [names[i % 4] for i in range(len(ps))])):
+        for label, ads in (
+            ("1 adapter", ["a0"] * len(ps)),
+            ("4 adapters, mixed", [names[i % 4] for i in range(len(ps))]),
+        ):
             engine_run(peng, ps[:2], 4, ads[:2])
             wall, toks, _ = engine_run(peng, ps, args.new, ads)
             rate = toks / wall
-            row(f"{ref_n} concurrent, LoRA r=16, {label}", f"{rate:.0f} tok/s",
-                f"overhead {1 - rate / base_rate:.0%} vs no adapter" if base_rate else "")
+            row(
+                f"{ref_n} concurrent, LoRA r=16, {label}",
+                f"{rate:.0f} tok/s",
+                f"overhead {1 - rate / base_rate:.0%} vs no adapter" if base_rate else "",
+            )
         peng.close()
         model = pmodel.unload()  # the plain base model again
         del pmodel, peng
@@ -307,6 +368,7 @@ def main() -> None:
     if device == "cuda" and not args.quick and time.perf_counter() - T0 < args.budget_s * 0.8:
         try:
             import copy
+
             qmodel = quantize_nf4(copy.deepcopy(model))
             gc.collect()
             torch.cuda.empty_cache()
@@ -315,10 +377,17 @@ def main() -> None:
             qeng = BatchEngine(qmodel, tok, max_batch=128, max_queue=1024, eos_token_ids=set())
             decode_rate(qeng, p128, 8)
             q1 = decode_rate(qeng, p128, 128)
-            row("batch-1 decode, NF4", f"{q1:.1f} tok/s", f"{q1 / eng_rate:.2f}x bf16; weights {qbytes / 1e9:.1f} GB in memory")
+            row(
+                "batch-1 decode, NF4",
+                f"{q1:.1f} tok/s",
+                f"{q1 / eng_rate:.2f}x bf16; weights {qbytes / 1e9:.1f} GB in memory",
+            )
             wall, toks, _ = engine_run(qeng, ps_all[:ref_n], args.new)
-            row(f"{ref_n} concurrent, NF4, our engine", f"{toks / wall:.0f} tok/s",
-                f"{toks / wall / results[ref_n]:.2f}x bf16; peak GPU mem {torch.cuda.max_memory_allocated() / 2**30:.0f} GiB")
+            row(
+                f"{ref_n} concurrent, NF4, our engine",
+                f"{toks / wall:.0f} tok/s",
+                f"{toks / wall / results[ref_n]:.2f}x bf16; peak GPU mem {torch.cuda.max_memory_allocated() / 2**30:.0f} GiB",
+            )
             qeng.close()
             del qmodel, qeng
             gc.collect()
@@ -333,8 +402,12 @@ def main() -> None:
     if args.static and time.perf_counter() - T0 < args.budget_s * 0.6:
         try:
             ids = torch.tensor([p128], device=device)
-            kw = {"attention_mask": torch.ones_like(ids), "do_sample": False, "pad_token_id": 0,
-                  "cache_implementation": "static"}
+            kw = {
+                "attention_mask": torch.ones_like(ids),
+                "do_sample": False,
+                "pad_token_id": 0,
+                "cache_implementation": "static",
+            }
             t = time.perf_counter()
             model.generate(ids, max_new_tokens=16, min_new_tokens=16, **kw)
             sync()
@@ -356,15 +429,24 @@ def main() -> None:
     if args.hf_batch and time.perf_counter() - T0 < args.budget_s * 0.8:
         try:
             from transformers import GenerationConfig
-            gc_ = GenerationConfig(max_new_tokens=args.new, min_new_tokens=args.new, do_sample=False,
-                                   eos_token_id=None, pad_token_id=0)
+
+            gc_ = GenerationConfig(
+                max_new_tokens=args.new,
+                min_new_tokens=args.new,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
             t = time.perf_counter()
             out = model.generate_batch(inputs=ps_all[:ref_n], generation_config=gc_)
             sync()
             wall = time.perf_counter() - t
             toks = sum(len(o.generated_tokens) for o in out.values())
-            row(f"{ref_n} concurrent, transformers generate_batch (reference)", f"{toks / wall:.0f} tok/s",
-                f"wall {wall:.1f} s incl. its warm-up; one config for all requests, no adapters/stop strings")
+            row(
+                f"{ref_n} concurrent, transformers generate_batch (reference)",
+                f"{toks / wall:.0f} tok/s",
+                f"wall {wall:.1f} s incl. its warm-up; one config for all requests, no adapters/stop strings",
+            )
         except Exception as e:  # noqa: BLE001  (one failed section must not lose the rest)  # reference only
             row(f"{ref_n} concurrent, transformers generate_batch (reference)", "failed", repr(e)[:120])
         write(args, gpu)
@@ -388,8 +470,11 @@ def check_loading(tokenizer_dir: str) -> None:
             out = eng.submit([5, 6, 7], max_new_tokens=4)
             out.result()
             eng.close()
-            row(f"load_model(quantize={q!r}) on CUDA", "ok",
-                f"{type(m.model.layers[0].mlp.up_proj).__name__}, {next(m.parameters()).dtype}")
+            row(
+                f"load_model(quantize={q!r}) on CUDA",
+                "ok",
+                f"{type(m.model.layers[0].mlp.up_proj).__name__}, {next(m.parameters()).dtype}",
+            )
             del m
     except Exception as e:  # noqa: BLE001  (one failed section must not lose the rest)
         row("load_model on CUDA", "failed", repr(e)[:160])
@@ -405,11 +490,18 @@ def quantize_nf4(model):
     for parent in list(model.model.layers.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
-                                      device="meta")
-                q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=True,
-                                             quant_type="nf4").to("cuda")
+                q = bnb.nn.Linear4bit(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    compute_dtype=torch.bfloat16,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                    device="meta",
+                )
+                q.weight = bnb.nn.Params4bit(
+                    child.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4"
+                ).to("cuda")
                 if child.bias is not None:
                     q.bias = nn.Parameter(child.bias.data, requires_grad=False)
                 setattr(parent, name, q)
@@ -419,16 +511,26 @@ def quantize_nf4(model):
 
 def write(args, gpu: str) -> None:
     cmd = "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])
-    lines = [f"## LLM serving benchmark ({gpu})", "",
-             ("Llama-3.1-8B architecture with **random weights** (no 8B weights offline; speed does not depend "
-              "on weight values), bf16 unless noted, SDPA attention, eager PyTorch (no CUDA graphs). Output "
-              "length fixed (EOS ignored)."), "",
-             f"torch {torch.__version__}, transformers {__import__('transformers').__version__}. Command: `{cmd}`", "",
-             "| measurement | value | note |", "| --- | --- | --- |"]
+    lines = [
+        f"## LLM serving benchmark ({gpu})",
+        "",
+        (
+            "Llama-3.1-8B architecture with **random weights** (no 8B weights offline; speed does not depend "
+            "on weight values), bf16 unless noted, SDPA attention, eager PyTorch (no CUDA graphs). Output "
+            "length fixed (EOS ignored)."
+        ),
+        "",
+        f"torch {torch.__version__}, transformers {__import__('transformers').__version__}. Command: `{cmd}`",
+        "",
+        "| measurement | value | note |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in ROWS]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    for out in filter(None, [args.out, os.environ.get("OUT") and str(Path(os.environ["OUT"]) / "bench_llm_h200.md")]):
+    for out in filter(
+        None, [args.out, os.environ.get("OUT") and str(Path(os.environ["OUT"]) / "bench_llm_h200.md")]
+    ):
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text)
     if os.environ.get("OUT"):

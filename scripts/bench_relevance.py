@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--handbook", type=Path, default=REPO.parent / "shared/corpora/sourcegraph-handbook/content")
+    ap.add_argument(
+        "--handbook", type=Path, default=REPO.parent / "shared/corpora/sourcegraph-handbook/content"
+    )
     ap.add_argument("--questions", type=int, default=10)
     ap.add_argument("--passages", type=int, default=30)
     ap.add_argument("--sentences", type=int, default=60)
@@ -43,8 +45,13 @@ def main() -> None:
     passages = R.passages_of(pages, Chunker(tok, max_tokens=256, min_tokens=256))
     sents = [s for p in passages for s in R.sentences(p.text)]
     rng = random.Random(0)
-    questions = ["How many weeks of parental leave do primary caregivers get?", "What is the travel budget per trip?",
-                 "How long should my password be?", "Who approves expense reports?", "When is payroll run?"]
+    questions = [
+        "How many weeks of parental leave do primary caregivers get?",
+        "What is the travel budget per trip?",
+        "How long should my password be?",
+        "Who approves expense reports?",
+        "When is payroll run?",
+    ]
     out = {}
     for bs in [int(x) for x in args.batch_sizes.split(",")]:
         rel = CrossEncoderRelevance(args.model, batch_size=bs, threads=args.threads, max_len=args.max_len)
@@ -57,8 +64,12 @@ def main() -> None:
             rel.score(questions[i % len(questions)], ps)
             rel.score(questions[i % len(questions)], ss)
             times.append((time.perf_counter() - t0) * 1000)
-        out[f"batch_size={bs}"] = {"median_ms": round(statistics.median(times), 1), "min_ms": round(min(times), 1),
-                                   "max_ms": round(max(times), 1), "runs": len(times)}
+        out[f"batch_size={bs}"] = {
+            "median_ms": round(statistics.median(times), 1),
+            "min_ms": round(min(times), 1),
+            "max_ms": round(max(times), 1),
+            "runs": len(times),
+        }
         print(json.dumps(out), flush=True)
 
 

@@ -49,7 +49,9 @@ USERS, GROUPS, DOMAIN = 10_000, 1_000, "corp.example"
 def handbook_sentences() -> list[str]:
     out: list[str] = []
     for p in sorted(HANDBOOK.rglob("*.md")):
-        text = re.sub(r"```.*?```|\[([^\]]*)\]\([^)]*\)|[#*>`|_]", r"\1", p.read_text(errors="ignore"), flags=re.DOTALL)
+        text = re.sub(
+            r"```.*?```|\[([^\]]*)\]\([^)]*\)|[#*>`|_]", r"\1", p.read_text(errors="ignore"), flags=re.DOTALL
+        )
         for s in re.split(r"(?<=[.!?])\s+|\n\s*\n", text):
             s = " ".join(s.split())
             if 40 <= len(s) <= 300:
@@ -113,10 +115,29 @@ def build(data_dir: Path, n_chunks: int, *, batch_docs: int = 2000) -> tuple[dic
             title = sentences[int(rng.integers(len(sentences)))][:60]
             chunks = []
             for o in range(n):
-                text = " ".join(sentences[int(i)] for i in rng.integers(len(sentences), size=int(rng.integers(4, 10))))
-                chunks.append(Chunk(doc_id=f"d{doc_no}", ordinal=o, text=text, heading_path=(title,), start=0, end=len(text)))
-            doc = Document(source="synthetic", id=f"d{doc_no}", path=f"synthetic/d{doc_no}.md", title=title,
-                           mime="text/markdown", content=b"", access=doc_access(rng, gw), version="1")
+                text = " ".join(
+                    sentences[int(i)] for i in rng.integers(len(sentences), size=int(rng.integers(4, 10)))
+                )
+                chunks.append(
+                    Chunk(
+                        doc_id=f"d{doc_no}",
+                        ordinal=o,
+                        text=text,
+                        heading_path=(title,),
+                        start=0,
+                        end=len(text),
+                    )
+                )
+            doc = Document(
+                source="synthetic",
+                id=f"d{doc_no}",
+                path=f"synthetic/d{doc_no}.md",
+                title=title,
+                mime="text/markdown",
+                content=b"",
+                access=doc_access(rng, gw),
+                version="1",
+            )
             items.append((doc, f"h{doc_no}", chunks, vecs))
             doc_no += 1
             made += n
@@ -138,7 +159,11 @@ def pick_askers(data_dir: Path, rng: np.random.Generator) -> dict:
 
     store = Store(data_dir / "store.sqlite")
     docs = store.document_count()
-    sizes = dict(store.execute("SELECT principal, count(*) FROM access WHERE principal LIKE 'group:%' GROUP BY principal"))
+    sizes = dict(
+        store.execute(
+            "SELECT principal, count(*) FROM access WHERE principal LIKE 'group:%' GROUP BY principal"
+        )
+    )
     store.close()
     by_size = sorted(sizes, key=sizes.get, reverse=True)
     gw = group_weights()
@@ -153,8 +178,10 @@ def pick_askers(data_dir: Path, rng: np.random.Generator) -> dict:
         contractor.append(g.split(":", 1)[1])
         got += sizes[g]
     narrow = min(by_size, key=lambda g: abs(sizes[g] - 0.001 * docs)).split(":", 1)[1]
-    employees = [{"email": f"u{int(u)}@{DOMAIN}", "groups": member_groups(8)}
-                 for u in rng.choice(USERS, size=31, replace=False)]
+    employees = [
+        {"email": f"u{int(u)}@{DOMAIN}", "groups": member_groups(8)}
+        for u in rng.choice(USERS, size=31, replace=False)
+    ]
     return {
         "admin": {"everything": True},
         "employee": employees[0],
@@ -180,7 +207,7 @@ def queries(n: int, rng: np.random.Generator) -> list[str]:
     for i in rng.choice(len(sents), size=n, replace=False):
         words = sents[int(i)].split()
         a = int(rng.integers(0, max(1, len(words) - 8)))
-        out.append("How do we " + " ".join(words[a:a + int(rng.integers(4, 9))]).rstrip(".?!") + "?")
+        out.append("How do we " + " ".join(words[a : a + int(rng.integers(4, 9))]).rstrip(".?!") + "?")
     return out
 
 
@@ -220,8 +247,13 @@ def measure(data_dir: Path, kind: str, askers: dict, n_queries: int) -> dict:
     t0 = time.perf_counter()
     engine = Engine.open(settings, embedder=emb)
     startup = time.perf_counter() - t0
-    out = {"startup_s": round(startup, 2), "rss_after_load_mb": round(rss_mb()), "repaired": engine.repaired,
-           "index_loaded": type(engine.index._inner()).__name__, "askers": {}}
+    out = {
+        "startup_s": round(startup, 2),
+        "rss_after_load_mb": round(rss_mb()),
+        "repaired": engine.repaired,
+        "index_loaded": type(engine.index._inner()).__name__,
+        "askers": {},
+    }
     for name, spec in askers.items():
         who = as_who(spec)
         t1 = time.perf_counter()
@@ -242,21 +274,32 @@ def measure(data_dir: Path, kind: str, askers: dict, n_queries: int) -> dict:
         out["askers"][name] = {
             "reads_chunks": None if allowed is None else len(allowed),
             "cold_first_ms": round(cold, 1),
-            "p50_ms": round(float(np.percentile(lat, 50)), 1), "p95_ms": round(float(np.percentile(lat, 95)), 1),
+            "p50_ms": round(float(np.percentile(lat, 50)), 1),
+            "p95_ms": round(float(np.percentile(lat, 95)), 1),
             **{f"{p}_p50": round(float(np.percentile(v, 50)), 1) for p, v in parts.items()},
-            "mean_hits": round(float(np.mean(n_hits)), 1)}
+            "mean_hits": round(float(np.mean(n_hits)), 1),
+        }
     out["rss_peak_mb"] = round(rss_mb("VmHWM"))
     engine.store.close()
     return out
 
 
 # -- index kinds: recall and memory -------------------------------------------------------------------
-def index_kinds(ids: np.ndarray, vecs: np.ndarray, kinds: list[str], allowed_sets: dict[str, np.ndarray],
-                *, hnsw_max: int, n_q: int = 100) -> dict:
+def index_kinds(
+    ids: np.ndarray,
+    vecs: np.ndarray,
+    kinds: list[str],
+    allowed_sets: dict[str, np.ndarray],
+    *,
+    hnsw_max: int,
+    n_q: int = 100,
+) -> dict:
     from assistant.index import VectorIndex
 
     row_of = {"base": int(ids[0])}
-    assert np.array_equal(ids, np.arange(ids[0], ids[0] + len(ids))), "chunk ids are expected to be contiguous"
+    assert np.array_equal(ids, np.arange(ids[0], ids[0] + len(ids))), (
+        "chunk ids are expected to be contiguous"
+    )
 
     def source(want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         want = np.sort(want)
@@ -271,8 +314,12 @@ def index_kinds(ids: np.ndarray, vecs: np.ndarray, kinds: list[str], allowed_set
         ix = VectorIndex(DIM, kind=kind, vector_source=source)
         t0 = time.perf_counter()
         ix.rebuild(sub_ids, sub_vecs)
-        res = {"vectors": len(sub_ids), "build_s": round(time.perf_counter() - t0, 1),
-               "memory_mb": round(ix.memory_bytes() / 2**20, 1), "inner": type(ix._inner()).__name__}
+        res = {
+            "vectors": len(sub_ids),
+            "build_s": round(time.perf_counter() - t0, 1),
+            "memory_mb": round(ix.memory_bytes() / 2**20, 1),
+            "inner": type(ix._inner()).__name__,
+        }
         for label, allowed in [("all", None), *allowed_sets.items()]:
             mask_ids = sub_ids if allowed is None else np.intersect1d(allowed, sub_ids)
             if len(mask_ids) == 0:
@@ -302,7 +349,9 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=None, help="default: /tmp/bench-scale-<chunks>")
     ap.add_argument("--serve-kind", default="auto", help="index kind the engine serves hybrid search with")
     ap.add_argument("--kinds", default="flat,hnsw,ivf,ivfpq", help="index kinds to measure recall/memory for")
-    ap.add_argument("--hnsw-max", type=int, default=300_000, help="HNSW is built on at most this many vectors")
+    ap.add_argument(
+        "--hnsw-max", type=int, default=300_000, help="HNSW is built on at most this many vectors"
+    )
     ap.add_argument("--queries", type=int, default=60)
     ap.add_argument("--reuse", action="store_true", help="reuse an existing data dir (skip the build)")
     ap.add_argument("--keep", action="store_true", help="keep the data dir afterwards")
@@ -344,11 +393,18 @@ def main() -> None:
 
     askers = pick_askers(data_dir, np.random.default_rng(SEED + 3))
     spec_file = data_dir / "measure.json"
-    spec_file.write_text(json.dumps({"data_dir": str(data_dir), "kind": args.serve_kind, "askers": askers,
-                                     "queries": args.queries}))
+    spec_file.write_text(
+        json.dumps(
+            {"data_dir": str(data_dir), "kind": args.serve_kind, "askers": askers, "queries": args.queries}
+        )
+    )
     print("measuring start-up and hybrid search in a fresh process", file=sys.stderr, flush=True)
-    child = subprocess.run([sys.executable, __file__, "--measure-child", str(spec_file)], capture_output=True, text=True,
-                           check=False)
+    child = subprocess.run(
+        [sys.executable, __file__, "--measure-child", str(spec_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if child.returncode != 0:
         sys.exit(f"measuring failed:\n{child.stderr[-4000:]}")
     result["serve"] = json.loads(child.stdout.strip().splitlines()[-1])
@@ -356,8 +412,10 @@ def main() -> None:
     from assistant.store import Store
 
     store = Store(data_dir / "store.sqlite")
-    allowed_sets = {name: store.allowed_chunk_ids(as_who(askers[name]).tokens())
-                    for name in ("contractor_5pct", "narrow_0.1pct")}
+    allowed_sets = {
+        name: store.allowed_chunk_ids(as_who(askers[name]).tokens())
+        for name in ("contractor_5pct", "narrow_0.1pct")
+    }
     store.close()
     kinds = [k for k in args.kinds.split(",") if k]
     result["index_kinds"] = index_kinds(ids, vecs, kinds, allowed_sets, hnsw_max=args.hnsw_max)
@@ -376,23 +434,35 @@ def main() -> None:
 
 def print_table(r: dict) -> None:
     s = r["serve"]
-    print(f"\n{r['chunks']:,} chunks / {r['build'].get('documents', '?')} documents on {r['cpus']} CPUs "
-          f"(load avg {r['load_avg_start']:.1f} -> {r['load_avg_end']:.1f})")
-    print(f"build: store {r['build'].get('store_s')} s + index {r['build']['index_s']} s ({r['build']['serve_index']}); "
-          f"disk {r['disk_mb']:,} MB; start-up {s['startup_s']} s; RSS after load {s['rss_after_load_mb']:,} MB, "
-          f"peak {s['rss_peak_mb']:,} MB; total {r['total_s']} s")
-    print(f"\n{'asker':<16}{'reads':>10}{'1st ms':>9}{'p50 ms':>8}{'p95 ms':>8}{'dense':>7}{'kw':>7}{'acl':>7}")
+    print(
+        f"\n{r['chunks']:,} chunks / {r['build'].get('documents', '?')} documents on {r['cpus']} CPUs "
+        f"(load avg {r['load_avg_start']:.1f} -> {r['load_avg_end']:.1f})"
+    )
+    print(
+        f"build: store {r['build'].get('store_s')} s + index {r['build']['index_s']} s ({r['build']['serve_index']}); "
+        f"disk {r['disk_mb']:,} MB; start-up {s['startup_s']} s; RSS after load {s['rss_after_load_mb']:,} MB, "
+        f"peak {s['rss_peak_mb']:,} MB; total {r['total_s']} s"
+    )
+    print(
+        f"\n{'asker':<16}{'reads':>10}{'1st ms':>9}{'p50 ms':>8}{'p95 ms':>8}{'dense':>7}{'kw':>7}{'acl':>7}"
+    )
     for name, a in s["askers"].items():
         reads = "all" if a["reads_chunks"] is None else f"{a['reads_chunks']:,}"
-        print(f"{name:<16}{reads:>10}{a['cold_first_ms']:>9}{a['p50_ms']:>8}{a['p95_ms']:>8}"
-              f"{a['dense_ms_p50']:>7}{a['keyword_ms_p50']:>7}{a['acl_ms_p50']:>7}")
-    print(f"\n{'index':<7}{'vectors':>10}{'build s':>9}{'MB':>8}{'R@10 all':>10}{'R@10 5%':>9}{'R@10 .1%':>9}"
-          f"{'ms all':>8}{'ms 5%':>7}{'ms .1%':>7}")
+        print(
+            f"{name:<16}{reads:>10}{a['cold_first_ms']:>9}{a['p50_ms']:>8}{a['p95_ms']:>8}"
+            f"{a['dense_ms_p50']:>7}{a['keyword_ms_p50']:>7}{a['acl_ms_p50']:>7}"
+        )
+    print(
+        f"\n{'index':<7}{'vectors':>10}{'build s':>9}{'MB':>8}{'R@10 all':>10}{'R@10 5%':>9}{'R@10 .1%':>9}"
+        f"{'ms all':>8}{'ms 5%':>7}{'ms .1%':>7}"
+    )
     for kind, x in r["index_kinds"].items():
-        print(f"{kind:<7}{x['vectors']:>10,}{x['build_s']:>9}{x['memory_mb']:>8}"
-              f"{x.get('recall@10_all', '-'):>10}{x.get('recall@10_contractor_5pct', '-'):>9}"
-              f"{x.get('recall@10_narrow_0.1pct', '-'):>9}{x.get('p50_ms_all', '-'):>8}"
-              f"{x.get('p50_ms_contractor_5pct', '-'):>7}{x.get('p50_ms_narrow_0.1pct', '-'):>7}")
+        print(
+            f"{kind:<7}{x['vectors']:>10,}{x['build_s']:>9}{x['memory_mb']:>8}"
+            f"{x.get('recall@10_all', '-'):>10}{x.get('recall@10_contractor_5pct', '-'):>9}"
+            f"{x.get('recall@10_narrow_0.1pct', '-'):>9}{x.get('p50_ms_all', '-'):>8}"
+            f"{x.get('p50_ms_contractor_5pct', '-'):>7}{x.get('p50_ms_narrow_0.1pct', '-'):>7}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-def slow_client(host: str, port: int, prefix: bytes, drip: bytes, drip_s: float, deadline: float,
-                held: list[float]) -> None:
+def slow_client(
+    host: str, port: int, prefix: bytes, drip: bytes, drip_s: float, deadline: float, held: list[float]
+) -> None:
     """Send ``prefix`` at once, then ``drip`` a byte every ``drip_s``; when the server cuts the
     connection, reconnect (as an attacker would) — until ``deadline``. ``held``: seconds per connection."""
     while time.monotonic() < deadline:
@@ -86,9 +87,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, FakeSlack() as fake:
         w = northwind_world(fake)
-        settings = load_settings(environ={}, overrides={"data_dir": str(Path(tmp) / "data"), "llm": {"model": "none"},
-                                                        "slack": {"signing_secret": SIGNING_SECRET,
-                                                                  "api_url": fake.url}})
+        settings = load_settings(
+            environ={},
+            overrides={
+                "data_dir": str(Path(tmp) / "data"),
+                "llm": {"model": "none"},
+                "slack": {"signing_secret": SIGNING_SECRET, "api_url": fake.url},
+            },
+        )
         assistant = Assistant(settings, llm=None)
         app = create_app(settings, assistant, WebClient(token=fake.token, base_url=fake.url), workers=4)
         server = serve_http(app, host="127.0.0.1", port=0).start()
@@ -101,9 +107,14 @@ def main() -> None:
             rest_of_head = b"Host: x\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 400
             head = line + b"Host: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
             kinds = [(line, rest_of_head), (head, b"{" + b" " * 400)]  # slow head / slow body
-            slow = [threading.Thread(target=slow_client, daemon=True,
-                                     args=(server.host, server.port, *kinds[i % 2], args.drip_s, deadline, held))
-                    for i in range(args.clients)]
+            slow = [
+                threading.Thread(
+                    target=slow_client,
+                    daemon=True,
+                    args=(server.host, server.port, *kinds[i % 2], args.drip_s, deadline, held),
+                )
+                for i in range(args.clients)
+            ]
             for t in slow:
                 t.start()
             time.sleep(1.0)
@@ -121,7 +132,9 @@ def main() -> None:
                     answered += 1
                     lat.append(secs)
                 if time.monotonic() >= next_mention:
-                    ev = fake.message_event(w.general, w.bob, f"<@{fake.bot_user}> how do I get a laptop?", mention=True)
+                    ev = fake.message_event(
+                        w.general, w.bob, f"<@{fake.bot_user}> how do I get a laptop?", mention=True
+                    )
                     status, _, secs = slack.event(ev)
                     sent += 1
                     mentions += 1
@@ -135,8 +148,13 @@ def main() -> None:
 
             log_buf.truncate(0)
             log_buf.seek(0)
-            forged = json.dumps({"type": "event_callback", "event": {"type": "app_mention", "text": "x" * 500_000},
-                                 "note": "ok\n2026-01-01 INFO assistant: admin logged in"})
+            forged = json.dumps(
+                {
+                    "type": "event_callback",
+                    "event": {"type": "app_mention", "text": "x" * 500_000},
+                    "note": "ok\n2026-01-01 INFO assistant: admin logged in",
+                }
+            )
             forged_status = slack.post(forged, "application/json", secret="forged")[0]
             forged_log = log_buf.getvalue()
             log_buf.truncate(0)
@@ -153,16 +171,30 @@ def main() -> None:
             assistant.close()
 
     figures = {
-        "slow_clients": args.clients, "seconds": args.seconds, "drip_s": args.drip_s,
-        "limits": {"header_timeout_s": limits.header_timeout_s, "body_timeout_s": limits.body_timeout_s,
-                   "max_body_bytes": limits.max_body_bytes, "max_connections": limits.max_connections},
-        "signed_sent": sent, "signed_answered": answered, "mentions": mentions,
-        "latency_p50_ms": round(pct(lat, 0.5) * 1000, 1), "latency_max_ms": round(max(lat) * 1000, 1) if lat else None,
-        "slow_client_held_p50_s": round(pct(held, 0.5), 2), "slow_client_held_max_s": round(max(held), 2) if held else None,
-        "slow_connections_made": len(held), "bot_threads_under_load": bot_threads,
-        "forged_500kB": {"status": forged_status, "log_bytes": len(forged_log),
-                         "body_in_log": "admin logged in" in forged_log or "x" * 100 in forged_log,
-                         "log_lines": forged_log.count("\n")},
+        "slow_clients": args.clients,
+        "seconds": args.seconds,
+        "drip_s": args.drip_s,
+        "limits": {
+            "header_timeout_s": limits.header_timeout_s,
+            "body_timeout_s": limits.body_timeout_s,
+            "max_body_bytes": limits.max_body_bytes,
+            "max_connections": limits.max_connections,
+        },
+        "signed_sent": sent,
+        "signed_answered": answered,
+        "mentions": mentions,
+        "latency_p50_ms": round(pct(lat, 0.5) * 1000, 1),
+        "latency_max_ms": round(max(lat) * 1000, 1) if lat else None,
+        "slow_client_held_p50_s": round(pct(held, 0.5), 2),
+        "slow_client_held_max_s": round(max(held), 2) if held else None,
+        "slow_connections_made": len(held),
+        "bot_threads_under_load": bot_threads,
+        "forged_500kB": {
+            "status": forged_status,
+            "log_bytes": len(forged_log),
+            "body_in_log": "admin logged in" in forged_log or "x" * 100 in forged_log,
+            "log_lines": forged_log.count("\n"),
+        },
         "forged_10MB": {"status": big_status, "log_bytes": len(big_log)},
     }
     print(json.dumps(figures, indent=2))

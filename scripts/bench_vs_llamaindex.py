@@ -73,9 +73,16 @@ def run_ours(corpus: Path, limit: int, backend: str) -> dict:
             hits = eng.search(q["question"], who=who, k=10)
             lat.append((time.perf_counter() - t) * 1e3)
             ranked.append([h.path for h in hits])
-    return {"side": f"ours ({backend})", "docs": rep.added, "chunks": rep.chunks, "ingest_s": wall,
-            "chunks_per_s": rep.chunks / wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "query_p50_ms": statistics.median(lat), "hit5": _hit5(ranked, qs)}
+    return {
+        "side": f"ours ({backend})",
+        "docs": rep.added,
+        "chunks": rep.chunks,
+        "ingest_s": wall,
+        "chunks_per_s": rep.chunks / wall,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "query_p50_ms": statistics.median(lat),
+        "hit5": _hit5(ranked, qs),
+    }
 
 
 def run_llamaindex(corpus: Path, limit: int) -> dict:
@@ -96,9 +103,13 @@ def run_llamaindex(corpus: Path, limit: int) -> dict:
     t = time.perf_counter()
     files = _files(corpus, limit)
     docs = SimpleDirectoryReader(input_files=[str(f) for f in files]).load_data()
-    nodes = SentenceSplitter(chunk_size=256, chunk_overlap=32, tokenizer=tok.encode).get_nodes_from_documents(docs)
+    nodes = SentenceSplitter(chunk_size=256, chunk_overlap=32, tokenizer=tok.encode).get_nodes_from_documents(
+        docs
+    )
     store = FaissVectorStore(faiss_index=faiss.IndexFlatIP(384))
-    index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed)
+    index = VectorStoreIndex(
+        nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed
+    )
     wall = time.perf_counter() - t
     retriever = index.as_retriever(similarity_top_k=50)
     qs = _questions()
@@ -113,9 +124,16 @@ def run_llamaindex(corpus: Path, limit: int) -> dict:
             if p not in paths:
                 paths.append(p)
         ranked.append(paths[:10])
-    return {"side": "llamaindex", "docs": len(files), "chunks": len(nodes), "ingest_s": wall,
-            "chunks_per_s": len(nodes) / wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "query_p50_ms": statistics.median(lat), "hit5": _hit5(ranked, qs)}
+    return {
+        "side": "llamaindex",
+        "docs": len(files),
+        "chunks": len(nodes),
+        "ingest_s": wall,
+        "chunks_per_s": len(nodes) / wall,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "query_p50_ms": statistics.median(lat),
+        "hit5": _hit5(ranked, qs),
+    }
 
 
 def main(argv=None) -> None:
@@ -126,25 +144,43 @@ def main(argv=None) -> None:
     ap.add_argument("--side", choices=["ours", "llamaindex"], help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.side:
-        out = run_ours(a.corpus, a.limit, a.backend) if a.side == "ours" else run_llamaindex(a.corpus, a.limit)
+        out = (
+            run_ours(a.corpus, a.limit, a.backend) if a.side == "ours" else run_llamaindex(a.corpus, a.limit)
+        )
         print("RESULT " + json.dumps(out))
         return
     results = []
     for side in ("ours", "llamaindex"):
-        cmd = [sys.executable, __file__, str(a.corpus), "--side", side, "--limit", str(a.limit), "--backend", a.backend]
+        cmd = [
+            sys.executable,
+            __file__,
+            str(a.corpus),
+            "--side",
+            side,
+            "--limit",
+            str(a.limit),
+            "--backend",
+            a.backend,
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True)
         line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             sys.exit(f"{side} failed:\n{p.stderr[-3000:]}")
         results.append(json.loads(line[7:]))
-    print("| side | docs | chunks | ingest (s) | chunks/s | peak RSS (MB) | query p50 (ms) | hit@5 |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "| side | docs | chunks | ingest (s) | chunks/s | peak RSS (MB) | query p50 (ms) | hit@5 |\n|---|---|---|---|---|---|---|---|"
+    )
     for r in results:
-        print(f"| {r['side']} | {r['docs']} | {r['chunks']} | {r['ingest_s']:.1f} | {r['chunks_per_s']:.1f} | "
-              f"{r['rss_mb']:.0f} | {r['query_p50_ms']:.1f} | {r['hit5']:.2f} |")
+        print(
+            f"| {r['side']} | {r['docs']} | {r['chunks']} | {r['ingest_s']:.1f} | {r['chunks_per_s']:.1f} | "
+            f"{r['rss_mb']:.0f} | {r['query_p50_ms']:.1f} | {r['hit5']:.2f} |"
+        )
     ours, theirs = results
-    print(f"\nours/llamaindex: ingest time {ours['ingest_s'] / theirs['ingest_s']:.2f}x, "
-          f"docs/s {(ours['docs'] / ours['ingest_s']) / (theirs['docs'] / theirs['ingest_s']):.2f}x, "
-          f"hit@5 {ours['hit5']:.2f} vs {theirs['hit5']:.2f}")
+    print(
+        f"\nours/llamaindex: ingest time {ours['ingest_s'] / theirs['ingest_s']:.2f}x, "
+        f"docs/s {(ours['docs'] / ours['ingest_s']) / (theirs['docs'] / theirs['ingest_s']):.2f}x, "
+        f"hit@5 {ours['hit5']:.2f} vs {theirs['hit5']:.2f}"
+    )
 
 
 if __name__ == "__main__":

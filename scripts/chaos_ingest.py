@@ -45,17 +45,33 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-TOPICS = ["expense reports", "parking permits", "laptop refresh", "quarterly planning", "on-call rota",
-          "office plants", "printer toner", "team offsite", "security training", "badge access",
-          "invoice approval", "holiday calendar", "desk booking", "VPN setup", "hiring loop"]
+TOPICS = [
+    "expense reports",
+    "parking permits",
+    "laptop refresh",
+    "quarterly planning",
+    "on-call rota",
+    "office plants",
+    "printer toner",
+    "team offsite",
+    "security training",
+    "badge access",
+    "invoice approval",
+    "holiday calendar",
+    "desk booking",
+    "VPN setup",
+    "hiring loop",
+]
 TEAMS = ["finance", "facilities", "IT", "platform", "people ops", "sales", "design", "legal"]
 
 
 def doc_text(i: int) -> str:
     """A small, distinct workplace note (one chunk)."""
     topic, team = TOPICS[i % len(TOPICS)], TEAMS[(i // len(TOPICS)) % len(TEAMS)]
-    return (f"# Note {i}: {topic}\n\nThe {team} team reviewed {topic} in meeting {i}. "
-            f"Action item {i * 7 % 1000}: follow up with the {team} lead before Friday.\n")
+    return (
+        f"# Note {i}: {topic}\n\nThe {team} team reviewed {topic} in meeting {i}. "
+        f"Action item {i * 7 % 1000}: follow up with the {team} lead before Friday.\n"
+    )
 
 
 # -- the world ----------------------------------------------------------------------------------------
@@ -66,7 +82,10 @@ def build_drive(world, n: int) -> list[str]:
     kinds = [("text/markdown", ".md"), (GDOC, ""), ("text/plain", ".txt"), (GSHEET, "")]
     drive = world.add_drive("Operations", members={world.admin: "organizer"})
     root = world.root(world.admin)
-    parents = [world.add_folder(f"Team {t}", root) for t in TEAMS[:4]] + [world.add_folder("Notes", drive), drive]
+    parents = [world.add_folder(f"Team {t}", root) for t in TEAMS[:4]] + [
+        world.add_folder("Notes", drive),
+        drive,
+    ]
     ids = []
     for i in range(n):
         mime, ext = kinds[i % len(kinds)]
@@ -80,7 +99,9 @@ def build_folder(folder: Path, n: int, *, offset: int) -> None:
         sub = folder / TEAMS[i % len(TEAMS)].replace(" ", "-")
         sub.mkdir(parents=True, exist_ok=True)
         (sub / f"local-{i:05d}.md").write_text(doc_text(offset + i), encoding="utf-8")
-    (folder / "acl.toml").write_text('[[rule]]\nglob = "legal/**"\nusers = ["counsel@example.com"]\n', encoding="utf-8")
+    (folder / "acl.toml").write_text(
+        '[[rule]]\nglob = "legal/**"\nusers = ["counsel@example.com"]\n', encoding="utf-8"
+    )
 
 
 # -- the child: one ingestion run -----------------------------------------------------------------------
@@ -92,13 +113,27 @@ def child_main(config_path: str) -> None:
     from tests.fakes.hash_embedder import HashEmbedder
 
     cfg = json.loads(Path(config_path).read_text())
-    settings = load_settings(environ={}, overrides={"data_dir": cfg["data_dir"], "index": {"save_every_s": 0},
-                                                    "sync": {"fetch_workers": 4}})
-    drive = GoogleDriveConnector(DriveConfig(
-        credentials_info=cfg["credentials"], subject=cfg["subject"], api_endpoint=cfg["url"],
-        token_uri=cfg["url"] + "/token", all_shared_drives=True, page_size=cfg["page_size"], backoff_base_s=0.01))
-    local = LocalFilesConnector(Path(cfg["folder"]), name="local", acl_file=Path(cfg["folder"]) / "acl.toml",
-                                page_size=cfg["page_size"])
+    settings = load_settings(
+        environ={},
+        overrides={"data_dir": cfg["data_dir"], "index": {"save_every_s": 0}, "sync": {"fetch_workers": 4}},
+    )
+    drive = GoogleDriveConnector(
+        DriveConfig(
+            credentials_info=cfg["credentials"],
+            subject=cfg["subject"],
+            api_endpoint=cfg["url"],
+            token_uri=cfg["url"] + "/token",
+            all_shared_drives=True,
+            page_size=cfg["page_size"],
+            backoff_base_s=0.01,
+        )
+    )
+    local = LocalFilesConnector(
+        Path(cfg["folder"]),
+        name="local",
+        acl_file=Path(cfg["folder"]) / "acl.toml",
+        page_size=cfg["page_size"],
+    )
     out = sys.stdout
 
     def progress(n: int, what: str) -> None:
@@ -108,21 +143,33 @@ def child_main(config_path: str) -> None:
     engine = Engine.open(settings, embedder=HashEmbedder())
     out.write("REPAIRED " + json.dumps(engine.repaired) + "\n")  # what reconcile fixed after a kill
     reports = {}
-    for conn in ([drive, local] if cfg["drive_first"] else [local, drive]):
+    for conn in [drive, local] if cfg["drive_first"] else [local, drive]:
         reports[conn.name] = engine.sync(conn, progress=progress).as_dict()
     engine.close()
-    out.write("DONE " + json.dumps({k: {f: v[f] for f in ("added", "unchanged", "failed", "fetched")}
-                                    for k, v in reports.items()}) + "\n")
+    out.write(
+        "DONE "
+        + json.dumps(
+            {k: {f: v[f] for f in ("added", "unchanged", "failed", "fetched")} for k, v in reports.items()}
+        )
+        + "\n"
+    )
     out.flush()
 
 
 def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, bufsize=1)
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
 
 
-def run_killed(config_path: Path, *, kill_after_docs: int | None, kill_after_s: float | None,
-               extra_delay_s: float) -> tuple[bool, int, str]:
+def run_killed(
+    config_path: Path, *, kill_after_docs: int | None, kill_after_s: float | None, extra_delay_s: float
+) -> tuple[bool, int, str]:
     """Run a child; SIGKILL it after ``kill_after_docs`` progress events (+ a small delay) or after
     ``kill_after_s`` seconds. Returns (killed, progress events seen, stderr tail)."""
     p = _spawn("--child", str(config_path))
@@ -169,9 +216,13 @@ def _db_facts(db: Path) -> dict:
     try:
         return {
             "documents": con.execute("SELECT count(*) FROM documents").fetchone()[0],
-            "by_source": dict(con.execute("SELECT source, count(*) FROM documents GROUP BY source").fetchall()),
-            "duplicates": con.execute("SELECT count(*) FROM (SELECT source, doc_id FROM documents "
-                                      "GROUP BY source, doc_id HAVING count(*) > 1)").fetchone()[0],
+            "by_source": dict(
+                con.execute("SELECT source, count(*) FROM documents GROUP BY source").fetchall()
+            ),
+            "duplicates": con.execute(
+                "SELECT count(*) FROM (SELECT source, doc_id FROM documents "
+                "GROUP BY source, doc_id HAVING count(*) > 1)"
+            ).fetchone()[0],
             "integrity": con.execute("PRAGMA integrity_check").fetchone()[0],
         }
     finally:
@@ -210,20 +261,32 @@ def run_seed(seed: int, *, docs: int = 5000, page_size: int = 200, workdir: Path
     n_drive = docs - docs // 5
     with tempfile.TemporaryDirectory(dir=workdir, prefix=f"chaos-{seed}-") as tmp, FakeDrive() as fake:
         tmp = Path(tmp)
-        fake.server.handle_error = lambda *a: None  # a killed child resets its connections: expected, not news
+        fake.server.handle_error = lambda *a: (
+            None
+        )  # a killed child resets its connections: expected, not news
         w = fake.world
         build_drive(w, n_drive)
         build_folder(tmp / "folder", docs - n_drive, offset=n_drive)
         data_dir = tmp / "data"
-        cfg = {"data_dir": str(data_dir), "url": fake.url, "credentials": w.service_account_info(), "subject": w.admin,
-               "folder": str(tmp / "folder"), "page_size": page_size, "drive_first": rng.random() < 0.75}
+        cfg = {
+            "data_dir": str(data_dir),
+            "url": fake.url,
+            "credentials": w.service_account_info(),
+            "subject": w.admin,
+            "folder": str(tmp / "folder"),
+            "page_size": page_size,
+            "drive_first": rng.random() < 0.75,
+        }
         cfg_path = tmp / "child.json"
         cfg_path.write_text(json.dumps(cfg))
 
         early = rng.random() < 0.15
-        res.killed, _, _ = run_killed(cfg_path, kill_after_docs=None if early else rng.randrange(1, docs),
-                                      kill_after_s=rng.uniform(0.2, 2.5) if early else None,
-                                      extra_delay_s=rng.uniform(0.0, 0.05))
+        res.killed, _, _ = run_killed(
+            cfg_path,
+            kill_after_docs=None if early else rng.randrange(1, docs),
+            kill_after_s=rng.uniform(0.2, 2.5) if early else None,
+            extra_delay_s=rng.uniform(0.0, 0.05),
+        )
         db = data_dir / "store.sqlite"
         before = _db_facts(db) if db.exists() else {"documents": 0, "by_source": {}}
         res.committed_at_kill = before["documents"]
@@ -242,11 +305,15 @@ def run_seed(seed: int, *, docs: int = 5000, page_size: int = 200, workdir: Path
         if facts["integrity"] != "ok":
             res.problems.append(f"integrity_check: {facts['integrity']}")
         if res.downloads_rerun != n_drive - res.drive_committed_at_kill:
-            res.problems.append(f"rerun downloaded {res.downloads_rerun} Drive files; "
-                                f"{n_drive - res.drive_committed_at_kill} were not committed")
+            res.problems.append(
+                f"rerun downloaded {res.downloads_rerun} Drive files; "
+                f"{n_drive - res.drive_committed_at_kill} were not committed"
+            )
         wasted = res.downloads_killed_run - res.drive_committed_at_kill
         if wasted > page_size:
-            res.problems.append(f"the killed run fetched {wasted} Drive files it never committed (> one page of {page_size})")
+            res.problems.append(
+                f"the killed run fetched {wasted} Drive files it never committed (> one page of {page_size})"
+            )
 
         settings = load_settings(environ={}, overrides={"data_dir": str(data_dir)})
         emb = HashEmbedder()
@@ -254,7 +321,9 @@ def run_seed(seed: int, *, docs: int = 5000, page_size: int = 200, workdir: Path
             eng = Engine.open(settings, embedder=emb)
             try:
                 if any(eng.repaired.values()):
-                    res.problems.append(f"open #{attempt} after a completed run still repaired the index: {eng.repaired}")
+                    res.problems.append(
+                        f"open #{attempt} after a completed run still repaired the index: {eng.repaired}"
+                    )
                 if not np.array_equal(np.sort(eng.index.ids()), eng.store.chunk_ids()):
                     res.problems.append("FAISS ids differ from SQLite chunk ids after reconcile")
                 if not eng.store.integrity_ok():
@@ -318,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--docs", type=int, default=5000)
     ap.add_argument("--page-size", type=int, default=200)
-    ap.add_argument("--index-kills", type=int, default=None, help="kills during index writes (default: --seeds)")
+    ap.add_argument(
+        "--index-kills", type=int, default=None, help="kills during index writes (default: --seeds)"
+    )
     ap.add_argument("--json", type=Path, default=None, help="write every seed's result here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--index-writer", help=argparse.SUPPRESS)
@@ -333,10 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(a.first_seed, a.first_seed + a.seeds):
         r = run_seed(seed, docs=a.docs, page_size=a.page_size)
         results.append(r)
-        print(f"seed {seed}: {'consistent' if r.consistent else 'INCONSISTENT'}; killed={r.killed} after "
-              f"{r.committed_at_kill} committed docs; Drive downloads {r.downloads_killed_run} + {r.downloads_rerun}; "
-              f"reconcile after the kill {r.repaired_at_restart}; {r.seconds:.1f} s" + "".join(f"\n  - {p}" for p in r.problems),
-              flush=True)
+        print(
+            f"seed {seed}: {'consistent' if r.consistent else 'INCONSISTENT'}; killed={r.killed} after "
+            f"{r.committed_at_kill} committed docs; Drive downloads {r.downloads_killed_run} + {r.downloads_rerun}; "
+            f"reconcile after the kill {r.repaired_at_restart}; {r.seconds:.1f} s"
+            + "".join(f"\n  - {p}" for p in r.problems),
+            flush=True,
+        )
     ok = sum(r.consistent for r in results)
     index_ok = 0
     n_index = a.seeds if a.index_kills is None else a.index_kills
@@ -345,8 +419,10 @@ def main(argv: list[str] | None = None) -> int:
         index_ok += good
         if not good:
             print(f"index kill {seed}: TORN ({detail})")
-    print(f"{ok}/{len(results)} consistent ({a.docs} documents per seed, "
-          f"{sum(r.killed for r in results)} killed mid-run); index killed mid-write {index_ok}/{n_index} loadable")
+    print(
+        f"{ok}/{len(results)} consistent ({a.docs} documents per seed, "
+        f"{sum(r.killed for r in results)} killed mid-run); index killed mid-write {index_ok}/{n_index} loadable"
+    )
     if a.json:
         a.json.write_text(json.dumps([asdict(r) | {"consistent": r.consistent} for r in results], indent=1))
     return 0 if ok == len(results) and index_ok == n_index else 1

@@ -64,7 +64,11 @@ def render(model: BaseModel, prefix: str = "") -> list[str]:
 
 def main() -> None:
     text = HEADER + "\n" + "\n".join(render(Settings())) + "\n"
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "config" / "default.toml"
+    out = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).resolve().parents[1] / "config" / "default.toml"
+    )
     out.write_text(text)
     print(f"wrote {out}")
 

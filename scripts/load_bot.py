@@ -56,7 +56,9 @@ def main() -> None:
     )
 
     if args.log:
-        logging.basicConfig(filename=args.log, level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s: %(message)s")
+        logging.basicConfig(
+            filename=args.log, level=logging.INFO, format="%(asctime)s %(threadName)s %(name)s: %(message)s"
+        )
     rnd = random.Random(args.seed)
     sample = REPO / "assistant" / "sample_docs"
     overrides = {"data_dir": tempfile.mkdtemp(prefix="load-bot-"), "log_level": "ERROR"}
@@ -70,7 +72,9 @@ def main() -> None:
     with BotRig(settings, assistant, workers=args.workers) as rig:
         fake = rig.fake
         people = [fake.add_user(f"person{i}", email=f"person{i}@northwind.example") for i in range(200)]
-        channels = [fake.add_channel(f"load-{i}", members=rnd.sample(people, 5)) for i in range(args.concurrency)]
+        channels = [
+            fake.add_channel(f"load-{i}", members=rnd.sample(people, 5)) for i in range(args.concurrency)
+        ]
         sent: list[tuple[str, str]] = []  # (channel, thread ts)
         acks: list[float] = []
         bad_status: list[int] = []
@@ -135,20 +139,29 @@ def main() -> None:
     warm = [b for t, b in rss if t >= min(20.0, args.seconds / 4)] or [b for _, b in rss]
     rss_start, rss_end, rss_max = warm[0] / 2**20, warm[-1] / 2**20, max(warm) / 2**20
     slow = sum(1 for a in acks if a >= 3.0)
-    print(f"\nSlack bot load test — {args.concurrency} concurrent askers for {args.seconds:.0f} s, llm={args.llm}, "
-          f"bot workers={args.workers}")
+    print(
+        f"\nSlack bot load test — {args.concurrency} concurrent askers for {args.seconds:.0f} s, llm={args.llm}, "
+        f"bot workers={args.workers}"
+    )
     print("| metric | value |")
     print("|---|---|")
     print(f"| questions asked | {len(sent)} ({len(sent) / args.seconds:.1f}/s) |")
     print(f"| deliveries (incl. {len(acks) - len(sent)} Slack-style retries) | {len(acks)} |")
-    print(f"| ack p50 / p95 / max | {pct(acks, 50) * 1000:.0f} / {pct(acks, 95) * 1000:.0f} / {max(acks) * 1000:.0f} ms |")
+    print(
+        f"| ack p50 / p95 / max | {pct(acks, 50) * 1000:.0f} / {pct(acks, 95) * 1000:.0f} / {max(acks) * 1000:.0f} ms |"
+    )
     print(f"| acks >= 3 s / non-200 | {slow} / {len(bad_status)} |")
     print(f"| answered exactly once | {once} / {len(sent)} (duplicates {dupes}, unanswered {missing}) |")
     print(f"| event → final answer p50 / p95 | {pct(finals, 50):.2f} / {pct(finals, 95):.2f} s |")
     print(f"| RSS after warm-up → end (max) | {rss_start:.0f} → {rss_end:.0f} MiB ({rss_max:.0f}) |")
     print(f"| bot stats | {stats} |")
-    ok = (slow == 0 and not bad_status and once == len(sent) and not stats["errors"]
-          and rss_end <= rss_start * 1.25 + 64)
+    ok = (
+        slow == 0
+        and not bad_status
+        and once == len(sent)
+        and not stats["errors"]
+        and rss_end <= rss_start * 1.25 + 64
+    )
     print("\nRESULT:", "PASS" if ok else "FAIL")
     assistant.close()
     raise SystemExit(0 if ok else 1)

@@ -28,6 +28,7 @@ OUT = ROOT / "assistant" / "sample_docs"
 
 # --- PDF --------------------------------------------------------------------------------------
 
+
 def _pdf_escape(s: str) -> str:
     s = s.encode("latin-1", "replace").decode("latin-1")
     return s.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
@@ -65,8 +66,10 @@ def minimal_pdf(pages: list[list[str]], *, title: str = "") -> bytes:
         ops += [f"({_pdf_escape(w)}) Tj T*" for w in wrapped]
         ops.append("ET")
         stream = "\n".join(ops).encode("latin-1")
-        objs[page_ids[i]] = (f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-                             f"/Resources << /Font << /F1 3 0 R >> >> /Contents {page_ids[i] + 1} 0 R >>").encode()
+        objs[page_ids[i]] = (
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {page_ids[i] + 1} 0 R >>"
+        ).encode()
         objs[page_ids[i] + 1] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
     buf = io.BytesIO()
     buf.write(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
@@ -91,7 +94,11 @@ def normalize_zip(data: bytes) -> bytes:
         for info in src.infolist():
             blob = src.read(info.filename)
             if info.filename == "docProps/core.xml":
-                blob = re.sub(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(<)", rb"\g<1>" + FIXED_ISO.encode() + rb"\2", blob)
+                blob = re.sub(
+                    rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(<)",
+                    rb"\g<1>" + FIXED_ISO.encode() + rb"\2",
+                    blob,
+                )
             zi = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             zi.compress_type = zipfile.ZIP_DEFLATED
             zi.external_attr = 0o644 << 16
@@ -108,18 +115,24 @@ POSTMORTEM = [
         "Severity: SEV1. Author: Priya Natarajan (on-call primary). Status: action items in progress.",
         "",
         "Summary",
-        ("On August 12, 2026 the Northwind Flow public API was unavailable for 47 minutes, from 14:05 "
-        "to 14:52 UTC. During the outage 62% of API requests failed with HTTP 503. No data was lost."),
+        (
+            "On August 12, 2026 the Northwind Flow public API was unavailable for 47 minutes, from 14:05 "
+            "to 14:52 UTC. During the outage 62% of API requests failed with HTTP 503. No data was lost."
+        ),
         "",
         "Impact",
-        ("About 140 customers saw failed syncs. Webhooks were delayed by up to 55 minutes and then "
-        "delivered. Two enterprise customers opened support tickets."),
+        (
+            "About 140 customers saw failed syncs. Webhooks were delayed by up to 55 minutes and then "
+            "delivered. Two enterprise customers opened support tickets."
+        ),
         "",
         "Root cause",
-        ("A configuration change lowered the database connection pool of the api service from 200 to 20 "
-        "connections. The change was meant for the staging environment only but was applied to "
-        "production. Under normal afternoon load the pool was exhausted within minutes and requests "
-        "queued until they timed out."),
+        (
+            "A configuration change lowered the database connection pool of the api service from 200 to 20 "
+            "connections. The change was meant for the staging environment only but was applied to "
+            "production. Under normal afternoon load the pool was exhausted within minutes and requests "
+            "queued until they timed out."
+        ),
     ],
     [
         "Timeline (UTC)",
@@ -131,8 +144,10 @@ POSTMORTEM = [
         "14:52 Error rate back to normal; incident resolved.",
         "",
         "What went well",
-        ("The incident channel was opened within 3 minutes of the page and status page updates went out "
-        "every 15 minutes."),
+        (
+            "The incident channel was opened within 3 minutes of the page and status page updates went out "
+            "every 15 minutes."
+        ),
         "",
         "Action items",
         "1. Validate configuration changes per environment before they apply (owner: Priya Natarajan, due 2026-09-15).",
@@ -145,44 +160,63 @@ POSTMORTEM = [
 def make_pdf(out: Path) -> None:
     (out / "engineering").mkdir(parents=True, exist_ok=True)
     (out / "engineering" / "postmortem-2026-08-12-api-outage.pdf").write_bytes(
-        minimal_pdf(POSTMORTEM, title="Postmortem: API outage on 2026-08-12"))
+        minimal_pdf(POSTMORTEM, title="Postmortem: API outage on 2026-08-12")
+    )
 
 
 def make_docx(out: Path) -> None:
     import docx
+
     d = docx.Document()
     cp = d.core_properties
-    cp.title, cp.author, cp.last_modified_by, cp.revision = "Acceptable Use Policy", "Security Team", "Security Team", 1
+    cp.title, cp.author, cp.last_modified_by, cp.revision = (
+        "Acceptable Use Policy",
+        "Security Team",
+        "Security Team",
+        1,
+    )
     cp.created = cp.modified = FIXED
     d.add_heading("Acceptable Use Policy", level=1)
-    d.add_paragraph("This policy says how Northwind Labs laptops, accounts and data may be used. It applies to "
-                    "every employee and contractor. The Security Team owns it and reviews it every year.")
+    d.add_paragraph(
+        "This policy says how Northwind Labs laptops, accounts and data may be used. It applies to "
+        "every employee and contractor. The Security Team owns it and reviews it every year."
+    )
     d.add_heading("Accounts and passwords", level=2)
-    for item in ("Multi-factor authentication (MFA) is required on every company account.",
-                 "Store all passwords in 1Password; never reuse a company password anywhere else.",
-                 "Never share your account or your MFA codes, not even with IT."):
+    for item in (
+        "Multi-factor authentication (MFA) is required on every company account.",
+        "Store all passwords in 1Password; never reuse a company password anywhere else.",
+        "Never share your account or your MFA codes, not even with IT.",
+    ):
         d.add_paragraph(item, style="List Bullet")
     d.add_heading("Devices", level=2)
-    for item in ("Full-disk encryption must stay on; IT checks it every day.",
-                 "Your screen must lock automatically after 5 minutes of inactivity.",
-                 "Report a lost or stolen device to security@northwind.example within 1 hour.",
-                 "Install software only from the Self Service app or official vendor sites."):
+    for item in (
+        "Full-disk encryption must stay on; IT checks it every day.",
+        "Your screen must lock automatically after 5 minutes of inactivity.",
+        "Report a lost or stolen device to security@northwind.example within 1 hour.",
+        "Install software only from the Self Service app or official vendor sites.",
+    ):
         d.add_paragraph(item, style="List Bullet")
     d.add_heading("Data", level=2)
-    d.add_paragraph("Customer data never leaves company systems: no personal cloud storage, no personal "
-                    "email, no USB drives. Classify data with this table:")
-    rows = [("Class", "Examples", "May be shared with"),
-            ("Public", "Blog posts, public docs", "Anyone"),
-            ("Internal", "Handbook, roadmaps", "All employees"),
-            ("Confidential", "Customer data, contracts", "People who need it for their work"),
-            ("Restricted", "Salary data, security keys", "Named people only")]
+    d.add_paragraph(
+        "Customer data never leaves company systems: no personal cloud storage, no personal "
+        "email, no USB drives. Classify data with this table:"
+    )
+    rows = [
+        ("Class", "Examples", "May be shared with"),
+        ("Public", "Blog posts, public docs", "Anyone"),
+        ("Internal", "Handbook, roadmaps", "All employees"),
+        ("Confidential", "Customer data, contracts", "People who need it for their work"),
+        ("Restricted", "Salary data, security keys", "Named people only"),
+    ]
     table = d.add_table(rows=len(rows), cols=3)
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
             table.cell(r, c).text = value
     d.add_heading("Phishing", level=2)
-    d.add_paragraph("Use the \"Report phish\" button in Gmail for suspicious email. If you clicked a link or "
-                    "entered a password, tell the Security Team in #security-help right away.")
+    d.add_paragraph(
+        'Use the "Report phish" button in Gmail for suspicious email. If you clicked a link or '
+        "entered a password, tell the Security Team in #security-help right away."
+    )
     buf = io.BytesIO()
     d.save(buf)
     (out / "policies").mkdir(parents=True, exist_ok=True)
@@ -190,25 +224,48 @@ def make_docx(out: Path) -> None:
 
 
 SLIDES = [
-    ("Q3 2026 Results", ["Annual recurring revenue: $14.2M, up 38% year over year",
-                         "212 paying customers (up from 171 in Q2)", "Net Promoter Score: 61"],
-     "Gross margin was 78%. Churn stayed under 1% per month."),
-    ("People and Hiring", ["24 new hires joined in Q3; headcount is now 186",
-                           "Toronto office opens in January 2027 with 60 desks",
-                           "Engagement survey participation: 91%"],
-     "Open roles are listed on the careers page; referrals earn a $3,000 bonus."),
-    ("Q4 Roadmap", ["Northwind Flow 2.0 launches on November 18, 2026",
-                    "SOC 2 Type II report expected in December",
-                    "EU data residency in beta for enterprise customers"], ""),
+    (
+        "Q3 2026 Results",
+        [
+            "Annual recurring revenue: $14.2M, up 38% year over year",
+            "212 paying customers (up from 171 in Q2)",
+            "Net Promoter Score: 61",
+        ],
+        "Gross margin was 78%. Churn stayed under 1% per month.",
+    ),
+    (
+        "People and Hiring",
+        [
+            "24 new hires joined in Q3; headcount is now 186",
+            "Toronto office opens in January 2027 with 60 desks",
+            "Engagement survey participation: 91%",
+        ],
+        "Open roles are listed on the careers page; referrals earn a $3,000 bonus.",
+    ),
+    (
+        "Q4 Roadmap",
+        [
+            "Northwind Flow 2.0 launches on November 18, 2026",
+            "SOC 2 Type II report expected in December",
+            "EU data residency in beta for enterprise customers",
+        ],
+        "",
+    ),
 ]
 
 
 def make_pptx(out: Path) -> None:
     from pptx import Presentation
     from pptx.util import Inches
+
     prs = Presentation()
     cp = prs.core_properties
-    cp.title, cp.author, cp.last_modified_by, cp.revision = "Q3 2026 All-Hands", "Leadership Team", "Leadership Team", 1
+    cp.title, cp.author, cp.last_modified_by, cp.revision = (
+        "Q3 2026 All-Hands",
+        "Leadership Team",
+        "Leadership Team",
+        1,
+    )
     cp.created = cp.modified = FIXED
     first = prs.slides.add_slide(prs.slide_layouts[0])
     first.shapes.title.text = "Q3 2026 All-Hands"
@@ -224,8 +281,12 @@ def make_pptx(out: Path) -> None:
             slide.notes_slide.notes_text_frame.text = notes
     slide = prs.slides.add_slide(prs.slide_layouts[5])
     slide.shapes.title.text = "Customers by Region"
-    data = [("Region", "Customers", "ARR"), ("Europe", "97", "$6.1M"), ("North America", "88", "$6.6M"),
-            ("Rest of world", "27", "$1.5M")]
+    data = [
+        ("Region", "Customers", "ARR"),
+        ("Europe", "97", "$6.1M"),
+        ("North America", "88", "$6.6M"),
+        ("Rest of world", "27", "$1.5M"),
+    ]
     table = slide.shapes.add_table(len(data), 3, Inches(1), Inches(1.8), Inches(8), Inches(2)).table
     for r, row in enumerate(data):
         for c, value in enumerate(row):
@@ -238,7 +299,12 @@ def make_pptx(out: Path) -> None:
 
 BENEFITS = [
     ("Benefit", "Provider", "Employer contribution", "Notes"),
-    ("Medical insurance", "Bluepeak Health", "100% of employee premium, 80% for dependents", "Enroll within 30 days of start"),
+    (
+        "Medical insurance",
+        "Bluepeak Health",
+        "100% of employee premium, 80% for dependents",
+        "Enroll within 30 days of start",
+    ),
     ("Dental insurance", "Bluepeak Dental", "100% of employee premium", "Two cleanings per year covered"),
     ("Vision insurance", "ClearView", "100% of employee premium", "New glasses every 2 years"),
     ("401(k) retirement plan", "Fidelity", "100% match on the first 4% of salary", "Match vests immediately"),
@@ -258,6 +324,7 @@ ELIGIBILITY = [
 
 def make_xlsx(out: Path) -> None:
     from openpyxl import Workbook
+
     wb = Workbook()
     wb.properties.creator = "People Team"
     wb.properties.title = "Benefits 2026"

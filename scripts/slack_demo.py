@@ -72,36 +72,59 @@ def main() -> None:
             status, _, ack_s = rig.slack.event(ev)
             rig.wait(600)
             took = time.perf_counter() - t0
-            return ev["event"]["ts"], f"(HTTP {status}, acked in {ack_s * 1000:.0f} ms, answered in {took:.1f} s)"
+            return ev["event"][
+                "ts"
+            ], f"(HTTP {status}, acked in {ack_s * 1000:.0f} ms, answered in {took:.1f} s)"
 
         ts, t = mention(w.bob, w.general, "how do I request a new laptop?")
-        show(f"#general — bob: @assistant how do I request a new laptop? {t}", bot_replies(rig, w.general, ts))
+        show(
+            f"#general — bob: @assistant how do I request a new laptop? {t}", bot_replies(rig, w.general, ts)
+        )
         _, t = mention(w.bob, w.general, "how long does shipping take?", thread_ts=ts)
-        show(f"#general thread — bob: @assistant how long does shipping take? {t}", bot_replies(rig, w.general, ts)[-1:])
+        show(
+            f"#general thread — bob: @assistant how long does shipping take? {t}",
+            bot_replies(rig, w.general, ts)[-1:],
+        )
 
-        ev = rig.fake.message_event(w.dm_bob, w.bob, "How many weeks of parental leave does a primary caregiver get?")
+        ev = rig.fake.message_event(
+            w.dm_bob, w.bob, "How many weeks of parental leave does a primary caregiver get?"
+        )
         rig.slack.event(ev)
         rig.wait(600)
-        show("DM — bob: How many weeks of parental leave does a primary caregiver get?", bot_replies(rig, w.dm_bob, None)[-1:])
+        show(
+            "DM — bob: How many weeks of parental leave does a primary caregiver get?",
+            bot_replies(rig, w.dm_bob, None)[-1:],
+        )
 
         ts, t = mention(w.bob, w.general, "What is the salary band for an L5 engineer?")
-        show(f"#general — bob asks about salary bands (restricted to alice) {t}", bot_replies(rig, w.general, ts))
+        show(
+            f"#general — bob asks about salary bands (restricted to alice) {t}",
+            bot_replies(rig, w.general, ts),
+        )
         ts, t = mention(w.alice, w.general, "What is the salary band for an L5 engineer?")
-        show(f"#general — alice asks the same (bob and carol are in the channel) {t}", bot_replies(rig, w.general, ts))
+        show(
+            f"#general — alice asks the same (bob and carol are in the channel) {t}",
+            bot_replies(rig, w.general, ts),
+        )
         eph = [e for e in rig.fake.ephemerals if e["thread_ts"] == ts]
         show("… and what only alice sees (chat.postEphemeral)", [bk.plain_text(e) for e in eph])
 
         cmd = rig.fake.slash_command("/summarize", "handbook", user=w.bob, channel=w.general)
         rig.slack.command(cmd)
         rig.wait(600)
-        show("/summarize handbook — bob (ephemeral)", [bk.plain_text(r) for r in rig.fake.responses if "blocks" in r][-1:])
+        show(
+            "/summarize handbook — bob (ephemeral)",
+            [bk.plain_text(r) for r in rig.fake.responses if "blocks" in r][-1:],
+        )
 
         status, _, _ = rig.slack.event(rig.mention(w.bob, w.general, "hi"), secret="wrong-secret")
         show("A forged request", [f"HTTP {status} — nothing processed"])
         print(f"\nStats: {rig.bot.stats}")
 
         if args.interactive:
-            print("\nType questions. Prefix with 'alice:' to ask as alice (default bob); 'dm:' to ask in a DM. Ctrl-D ends.")
+            print(
+                "\nType questions. Prefix with 'alice:' to ask as alice (default bob); 'dm:' to ask in a DM. Ctrl-D ends."
+            )
             for line in sys.stdin:
                 q = line.strip()
                 if not q:
@@ -109,7 +132,7 @@ def main() -> None:
                 user, dm = w.bob, False
                 for prefix in ("alice:", "dm:"):
                     if q.lower().startswith(prefix):
-                        q = q[len(prefix):].strip()
+                        q = q[len(prefix) :].strip()
                         user, dm = (w.alice, dm) if prefix == "alice:" else (user, True)
                 if dm:
                     ch = w.dm_alice if user == w.alice else w.dm_bob

@@ -179,9 +179,14 @@ def main() -> None:
     t = sub.add_parser("train")
     t.add_argument("--data", type=Path, required=True)
     t.add_argument("--model", default="bundled", help="'bundled', a .gguf file or a Hugging Face folder")
-    t.add_argument("--cache-dir", "--data-dir", dest="cache_dir", type=Path,
-                   default=Path.home() / ".cache" / "workplace-assistant",
-                   help="where GGUF conversions are cached (settings.model_cache_dir)")
+    t.add_argument(
+        "--cache-dir",
+        "--data-dir",
+        dest="cache_dir",
+        type=Path,
+        default=Path.home() / ".cache" / "workplace-assistant",
+        help="where GGUF conversions are cached (settings.model_cache_dir)",
+    )
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--r", type=int, default=8)
     t.add_argument("--lr", type=float, default=3e-4)

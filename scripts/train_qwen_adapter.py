@@ -55,8 +55,16 @@ def split_folders(content: Path) -> tuple[list[str], list[str]]:
     return folders[0::2], folders[1::2]
 
 
-def items_for(docs: list[D.DocText], content: Path, folders: list[str], *, rng: random.Random,
-              questions: list[dict], per_doc: int, max_chars: int) -> list[M.Item]:
+def items_for(
+    docs: list[D.DocText],
+    content: Path,
+    folders: list[str],
+    *,
+    rng: random.Random,
+    questions: list[dict],
+    per_doc: int,
+    max_chars: int,
+) -> list[M.Item]:
     by_id = {d.doc_id: d for d in docs}
     items = M.question_items(questions, by_id, max_chars=max_chars)
     items += M.synthesised_items(docs, rng=rng, per_doc=per_doc, max_chars=max_chars)
@@ -69,32 +77,79 @@ def build(args) -> None:
     train_folders, held_folders = split_folders(args.handbook)
     docs = D.documents_from_markdown(args.handbook, folders=train_folders)
     questions = M.read_questions(args.questions) if args.questions else []
-    items = items_for(docs, args.handbook, train_folders, rng=rng, questions=questions,
-                      per_doc=args.per_doc, max_chars=args.max_chars)
+    items = items_for(
+        docs,
+        args.handbook,
+        train_folders,
+        rng=rng,
+        questions=questions,
+        per_doc=args.per_doc,
+        max_chars=args.max_chars,
+    )
     sample = D.documents_from_files(REPO / "assistant" / "sample_docs", prefix="sample/")
     items += M.synthesised_items(sample, rng=rng, per_doc=args.per_doc, max_chars=args.max_chars)
-    examples = M.build_mix(items, M.Pool(docs + sample), seed=args.seed, max_chars=args.max_chars,
-                           refusal_rate=args.refusal_rate, multi_rate=args.multi_rate)
+    examples = M.build_mix(
+        items,
+        M.Pool(docs + sample),
+        seed=args.seed,
+        max_chars=args.max_chars,
+        refusal_rate=args.refusal_rate,
+        multi_rate=args.multi_rate,
+    )
     train, val = D.split_by_document(examples, validation=0.05, seed=args.seed)
     held_docs = D.documents_from_markdown(args.handbook, folders=held_folders)
-    held_items = items_for(held_docs, args.handbook, held_folders, rng=random.Random(args.seed + 1),
-                           questions=[], per_doc=2, max_chars=args.max_chars)
-    held = M.build_mix(held_items, M.Pool(held_docs), seed=args.seed + 1, max_chars=args.max_chars,
-                       refusal_rate=args.refusal_rate, multi_rate=args.multi_rate)
+    held_items = items_for(
+        held_docs,
+        args.handbook,
+        held_folders,
+        rng=random.Random(args.seed + 1),
+        questions=[],
+        per_doc=2,
+        max_chars=args.max_chars,
+    )
+    held = M.build_mix(
+        held_items,
+        M.Pool(held_docs),
+        seed=args.seed + 1,
+        max_chars=args.max_chars,
+        refusal_rate=args.refusal_rate,
+        multi_rate=args.multi_rate,
+    )
     held = random.Random(args.seed).sample(held, min(args.heldout, len(held)))
-    report = D.write_dataset(args.out, train, val, meta={
-        "train_folders": train_folders, "heldout_folders": held_folders, "sample_corpus": True,
-        "seed": args.seed, "questions_file": str(args.questions or ""), "questions_used": sum(
-            1 for it in items if it.question in {q.get("question") for q in questions}),
-        "builder": "assistant.finetune.mix"})
-    (args.out / "heldout.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in held),
-                                            encoding="utf-8")
+    report = D.write_dataset(
+        args.out,
+        train,
+        val,
+        meta={
+            "train_folders": train_folders,
+            "heldout_folders": held_folders,
+            "sample_corpus": True,
+            "seed": args.seed,
+            "questions_file": str(args.questions or ""),
+            "questions_used": sum(1 for it in items if it.question in {q.get("question") for q in questions}),
+            "builder": "assistant.finetune.mix",
+        },
+    )
+    (args.out / "heldout.jsonl").write_text(
+        "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in held), encoding="utf-8"
+    )
     held_kinds: dict[str, int] = {}
     for e in held:
         held_kinds[e["kind"]] = held_kinds.get(e["kind"], 0) + 1
-    print(json.dumps({"train": report.train, "validation": report.validation, "heldout": len(held),
-                      "kinds": report.kinds, "heldout_kinds": held_kinds, "fingerprint": report.fingerprint,
-                      "train_folders": train_folders, "heldout_folders": held_folders}))
+    print(
+        json.dumps(
+            {
+                "train": report.train,
+                "validation": report.validation,
+                "heldout": len(held),
+                "kinds": report.kinds,
+                "heldout_kinds": held_kinds,
+                "fingerprint": report.fingerprint,
+                "train_folders": train_folders,
+                "heldout_folders": held_folders,
+            }
+        )
+    )
 
 
 def train(args) -> None:
@@ -119,17 +174,30 @@ def train(args) -> None:
     if args.eval_limit:
         results["base model"], base_answers = E.evaluate(model, tok, held, batch_size=bs)
         print(E.format_table(results), flush=True)
-    cfg = T.TrainConfig(method="lora", r=args.r, alpha=2 * args.r, dropout=0.05,
-                        target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
-                        lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
-                        global_batch=args.global_batch, micro_batch=args.micro_batch,
-                        max_seq_len=args.seq_len, save_every=args.save_every, seed=0)
+    cfg = T.TrainConfig(
+        method="lora",
+        r=args.r,
+        alpha=2 * args.r,
+        dropout=0.05,
+        target_modules=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        lr=args.lr,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        global_batch=args.global_batch,
+        micro_batch=args.micro_batch,
+        max_seq_len=args.seq_len,
+        save_every=args.save_every,
+        seed=0,
+    )
     model.train()
-    res = T.train_model(model, tok, train_set, cfg, out_dir=args.out / "run",
-                        data_fingerprint=manifest["fingerprint"])
-    print(f"trained {res.steps} steps in {res.seconds:.0f} s, {res.tokens_per_s:,.0f} tokens/s, loss "
-          f"{res.losses[0]:.3f} -> {res.losses[-1]:.3f}, {res.dropped} examples over --seq-len dropped",
-          flush=True)
+    res = T.train_model(
+        model, tok, train_set, cfg, out_dir=args.out / "run", data_fingerprint=manifest["fingerprint"]
+    )
+    print(
+        f"trained {res.steps} steps in {res.seconds:.0f} s, {res.tokens_per_s:,.0f} tokens/s, loss "
+        f"{res.losses[0]:.3f} -> {res.losses[-1]:.3f}, {res.dropped} examples over --seq-len dropped",
+        flush=True,
+    )
     del model
     answers: list[str] = []
     if args.eval_limit:
@@ -142,22 +210,46 @@ def train(args) -> None:
     state = load_file(str(res.adapter_dir / "adapter_model.safetensors"))
     save_file({k: v.to(torch.bfloat16) for k, v in state.items()}, str(ship / "adapter_model.safetensors"))
     (ship / "adapter_config.json").write_text((res.adapter_dir / "adapter_config.json").read_text())
-    (ship / "assistant-adapter.json").write_text(json.dumps({
-        "name": "qwen15", "version": 1, "base_fingerprint": model_fingerprint(model_dir),
-        "data_fingerprint": manifest["fingerprint"]}, indent=2) + "\n")
-    samples = [{"question": ex["question"], "kind": ex["kind"], "expected": ex["answer"], "base": a0, "adapter": a1}
-               for ex, a0, a1 in list(zip(held, base_answers, answers))[:16]]
+    (ship / "assistant-adapter.json").write_text(
+        json.dumps(
+            {
+                "name": "qwen15",
+                "version": 1,
+                "base_fingerprint": model_fingerprint(model_dir),
+                "data_fingerprint": manifest["fingerprint"],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    samples = [
+        {"question": ex["question"], "kind": ex["kind"], "expected": ex["answer"], "base": a0, "adapter": a1}
+        for ex, a0, a1 in list(zip(held, base_answers, answers))[:16]
+    ]
     E.save_report(args.out / "eval.json", results, samples=samples)
-    (args.out / "summary.json").write_text(json.dumps({
-        "data_fingerprint": manifest["fingerprint"], "steps": res.steps, "seconds": res.seconds,
-        "tokens_per_s": res.tokens_per_s, "loss_first": res.losses[0], "loss_last": res.losses[-1],
-        "losses": res.losses, "dropped": res.dropped,
-        "config": cfg.__dict__ | {"target_modules": list(cfg.target_modules)},
-        "train_examples": len(train_set), "heldout_examples": len(held),
-        "table": E.format_table(results) if results else "",
-        "adapter_bytes": (ship / "adapter_model.safetensors").stat().st_size,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-    }, indent=1, default=str) + "\n")
+    (args.out / "summary.json").write_text(
+        json.dumps(
+            {
+                "data_fingerprint": manifest["fingerprint"],
+                "steps": res.steps,
+                "seconds": res.seconds,
+                "tokens_per_s": res.tokens_per_s,
+                "loss_first": res.losses[0],
+                "loss_last": res.losses[-1],
+                "losses": res.losses,
+                "dropped": res.dropped,
+                "config": cfg.__dict__ | {"target_modules": list(cfg.target_modules)},
+                "train_examples": len(train_set),
+                "heldout_examples": len(held),
+                "table": E.format_table(results) if results else "",
+                "adapter_bytes": (ship / "adapter_model.safetensors").stat().st_size,
+                "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
     print(f"adapter written to {ship} ({(ship / 'adapter_model.safetensors').stat().st_size / 1e6:.1f} MB)")
 
 
@@ -172,15 +264,27 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--per-doc", type=int, default=4, help="template questions per page at most")
     b.add_argument("--max-chars", type=int, default=700, help="characters per passage at most")
     b.add_argument("--heldout", type=int, default=400)
-    b.add_argument("--refusal-rate", type=float, default=0.7,
-                   help="near-miss refusal per answerable question with one specific answer")
+    b.add_argument(
+        "--refusal-rate",
+        type=float,
+        default=0.7,
+        help="near-miss refusal per answerable question with one specific answer",
+    )
     b.add_argument("--multi-rate", type=float, default=0.12, help="multi-part questions per question")
     t = sub.add_parser("train", help="train, evaluate before/after, write the adapter")
     t.add_argument("--data", type=Path, required=True)
-    t.add_argument("--model", required=True, help="a Hugging Face folder (the converted Qwen), a .gguf, "
-                   "'qwen2.5-coder-1.5b' (pulled) or 'bundled'")
-    t.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "workplace-assistant",
-                   help="where GGUF conversions are cached (settings.model_cache_dir)")
+    t.add_argument(
+        "--model",
+        required=True,
+        help="a Hugging Face folder (the converted Qwen), a .gguf, "
+        "'qwen2.5-coder-1.5b' (pulled) or 'bundled'",
+    )
+    t.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "workplace-assistant",
+        help="where GGUF conversions are cached (settings.model_cache_dir)",
+    )
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--device", default="auto")
     t.add_argument("--r", type=int, default=16)
@@ -192,7 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--micro-batch", type=int, default=8)
     t.add_argument("--seq-len", type=int, default=2048)
     t.add_argument("--save-every", type=int, default=100)
-    t.add_argument("--eval-limit", type=int, default=300, help="held-out examples scored before/after (0: skip)")
+    t.add_argument(
+        "--eval-limit", type=int, default=300, help="held-out examples scored before/after (0: skip)"
+    )
     args = ap.parse_args(argv)
     t0 = time.time()
     {"build": build, "train": train}[args.cmd](args)

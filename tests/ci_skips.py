@@ -25,5 +25,7 @@ def pytest_runtest_makereport(item, call):
     reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
     if _MISSING_SHARED.search(reason):
         rep.outcome = "failed"
-        rep.longrepr = (f"{reason}\nIn CI (CI=true) this is a failure, not a skip: check out the shared corpus "
-                        "next to the repository (../shared/corpora/sourcegraph-handbook) before running the tests.")
+        rep.longrepr = (
+            f"{reason}\nIn CI (CI=true) this is a failure, not a skip: check out the shared corpus "
+            "next to the repository (../shared/corpora/sourcegraph-handbook) before running the tests."
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 class ScriptedLLM:
@@ -20,14 +20,16 @@ class ScriptedLLM:
     def count_message_tokens(self, messages: list[dict]) -> int:
         return sum(self.count_tokens(m["content"]) + 4 for m in messages)
 
-    def generate(self, messages, *, max_new_tokens=256, temperature=0.0, top_p=1.0, stop=None, adapter=None) -> str:
+    def generate(
+        self, messages, *, max_new_tokens=256, temperature=0.0, top_p=1.0, stop=None, adapter=None
+    ) -> str:
         self.prompts.append(messages)
         return self.reply(messages)
 
     def stream(self, messages, **kw) -> Iterator[str]:
         text = self.generate(messages, **kw)
         for i in range(0, len(text), 7):
-            yield text[i:i + 7]
+            yield text[i : i + 7]
 
     def adapter_names(self) -> list[str]:
         return []

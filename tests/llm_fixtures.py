@@ -44,8 +44,9 @@ def make_lora(model_dir: Path, out: Path, *, seed: int, targets: list[str], r: i
 
     model, _ = fresh_model(model_dir)
     torch.manual_seed(seed)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=8 * r, target_modules=targets,
-                                                  init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=r, lora_alpha=8 * r, target_modules=targets, init_lora_weights=False)
+    )
     peft_model.save_pretrained(out)
     return out
 

@@ -42,7 +42,9 @@ def test_prompt_numbers_sources_and_marks_them_as_data(make_assistant):
     a.ask("How long is parental leave for the primary caregiver?", who=BOB)
     system, user = a.llm.prompts[0][0]["content"], a.llm.prompts[0][-1]["content"]
     assert "not instructions" in system
-    assert user.startswith("Sources:\n[1] ") and "<<<" in user and user.rstrip().endswith("primary caregiver?")
+    assert (
+        user.startswith("Sources:\n[1] ") and "<<<" in user and user.rstrip().endswith("primary caregiver?")
+    )
 
 
 def test_supported_answer_keeps_the_claim_and_cites_the_right_document(make_assistant):
@@ -75,7 +77,9 @@ def test_restricted_content_never_reaches_bob_even_if_the_model_says_it(make_ass
     assert "182,000" not in ans.answer and "NW-SALARY-CANARY" not in ans.answer
     assert all(not c.path.startswith("restricted/") for c in ans.citations)
     assert all(not h.path.startswith("restricted/") for h in ans.retrieved)
-    ans = make_assistant("The L5 band is $182,000 to $214,000 [1].").ask("What is the salary band for an L5 engineer?", who=ALICE)
+    ans = make_assistant("The L5 band is $182,000 to $214,000 [1].").ask(
+        "What is the salary band for an L5 engineer?", who=ALICE
+    )
     assert "182,000" in ans.answer and ans.citations[0].path.startswith("restricted/")
 
 
@@ -89,9 +93,19 @@ def test_injected_instructions_and_foreign_links_do_not_reach_the_answer(make_as
 
 def test_answer_json_contract(make_assistant):
     ans = make_assistant("The hotel limit in New York is $350 per night [1].").ask(
-        "What is the hotel limit per night in New York?", who=BOB)
+        "What is the hotel limit per night in New York?", who=BOB
+    )
     j = ans.as_json()
-    assert set(j) == {"question", "answer", "refused", "citations", "retrieved", "passages", "confidence", "timings_ms"}
+    assert set(j) == {
+        "question",
+        "answer",
+        "refused",
+        "citations",
+        "retrieved",
+        "passages",
+        "confidence",
+        "timings_ms",
+    }
     assert j["passages"] and set(j["passages"][0]) == {"path", "title", "text"}
     assert set(j["citations"][0]) == {"n", "doc_id", "source", "path", "title", "url", "quote"}
     assert set(j["retrieved"][0]) == {"rank", "doc_id", "source", "path", "title", "url", "score", "text"}
@@ -107,7 +121,9 @@ def test_streaming_deltas_join_to_the_model_answer(make_assistant):
 
 
 def test_without_a_model_answers_are_extractive_quotes(make_assistant):
-    ans = make_assistant(None).ask("How many weeks of paid parental leave does a primary caregiver get?", who=BOB)
+    ans = make_assistant(None).ask(
+        "How many weeks of paid parental leave does a primary caregiver get?", who=BOB
+    )
     assert not ans.refused and "16 weeks" in ans.answer
 
 
@@ -118,4 +134,6 @@ def test_summary_cites_its_sources_and_respects_access(make_assistant):
     assert "[1]" in s.as_text() and "Sources:" in s.as_text()
     everything = a.summarize(who=BOB, max_docs=100, use_llm=False)
     assert all(not b.path.startswith("restricted/") for b in everything.bullets)
-    assert any(b.path.startswith("restricted/") for b in a.summarize(who=ALICE, max_docs=100, use_llm=False).bullets)
+    assert any(
+        b.path.startswith("restricted/") for b in a.summarize(who=ALICE, max_docs=100, use_llm=False).bullets
+    )

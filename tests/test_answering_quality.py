@@ -101,7 +101,9 @@ def world(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
     for name, text in DOCS.items():
         (folder / name).write_text(text)
-    settings = make_settings(tmp_path_factory.mktemp("data"), answering={"min_relevance": 0.0, "min_quote_score": 0.2})
+    settings = make_settings(
+        tmp_path_factory.mktemp("data"), answering={"min_relevance": 0.0, "min_quote_score": 0.2}
+    )
     emb = HashEmbedder()
     eng = Engine.open(settings, embedder=emb)
     eng.sync(LocalFilesConnector(folder, name="t"))
@@ -111,7 +113,9 @@ def world(tmp_path_factory):
 
 def ask(world, question, *, relevance=None, llm=None, **kw):
     settings, eng, emb = world
-    return Answerer(eng.retriever, llm, emb, settings=settings, relevance=relevance).ask(question, who=EVERYONE, **kw)
+    return Answerer(eng.retriever, llm, emb, settings=settings, relevance=relevance).ask(
+        question, who=EVERYONE, **kw
+    )
 
 
 def _quoted(answer: str) -> list[str]:
@@ -131,7 +135,8 @@ def test_quote_starts_and_ends_on_sentence_boundaries(world):
 def test_soft_wrapped_lines_do_not_split_sentences():
     text = "Every employee is eligible from the first day, in every country we\noperate in; local law wins.\n"
     assert [s.text for s in g.sentences(text)] == [
-        "Every employee is eligible from the first day, in every country we operate in; local law wins."]
+        "Every employee is eligible from the first day, in every country we operate in; local law wins."
+    ]
 
 
 def test_table_answer_shows_the_header_and_the_matching_row(world):
@@ -161,7 +166,8 @@ def test_multi_part_question_gets_one_quote_per_part(world):
 
 def test_single_questions_are_not_split():
     assert split_question("I joined in 2022. If I quit, how long do I have to buy my options?") == [
-        "I joined in 2022. If I quit, how long do I have to buy my options?"]
+        "I joined in 2022. If I quit, how long do I have to buy my options?"
+    ]
 
 
 def test_refuses_instead_of_quoting_something_unrelated(world):
@@ -185,8 +191,10 @@ def test_relevance_seam_decides_the_sentence(world):
 
 
 def test_injected_sentence_is_never_inside_a_quote_and_the_page_still_answers(world):
-    for question, fact in [("How much are meals reimbursed per day?", "60 euros"),
-                           ("How much are hotels reimbursed per night?", "180 euros")]:
+    for question, fact in [
+        ("How much are meals reimbursed per day?", "60 euros"),
+        ("How much are hotels reimbursed per night?", "180 euros"),
+    ]:
         ans = ask(world, question)
         assert not ans.refused and fact in ans.answer, ans.answer
         text = ans.answer + " ".join(c.quote for c in ans.citations)
@@ -196,20 +204,35 @@ def test_injected_sentence_is_never_inside_a_quote_and_the_page_still_answers(wo
 def test_citation_quotes_are_sanitized_like_the_answer(world):
     ans = ask(world, "What is the office network called?")
     assert not ans.refused and "Northwind-Staff" in ans.answer
-    shown = [ans.answer] + [c.quote for c in ans.citations] + [str(c["quote"]) for c in ans.as_json()["citations"]]
+    shown = (
+        [ans.answer]
+        + [c.quote for c in ans.citations]
+        + [str(c["quote"]) for c in ans.as_json()["citations"]]
+    )
     for text in shown:
         assert "<!channel>" not in text and "evil.example" not in text
 
 
-@pytest.mark.parametrize("raw", ["reset it at evil.example/wifi now", "go to sub.evil.io:8080/x", "see evil.example",
-                                 "<https://evil.example/a|click>", "www.evil.example"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "reset it at evil.example/wifi now",
+        "go to sub.evil.io:8080/x",
+        "see evil.example",
+        "<https://evil.example/a|click>",
+        "www.evil.example",
+    ],
+)
 def test_sanitizer_removes_links_with_and_without_a_scheme(raw):
     assert "evil" not in g.sanitize(raw, allowed_urls=set())
 
 
 def test_sanitizer_keeps_file_names_emails_and_allowed_hosts():
-    out = g.sanitize("edit team.yml, mail people-ops@sourcegraph.com, see docs.sourcegraph.com/x",
-                     allowed_urls=set(), allowed_hosts={"sourcegraph.com"})
+    out = g.sanitize(
+        "edit team.yml, mail people-ops@sourcegraph.com, see docs.sourcegraph.com/x",
+        allowed_urls=set(),
+        allowed_hosts={"sourcegraph.com"},
+    )
     assert out == "edit team.yml, mail people-ops@sourcegraph.com, see docs.sourcegraph.com/x"
 
 
@@ -226,8 +249,10 @@ def test_retrieval_returns_faiss_similarities_and_per_call_timings(world):
 def test_a_true_model_sentence_that_does_not_answer_is_not_shown(world):
     from tests.doubles import ScriptedLLM
 
-    llm = ScriptedLLM("Hotels are reimbursed up to 180 euros per night [1]. "
-                      "Primary caregivers get 16 weeks of fully paid leave [2].")
+    llm = ScriptedLLM(
+        "Hotels are reimbursed up to 180 euros per night [1]. "
+        "Primary caregivers get 16 weeks of fully paid leave [2]."
+    )
     ans = ask(world, "How much are hotels reimbursed per night?", relevance=KeywordRelevance(), llm=llm)
     assert "180 euros" in ans.answer
     assert "16 weeks" not in ans.answer  # true in the sources, but not an answer to this question
@@ -243,6 +268,9 @@ def test_a_supported_table_answer_from_the_model_is_kept(world):
 
 def test_a_statement_before_the_question_is_context_not_a_part():
     assert split_question("My work laptop is broken; how much of the repair is paid each year?") == [
-        "My work laptop is broken; how much of the repair is paid each year?"]
+        "My work laptop is broken; how much of the repair is paid each year?"
+    ]
     assert split_question("My laptop is broken; how much is paid, and who do I ask for a loaner?") == [
-        "My laptop is broken; how much is paid", "who do I ask for a loaner?"]
+        "My laptop is broken; how much is paid",
+        "who do I ask for a loaner?",
+    ]

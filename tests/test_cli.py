@@ -14,16 +14,21 @@ from tests.conftest import SAMPLE_DOCS
 def run(args, data_dir: Path, **env):
     e = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
     e.update({"ASSISTANT_DATA_DIR": str(data_dir), "ASSISTANT_LOG_LEVEL": "WARNING", **env})
-    return subprocess.run([sys.executable, "-m", "assistant.cli", *args], capture_output=True, text=True, env=e,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "assistant.cli", *args], capture_output=True, text=True, env=e, timeout=600
+    )
 
 
 def test_ingest_search_status_round_trip(tmp_path):
     data = tmp_path / "data"
-    p = run(["ingest", str(SAMPLE_DOCS), "--source", "sample", "--acl-file", str(SAMPLE_DOCS / "acl.toml")], data)
+    p = run(
+        ["ingest", str(SAMPLE_DOCS), "--source", "sample", "--acl-file", str(SAMPLE_DOCS / "acl.toml")], data
+    )
     assert p.returncode == 0, p.stderr
     assert "14 added" in p.stdout and "0 failed" in p.stdout
-    p = run(["search", "--json", "how do I get a new laptop", "-k", "3", "--as", "bob@northwind.example"], data)
+    p = run(
+        ["search", "--json", "how do I get a new laptop", "-k", "3", "--as", "bob@northwind.example"], data
+    )
     assert p.returncode == 0, p.stderr
     hits = json.loads(p.stdout)
     assert [set(h) for h in hits][0] == {"rank", "doc_id", "source", "path", "title", "url", "score", "text"}

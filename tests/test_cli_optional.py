@@ -11,14 +11,23 @@ from tests.conftest import REPO
 
 
 def _cli(code: str, tmp_path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "ASSISTANT_DATA_DIR": str(tmp_path)})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "ASSISTANT_DATA_DIR": str(tmp_path)},
+    )
 
 
 def test_without_slack_bolt_the_other_commands_still_run(tmp_path):
-    got = _cli("import sys; sys.modules['slack_bolt'] = None\n"
-               "from assistant.cli import main\n"
-               "sys.argv = ['assistant', 'status', '--json']; main()", tmp_path)
+    got = _cli(
+        "import sys; sys.modules['slack_bolt'] = None\n"
+        "from assistant.cli import main\n"
+        "sys.argv = ['assistant', 'status', '--json']; main()",
+        tmp_path,
+    )
     assert got.returncode == 0, got.stderr
     assert '"documents": 0' in got.stdout
 

@@ -51,7 +51,9 @@ def test_edits_and_deletions_propagate(engine, sample_folder):
     _sync(engine, sample_folder)
     n = engine.store.document_count()
     doc = sample_folder / "handbook" / "pto-and-holidays.md"
-    doc.write_text(doc.read_text() + "\n\n## Volcano day\n\nEveryone gets a zorblax volcano day off each March.\n")
+    doc.write_text(
+        doc.read_text() + "\n\n## Volcano day\n\nEveryone gets a zorblax volcano day off each March.\n"
+    )
     os.utime(doc, (time.time() + 5, time.time() + 5))
     (sample_folder / "it" / "printer-setup.md").unlink()
     rep = _sync(engine, sample_folder)
@@ -94,13 +96,18 @@ class CrashingConnector(LocalFilesConnector):
 
 def test_crash_mid_ingest_then_rerun_converges_exactly(settings, embedder, sample_folder):
     eng = Engine.open(settings, embedder=embedder)
-    conn = CrashingConnector(sample_folder, name="sample", acl_file=sample_folder / "acl.toml", page_size=3,
-                             crash_after=5)
-    rep = eng.sync(conn)  # per-item errors are failures, the run goes on: the crash must be a BaseException-like stop
+    conn = CrashingConnector(
+        sample_folder, name="sample", acl_file=sample_folder / "acl.toml", page_size=3, crash_after=5
+    )
+    rep = eng.sync(
+        conn
+    )  # per-item errors are failures, the run goes on: the crash must be a BaseException-like stop
     assert rep.failed > 0
     eng.close()
     eng = Engine.open(settings, embedder=embedder)  # a fresh process: reconcile at start-up
-    rep = eng.sync(LocalFilesConnector(sample_folder, name="sample", acl_file=sample_folder / "acl.toml", page_size=3))
+    rep = eng.sync(
+        LocalFilesConnector(sample_folder, name="sample", acl_file=sample_folder / "acl.toml", page_size=3)
+    )
     files = [p for p in sample_folder.rglob("*") if p.is_file() and p.name != "acl.toml"]
     assert eng.store.document_count() == len(files)
     assert eng.store.failures() == []
@@ -134,7 +141,9 @@ def test_interrupted_run_resumes_from_saved_cursor_without_duplicates(settings, 
     files = [p for p in sample_folder.rglob("*") if p.is_file() and p.name != "acl.toml"]
     assert eng.store.document_count() == len(files)
     assert rep.added == len(files) - partial
-    rows = eng.store.execute("SELECT source, doc_id, count(*) FROM documents GROUP BY 1, 2 HAVING count(*) > 1")
+    rows = eng.store.execute(
+        "SELECT source, doc_id, count(*) FROM documents GROUP BY 1, 2 HAVING count(*) > 1"
+    )
     assert rows == []
     assert _consistent(eng)
     eng.close()
@@ -166,7 +175,10 @@ def test_permission_change_updates_access_without_reembedding(engine, sample_fol
     _sync(engine, sample_folder)
     before = embedder.texts_embedded
     acl = sample_folder / "acl.toml"
-    acl.write_text(acl.read_text() + '\n[[rule]]\nglob = "handbook/parental-leave.md"\nusers = ["alice@northwind.example"]\n')
+    acl.write_text(
+        acl.read_text()
+        + '\n[[rule]]\nglob = "handbook/parental-leave.md"\nusers = ["alice@northwind.example"]\n'
+    )
     rep = engine.sync(LocalFilesConnector(sample_folder, name="sample", acl_file=acl))
     assert rep.updated == 1
     assert embedder.texts_embedded == before

@@ -20,8 +20,10 @@ CORPUS = REPO.parent / "shared" / "corpora" / "sourcegraph-handbook"
 KINDS = {"fact", "multi", "table", "howto", "unanswerable"}
 # the mix the README promises (issue #16 asks for more multi-part, table and unanswerable questions)
 MIN_PER_KIND = {"fact": 25, "multi": 20, "table": 12, "howto": 14, "unanswerable": 18}
-ACCEPTANCE = ("acceptable use policy for company devices",
-              "content/company-info-and-process/policies/acceptable-use-policy.md")
+ACCEPTANCE = (
+    "acceptable use policy for company devices",
+    "content/company-info-and-process/policies/acceptable-use-policy.md",
+)
 
 
 def _load() -> list[dict]:
@@ -30,8 +32,9 @@ def _load() -> list[dict]:
 
 
 ROWS = _load()
-needs_corpus = pytest.mark.skipif(not (CORPUS / "content").is_dir(),
-                                  reason=f"handbook corpus not found at {CORPUS}")
+needs_corpus = pytest.mark.skipif(
+    not (CORPUS / "content").is_dir(), reason=f"handbook corpus not found at {CORPUS}"
+)
 
 
 def _doc(path: str) -> str:
@@ -77,12 +80,13 @@ def _words(text: str) -> list[str]:
 
 
 @needs_corpus
-@pytest.mark.parametrize("row", [r for r in ROWS if r["gold_docs"] and r["question"] != ACCEPTANCE[0]],
-                         ids=lambda r: r["id"])
+@pytest.mark.parametrize(
+    "row", [r for r in ROWS if r["gold_docs"] and r["question"] != ACCEPTANCE[0]], ids=lambda r: r["id"]
+)
 def test_questions_are_paraphrased(row):
     """No run of 5 consecutive question words appears verbatim in a gold document."""
     q = _words(row["question"])
-    grams = {" ".join(q[i:i + 5]) for i in range(len(q) - 4)}
+    grams = {" ".join(q[i : i + 5]) for i in range(len(q) - 4)}
     for path in row["gold_docs"]:
         body = " ".join(_words(_doc(path)))
         copied = [g for g in grams if f" {g} " in f" {body} "]

@@ -44,11 +44,17 @@ def test_vectors_match_sentence_transformers(onnx_embedder, embedder):
 
 
 def test_retrieval_ranking_agrees_with_torch(onnx_embedder, embedder):
-    queries = ["when does the financial year start", "how do I get reimbursed for things I bought",
-               "who gets paged when support is needed at night", "baby leave"]
+    queries = [
+        "when does the financial year start",
+        "how do I get reimbursed for things I bought",
+        "who gets paged when support is needed at night",
+        "baby leave",
+    ]
     docs_ours, docs_ref = onnx_embedder.embed(SENTENCES), embedder.embed(SENTENCES)
     for q in queries:
-        assert np.argmax(docs_ours @ onnx_embedder.embed_query(q)) == np.argmax(docs_ref @ embedder.embed_query(q)), q
+        assert np.argmax(docs_ours @ onnx_embedder.embed_query(q)) == np.argmax(
+            docs_ref @ embedder.embed_query(q)
+        ), q
 
 
 def test_interface_matches_embedder(onnx_embedder):
@@ -60,7 +66,10 @@ def test_interface_matches_embedder(onnx_embedder):
     assert onnx_embedder.tokenizer.is_fast
     assert onnx_embedder.embed_query("hello").shape == (384,)
     assert onnx_embedder.embed([]).shape == (0, 384)
-    assert (onnx_embedder.calls, onnx_embedder.texts_embedded) == (before_calls + 2, before_texts + len(SENTENCES) + 1)
+    assert (onnx_embedder.calls, onnx_embedder.texts_embedded) == (
+        before_calls + 2,
+        before_texts + len(SENTENCES) + 1,
+    )
 
 
 def test_a_vector_does_not_depend_on_its_batch(onnx_embedder):

@@ -11,8 +11,12 @@ from assistant.evaluation import Question, Record, load_questions, same_doc, sco
 
 
 def rec(q, *, paths, answer="", refused=False, cited=(), ms=100.0):
-    ans = {"answer": answer, "refused": refused, "citations": [{"path": p} for p in cited],
-           "timings_ms": {"total": ms}}
+    ans = {
+        "answer": answer,
+        "refused": refused,
+        "citations": [{"path": p} for p in cited],
+        "timings_ms": {"total": ms},
+    }
     return Record("cfg", q, ans, list(paths), 5.0)
 
 
@@ -21,7 +25,12 @@ def test_metrics_follow_their_definitions():
     multi = Question("2", "q", must_contain=("x",), gold_docs=("content/b.md", "content/c.md"), kind="multi")
     unans = Question("3", "q", kind="unanswerable")
     recs = [
-        rec(fact, paths=["content/z.md", "content/a.md"], answer="You get 16 Weeks.", cited=["content/a.md", "content/z.md"]),
+        rec(
+            fact,
+            paths=["content/z.md", "content/a.md"],
+            answer="You get 16 Weeks.",
+            cited=["content/a.md", "content/z.md"],
+        ),
         rec(multi, paths=["content/c.md"], answer="nope", cited=["content/c.md"]),
         rec(unans, paths=["content/q.md"], refused=True, answer="I couldn't find this"),
     ]

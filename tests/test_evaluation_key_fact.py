@@ -10,16 +10,22 @@ from assistant.evaluation import Question, Record, load_questions, score, table
 
 
 def rec(q, *, answer="", refused=False, passages=None, retrieved=()):
-    ans = {"answer": answer, "refused": refused, "citations": [], "timings_ms": {"total": 10.0},
-           "retrieved": [{"path": "content/r.md", "title": "R", "text": t} for t in retrieved]}
+    ans = {
+        "answer": answer,
+        "refused": refused,
+        "citations": [],
+        "timings_ms": {"total": 10.0},
+        "retrieved": [{"path": "content/r.md", "title": "R", "text": t} for t in retrieved],
+    }
     if passages is not None:
         ans["passages"] = [{"path": "content/p.md", "title": "P", "text": t} for t in passages]
     return Record("cfg", q, ans, [], 1.0)
 
 
 FACT = Question("f", "how many weeks?", must_contain=("16",), gold_docs=("content/a.md",))
-MULTI = Question("m", "two things?", must_contain=("Deel", "16"), gold_docs=("content/a.md", "content/b.md"),
-                 kind="multi")
+MULTI = Question(
+    "m", "two things?", must_contain=("Deel", "16"), gold_docs=("content/a.md", "content/b.md"), kind="multi"
+)
 TABLE = Question("t", "which band?", must_contain=("$182,000",), gold_docs=("content/c.md",), kind="table")
 UNANS = Question("u", "car allowance?", kind="unanswerable")
 

@@ -12,12 +12,10 @@ Vectors come from ``tests/fakes/hash_embedder`` (sync state is what is checked, 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
-from assistant.documents import ItemRef, Principals
+from assistant.documents import Principals
 from assistant.engine import Engine
 from connectors.google_drive import DriveClient, DriveConfig, GoogleDriveConnector, RetryPolicy
 from connectors.google_drive.client import load_credentials
@@ -46,11 +44,16 @@ def eng(tmp_path, hash_embedder):
 
 def state(engine, source: str) -> dict[str, tuple[str, frozenset]]:
     """What a user would notice: which documents, which version, who may read them."""
-    return {r.doc_id: (r.version, engine.store.access_of(r.key).tokens()) for r in engine.store.iter_documents(source)}
+    return {
+        r.doc_id: (r.version, engine.store.access_of(r.key).tokens())
+        for r in engine.store.iter_documents(source)
+    }
 
 
 def consistent(engine) -> bool:
-    dupes = engine.store.execute("SELECT count(*) FROM (SELECT source, doc_id FROM documents GROUP BY 1, 2 HAVING count(*) > 1)")
+    dupes = engine.store.execute(
+        "SELECT count(*) FROM (SELECT source, doc_id FROM documents GROUP BY 1, 2 HAVING count(*) > 1)"
+    )
     return dupes[0][0] == 0 and np.array_equal(np.sort(engine.index.ids()), engine.store.chunk_ids())
 
 
@@ -76,19 +79,32 @@ def drive():
 def drive_connector(fake, *, page_size: int = 100, sleeps: list | None = None, timeout_s: float = 30.0):
     w = fake.world
     info = w.service_account_info()
-    cfg = DriveConfig(credentials_info=info, subject=w.admin, api_endpoint=fake.url, all_shared_drives=True,
-                      page_size=page_size)
-    client = DriveClient(load_credentials(info, subject=w.admin, token_uri=fake.url + "/token"), api_endpoint=fake.url,
-                         retry=RetryPolicy(max_retries=4, base_s=0.001, cap_s=0.01), timeout_s=timeout_s,
-                         sleep=sleeps.append if sleeps is not None else (lambda s: None))
+    cfg = DriveConfig(
+        credentials_info=info,
+        subject=w.admin,
+        api_endpoint=fake.url,
+        all_shared_drives=True,
+        page_size=page_size,
+    )
+    client = DriveClient(
+        load_credentials(info, subject=w.admin, token_uri=fake.url + "/token"),
+        api_endpoint=fake.url,
+        retry=RetryPolicy(max_retries=4, base_s=0.001, cap_s=0.01),
+        timeout_s=timeout_s,
+        sleep=sleeps.append if sleeps is not None else (lambda s: None),
+    )
     return GoogleDriveConnector(cfg, client=client)
 
 
 def drive_files(fake, n: int) -> list[str]:
     w = fake.world
     root = w.root(w.admin)
-    return [w.add_file(f"note-{i}.md" if i % 2 else f"Note {i}", "text/markdown" if i % 2 else GDOC, note(i), root)
-            for i in range(n)]
+    return [
+        w.add_file(
+            f"note-{i}.md" if i % 2 else f"Note {i}", "text/markdown" if i % 2 else GDOC, note(i), root
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("page_size", [1, 1000])
@@ -99,7 +115,9 @@ def test_drive_one_item_and_thousand_item_pages_converge(drive, eng, tmp_path, h
     assert (rep.added, rep.failed) == (n, 0) and eng.store.document_ids("gdrive") == set(ids)
     lists = [r for r in drive.world.requests if r.path.endswith("/files")]
     assert {int(r.params["pageSize"]) for r in lists} == {page_size} and len(lists) == -(-n // page_size)
-    assert state(eng, "gdrive") == clean_state(tmp_path, hash_embedder, lambda: drive_connector(drive), "gdrive")
+    assert state(eng, "gdrive") == clean_state(
+        tmp_path, hash_embedder, lambda: drive_connector(drive), "gdrive"
+    )
     assert consistent(eng)
 
 
@@ -148,7 +166,9 @@ def test_drive_5xx_burst_on_downloads_converges(drive, eng, tmp_path, hash_embed
     rep = eng.sync(drive_connector(drive))
     assert rep.failed == 0
     assert sorted(r.status for r in drive.world.requests if r.status >= 500) == [500] * 7
-    assert state(eng, "gdrive") == clean_state(tmp_path, hash_embedder, lambda: drive_connector(drive), "gdrive")
+    assert state(eng, "gdrive") == clean_state(
+        tmp_path, hash_embedder, lambda: drive_connector(drive), "gdrive"
+    )
 
 
 def test_drive_revoked_share_removes_access_within_one_sync(drive, eng):
@@ -179,7 +199,9 @@ def graph(tmp_path):
 
 
 def od_connector(fg: FakeGraph) -> OneDriveConnector:
-    return OneDriveConnector(OneDriveConfig(**fg.settings(user_drives=(ALICE,), max_retries=4, timeout_s=10.0)))
+    return OneDriveConnector(
+        OneDriveConfig(**fg.settings(user_drives=(ALICE,), max_retries=4, timeout_s=10.0))
+    )
 
 
 def od_world(n: int, *, page_size: int) -> tuple[GraphWorld, str, list[str]]:
@@ -199,7 +221,9 @@ def test_onedrive_one_item_pages_with_duplicates_across_pages_converge(graph, en
     w.edit(items[1], note(201))
     rep = eng.sync(conn)
     assert rep.failed == 0 and rep.added == 0
-    assert state(eng, "onedrive") == clean_state(tmp_path, hash_embedder, lambda: od_connector(fg), "onedrive")
+    assert state(eng, "onedrive") == clean_state(
+        tmp_path, hash_embedder, lambda: od_connector(fg), "onedrive"
+    )
     assert len(state(eng, "onedrive")) == 6 and consistent(eng)
     hit = eng.search("facilities rota week 102", who=Principals(email=ALICE), k=1)[0]
     assert hit.doc_id.endswith(items[0]) and "102" in hit.text
@@ -211,7 +235,9 @@ def test_onedrive_thousand_item_delta_page(graph):
     pages = list(od_connector(fg).changes(None))
     got = [r.id for p in pages for r in p.upserts]
     assert sorted(got) == sorted(f"{d}/{i}" for i in items) and len(got) == len(set(got))
-    assert max(len(p.upserts) for p in pages) >= 998  # the big page arrived whole (the root and a folder take slots)
+    assert (
+        max(len(p.upserts) for p in pages) >= 998
+    )  # the big page arrived whole (the root and a folder take slots)
 
 
 def test_onedrive_5xx_burst_during_sync_converges(graph, eng, tmp_path, hash_embedder):
@@ -221,7 +247,9 @@ def test_onedrive_5xx_burst_during_sync_converges(graph, eng, tmp_path, hash_emb
     w.inject("/permissions", status=500, times=2)
     rep = eng.sync(od_connector(fg))
     assert rep.failed == 0 and [r.status for r in w.requests].count(503) == 3
-    assert state(eng, "onedrive") == clean_state(tmp_path, hash_embedder, lambda: od_connector(fg), "onedrive")
+    assert state(eng, "onedrive") == clean_state(
+        tmp_path, hash_embedder, lambda: od_connector(fg), "onedrive"
+    )
 
 
 def test_onedrive_revoked_grant_removes_access_within_one_sync(graph, eng):

@@ -378,7 +378,9 @@ def test_ddp_on_two_cpu_processes_matches_one_and_resumes_on_one(tmp_path):
             if procs == 1
             else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"]
         )
-        for attempt in range(2):  # gloo on a loaded 2-core box can abort while connecting; the result must not differ
+        for _attempt in range(
+            2
+        ):  # gloo on a loaded 2-core box can abort while connecting; the result must not differ
             p = subprocess.run(
                 launcher + [str(script), str(tmp_path / name), out_dir, str(stop)],
                 capture_output=True,

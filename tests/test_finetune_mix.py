@@ -93,17 +93,42 @@ def docs(content) -> list[D.DocText]:
 
 
 QUESTIONS = [
-    {"question": "How long is paid leave for the main caregiver?", "answer": "16 weeks",
-     "doc_path": "a-benefits/leave.md", "title": "Parental leave", "heading": "How much leave you get", "kind": "llm",
-     "passage": PAGES["a-benefits/leave.md"].split("## How much leave you get\n")[1].split("##")[0]},
-    {"question": "How fast do I have to acknowledge a page?", "answer": "within 15 minutes",
-     "doc_path": "c-engineering/oncall.md", "title": "On-call", "heading": "Paging", "kind": "llm",
-     "passage": PAGES["c-engineering/oncall.md"].split("## Paging\n")[1].split("##")[0]},
-    {"question": "How many vacation days do I get?", "answer": "25 days",
-     "doc_path": "a-benefits/pto.md", "title": "Paid time off", "heading": "Vacation days", "kind": "llm",
-     "passage": PAGES["a-benefits/pto.md"].split("## Vacation days\n")[1].split("##")[0]},
-    {"question": "Which values do we hold?", "answer": "Open by default", "doc_path": "b-company/values.md",
-     "title": "Values", "heading": "Open by default", "kind": "llm", "passage": PAGES["b-company/values.md"]},
+    {
+        "question": "How long is paid leave for the main caregiver?",
+        "answer": "16 weeks",
+        "doc_path": "a-benefits/leave.md",
+        "title": "Parental leave",
+        "heading": "How much leave you get",
+        "kind": "llm",
+        "passage": PAGES["a-benefits/leave.md"].split("## How much leave you get\n")[1].split("##")[0],
+    },
+    {
+        "question": "How fast do I have to acknowledge a page?",
+        "answer": "within 15 minutes",
+        "doc_path": "c-engineering/oncall.md",
+        "title": "On-call",
+        "heading": "Paging",
+        "kind": "llm",
+        "passage": PAGES["c-engineering/oncall.md"].split("## Paging\n")[1].split("##")[0],
+    },
+    {
+        "question": "How many vacation days do I get?",
+        "answer": "25 days",
+        "doc_path": "a-benefits/pto.md",
+        "title": "Paid time off",
+        "heading": "Vacation days",
+        "kind": "llm",
+        "passage": PAGES["a-benefits/pto.md"].split("## Vacation days\n")[1].split("##")[0],
+    },
+    {
+        "question": "Which values do we hold?",
+        "answer": "Open by default",
+        "doc_path": "b-company/values.md",
+        "title": "Values",
+        "heading": "Open by default",
+        "kind": "llm",
+        "passage": PAGES["b-company/values.md"],
+    },
 ]
 
 
@@ -163,13 +188,20 @@ def test_table_questions_show_header_and_row(content):
 
 def test_a_table_row_answer_names_the_row_with_its_header(docs):
     table = PAGES["a-benefits/equipment.md"].split("## Salary bands\n")[1]
-    row = {"question": "What's the pay range for a senior engineer?", "answer": "$182,000-$214,000",
-           "doc_path": "a-benefits/equipment.md", "title": "Equipment", "heading": "Salary bands",
-           "passage": table, "kind": "table"}
+    row = {
+        "question": "What's the pay range for a senior engineer?",
+        "answer": "$182,000-$214,000",
+        "doc_path": "a-benefits/equipment.md",
+        "title": "Equipment",
+        "heading": "Salary bands",
+        "passage": table,
+        "kind": "table",
+    }
     (item,) = M.question_items([row], {d.doc_id: d for d in docs}, max_chars=700)
     assert item.kind == "table"
-    assert item.target == ("$182,000-$214,000 [{n}]. Level: L5, Title: Senior Software Engineer, "
-                           "Band: $182,000-$214,000 [{n}].")
+    assert item.target == (
+        "$182,000-$214,000 [{n}]. Level: L5, Title: Senior Software Engineer, Band: $182,000-$214,000 [{n}]."
+    )
 
 
 def tiny_qwen_folder(folder: Path) -> Path:
@@ -181,16 +213,32 @@ def tiny_qwen_folder(folder: Path) -> Path:
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(list(PAGES.values()) * 2 + [REFUSAL], trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<|im_start|>", "<|im_end|>", "<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tk.train_from_iterator(
+        list(PAGES.values()) * 2 + [REFUSAL],
+        trainers.BpeTrainer(
+            vocab_size=600,
+            special_tokens=["<|im_start|>", "<|im_end|>", "<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=4096, tie_word_embeddings=True))
+    model = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            tie_word_embeddings=True,
+        )
+    )
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -210,7 +258,19 @@ def test_qwen_script_builds_and_trains_an_adapter_for_a_local_folder(content, tm
     qfile = tmp_path / "questions.jsonl"
     qfile.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     data = tmp_path / "ds"
-    S.main(["build", "--handbook", str(content), "--questions", str(qfile), "--out", str(data), "--heldout", "20"])
+    S.main(
+        [
+            "build",
+            "--handbook",
+            str(content),
+            "--questions",
+            str(qfile),
+            "--out",
+            str(data),
+            "--heldout",
+            "20",
+        ]
+    )
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["train_folders"] == ["a-benefits", "c-engineering"] and manifest["questions_used"] == 3
     train = D.read_split(data, "train") + D.read_split(data, "validation")
@@ -221,9 +281,33 @@ def test_qwen_script_builds_and_trains_an_adapter_for_a_local_folder(content, tm
     torch.set_num_threads(1)
     base = tiny_qwen_folder(tmp_path / "tiny-qwen")
     out = tmp_path / "run"
-    S.main(["train", "--data", str(data), "--model", str(base), "--out", str(out), "--device", "cpu",
-            "--max-steps", "2", "--global-batch", "2", "--micro-batch", "2", "--r", "2",
-            "--eval-limit", "2", "--seq-len", "4096", "--cache-dir", str(tmp_path / "cache")])
+    S.main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--model",
+            str(base),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--max-steps",
+            "2",
+            "--global-batch",
+            "2",
+            "--micro-batch",
+            "2",
+            "--r",
+            "2",
+            "--eval-limit",
+            "2",
+            "--seq-len",
+            "4096",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
     ship = out / "adapter"
     meta = json.loads((ship / "assistant-adapter.json").read_text())
     assert meta["base_fingerprint"] == model_fingerprint(base)

@@ -33,17 +33,26 @@ def fake():
         yield f
 
 
-def make(fake, *, sleeps: list | None = None, creds: dict | None = None, cls=None, crash: dict | None = None,
-         **kw) -> GoogleDriveConnector:
+def make(
+    fake, *, sleeps: list | None = None, creds: dict | None = None, cls=None, crash: dict | None = None, **kw
+) -> GoogleDriveConnector:
     """A connector acting as the admin (service account + domain-wide delegation) unless told otherwise."""
     w = fake.world
     info = creds or w.service_account_info()
     kw.setdefault("all_shared_drives", True)
-    cfg = DriveConfig(credentials_info=info, subject=kw.pop("subject", w.admin if creds is None else None),
-                      api_endpoint=fake.url, max_retries=kw.pop("max_retries", 5), **kw)
-    client = DriveClient(load_credentials(info, subject=cfg.subject, token_uri=fake.url + "/token"), api_endpoint=fake.url,
-                         retry=RetryPolicy(max_retries=cfg.max_retries, base_s=0.001, cap_s=0.01),
-                         sleep=sleeps.append if sleeps is not None else (lambda s: None))
+    cfg = DriveConfig(
+        credentials_info=info,
+        subject=kw.pop("subject", w.admin if creds is None else None),
+        api_endpoint=fake.url,
+        max_retries=kw.pop("max_retries", 5),
+        **kw,
+    )
+    client = DriveClient(
+        load_credentials(info, subject=cfg.subject, token_uri=fake.url + "/token"),
+        api_endpoint=fake.url,
+        retry=RetryPolicy(max_retries=cfg.max_retries, base_s=0.001, cap_s=0.01),
+        sleep=sleeps.append if sleeps is not None else (lambda s: None),
+    )
     return (cls or GoogleDriveConnector)(cfg, client=client, **(crash or {}))
 
 
@@ -74,10 +83,14 @@ def test_full_listing_covers_my_drive_and_shared_drives_with_paths(fake, small_w
     assert [p.prune for p in pages] == [False] * (len(pages) - 1) + [True]
     paths = {r.meta["path"] for r in refs.values()}
     assert any(p.startswith("My Drive/Policies/Archive/2024/") for p in paths)
-    assert any(p.startswith("Engineering/Guides/") for p in paths) and any(p.startswith("People Ops/") for p in paths)
+    assert any(p.startswith("Engineering/Guides/") for p in paths) and any(
+        p.startswith("People Ops/") for p in paths
+    )
     lists = [r for r in fake.world.requests if r.path.endswith("/files")]
-    assert all(r.params["q"] == "trashed = false" and r.params["fields"].startswith("nextPageToken,files(")
-               for r in lists)
+    assert all(
+        r.params["q"] == "trashed = false" and r.params["fields"].startswith("nextPageToken,files(")
+        for r in lists
+    )
     assert sorted(conn.list_ids()) == sorted(small_world["files"])
 
 
@@ -105,7 +118,11 @@ def test_folder_scope_includes_nested_folders_and_moves_out_become_deletions(fak
     scope = folders["My Drive/Policies"]
     conn = make(fake, folder_ids=(scope,), all_shared_drives=False)
     ups, _, last = sync_all(conn)
-    under = {fid for fid, f in w.files.items() if scope in [a.id for a in w.ancestors(f)] and f.mime != "application/vnd.google-apps.folder"}
+    under = {
+        fid
+        for fid, f in w.files.items()
+        if scope in [a.id for a in w.ancestors(f)] and f.mime != "application/vnd.google-apps.folder"
+    }
     assert set(ups) == under and any("/Archive/2024/" in r.meta["path"] for r in ups.values())
     moved = next(iter(under))
     w.move(moved, folders["My Drive/Projects"])
@@ -117,9 +134,9 @@ def test_mime_filters_and_size_limit(fake):
     w = fake.world
     root = w.root(w.admin)
     keep = w.add_file("notes.md", "text/markdown", "# Notes", root)
-    w.add_file("photo.png", "image/png", b"\x89PNG", root)            # media: skipped by default
+    w.add_file("photo.png", "image/png", b"\x89PNG", root)  # media: skipped by default
     w.add_file("form", "application/vnd.google-apps.form", "", root)  # no text export
-    w.add_file("big.txt", "text/plain", "x" * 2_000_000, root)         # over 1 MB
+    w.add_file("big.txt", "text/plain", "x" * 2_000_000, root)  # over 1 MB
     sheet = w.add_file("Budget", GSHEET, "a,b\n1,2\n", root)
     ups, _, _ = sync_all(make(fake, max_file_mb=1.0))
     assert set(ups) == {keep, sheet}
@@ -131,9 +148,11 @@ def test_mime_filters_and_size_limit(fake):
 def test_fetch_exports_google_types_and_downloads_blobs(fake):
     w = fake.world
     root = w.root(w.admin)
-    ids = {w.add_file("Doc", GDOC, "# Heading\n\nDoc body", root): ("text/markdown", b"# Heading\n\nDoc body"),
-           w.add_file("Deck", GSLIDES, "Slide one", root): ("text/plain", b"Slide one"),
-           w.add_file("f.md", "text/markdown", "# Blob", root): ("text/markdown", b"# Blob")}
+    ids = {
+        w.add_file("Doc", GDOC, "# Heading\n\nDoc body", root): ("text/markdown", b"# Heading\n\nDoc body"),
+        w.add_file("Deck", GSLIDES, "Slide one", root): ("text/plain", b"Slide one"),
+        w.add_file("f.md", "text/markdown", "# Blob", root): ("text/markdown", b"# Blob"),
+    }
     conn = make(fake)
     ups, _, _ = sync_all(conn)
     for fid, (mime, content) in ids.items():
@@ -149,8 +168,13 @@ def test_a_spreadsheet_is_indexed_with_every_sheet_not_only_the_first(fake):
     from connectors.google_drive.convert import XLSX
 
     w = fake.world
-    book = json.dumps({"Budget": "item,cost\nlaptops,1200\n", "Headcount": "team,people\nplatform,17\n",
-                       "Notes": "note\nfreeze starts 2026-12-18\n"})
+    book = json.dumps(
+        {
+            "Budget": "item,cost\nlaptops,1200\n",
+            "Headcount": "team,people\nplatform,17\n",
+            "Notes": "note\nfreeze starts 2026-12-18\n",
+        }
+    )
     fid = w.add_file("Planning", GSHEET, book, w.root(w.admin))
     conn = make(fake)
     ups, _, _ = sync_all(conn)
@@ -161,15 +185,21 @@ def test_a_spreadsheet_is_indexed_with_every_sheet_not_only_the_first(fake):
         assert sheet in text and value in text
 
 
-@pytest.mark.parametrize("perm, expected", [
-    ({"type": "user", "emailAddress": "A@x.com"}, Access(users=frozenset({"a@x.com"}))),
-    ({"type": "group", "emailAddress": "eng@x.com"}, Access(groups=frozenset({"eng@x.com"}))),
-    ({"type": "domain", "domain": "x.com", "allowFileDiscovery": True}, Access(domains=frozenset({"x.com"}))),
-    ({"type": "domain", "domain": "x.com", "allowFileDiscovery": False}, Access()),
-    ({"type": "anyone", "allowFileDiscovery": True}, Access(public=True)),
-    ({"type": "anyone", "allowFileDiscovery": False}, Access()),  # anyone with the link
-    ({"type": "user", "emailAddress": "gone@x.com", "deleted": True}, Access()),
-])
+@pytest.mark.parametrize(
+    "perm, expected",
+    [
+        ({"type": "user", "emailAddress": "A@x.com"}, Access(users=frozenset({"a@x.com"}))),
+        ({"type": "group", "emailAddress": "eng@x.com"}, Access(groups=frozenset({"eng@x.com"}))),
+        (
+            {"type": "domain", "domain": "x.com", "allowFileDiscovery": True},
+            Access(domains=frozenset({"x.com"})),
+        ),
+        ({"type": "domain", "domain": "x.com", "allowFileDiscovery": False}, Access()),
+        ({"type": "anyone", "allowFileDiscovery": True}, Access(public=True)),
+        ({"type": "anyone", "allowFileDiscovery": False}, Access()),  # anyone with the link
+        ({"type": "user", "emailAddress": "gone@x.com", "deleted": True}, Access()),
+    ],
+)
 def test_permissions_map_to_access(perm, expected):
     assert access_from_permissions([{"role": "reader", **perm}]) == expected
 
@@ -217,7 +247,9 @@ def test_changes_report_edits_renames_moves_trash_and_sharing(fake, small_world)
     assert set(dels) == {trashed, deleted}
     assert set(ups) == {edited, renamed, moved, shared}
     assert all(ups[i].version != before[i].version for i in ups)
-    assert ups[renamed].meta["path"].endswith("/Renamed") and ups[moved].meta["path"].startswith("My Drive/Shared/")
+    assert ups[renamed].meta["path"].endswith("/Renamed") and ups[moved].meta["path"].startswith(
+        "My Drive/Shared/"
+    )
 
 
 def test_folder_changes_reach_every_descendant(fake, small_world):
@@ -226,10 +258,17 @@ def test_folder_changes_reach_every_descendant(fake, small_world):
     before, _, last = sync_all(conn)
 
     def below(folder):
-        return {fid for fid, f in w.files.items() if folder in [a.id for a in w.ancestors(f)]
-                and f.mime != "application/vnd.google-apps.folder"}
+        return {
+            fid
+            for fid, f in w.files.items()
+            if folder in [a.id for a in w.ancestors(f)] and f.mime != "application/vnd.google-apps.folder"
+        }
 
-    renamed, shared, trashed = folders["My Drive/Policies"], folders["My Drive/Projects"], folders["Engineering/Teams"]
+    renamed, shared, trashed = (
+        folders["My Drive/Policies"],
+        folders["My Drive/Projects"],
+        folders["Engineering/Teams"],
+    )
     w.rename(renamed, "Rules")
     w.share(shared, "user", email=BOB)
     w.trash(trashed)
@@ -261,7 +300,7 @@ def test_rate_limits_and_server_errors_are_retried_with_backoff(fake, small_worl
     ups, _, _ = sync_all(conn)
     docs = [conn.fetch(r) for r in ups.values()]
     assert len(docs) == 40 and not any(d.metadata.get("acl_error") for d in docs)
-    assert 7.0 in sleeps                       # Retry-After honoured exactly
+    assert 7.0 in sleeps  # Retry-After honoured exactly
     assert all(0 <= s <= 0.01 for s in sleeps if s != 7.0)  # others: jittered, capped
     assert conn.client.retries == len(sleeps) >= 4
 
@@ -304,9 +343,21 @@ def test_from_settings_reads_credentials_and_options(fake, tmp_path):
 
     key = tmp_path / "key.json"
     key.write_text(json.dumps(fake.world.service_account_info()))
-    s = load_settings(environ={}, overrides={"connectors": {"google_drive": {
-        "enabled": True, "credentials_file": str(key), "subject": fake.world.admin, "api_endpoint": fake.url,
-        "all_shared_drives": True, "page_size": 50}}})
+    s = load_settings(
+        environ={},
+        overrides={
+            "connectors": {
+                "google_drive": {
+                    "enabled": True,
+                    "credentials_file": str(key),
+                    "subject": fake.world.admin,
+                    "api_endpoint": fake.url,
+                    "all_shared_drives": True,
+                    "page_size": 50,
+                }
+            }
+        },
+    )
     conn = from_settings(s.connectors.google_drive)
     assert conn.name == "gdrive" and conn.config.page_size == 50
     assert "private_key" not in repr(conn.config)
@@ -380,8 +431,16 @@ def synced(embedder, tmp_path_factory):
         eng = open_engine(tmp_path_factory.mktemp("gdrive-e2e"), embedder)
         conn = make(fake)  # one change page per drive: every page costs an embedding call
         report = eng.sync(conn)
-        yield {"fake": fake, "engine": eng, "conn": conn, "report": report, "world": world,
-               "secret": secret, "link": link, "total": 198}
+        yield {
+            "fake": fake,
+            "engine": eng,
+            "conn": conn,
+            "report": report,
+            "world": world,
+            "secret": secret,
+            "link": link,
+            "total": 198,
+        }
         eng.close()
 
 
@@ -389,7 +448,10 @@ def test_full_sync_indexes_every_file_once(synced):
     eng, rep, w = synced["engine"], synced["report"], synced["fake"].world
     assert (rep.added, rep.failed, rep.deleted) == (synced["total"], 0, 0)
     assert eng.store.document_count(source="gdrive") == synced["total"]
-    assert eng.store.document_ids("gdrive") == set(synced["world"]["files"]) | {synced["secret"], synced["link"]}
+    assert eng.store.document_ids("gdrive") == set(synced["world"]["files"]) | {
+        synced["secret"],
+        synced["link"],
+    }
     assert len(w.downloads()) == synced["total"]
 
 
@@ -441,7 +503,11 @@ def test_incremental_sync_reflects_each_change_exactly(synced):
     rep = eng.sync(conn)
     assert (rep.added, rep.updated, rep.deleted, rep.failed) == (1, 4, 2, 0)
     store = eng.store
-    assert store.document_ids("gdrive") == (set(files) - {trashed, deleted}) | {synced["secret"], synced["link"], new}
+    assert store.document_ids("gdrive") == (set(files) - {trashed, deleted}) | {
+        synced["secret"],
+        synced["link"],
+        new,
+    }
     assert store.get_document("gdrive", renamed).title == "Renamed onboarding notes"
     assert store.get_document("gdrive", moved).path.startswith("My Drive/Shared/")
     assert edited in hit_ids(eng, "quokka census spring", Principals(everything=True))

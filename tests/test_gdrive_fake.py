@@ -28,7 +28,9 @@ def get(fake, path: str, token: str | None, **params):
     try:
         with urllib.request.urlopen(req) as r:
             body = r.read()
-            return r.status, (json.loads(body) if r.headers["Content-Type"].startswith("application/json") else body)
+            return r.status, (
+                json.loads(body) if r.headers["Content-Type"].startswith("application/json") else body
+            )
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
@@ -47,17 +49,20 @@ def test_rejects_requests_without_a_valid_token(fake):
     assert status == 401 and reason(body) == "authError"
 
 
-@pytest.mark.parametrize("params, code, why", [
-    ({"bogus": "1"}, 400, "invalidParameter"),                      # not in the discovery document
-    ({"pageSize": "0"}, 400, "invalid"),                            # minimum 1 (above 1000 is coerced)
-    ({"pageSize": "ten"}, 400, "invalid"),
-    ({"supportsAllDrives": "yes"}, 400, "invalidParameter"),
-    ({"corpora": "drive"}, 400, "invalid"),                         # driveId required with corpora=drive
-    ({"corpora": "allDrives"}, 403, "teamDriveItemsRequired"),      # needs includeItemsFromAllDrives
-    ({"fields": "files(id,nosuchfield)"}, 400, "invalidParameter"),
-    ({"pageToken": "garbage"}, 400, "invalid"),
-    ({"q": "fullText contains 'x'"}, 400, "invalid"),
-])
+@pytest.mark.parametrize(
+    "params, code, why",
+    [
+        ({"bogus": "1"}, 400, "invalidParameter"),  # not in the discovery document
+        ({"pageSize": "0"}, 400, "invalid"),  # minimum 1 (above 1000 is coerced)
+        ({"pageSize": "ten"}, 400, "invalid"),
+        ({"supportsAllDrives": "yes"}, 400, "invalidParameter"),
+        ({"corpora": "drive"}, 400, "invalid"),  # driveId required with corpora=drive
+        ({"corpora": "allDrives"}, 403, "teamDriveItemsRequired"),  # needs includeItemsFromAllDrives
+        ({"fields": "files(id,nosuchfield)"}, 400, "invalidParameter"),
+        ({"pageToken": "garbage"}, 400, "invalid"),
+        ({"q": "fullText contains 'x'"}, 400, "invalid"),
+    ],
+)
 def test_files_list_validates_parameters_like_drive(fake, token, params, code, why):
     status, body = get(fake, "files", token, **params)
     assert (status, reason(body)) == (code, why)
@@ -111,8 +116,13 @@ def test_change_log_reports_latest_state_once_and_invalidation(fake, token):
     fid = w.add_file("a.txt", "text/plain", "1", w.root(w.admin))
     w.edit(fid, "2")
     w.rename(fid, "b.txt")
-    status, body = get(fake, "changes", token, pageToken=start["startPageToken"],
-                       fields="newStartPageToken,changes(fileId,removed,file(name,version))")
+    status, body = get(
+        fake,
+        "changes",
+        token,
+        pageToken=start["startPageToken"],
+        fields="newStartPageToken,changes(fileId,removed,file(name,version))",
+    )
     assert status == 200
     assert body["changes"] == [{"fileId": fid, "removed": False, "file": {"name": "b.txt", "version": "3"}}]
     w.invalidate_page_tokens()

@@ -23,8 +23,13 @@ from tests.conftest import REPO
 
 PACKAGES = ("assistant", "connectors")
 CONNECTOR_MAY_IMPORT = {"assistant.documents", "assistant.errors", "assistant.parsing"}
-SLACK_FREE = ("assistant/reports.py", "assistant/reports", "assistant/scheduler.py", "assistant/scheduler_cli.py",
-              "assistant/cadence.py")
+SLACK_FREE = (
+    "assistant/reports.py",
+    "assistant/reports",
+    "assistant/scheduler.py",
+    "assistant/scheduler_cli.py",
+    "assistant/cadence.py",
+)
 
 # (file, what) pairs known today; the lead empties these as the files' owners fix them.
 ALLOWED_CONNECTOR_IMPORTS: set[tuple[str, str]] = set()
@@ -67,7 +72,10 @@ def imports(path: Path, *, module: str | None = None) -> set[str]:
                 base = ".".join([*anchor, base] if base else anchor)
             out.add(base)
             out |= {f"{base}.{a.name}" for a in node.names if a.name != "*"}
-        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+        ):
             if node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 out.add(node.args[0].value)
     return out
@@ -83,7 +91,9 @@ def _within(name: str, prefix: str) -> bool:
 
 def _check(found: set[tuple[str, str]], allowed: set[tuple[str, str]]) -> None:
     new = sorted(found - allowed)
-    assert not new, "new violations (fix them, don't allow-list them):\n" + "\n".join(f"  {f}: {w}" for f, w in new)
+    assert not new, "new violations (fix them, don't allow-list them):\n" + "\n".join(
+        f"  {f}: {w}" for f, w in new
+    )
     fixed = sorted(allowed - found)
     assert not fixed, "fixed, so remove from the allow-list:\n" + "\n".join(f"  {f}: {w}" for f, w in fixed)
 
@@ -96,8 +106,9 @@ def test_connectors_import_only_the_data_model_errors_and_parsing():
             if _within(name, "assistant"):
                 if not any(_within(name, ok) for ok in CONNECTOR_MAY_IMPORT) and name != "assistant":
                     found.add((_rel(path), name))
-            elif _within(name, "connectors") and not (_within(name, own) or _within(name, "connectors.base")
-                                                       or name == "connectors"):
+            elif _within(name, "connectors") and not (
+                _within(name, own) or _within(name, "connectors.base") or name == "connectors"
+            ):
                 found.add((_rel(path), name))
     _check(found, ALLOWED_CONNECTOR_IMPORTS)
 
@@ -108,8 +119,11 @@ def test_reports_scheduler_and_cadence_never_import_slack():
         paths = [REPO / root] if root.endswith(".py") else _files(root)
         for path in paths:
             if path.exists():
-                found |= {(_rel(path), n) for n in imports(path) if _within(n, "assistant.slackbot")
-                          or _within(n, "slack_bolt")}
+                found |= {
+                    (_rel(path), n)
+                    for n in imports(path)
+                    if _within(n, "assistant.slackbot") or _within(n, "slack_bolt")
+                }
     _check(found, ALLOWED_SLACK_IMPORTS)
 
 
@@ -120,13 +134,20 @@ def _env_reads(path: Path) -> set[str]:
             if isinstance(node.value, ast.Name) and node.value.id == "os":
                 out.add(f"os.{node.attr}")
         elif isinstance(node, ast.ImportFrom) and node.module == "os":
-            out |= {f"from os import {a.name}" for a in node.names if a.name in ("environ", "getenv", "environb")}
+            out |= {
+                f"from os import {a.name}" for a in node.names if a.name in ("environ", "getenv", "environb")
+            }
     return out
 
 
 def test_only_settings_reads_the_environment():
-    found = {(_rel(p), what) for root in PACKAGES for p in _files(root) if _rel(p) != "assistant/settings.py"
-             for what in _env_reads(p)}
+    found = {
+        (_rel(p), what)
+        for root in PACKAGES
+        for p in _files(root)
+        if _rel(p) != "assistant/settings.py"
+        for what in _env_reads(p)
+    }
     _check(found, ALLOWED_ENV_READS)
 
 
@@ -134,8 +155,11 @@ def _scripts_run_by(path: Path) -> set[Path]:
     """Scripts under scripts/ whose file name appears as a string in a module that uses runpy."""
     if not any(_within(n, "runpy") for n in imports(path)):
         return set()
-    names = {node.value for node in ast.walk(_tree(path)) if isinstance(node, ast.Constant)
-             and isinstance(node.value, str) and node.value.endswith(".py")}
+    names = {
+        node.value
+        for node in ast.walk(_tree(path))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(".py")
+    }
     return {REPO / "scripts" / Path(n).name for n in names if (REPO / "scripts" / Path(n).name).exists()}
 
 
@@ -150,13 +174,16 @@ def test_the_package_never_imports_tests():
     _check(found, ALLOWED_TESTS_IMPORTS)
 
 
-@pytest.mark.parametrize("source,expected", [
-    ("from assistant.store import Store", {"assistant.store", "assistant.store.Store"}),
-    ("def f():\n    import assistant.slackbot.app", {"assistant.slackbot.app"}),
-    ("import importlib\nimportlib.import_module('assistant.cli')", {"importlib", "assistant.cli"}),
-    ("from ..slackbot import identity", {"assistant.slackbot", "assistant.slackbot.identity"}),
-    ("from . import base", {"assistant.reports", "assistant.reports.base"}),
-])
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        ("from assistant.store import Store", {"assistant.store", "assistant.store.Store"}),
+        ("def f():\n    import assistant.slackbot.app", {"assistant.slackbot.app"}),
+        ("import importlib\nimportlib.import_module('assistant.cli')", {"importlib", "assistant.cli"}),
+        ("from ..slackbot import identity", {"assistant.slackbot", "assistant.slackbot.identity"}),
+        ("from . import base", {"assistant.reports", "assistant.reports.base"}),
+    ],
+)
 def test_the_scan_sees_top_level_lazy_relative_and_importlib_imports(tmp_path, source, expected):
     path = tmp_path / "probe.py"
     path.write_text(source)
@@ -165,14 +192,21 @@ def test_the_scan_sees_top_level_lazy_relative_and_importlib_imports(tmp_path, s
 
 def test_the_scan_sees_environment_reads(tmp_path):
     path = tmp_path / "probe.py"
-    path.write_text("import os\nfrom os import getenv\ndef f():\n    return os.environ.get('X'), os.getenv('Y')\n")
+    path.write_text(
+        "import os\nfrom os import getenv\ndef f():\n    return os.environ.get('X'), os.getenv('Y')\n"
+    )
     assert _env_reads(path) == {"os.environ", "os.getenv", "from os import getenv"}
 
 
 def test_nothing_imports_the_cli_back():
     """``assistant.cli`` is the composition root: it imports the command modules, never the reverse
     (what they share lives in ``assistant.cli_context``)."""
-    found = {(_rel(p), n) for root in PACKAGES for p in _files(root)
-             if _rel(p) not in ("assistant/cli.py", "assistant/__main__.py")
-             for n in imports(p) if _within(n, "assistant.cli")}
+    found = {
+        (_rel(p), n)
+        for root in PACKAGES
+        for p in _files(root)
+        if _rel(p) not in ("assistant/cli.py", "assistant/__main__.py")
+        for n in imports(p)
+        if _within(n, "assistant.cli")
+    }
     _check(found, set())

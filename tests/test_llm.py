@@ -19,12 +19,15 @@ CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 # -- pure helpers -------------------------------------------------------------------------------
-@pytest.mark.parametrize("pieces,stop,expected", [
-    (["Hello", " wor", "ld"], None, "Hello world"),
-    (["The answer", "\nQues", "tion: next"], ["\nQuestion:"], "The answer"),
-    (["a\nQ", "x"], ["\nQuestion:"], "a\nQx"),  # a partial stop marker that does not complete is released
-    (["stop at ", "END", " never shown"], ["END"], "stop at "),
-])
+@pytest.mark.parametrize(
+    "pieces,stop,expected",
+    [
+        (["Hello", " wor", "ld"], None, "Hello world"),
+        (["The answer", "\nQues", "tion: next"], ["\nQuestion:"], "The answer"),
+        (["a\nQ", "x"], ["\nQuestion:"], "a\nQx"),  # a partial stop marker that does not complete is released
+        (["stop at ", "END", " never shown"], ["END"], "stop at "),
+    ],
+)
 def test_text_stopper_cuts_at_stop_and_never_leaks_a_partial_marker(pieces, stop, expected):
     s, text, shown = TextStopper(stop), "", []
     for p in pieces:
@@ -53,7 +56,9 @@ def test_bundled_model_converts_once_into_a_complete_folder(llm_model_dir):
     assert bundled_gguf_path().suffix == ".gguf"
     assert (llm_model_dir / "config.json").is_file() and (llm_model_dir / "assistant-model.json").is_file()
     assert ensure_model_dir("bundled", data_dir=llm_model_dir.parent.parent) == llm_model_dir  # cached
-    assert ensure_model_dir(str(llm_model_dir), data_dir=Path("/nonexistent")) == llm_model_dir  # HF folder as is
+    assert (
+        ensure_model_dir(str(llm_model_dir), data_dir=Path("/nonexistent")) == llm_model_dir
+    )  # HF folder as is
     assert model_fingerprint(llm_model_dir) == model_fingerprint(llm_model_dir)
 
 
@@ -72,14 +77,24 @@ def test_unknown_model_path_is_a_clear_error(tmp_path):
 def test_registry_round_trip(tmp_path, lora_dirs):
     reg = AdapterRegistry(tmp_path)
     assert reg.list() == [] and reg.active() is None
-    r1 = reg.register("hr", lora_dirs["hr"], base_fingerprint="fp1", data_fingerprint="d1",
-                      params={"r": 8}, metrics={"fact": 0.5})
-    r2 = reg.register("hr", lora_dirs["hr"], base_fingerprint="fp1", data_fingerprint="d2", params={"r": 8}, metrics={})
+    r1 = reg.register(
+        "hr",
+        lora_dirs["hr"],
+        base_fingerprint="fp1",
+        data_fingerprint="d1",
+        params={"r": 8},
+        metrics={"fact": 0.5},
+    )
+    r2 = reg.register(
+        "hr", lora_dirs["hr"], base_fingerprint="fp1", data_fingerprint="d2", params={"r": 8}, metrics={}
+    )
     assert (r1.version, r2.version) == (1, 2)
     assert (r2.path / "adapter_config.json").is_file() and r2.path == tmp_path / "adapters" / "hr" / "v2"
     again = AdapterRegistry(tmp_path)  # persisted
-    assert [(r.name, r.version, r.data_fingerprint, r.params) for r in again.list()] == \
-        [("hr", 1, "d1", {"r": 8}), ("hr", 2, "d2", {"r": 8})]
+    assert [(r.name, r.version, r.data_fingerprint, r.params) for r in again.list()] == [
+        ("hr", 1, "d1", {"r": 8}),
+        ("hr", 2, "d2", {"r": 8}),
+    ]
     assert again.resolve("hr") == r2.path
     assert again.resolve(None) is None and again.resolve("none") is None
     assert again.resolve(str(lora_dirs["eng"])) == lora_dirs["eng"]
@@ -105,9 +120,13 @@ def local_llm(llm_model_dir, lora_dirs, tmp_path_factory):
 
     model, tok = fresh_model(llm_model_dir)
     reg = AdapterRegistry(tmp_path_factory.mktemp("data"))
-    reg.register("hr", lora_dirs["hr"], base_fingerprint=model_fingerprint(llm_model_dir), data_fingerprint="d")
+    reg.register(
+        "hr", lora_dirs["hr"], base_fingerprint=model_fingerprint(llm_model_dir), data_fingerprint="d"
+    )
     reg.register("alien", lora_dirs["eng"], base_fingerprint="another-base", data_fingerprint="d")
-    return LocalLLM(model, tok, context_tokens=2048, fingerprint=model_fingerprint(llm_model_dir), registry=reg)
+    return LocalLLM(
+        model, tok, context_tokens=2048, fingerprint=model_fingerprint(llm_model_dir), registry=reg
+    )
 
 
 @pytest.mark.slow
@@ -165,7 +184,9 @@ def test_load_llm_picks_local_or_remote(tmp_path, llm_model_dir):
     from assistant.llm.remote import RemoteLLM
     from assistant.settings import LLMSettings
 
-    remote = load_llm(LLMSettings(endpoint="http://127.0.0.1:9/v1", model="hr", context_tokens=4096), data_dir=tmp_path)
+    remote = load_llm(
+        LLMSettings(endpoint="http://127.0.0.1:9/v1", model="hr", context_tokens=4096), data_dir=tmp_path
+    )
     assert isinstance(remote, RemoteLLM) and remote.context_tokens == 4096
     local = load_llm(LLMSettings(model=str(llm_model_dir), adapter="none", device="cpu"), data_dir=tmp_path)
     assert isinstance(local, LocalLLM) and local.adapter_names() == []
@@ -204,15 +225,21 @@ class _Fake:
 
 
 def _answer(text):
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
+    return {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]
+    }
 
 
 def test_remote_retries_429_honouring_retry_after_then_answers():
     from assistant.llm.remote import RemoteLLM
 
-    fake = _Fake([(429, {"Retry-After": "0"}, {"error": {"message": "busy"}}),
-                  (503, {}, {"error": {"message": "down"}}),
-                  (200, {}, _answer("Paris. END more"))])
+    fake = _Fake(
+        [
+            (429, {"Retry-After": "0"}, {"error": {"message": "busy"}}),
+            (503, {}, {"error": {"message": "down"}}),
+            (200, {}, _answer("Paris. END more")),
+        ]
+    )
     try:
         llm = RemoteLLM(endpoint=fake.url, model="hr", api_key="sekret", backoff_s=0.01)
         assert llm.generate(CAPITAL, max_new_tokens=5, stop=["END"], adapter="eng") == "Paris. "
@@ -227,10 +254,19 @@ def test_remote_retries_429_honouring_retry_after_then_answers():
 def test_remote_stream_parses_sse_and_reports_auth_errors():
     from assistant.llm.remote import RemoteLLM
 
-    sse = "".join(f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': t}}]})}\n\n"
-                  for t in ["Par", "is", "."]) + "data: [DONE]\n\n"
-    fake = _Fake([(200, {"content-type": "text/event-stream"}, sse),
-                  (401, {}, {"error": {"message": "bad key", "type": "invalid_request_error"}})])
+    sse = (
+        "".join(
+            f"data: {json.dumps({'choices': [{'index': 0, 'delta': {'content': t}}]})}\n\n"
+            for t in ["Par", "is", "."]
+        )
+        + "data: [DONE]\n\n"
+    )
+    fake = _Fake(
+        [
+            (200, {"content-type": "text/event-stream"}, sse),
+            (401, {}, {"error": {"message": "bad key", "type": "invalid_request_error"}}),
+        ]
+    )
     try:
         llm = RemoteLLM(endpoint=fake.url, model="base", backoff_s=0.01)
         assert "".join(llm.stream(CAPITAL, max_new_tokens=5)) == "Paris."

@@ -28,8 +28,13 @@ def server(llm_model_dir, lora_dirs):
     for name, path in lora_dirs.items():
         model = attach_adapter(model, path, name)
     engine = BatchEngine(model, tok, adapters=list(lora_dirs), max_batch=8, max_queue=16)
-    srv = ServerThread(create_app(engine, tok, ServerConfig(base_id="bundled", api_key=KEY, context_tokens=2048,
-                                                             max_body_bytes=20_000)))
+    srv = ServerThread(
+        create_app(
+            engine,
+            tok,
+            ServerConfig(base_id="bundled", api_key=KEY, context_tokens=2048, max_body_bytes=20_000),
+        )
+    )
     yield srv
     srv.stop()
     engine.close()
@@ -41,8 +46,13 @@ def client(server):
 
 
 def ask(client, content, model="bundled", **kw):
-    r = client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}],
-                                       max_tokens=kw.pop("max_tokens", 10), temperature=0, **kw)
+    r = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=kw.pop("max_tokens", 10),
+        temperature=0,
+        **kw,
+    )
     return r.choices[0].message.content
 
 
@@ -54,12 +64,15 @@ def test_completion_and_stream_agree(client):
     r = client.chat.completions.create(model="bundled", messages=Q, max_tokens=10, temperature=0)
     text = r.choices[0].message.content
     assert "Paris" in text and r.usage.completion_tokens <= 10 and r.usage.prompt_tokens > 10
-    chunks = list(client.chat.completions.create(model="bundled", messages=Q, max_tokens=10, temperature=0,
-                                                 stream=True))
+    chunks = list(
+        client.chat.completions.create(model="bundled", messages=Q, max_tokens=10, temperature=0, stream=True)
+    )
     deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(deltas) > 1 and "".join(deltas) == text
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-    cut = client.chat.completions.create(model="bundled", messages=Q, max_tokens=10, temperature=0, stop=["Paris"])
+    cut = client.chat.completions.create(
+        model="bundled", messages=Q, max_tokens=10, temperature=0, stop=["Paris"]
+    )
     assert cut.choices[0].message.content == text[: text.index("Paris")]
 
 
@@ -85,11 +98,18 @@ def test_wrong_key_is_rejected_in_openai_error_shape(server):
     assert r.json()["error"]["code"] == "invalid_api_key"
 
 
-@pytest.mark.parametrize("body,status,code", [
-    ({"model": "sales", "messages": Q}, 404, "model_not_found"),
-    ({"model": "bundled", "messages": [{"role": "user", "content": "word " * 5000}]}, 413, "request_too_large"),
-    ({"model": "bundled", "messages": []}, 400, None),
-])
+@pytest.mark.parametrize(
+    "body,status,code",
+    [
+        ({"model": "sales", "messages": Q}, 404, "model_not_found"),
+        (
+            {"model": "bundled", "messages": [{"role": "user", "content": "word " * 5000}]},
+            413,
+            "request_too_large",
+        ),
+        ({"model": "bundled", "messages": []}, 400, None),
+    ],
+)
 def test_bad_requests_get_clean_errors(server, body, status, code):
     r = httpx.post(server.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == status and "message" in r.json()["error"]
@@ -121,8 +141,13 @@ def test_full_queue_answers_429_and_disconnect_cancels(llm_model_dir):
     srv = ServerThread(create_app(engine, tok, ServerConfig(base_id="bundled")))
     c = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
     try:
-        long = c.chat.completions.create(model="bundled", messages=[{"role": "user", "content": "Tell a long story."}],
-                                         max_tokens=500, temperature=0, stream=True)
+        long = c.chat.completions.create(
+            model="bundled",
+            messages=[{"role": "user", "content": "Tell a long story."}],
+            max_tokens=500,
+            temperature=0,
+            stream=True,
+        )
         next(iter(long))  # the first request now runs (the batch holds one)
         waiting = threading.Thread(target=ask, args=(c, QS[2]))
         waiting.start()
@@ -158,14 +183,18 @@ def test_answering_path_uses_the_server_through_llm_endpoint(server, tmp_path, e
     from connectors.local_files import LocalFilesConnector
     from tests.conftest import SAMPLE_DOCS, make_settings
 
-    settings = make_settings(tmp_path / "data", llm={"endpoint": server.url + "/v1", "api_key": KEY,
-                                                     "model": "bundled", "adapter": "none"})
+    settings = make_settings(
+        tmp_path / "data",
+        llm={"endpoint": server.url + "/v1", "api_key": KEY, "model": "bundled", "adapter": "none"},
+    )
     eng = Engine.open(settings, embedder=embedder)
     try:
         eng.sync(LocalFilesConnector(SAMPLE_DOCS, name="sample", acl_file=SAMPLE_DOCS / "acl.toml"))
         before = httpx.get(server.url + "/health").json()["served"]
-        ans = Assistant(settings, engine=eng).ask("How long is parental leave for the primary caregiver?",
-                                                  who=Principals(email="bob@northwind.example"))
+        ans = Assistant(settings, engine=eng).ask(
+            "How long is parental leave for the primary caregiver?",
+            who=Principals(email="bob@northwind.example"),
+        )
         assert httpx.get(server.url + "/health").json()["served"] > before  # the model ran on the server
         assert not ans.refused and "16 weeks" in ans.answer
         assert ans.citations[0].path == "handbook/parental-leave.md"

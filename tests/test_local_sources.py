@@ -51,7 +51,9 @@ def test_rerun_without_acl_file_keeps_the_rules(eng, tmp_path):
     (tmp_path / "acl.toml").write_text(ACL)
     ingest(eng, docs, acl_file=tmp_path / "acl.toml")
     assert sees_canary(eng, ALICE) and not sees_canary(eng, EVE)
-    (docs / "restricted" / "pay.md").write_text("# Pay bands\n\nThe L5 salary band canary is zebra-4471, edited.\n")
+    (docs / "restricted" / "pay.md").write_text(
+        "# Pay bands\n\nThe L5 salary band canary is zebra-4471, edited.\n"
+    )
     plan, rep = ingest(eng, docs)  # no --acl-file: the saved rules apply
     assert rep.updated == 1 and plan.notices == []
     assert sees_canary(eng, ALICE) and not sees_canary(eng, EVE)
@@ -87,15 +89,18 @@ def test_an_index_from_before_saved_rules_is_not_opened_by_a_plain_rerun(eng, tm
     assert eng.store.get_source_settings("docs")["rules"][0]["users"] == ["alice@example.com"]
 
 
-@pytest.mark.parametrize("body, words", [
-    ('[[rule]]\nglob = "restricted/**"\npublic = "false"\n', ["public must be true or false", "str"]),
-    ('[[rule]]\nglob = "restricted/**"\nusers = "alice@example.com"\n', ["users must be a list", "str"]),
-    ('[[rule]]\nglob = "restricted/**"\nuser = ["alice@example.com"]\n', ["unknown keys ['user']"]),
-    ('[[rule]]\nglob = "restricted/**"\nusers = ["alice"]\n', ["must be email addresses", "'alice'"]),
-    ('[[rule]]\nglob = "restricted/**"\ngroups = [1]\n', ["groups must be a list of non-empty strings"]),
-    ('[[rules]]\nglob = "restricted/**"\n', ["unknown top-level keys ['rules']"]),
-    ('[[rule]]\nusers = ["alice@example.com"]\n', ["needs a glob"]),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ('[[rule]]\nglob = "restricted/**"\npublic = "false"\n', ["public must be true or false", "str"]),
+        ('[[rule]]\nglob = "restricted/**"\nusers = "alice@example.com"\n', ["users must be a list", "str"]),
+        ('[[rule]]\nglob = "restricted/**"\nuser = ["alice@example.com"]\n', ["unknown keys ['user']"]),
+        ('[[rule]]\nglob = "restricted/**"\nusers = ["alice"]\n', ["must be email addresses", "'alice'"]),
+        ('[[rule]]\nglob = "restricted/**"\ngroups = [1]\n', ["groups must be a list of non-empty strings"]),
+        ('[[rules]]\nglob = "restricted/**"\n', ["unknown top-level keys ['rules']"]),
+        ('[[rule]]\nusers = ["alice@example.com"]\n', ["needs a glob"]),
+    ],
+)
 def test_acl_file_types_and_keys_are_checked(tmp_path, body, words):
     f = tmp_path / "acl.toml"
     f.write_text(body)
@@ -121,8 +126,10 @@ def test_rule_coverage_is_saved_per_source(eng, tmp_path):
     (tmp_path / "acl.toml").write_text(ACL + '\n[[rule]]\nglob = "restricted/more.md"\npublic = true\n')
     ingest(eng, docs, acl_file=tmp_path / "acl.toml")
     cov = eng.store.get_source_settings("docs")["coverage"]
-    assert cov == [{"glob": "restricted/**", "readers": "alice@example.com", "matches": 2, "decides": 1},
-                   {"glob": "restricted/more.md", "readers": "public", "matches": 1, "decides": 1}]
+    assert cov == [
+        {"glob": "restricted/**", "readers": "alice@example.com", "matches": 2, "decides": 1},
+        {"glob": "restricted/more.md", "readers": "public", "matches": 1, "decides": 1},
+    ]
 
 
 def test_a_second_folder_with_the_same_name_is_refused_not_merged(eng, tmp_path):
@@ -185,7 +192,9 @@ def test_progress_has_a_total_and_advances_per_file_within_a_page(eng, tmp_path)
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(40):  # one 200-file page; about 6 chunks each
-        (docs / f"f{i:02d}.md").write_text(f"# File {i}\n\n" + " ".join(f"word{i}x{j}" for j in range(900)) + "\n")
+        (docs / f"f{i:02d}.md").write_text(
+            f"# File {i}\n\n" + " ".join(f"word{i}x{j}" for j in range(900)) + "\n"
+        )
     ticks: list[str] = []
     seen_at_embed: list[int] = []
     inner = eng.embedder
@@ -205,4 +214,6 @@ def test_progress_has_a_total_and_advances_per_file_within_a_page(eng, tmp_path)
     assert plan.total_files == 40
     plan.run(eng, progress=lambda n, what: ticks.extend([what] * n))
     assert ticks.count("added") == 40
-    assert len(seen_at_embed) > 1 and seen_at_embed[-1] > 0  # files were reported before the page's last batch
+    assert (
+        len(seen_at_embed) > 1 and seen_at_embed[-1] > 0
+    )  # files were reported before the page's last batch

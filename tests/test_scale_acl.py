@@ -22,7 +22,24 @@ from assistant.store import Store
 from tests.conftest import make_settings
 
 DIM = 32
-WORDS = ["budget", "travel", "laptop", "holiday", "onboarding", "security", "payroll", "deploy", "incident", "review", "hiring", "benefits", "expense", "vendor", "contract", "roadmap"]
+WORDS = [
+    "budget",
+    "travel",
+    "laptop",
+    "holiday",
+    "onboarding",
+    "security",
+    "payroll",
+    "deploy",
+    "incident",
+    "review",
+    "hiring",
+    "benefits",
+    "expense",
+    "vendor",
+    "contract",
+    "roadmap",
+]
 USERS = [f"u{i}@corp.example" for i in range(24)]
 GROUPS = [f"g{i}@corp.example" for i in range(8)]
 
@@ -46,8 +63,10 @@ def _access(rng: random.Random) -> Access:
         return Access.everyone()
     if r < 0.3:
         return Access(domains=frozenset(["corp.example"]))
-    return Access(users=frozenset(rng.sample(USERS, rng.randint(0, 2))),
-                  groups=frozenset(rng.sample(GROUPS, rng.randint(0, 2))))
+    return Access(
+        users=frozenset(rng.sample(USERS, rng.randint(0, 2))),
+        groups=frozenset(rng.sample(GROUPS, rng.randint(0, 2))),
+    )
 
 
 def _tenant(store: Store, n_docs: int = 160, seed: int = 7) -> dict[int, Access]:
@@ -64,8 +83,16 @@ def _tenant(store: Store, n_docs: int = 160, seed: int = 7) -> dict[int, Access]
         chunks = [Chunk(f"d{d}", o, " ".join(rng.choices(WORDS, k=12)), ("Title",)) for o in range(n)]
         vecs = nrng.standard_normal((n, DIM)).astype(np.float32)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-        doc = Document(id=f"d{d}", source="t", path=f"t/d{d}", title=f"doc {d}", mime="text/plain",
-                       content=b"", access=access, version="1")
+        doc = Document(
+            id=f"d{d}",
+            source="t",
+            path=f"t/d{d}",
+            title=f"doc {d}",
+            mime="text/plain",
+            content=b"",
+            access=access,
+            version="1",
+        )
         if d % 2:
             bulk.append((doc, "h", chunks, vecs))
         else:
@@ -92,8 +119,11 @@ def _may_read(access: Access, audience: Audience) -> bool:
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivfpq", "auto"])
 def test_nobody_sees_a_chunk_they_may_not_read(tmp_path, kind):
-    settings = make_settings(tmp_path / "data", index={"kind": kind, "auto_threshold": 1000, "exact_max": 200},
-                             retrieval={"candidates": 40})
+    settings = make_settings(
+        tmp_path / "data",
+        index={"kind": kind, "auto_threshold": 1000, "exact_max": 200},
+        retrieval={"candidates": 40},
+    )
     (tmp_path / "data").mkdir()
     truth = _tenant(Store(tmp_path / "data" / "store.sqlite"))
     engine = Engine.open(settings, embedder=TinyEmbedder())
@@ -101,8 +131,13 @@ def test_nobody_sees_a_chunk_they_may_not_read(tmp_path, kind):
     engine.store.keyword_postings_budget = 300 if kind in ("hnsw", "ivf") else 900
     try:
         assert engine.index.ntotal == len(truth)
-        want = {"flat": "IndexFlatIP", "hnsw": "IndexHNSWFlat", "ivf": "IndexIVFFlat", "ivfpq": "IndexIVFPQ",
-                "auto": "IndexIVFPQ"}[kind]
+        want = {
+            "flat": "IndexFlatIP",
+            "hnsw": "IndexHNSWFlat",
+            "ivf": "IndexIVFFlat",
+            "ivfpq": "IndexIVFPQ",
+            "auto": "IndexIVFPQ",
+        }[kind]
         assert type(engine.index._inner()).__name__ == want
         paths = set()
         for audience in _askers():
@@ -116,7 +151,11 @@ def test_nobody_sees_a_chunk_they_may_not_read(tmp_path, kind):
                     # the filter runs before the limit: whoever can read >= 20 chunks gets 20
                     if mode != "keyword":
                         assert len(hits) == min(20, len(readable)), (kind, mode, len(readable))
-        assert {"exact", "ann", "none"} <= paths  # both dense ACL paths (exact read, ID-selector ANN) for approximate kinds
+        assert {
+            "exact",
+            "ann",
+            "none",
+        } <= paths  # both dense ACL paths (exact read, ID-selector ANN) for approximate kinds
     finally:
         engine.close()
 
@@ -126,17 +165,34 @@ def test_keyword_filter_runs_inside_fts_and_follows_access_changes(tmp_path):
     vec = np.ones((1, DIM), dtype=np.float32) / np.sqrt(DIM)
 
     def put(doc_id: str, access: Access, chunks: bool = True):
-        doc = Document(id=doc_id, source="t", path=doc_id, title=doc_id, mime="text/plain", content=b"",
-                       access=access, version="1")
-        return store.upsert_document(doc, "h", [Chunk(doc_id, 0, "quarterly budget for travel")] if chunks else None,
-                                     vec if chunks else None)
+        doc = Document(
+            id=doc_id,
+            source="t",
+            path=doc_id,
+            title=doc_id,
+            mime="text/plain",
+            content=b"",
+            access=access,
+            version="1",
+        )
+        return store.upsert_document(
+            doc,
+            "h",
+            [Chunk(doc_id, 0, "quarterly budget for travel")] if chunks else None,
+            vec if chunks else None,
+        )
 
     _, _, (secret,) = put("secret", Access(users=frozenset(["alice@corp.example"])))
     _, _, (open_,) = put("open", Access(groups=frozenset(["eng@corp.example"])))
-    alice, bob = Principals("alice@corp.example"), Principals("bob@corp.example", frozenset(["eng@corp.example"]))
+    alice, bob = (
+        Principals("alice@corp.example"),
+        Principals("bob@corp.example", frozenset(["eng@corp.example"])),
+    )
 
     def ids(*who: Principals) -> set[int]:
-        return {c for c, _ in store.keyword_search("budget travel", limit=10, audience=[w.tokens() for w in who])}
+        return {
+            c for c, _ in store.keyword_search("budget travel", limit=10, audience=[w.tokens() for w in who])
+        }
 
     assert ids(alice) == {secret}
     assert ids(bob) == {open_}
@@ -166,22 +222,38 @@ def test_keyword_filter_runs_inside_fts_and_follows_access_changes(tmp_path):
 def test_older_store_gets_the_acl_column(tmp_path):
     path = tmp_path / "s.sqlite"
     store = Store(path)
-    doc = Document(id="a", source="t", path="a", title="a", mime="text/plain", content=b"",
-                   access=Access(users=frozenset(["alice@corp.example"])), version="1")
-    _, _, (cid,) = store.upsert_document(doc, "h", [Chunk("a", 0, "parental leave policy")],
-                                         np.ones((1, DIM), dtype=np.float32))
+    doc = Document(
+        id="a",
+        source="t",
+        path="a",
+        title="a",
+        mime="text/plain",
+        content=b"",
+        access=Access(users=frozenset(["alice@corp.example"])),
+        version="1",
+    )
+    _, _, (cid,) = store.upsert_document(
+        doc, "h", [Chunk("a", 0, "parental leave policy")], np.ones((1, DIM), dtype=np.float32)
+    )
     store.close()
     db = sqlite3.connect(path)  # rewind the FTS table to the layout before the acl column
-    db.executescript("DROP TABLE chunks_fts; DROP TABLE acl_tokens;"
-                     "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, title, tokenize = 'porter unicode61');")
+    db.executescript(
+        "DROP TABLE chunks_fts; DROP TABLE acl_tokens;"
+        "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, title, tokenize = 'porter unicode61');"
+    )
     db.execute("INSERT INTO chunks_fts (rowid, text, title) VALUES (?, 'parental leave policy', 'a')", (cid,))
     db.commit()
     db.close()
 
     store = Store(path)
-    hit = store.keyword_search("parental leave", limit=5, audience=[Principals("alice@corp.example").tokens()])
+    hit = store.keyword_search(
+        "parental leave", limit=5, audience=[Principals("alice@corp.example").tokens()]
+    )
     assert [c for c, _ in hit] == [cid]
-    assert store.keyword_search("parental leave", limit=5, audience=[Principals("bob@corp.example").tokens()]) == []
+    assert (
+        store.keyword_search("parental leave", limit=5, audience=[Principals("bob@corp.example").tokens()])
+        == []
+    )
 
 
 def test_audience_chunk_ids_is_the_intersection_of_members(tmp_path):

@@ -47,8 +47,12 @@ def fake():
 
 @pytest.fixture
 def settings(tmp_path, fake):
-    return make_settings(tmp_path / "data", llm={"model": "none"}, scheduler={"lease_s": 120, "grace_s": 3600},
-                         slack={"bot_token": fake.token, "api_url": fake.url})
+    return make_settings(
+        tmp_path / "data",
+        llm={"model": "none"},
+        scheduler={"lease_s": 120, "grace_s": 3600},
+        slack={"bot_token": fake.token, "api_url": fake.url},
+    )
 
 
 @pytest.fixture
@@ -65,8 +69,14 @@ def poster(fake):
 
 
 def scheduler(settings, engine, poster, clock, **kw) -> Scheduler:
-    return Scheduler(Assistant(settings, engine=engine, llm=None), poster, settings=settings, now=clock,
-                     use_llm=False, **kw)
+    return Scheduler(
+        Assistant(settings, engine=engine, llm=None),
+        poster,
+        settings=settings,
+        now=clock,
+        use_llm=False,
+        **kw,
+    )
 
 
 def posts(fake, channel="eng") -> list[dict]:
@@ -83,11 +93,20 @@ def drive(sched: Scheduler, clock: Clock, until: datetime, step: timedelta) -> l
 
 
 # -- phrases ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("phrase,expr", [
-    ("every monday 9:00", "0 9 * * mon"), ("weekly mon 09:00", "0 9 * * mon"), ("Mondays at 9am", "0 9 * * mon"),
-    ("daily 17:30", "30 17 * * *"), ("every day at 5pm", "0 17 * * *"), ("weekdays 8am", "0 8 * * mon-fri"),
-    ("0 9 * * MON", "0 9 * * mon"), ("30 8 * * 1-5", "30 8 * * mon,tue,wed,thu,fri"), ("0 9 * * 0", "0 9 * * sun"),
-])
+@pytest.mark.parametrize(
+    "phrase,expr",
+    [
+        ("every monday 9:00", "0 9 * * mon"),
+        ("weekly mon 09:00", "0 9 * * mon"),
+        ("Mondays at 9am", "0 9 * * mon"),
+        ("daily 17:30", "30 17 * * *"),
+        ("every day at 5pm", "0 17 * * *"),
+        ("weekdays 8am", "0 8 * * mon-fri"),
+        ("0 9 * * MON", "0 9 * * mon"),
+        ("30 8 * * 1-5", "30 8 * * mon,tue,wed,thu,fri"),
+        ("0 9 * * 0", "0 9 * * sun"),
+    ],
+)
 def test_phrases_and_cron_normalise_to_the_same_cron(phrase, expr):
     c = parse_cadence(phrase, tz="Europe/Berlin")
     assert (c.kind, c.expr, c.tz) == ("cron", expr, "Europe/Berlin")
@@ -99,8 +118,19 @@ def test_intervals_and_a_zone_in_the_phrase():
     assert parse_cadence("daily 17:30 America/New_York", tz="UTC").tz == "America/New_York"
 
 
-@pytest.mark.parametrize("bad", ["every blursday", "daily 25:00", "0 9 * *", "61 9 * * *", "sometimes", "every 10s",
-                                 "", "weekly mon 9:75"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "every blursday",
+        "daily 25:00",
+        "0 9 * *",
+        "61 9 * * *",
+        "sometimes",
+        "every 10s",
+        "",
+        "weekly mon 9:75",
+    ],
+)
 def test_invalid_phrases_raise_a_config_error_with_an_example(bad):
     with pytest.raises(ConfigError) as e:
         parse_cadence(bad)
@@ -112,14 +142,27 @@ def test_unknown_time_zone_is_named():
         parse_cadence("daily 9:00 Mars/Olympus")
 
 
-PHRASES = ["daily 09:00", "weekdays 8am", "every monday 9:00", "0 2 * * SUN", "30 2 * * *", "every 6h",
-           "every 30 minutes", "*/20 * * * *", "0 9 1 * *", "0 1-3 * * *"]
+PHRASES = [
+    "daily 09:00",
+    "weekdays 8am",
+    "every monday 9:00",
+    "0 2 * * SUN",
+    "30 2 * * *",
+    "every 6h",
+    "every 30 minutes",
+    "*/20 * * * *",
+    "0 9 1 * *",
+    "0 1-3 * * *",
+]
 ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Australia/Lord_Howe", "UTC"]
 
 
 @settings_h(max_examples=150, deadline=None)
-@given(phrase=st.sampled_from(PHRASES), zone=st.sampled_from(ZONES),
-       at=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)))
+@given(
+    phrase=st.sampled_from(PHRASES),
+    zone=st.sampled_from(ZONES),
+    at=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)),
+)
 def test_every_moment_falls_in_exactly_one_period(phrase, zone, at):
     c = parse_cadence(phrase, tz=zone)
     anchor = datetime(2025, 12, 1, tzinfo=UTC).timestamp()
@@ -133,13 +176,16 @@ def test_every_moment_falls_in_exactly_one_period(phrase, zone, at):
 
 
 # clock changes in 2026: (zone, a UTC moment a day before the change)
-CHANGES = [("Europe/Berlin", datetime(2026, 3, 28, tzinfo=UTC)), ("Europe/Berlin", datetime(2026, 10, 24, tzinfo=UTC)),
-           ("America/New_York", datetime(2026, 3, 7, 12, tzinfo=UTC)),
-           ("America/New_York", datetime(2026, 10, 31, 12, tzinfo=UTC)),
-           ("Australia/Sydney", datetime(2026, 4, 4, tzinfo=UTC) - timedelta(days=1)),
-           ("Australia/Sydney", datetime(2026, 10, 3, tzinfo=UTC) - timedelta(days=1)),
-           ("Australia/Lord_Howe", datetime(2026, 4, 3, tzinfo=UTC)),  # a 30-minute change
-           ("Australia/Lord_Howe", datetime(2026, 10, 3, tzinfo=UTC) - timedelta(days=1))]
+CHANGES = [
+    ("Europe/Berlin", datetime(2026, 3, 28, tzinfo=UTC)),
+    ("Europe/Berlin", datetime(2026, 10, 24, tzinfo=UTC)),
+    ("America/New_York", datetime(2026, 3, 7, 12, tzinfo=UTC)),
+    ("America/New_York", datetime(2026, 10, 31, 12, tzinfo=UTC)),
+    ("Australia/Sydney", datetime(2026, 4, 4, tzinfo=UTC) - timedelta(days=1)),
+    ("Australia/Sydney", datetime(2026, 10, 3, tzinfo=UTC) - timedelta(days=1)),
+    ("Australia/Lord_Howe", datetime(2026, 4, 3, tzinfo=UTC)),  # a 30-minute change
+    ("Australia/Lord_Howe", datetime(2026, 10, 3, tzinfo=UTC) - timedelta(days=1)),
+]
 
 
 def _walk(c, start, end):
@@ -153,13 +199,16 @@ def _walk(c, start, end):
 
 
 @pytest.mark.parametrize("zone,start", CHANGES, ids=[f"{z}-{d:%m}" for z, d in CHANGES])
-@pytest.mark.parametrize("phrase", ["30 2 * * *", "0 2 * * *", "*/20 * * * *", "every 30 minutes", "0 2 * * SUN",
-                                    "every 6h"])
+@pytest.mark.parametrize(
+    "phrase", ["30 2 * * *", "0 2 * * *", "*/20 * * * *", "every 30 minutes", "0 2 * * SUN", "every 6h"]
+)
 def test_across_a_clock_change_each_wall_time_fires_once_and_periods_join_up(phrase, zone, start):
     c = parse_cadence(phrase, tz=zone)
     end = start + timedelta(days=3)
     fires = _walk(c, start, end)
-    assert fires == sorted(set(fires))  # increasing: nothing fires twice, nothing returns itself as its successor
+    assert fires == sorted(
+        set(fires)
+    )  # increasing: nothing fires twice, nothing returns itself as its successor
     walls = [f.astimezone(ZoneInfo(zone)).replace(tzinfo=None) for f in fires]
     assert len(walls) == len(set(walls))  # a repeated wall-clock hour fires once
     t = start
@@ -186,18 +235,47 @@ def test_sydney_sunday_0200_fires_once_when_0200_repeats():
 
 def test_spring_forward_skipped_time_fires_at_the_change():
     c = parse_cadence("30 2 * * *", tz="Europe/Berlin")
-    assert next_fire(c, datetime(2026, 3, 28, 12, tzinfo=UTC)) == datetime(2026, 3, 29, 1, tzinfo=UTC)  # 03:00 CEST
+    assert next_fire(c, datetime(2026, 3, 28, 12, tzinfo=UTC)) == datetime(
+        2026, 3, 29, 1, tzinfo=UTC
+    )  # 03:00 CEST
 
 
-@pytest.mark.parametrize("phrase,zone,start,end", [
-    ("30 2 * * *", "Europe/Berlin", datetime(2026, 10, 23, 12, tzinfo=UTC), datetime(2026, 10, 27, tzinfo=UTC)),
-    ("*/20 * * * *", "Europe/Berlin", datetime(2026, 10, 24, 23, tzinfo=UTC), datetime(2026, 10, 25, 3, tzinfo=UTC)),
-    ("0 2 * * SUN", "Australia/Sydney", datetime(2026, 3, 28, tzinfo=UTC), datetime(2026, 4, 13, tzinfo=UTC)),
-    ("*/20 * * * *", "America/New_York", datetime(2026, 3, 8, 5, tzinfo=UTC), datetime(2026, 3, 8, 9, tzinfo=UTC)),
-])
-def test_scheduler_periods_join_up_through_a_clock_change(phrase, zone, start, end, settings, engine, poster, fake):
+@pytest.mark.parametrize(
+    "phrase,zone,start,end",
+    [
+        (
+            "30 2 * * *",
+            "Europe/Berlin",
+            datetime(2026, 10, 23, 12, tzinfo=UTC),
+            datetime(2026, 10, 27, tzinfo=UTC),
+        ),
+        (
+            "*/20 * * * *",
+            "Europe/Berlin",
+            datetime(2026, 10, 24, 23, tzinfo=UTC),
+            datetime(2026, 10, 25, 3, tzinfo=UTC),
+        ),
+        (
+            "0 2 * * SUN",
+            "Australia/Sydney",
+            datetime(2026, 3, 28, tzinfo=UTC),
+            datetime(2026, 4, 13, tzinfo=UTC),
+        ),
+        (
+            "*/20 * * * *",
+            "America/New_York",
+            datetime(2026, 3, 8, 5, tzinfo=UTC),
+            datetime(2026, 3, 8, 9, tzinfo=UTC),
+        ),
+    ],
+)
+def test_scheduler_periods_join_up_through_a_clock_change(
+    phrase, zone, start, end, settings, engine, poster, fake
+):
     clock = Clock(start)
-    s = add_schedule(engine.store, phrase, channel="#eng", scope="nothing-here", tz=zone, now=clock().timestamp())
+    s = add_schedule(
+        engine.store, phrase, channel="#eng", scope="nothing-here", tz=zone, now=clock().timestamp()
+    )
     step = timedelta(minutes=5) if phrase.startswith("*/") else timedelta(hours=1)
     fired = drive(scheduler(settings, engine, poster, clock), clock, end, step)
     runs = runs_of(engine.store, s.id)
@@ -211,13 +289,25 @@ def test_scheduler_periods_join_up_through_a_clock_change(phrase, zone, start, e
 # -- firing at the right local time ------------------------------------------------------------
 def test_daily_report_fires_at_nine_berlin_time_across_the_spring_dst_change(settings, engine, poster, fake):
     clock = Clock(datetime(2026, 3, 26, 12, 0, tzinfo=UTC))
-    s = add_schedule(engine.store, "daily 09:00", channel="#eng", scope="nothing-here", tz="Europe/Berlin",
-                     now=clock().timestamp())
-    fired = drive(scheduler(settings, engine, poster, clock), clock, datetime(2026, 3, 31, 12, tzinfo=UTC),
-                  timedelta(minutes=15))
+    s = add_schedule(
+        engine.store,
+        "daily 09:00",
+        channel="#eng",
+        scope="nothing-here",
+        tz="Europe/Berlin",
+        now=clock().timestamp(),
+    )
+    fired = drive(
+        scheduler(settings, engine, poster, clock),
+        clock,
+        datetime(2026, 3, 31, 12, tzinfo=UTC),
+        timedelta(minutes=15),
+    )
     # 09:00 CET = 08:00 UTC until Sunday 29 March 02:00, then 09:00 CEST = 07:00 UTC
-    assert fired == [(datetime(2026, 3, d, h, 0, tzinfo=UTC), "posted") for d, h in
-                     [(27, 8), (28, 8), (29, 7), (30, 7), (31, 7)]]
+    assert fired == [
+        (datetime(2026, 3, d, h, 0, tzinfo=UTC), "posted")
+        for d, h in [(27, 8), (28, 8), (29, 7), (30, 7), (31, 7)]
+    ]
     assert all(t.astimezone(BERLIN).strftime("%H:%M") == "09:00" for t, _ in fired)
     assert len(posts(fake)) == 5
     hours = [(r["period_end"] - r["period_start"]) / 3600 for r in runs_of(engine.store, s.id)]
@@ -227,18 +317,33 @@ def test_daily_report_fires_at_nine_berlin_time_across_the_spring_dst_change(set
 
 def test_weekly_report_follows_the_autumn_dst_change(settings, engine, poster, fake):
     clock = Clock(datetime(2026, 10, 14, 12, 0, tzinfo=UTC))
-    s = add_schedule(engine.store, "weekly mon 09:00", channel="#eng", scope="nothing-here", tz="Europe/Berlin",
-                     now=clock().timestamp())
-    fired = drive(scheduler(settings, engine, poster, clock), clock, datetime(2026, 10, 28, tzinfo=UTC),
-                  timedelta(hours=1))
-    assert [t for t, _ in fired] == [datetime(2026, 10, 19, 7, tzinfo=UTC), datetime(2026, 10, 26, 8, tzinfo=UTC)]
+    s = add_schedule(
+        engine.store,
+        "weekly mon 09:00",
+        channel="#eng",
+        scope="nothing-here",
+        tz="Europe/Berlin",
+        now=clock().timestamp(),
+    )
+    fired = drive(
+        scheduler(settings, engine, poster, clock),
+        clock,
+        datetime(2026, 10, 28, tzinfo=UTC),
+        timedelta(hours=1),
+    )
+    assert [t for t, _ in fired] == [
+        datetime(2026, 10, 19, 7, tzinfo=UTC),
+        datetime(2026, 10, 26, 8, tzinfo=UTC),
+    ]
     last = runs_of(engine.store, s.id)[-1]
     assert (last["period_end"] - last["period_start"]) / 3600 == 7 * 24 + 1
 
 
 def test_no_run_for_a_fire_time_before_the_schedule_existed(settings, engine, poster, fake):
     clock = Clock(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))  # Monday, 30 min after 09:00
-    add_schedule(engine.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp())
+    add_schedule(
+        engine.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp()
+    )
     assert scheduler(settings, engine, poster, clock).tick() == []
     assert fake.posted == []
 
@@ -247,7 +352,9 @@ def test_no_run_for_a_fire_time_before_the_schedule_existed(settings, engine, po
 def test_restart_keeps_schedules_and_never_repeats_a_period(settings, poster, fake):
     clock = Clock(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
     eng = Engine.open(settings)
-    add_schedule(eng.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp())
+    add_schedule(
+        eng.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp()
+    )
     clock.set(datetime(2026, 3, 9, 9, 0, tzinfo=UTC))
     assert [r.status for r in scheduler(settings, eng, poster, clock).tick()] == ["posted"]
     eng.close()  # the process stops ...
@@ -266,9 +373,13 @@ def test_restart_keeps_schedules_and_never_repeats_a_period(settings, poster, fa
     assert len(keys) == 2 and "r1-20260309T090000Z" in keys[0] and "r1-20260316T090000Z" in keys[1]
 
 
-def test_crash_after_recording_before_posting_posts_exactly_once_after_restart(settings, engine, poster, fake):
+def test_crash_after_recording_before_posting_posts_exactly_once_after_restart(
+    settings, engine, poster, fake
+):
     clock = Clock(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
-    add_schedule(engine.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp())
+    add_schedule(
+        engine.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp()
+    )
     clock.set(datetime(2026, 3, 9, 9, 0, tzinfo=UTC))
     with pytest.raises(Crash):
         scheduler(settings, engine, CrashingPoster(poster, when="before"), clock).tick()
@@ -286,7 +397,9 @@ def test_crash_after_recording_before_posting_posts_exactly_once_after_restart(s
 
 def test_crash_after_the_post_reached_slack_does_not_post_again(settings, engine, poster, fake):
     clock = Clock(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
-    add_schedule(engine.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp())
+    add_schedule(
+        engine.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp()
+    )
     clock.set(datetime(2026, 3, 9, 9, 0, tzinfo=UTC))
     with pytest.raises(Crash):
         scheduler(settings, engine, CrashingPoster(poster, when="after"), clock).tick()
@@ -300,7 +413,9 @@ def test_crash_after_the_post_reached_slack_does_not_post_again(settings, engine
 
 def test_failed_post_is_retried_after_checking_history(settings, engine, poster, fake):
     clock = Clock(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
-    add_schedule(engine.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp())
+    add_schedule(
+        engine.store, "every monday 9:00", channel="#eng", scope="nothing-here", now=clock().timestamp()
+    )
     clock.set(datetime(2026, 3, 9, 9, 0, tzinfo=UTC))
     fake.fail_next("chat.postMessage", status=500, error="internal_error")
     sched = scheduler(settings, engine, poster, clock)
@@ -313,7 +428,9 @@ def test_failed_post_is_retried_after_checking_history(settings, engine, poster,
 
 def test_missed_run_runs_once_at_startup_within_grace_and_not_beyond(settings, engine, poster, fake):
     clock = Clock(datetime(2026, 3, 1, 10, 0, tzinfo=UTC))
-    s = add_schedule(engine.store, "daily 09:00", channel="#eng", scope="nothing-here", now=clock().timestamp())
+    s = add_schedule(
+        engine.store, "daily 09:00", channel="#eng", scope="nothing-here", now=clock().timestamp()
+    )
     clock.set(datetime(2026, 3, 2, 9, 40, tzinfo=UTC))  # down at 09:00, up 40 min later (grace 1 h)
     sched = scheduler(settings, engine, poster, clock)
     assert [r.status for r in sched.tick()] == ["posted"]
@@ -337,8 +454,15 @@ def test_two_scheduler_instances_on_one_store_post_once_per_period(settings, eng
     def run(name: str) -> None:
         store = Store(settings.data_dir / "store.sqlite")  # its own connection, as another process has
         clock = Clock(times[0])
-        sched = Scheduler(Assistant(settings, engine=engine, llm=None), SlackPoster(WebClient(token=fake.token,
-                          base_url=fake.url)), settings=settings, now=clock, store=store, use_llm=False, owner=name)
+        sched = Scheduler(
+            Assistant(settings, engine=engine, llm=None),
+            SlackPoster(WebClient(token=fake.token, base_url=fake.url)),
+            settings=settings,
+            now=clock,
+            store=store,
+            use_llm=False,
+            owner=name,
+        )
         try:
             for t in times:
                 clock.set(t)
@@ -361,13 +485,37 @@ def test_two_scheduler_instances_on_one_store_post_once_per_period(settings, eng
 def test_two_scheduler_processes_on_one_store_post_once_per_period(settings, engine, fake, tmp_path):
     start = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     add_schedule(engine.store, "daily 09:00", channel="#eng", scope="nothing-here", now=start.timestamp())
-    times = json.dumps([datetime(2026, 3, d, 9, m, tzinfo=UTC).isoformat() for d in range(2, 6) for m in (0, 1)])
+    times = json.dumps(
+        [datetime(2026, 3, d, 9, m, tzinfo=UTC).isoformat() for d in range(2, 6) for m in (0, 1)]
+    )
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.fakes.scheduler_support", "--data-dir", str(settings.data_dir),
-                               "--slack-url", fake.url, "--token", fake.token, "--barrier", str(barrier), "--name", n,
-                               "--times", times], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for n in ("p1", "p2")]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.fakes.scheduler_support",
+                "--data-dir",
+                str(settings.data_dir),
+                "--slack-url",
+                fake.url,
+                "--token",
+                fake.token,
+                "--barrier",
+                str(barrier),
+                "--name",
+                n,
+                "--times",
+                times,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in ("p1", "p2")
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     results = [r for out, _ in outs for r in json.loads(out.strip().splitlines()[-1])]

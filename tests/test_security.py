@@ -56,7 +56,11 @@ EVERYONE_ASKS = {"alice": ALICE_P, "bob": BOB_P, "carol": CAROL_P, "nw-alice": N
 CANARIES = {
     "gdrive-user": ("GD-CANARY-5521", "Bluefin acquisition target price negotiation", {"alice"}),
     "gdrive-acl-failed": ("GD-ACLFAIL-CANARY-0917", "Harbourview lease termination penalty clause", set()),
-    "gdrive-unknown-group": ("GD-GHOST-CANARY-3390", "Orchid reorganisation headcount reduction plan", {"carol"}),
+    "gdrive-unknown-group": (
+        "GD-GHOST-CANARY-3390",
+        "Orchid reorganisation headcount reduction plan",
+        {"carol"},
+    ),
     "onedrive-owner": ("OD-CANARY-7104", "Kestrel board deck revenue forecast", {"alice"}),
     "onedrive-acl-failed": ("OD-ACLFAIL-CANARY-2286", "Tamarind whistleblower investigation findings", set()),
     "slack-private": ("SL-CANARY-6643", "Marigold layoffs announcement date", {"alice"}),
@@ -67,8 +71,10 @@ CANARIES = {
 
 def canary_doc(name: str) -> str:
     canary, query, _ = CANARIES[name]
-    return (f"# {query.title()}\n\nConfidential. {query.capitalize()}: the figures are final and must not be "
-            f"shared outside the group. Reference code {canary}. The {query} was approved on Monday.\n")
+    return (
+        f"# {query.title()}\n\nConfidential. {query.capitalize()}: the figures are final and must not be "
+        f"shared outside the group. Reference code {canary}. The {query} was approved on Monday.\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +100,27 @@ def world(tmp_path_factory):
         w.share(ghost, "user", email=CAROL)
         info = w.service_account_info()
         gconn = GoogleDriveConnector(
-            DriveConfig(credentials_info=info, subject=w.admin, api_endpoint=drive.url, all_shared_drives=True),
-            client=DriveClient(load_credentials(info, subject=w.admin, token_uri=drive.url + "/token"),
-                               api_endpoint=drive.url, retry=RetryPolicy(max_retries=2, base_s=0.001, cap_s=0.01)))
+            DriveConfig(
+                credentials_info=info, subject=w.admin, api_endpoint=drive.url, all_shared_drives=True
+            ),
+            client=DriveClient(
+                load_credentials(info, subject=w.admin, token_uri=drive.url + "/token"),
+                api_endpoint=drive.url,
+                retry=RetryPolicy(max_retries=2, base_s=0.001, cap_s=0.01),
+            ),
+        )
         # OneDrive
         gw = graph.world
         a = gw.add_user_drive(ALICE)
         gw.add_file(a, "/Board/kestrel.md", canary_doc("onedrive-owner"), mime="text/markdown")
-        failing = gw.add_file(a, "/Legal/tamarind.md", canary_doc("onedrive-acl-failed"), mime="text/markdown")
+        failing = gw.add_file(
+            a, "/Legal/tamarind.md", canary_doc("onedrive-acl-failed"), mime="text/markdown"
+        )
         gw.grant(failing, user=BOB)  # would be readable by bob, but the permissions call fails
         gw.inject(f"{failing}/permissions", status=403, times=100)
-        oconn = OneDriveConnector(OneDriveConfig(**graph.settings(user_drives=(ALICE,), max_retries=1, timeout_s=10.0)))
+        oconn = OneDriveConnector(
+            OneDriveConfig(**graph.settings(user_drives=(ALICE,), max_retries=1, timeout_s=10.0))
+        )
         # Slack
         al, bo = slack.add_user("alice", email=ALICE), slack.add_user("bob", email=BOB)
         slack.add_user("carol", email=CAROL)
@@ -126,7 +142,13 @@ def world(tmp_path_factory):
         settings = make_settings(tmp / "data")
         assistant = Assistant(settings, embedder=embedder, llm=None)
         reports = {c.name: assistant.engine.sync(c) for c in (gconn, oconn, sconn, lconn)}
-        yield {"assistant": assistant, "settings": settings, "reports": reports, "drive": drive, "graph": graph}
+        yield {
+            "assistant": assistant,
+            "settings": settings,
+            "reports": reports,
+            "drive": drive,
+            "graph": graph,
+        }
         assistant.close()
     finally:
         drive.close()
@@ -136,7 +158,9 @@ def world(tmp_path_factory):
 
 def _texts_of_answer(ans) -> str:
     j = ans.as_json()
-    return " ".join([j["answer"], *[c["quote"] for c in j["citations"]], *[h["text"] for h in j["retrieved"]]])
+    return " ".join(
+        [j["answer"], *[c["quote"] for c in j["citations"]], *[h["text"] for h in j["retrieved"]]]
+    )
 
 
 def _non_readers(readers: set[str]) -> dict[str, Principals]:
@@ -144,7 +168,12 @@ def _non_readers(readers: set[str]) -> dict[str, Principals]:
 
 
 def test_every_source_synced_without_failures(world):
-    assert {n: r.failed for n, r in world["reports"].items()} == {"gdrive": 0, "onedrive": 0, "slack": 0, "local": 0}
+    assert {n: r.failed for n, r in world["reports"].items()} == {
+        "gdrive": 0,
+        "onedrive": 0,
+        "slack": 0,
+        "local": 0,
+    }
     assert world["reports"]["local"].added >= 13 + 22 + 1
 
 
@@ -162,8 +191,12 @@ def test_canary_never_in_search_results_of_non_readers(world, name):
     canary, query, readers = CANARIES[name]
     eng = world["assistant"].engine
     tries = [(query, "hybrid"), (query, "dense"), (canary, "keyword")]  # the literal code finds it by keyword
-    leaks = [(k, mode) for k, p in _non_readers(readers).items() for q, mode in tries
-             if any(canary in h.text for h in eng.search(q, who=p, k=50, mode=mode))]
+    leaks = [
+        (k, mode)
+        for k, p in _non_readers(readers).items()
+        for q, mode in tries
+        if any(canary in h.text for h in eng.search(q, who=p, k=50, mode=mode))
+    ]
     assert leaks == []
 
 
@@ -178,14 +211,18 @@ def test_leaky_model_cannot_put_a_canary_in_an_answer_for_non_readers(world, nam
     a = Assistant(world["settings"], engine=world["assistant"].engine, llm=ScriptedLLM(_leaky))
     question = f"What is the reference code of the {query}?"
     if readers:  # a channel with one reader and one non-reader: the strictest member decides
-        askers = [Audience.of([EVERYONE_ASKS[sorted(readers)[0]], BOB_P if "bob" not in readers else UNKNOWN])]
+        askers = [
+            Audience.of([EVERYONE_ASKS[sorted(readers)[0]], BOB_P if "bob" not in readers else UNKNOWN])
+        ]
     else:
         askers = [BOB_P]
     doc = _canary_docs(a.engine)[name]
     for asker in askers:
         ans = a.ask(question, who=asker)
         assert canary not in _texts_of_answer(ans)
-        assert doc not in {(h.source, h.doc_id) for h in ans.retrieved} | {(c.source, c.doc_id) for c in ans.citations}
+        assert doc not in {(h.source, h.doc_id) for h in ans.retrieved} | {
+            (c.source, c.doc_id) for c in ans.citations
+        }
     if readers:  # the reader asking alone does get the document: the checks above can fail
         ans = a.ask(question, who=EVERYONE_ASKS[sorted(readers)[0]])
         assert doc in {(h.source, h.doc_id) for h in ans.retrieved}
@@ -213,11 +250,17 @@ def test_summaries_never_contain_documents_the_reader_cannot_read(world):
             s = a.summarize(who=p, scope=scope, max_docs=50, use_llm=True)
             text = str(s.as_json())
             shown = {(b.source, b.doc_id) for b in s.bullets}
-            leaks += [(k, n) for n, (c, _, readers) in CANARIES.items()
-                      if k not in readers and (c in text or where[n] in shown)]
+            leaks += [
+                (k, n)
+                for n, (c, _, readers) in CANARIES.items()
+                if k not in readers and (c in text or where[n] in shown)
+            ]
     assert leaks == []
-    admin = {(b.source, b.doc_id) for scope in SCOPES
-             for b in a.summarize(who=Principals(everything=True), scope=scope, max_docs=50, use_llm=False).bullets}
+    admin = {
+        (b.source, b.doc_id)
+        for scope in SCOPES
+        for b in a.summarize(who=Principals(everything=True), scope=scope, max_docs=50, use_llm=False).bullets
+    }
     assert set(where.values()) <= admin  # the canaries are summarizable at all: the check above can fail
 
 
@@ -225,7 +268,9 @@ def test_summaries_never_contain_documents_the_reader_cannot_read(world):
 def test_failed_permission_fetch_means_nobody_can_read(world, name):
     canary, query, _ = CANARIES[name]
     eng = world["assistant"].engine
-    (row,) = [r for r in eng.store.iter_documents() if any(canary in c.text for c in eng.store.chunks_of(r.key))]
+    (row,) = [
+        r for r in eng.store.iter_documents() if any(canary in c.text for c in eng.store.chunks_of(r.key))
+    ]
     assert eng.store.access_of(row.key).tokens() == frozenset()
     assert row.metadata.get("acl_error")
 
@@ -235,7 +280,9 @@ def test_unknown_group_grants_nothing_but_explicit_users_still_read(world):
     eng = world["assistant"].engine
     (row,) = [r for r in eng.store.iter_documents("gdrive") if r.title == "Orchid plan"]
     assert "group:ghost-team@example.com" in eng.store.access_of(row.key).tokens()
-    assert not any(canary in h.text for h in eng.search(query, who=BOB_P, k=50))  # bob's groups do not include it
+    assert not any(
+        canary in h.text for h in eng.search(query, who=BOB_P, k=50)
+    )  # bob's groups do not include it
     assert any(canary in h.text for h in eng.search(query, who=CAROL_P, k=5))
 
 
@@ -300,8 +347,11 @@ def _injection_problems(ans, doc: str) -> list[str]:
 
 @pytest.mark.parametrize("model", ["parrot", "extractive"])
 def test_injected_instructions_links_and_mentions_never_reach_the_answer(world, model):
-    a = Assistant(world["settings"], engine=world["assistant"].engine,
-                  llm=ScriptedLLM(_parrot) if model == "parrot" else None)
+    a = Assistant(
+        world["settings"],
+        engine=world["assistant"].engine,
+        llm=ScriptedLLM(_parrot) if model == "parrot" else None,
+    )
     bad, retrieved, answered = {}, 0, 0
     for question, doc in INJECTION_QUESTIONS:
         ans = a.ask(question, who=BOB_P, k=3)
@@ -336,9 +386,17 @@ def test_secrets_never_reach_logs_errors_the_database_or_status(tmp_path, caplog
     from tests.fakes.hash_embedder import HashEmbedder
 
     slack_token, od_secret = "xoxb-SECRET-slack-4bd1f0e2aa", "SECRET-onedrive-9c3e77b1"
-    bot_token, signing, app_token, llm_key = "xoxb-SECRET-bot-77c1", "SECRET-signing-0d0d5e", "xapp-SECRET-app-12ab", "sk-SECRET-llm-55aa"
-    with FakeDrive(users=(ALICE,)) as drive, FakeSlack(token=slack_token) as slack, \
-            FakeGraph(tmp_path, GraphWorld(domain="example.com"), client_secret=od_secret) as graph:
+    bot_token, signing, app_token, llm_key = (
+        "xoxb-SECRET-bot-77c1",
+        "SECRET-signing-0d0d5e",
+        "xapp-SECRET-app-12ab",
+        "sk-SECRET-llm-55aa",
+    )
+    with (
+        FakeDrive(users=(ALICE,)) as drive,
+        FakeSlack(token=slack_token) as slack,
+        FakeGraph(tmp_path, GraphWorld(domain="example.com"), client_secret=od_secret) as graph,
+    ):
         w = drive.world
         w.add_file("Handbook", GDOC, "# Handbook\n\nWelcome to the team.", w.root(w.admin))
         key = w.service_account_info()
@@ -349,28 +407,62 @@ def test_secrets_never_reach_logs_errors_the_database_or_status(tmp_path, caplog
         slack.post(slack.add_channel("general", members=[poster]), poster, "Lunch is at noon.", ago=60)
         od = graph.settings()
         cfg = tmp_path / "assistant.toml"
-        cfg.write_text("\n".join([
-            f"data_dir = {_toml(str(tmp_path / 'data'))}",
-            "log_level = \"DEBUG\"",
-            "[llm]", f"endpoint = \"http://127.0.0.1:9/v1\"", f"api_key = {_toml(llm_key)}",
-            "[slack]", f"bot_token = {_toml(bot_token)}", f"signing_secret = {_toml(signing)}", f"app_token = {_toml(app_token)}",
-            "[connectors.google_drive]", "enabled = true", f"credentials_json = {_toml(json.dumps(key))}",
-            f"subject = {_toml(w.admin)}", f"api_endpoint = {_toml(drive.url)}", f"token_uri = {_toml(drive.url + '/token')}",
-            "[connectors.onedrive]", "enabled = true", f"tenant_id = {_toml(od['tenant_id'])}",
-            f"client_id = {_toml(od['client_id'])}", f"client_secret = {_toml(od_secret)}",
-            f"authority_host = {_toml(od['authority_host'])}", f"graph_url = {_toml(od['graph_url'])}",
-            f"verify = {_toml(od['verify'])}", f"tenant_domain = {_toml(od['tenant_domain'])}", f"user_drives = {_toml([ALICE])}",
-            "[connectors.slack]", "enabled = true", f"bot_token = {_toml(slack_token)}", f"api_url = {_toml(slack.url)}",
-        ]) + "\n")
+        cfg.write_text(
+            "\n".join(
+                [
+                    f"data_dir = {_toml(str(tmp_path / 'data'))}",
+                    'log_level = "DEBUG"',
+                    "[llm]",
+                    'endpoint = "http://127.0.0.1:9/v1"',
+                    f"api_key = {_toml(llm_key)}",
+                    "[slack]",
+                    f"bot_token = {_toml(bot_token)}",
+                    f"signing_secret = {_toml(signing)}",
+                    f"app_token = {_toml(app_token)}",
+                    "[connectors.google_drive]",
+                    "enabled = true",
+                    f"credentials_json = {_toml(json.dumps(key))}",
+                    f"subject = {_toml(w.admin)}",
+                    f"api_endpoint = {_toml(drive.url)}",
+                    f"token_uri = {_toml(drive.url + '/token')}",
+                    "[connectors.onedrive]",
+                    "enabled = true",
+                    f"tenant_id = {_toml(od['tenant_id'])}",
+                    f"client_id = {_toml(od['client_id'])}",
+                    f"client_secret = {_toml(od_secret)}",
+                    f"authority_host = {_toml(od['authority_host'])}",
+                    f"graph_url = {_toml(od['graph_url'])}",
+                    f"verify = {_toml(od['verify'])}",
+                    f"tenant_domain = {_toml(od['tenant_domain'])}",
+                    f"user_drives = {_toml([ALICE])}",
+                    "[connectors.slack]",
+                    "enabled = true",
+                    f"bot_token = {_toml(slack_token)}",
+                    f"api_url = {_toml(slack.url)}",
+                ]
+            )
+            + "\n"
+        )
         settings = load_settings([cfg], environ={})
         caplog.set_level(logging.DEBUG)
         errors: list[str] = [repr(settings), str(settings.model_dump())]
         with Engine.open(settings, embedder=HashEmbedder()) as eng:
-            reports = {s: eng.sync(build_connector(settings, source=s)) for s in ("gdrive", "onedrive", "slack")}
+            reports = {
+                s: eng.sync(build_connector(settings, source=s)) for s in ("gdrive", "onedrive", "slack")
+            }
             errors += [json.dumps(r.as_dict()) for r in reports.values()]
-        assert {s: (r.added, r.failed) for s, r in reports.items()} == {"gdrive": (1, 0), "onedrive": (1, 0), "slack": (1, 0)}
+        assert {s: (r.added, r.failed) for s, r in reports.items()} == {
+            "gdrive": (1, 0),
+            "onedrive": (1, 0),
+            "slack": (1, 0),
+        }
         # wrong secrets: the errors must say what to fix without echoing what was given
-        wrong = {"connectors": {"onedrive": {"client_secret": "SECRET-wrong-od-31"}, "slack": {"bot_token": "xoxb-SECRET-wrong-3"}}}
+        wrong = {
+            "connectors": {
+                "onedrive": {"client_secret": "SECRET-wrong-od-31"},
+                "slack": {"bot_token": "xoxb-SECRET-wrong-3"},
+            }
+        }
         bad = load_settings([cfg], environ={}, overrides=wrong)
         for source in ("onedrive", "slack"):
             with pytest.raises(AssistantError) as e:
@@ -381,9 +473,24 @@ def test_secrets_never_reach_logs_errors_the_database_or_status(tmp_path, caplog
         assert status.exit_code == 0, status.output
         assert json.loads(status.output)["documents"] == 3
         db = b"".join(p.read_bytes() for p in (tmp_path / "data").glob("store.sqlite*"))
-    secrets = [slack_token, od_secret, bot_token, signing, app_token, llm_key, pem_body, "SECRET-wrong-od-31",
-               "xoxb-SECRET-wrong-3", *issued]
+    secrets = [
+        slack_token,
+        od_secret,
+        bot_token,
+        signing,
+        app_token,
+        llm_key,
+        pem_body,
+        "SECRET-wrong-od-31",
+        "xoxb-SECRET-wrong-3",
+        *issued,
+    ]
     assert len(issued) >= 2 and len(caplog.records) > 10  # tokens were issued, DEBUG logging really ran
-    places = {"logs": caplog.text, "errors": "\n".join(errors), "status": status.output, "database": db.decode("latin-1")}
+    places = {
+        "logs": caplog.text,
+        "errors": "\n".join(errors),
+        "status": status.output,
+        "database": db.decode("latin-1"),
+    }
     leaks = [(where, s[:12]) for where, text in places.items() for s in secrets if s in text]
     assert leaks == []

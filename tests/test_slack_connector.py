@@ -47,23 +47,63 @@ def ws(fake):
     dm = fake.add_channel("alice-dm", is_im=True, members=[alice])
     group_dm = fake.add_channel("mpdm-alice--bob", is_mpim=True, members=[alice, bob])
     laptop = fake.post(general, alice, "How do I request a new laptop?", ago=3 * DAY)
-    laptop_reply = fake.post(general, bob, f"Use the IT portal, laptops ship within five days. See <#{eng}|eng>.",
-                             thread_ts=laptop, ago=3 * DAY - 60)
+    laptop_reply = fake.post(
+        general,
+        bob,
+        f"Use the IT portal, laptops ship within five days. See <#{eng}|eng>.",
+        thread_ts=laptop,
+        ago=3 * DAY - 60,
+    )
     fake.post(general, None, "", subtype="channel_join", ago=2.5 * DAY, extra={"user": carol})
-    vacation = fake.post(general, carol, "The vacation policy is unlimited PTO with a two week minimum.", ago=2 * DAY)
-    fake.post(general, None, "Deploy bot says build 42 is green", subtype="bot_message", bot_id="BOTHER",
-              username="ci-bot", ago=1.5 * DAY)
+    vacation = fake.post(
+        general, carol, "The vacation policy is unlimited PTO with a two week minimum.", ago=2 * DAY
+    )
+    fake.post(
+        general,
+        None,
+        "Deploy bot says build 42 is green",
+        subtype="bot_message",
+        bot_id="BOTHER",
+        username="ci-bot",
+        ago=1.5 * DAY,
+    )
     freeze = fake.post(eng, bob, "Deploy freeze starts Friday for the database migration.", ago=2 * DAY)
-    fake.post(eng, alice, f"<@{bob}> does the freeze include the billing service?", thread_ts=freeze, ago=2 * DAY - 30)
-    doc = fake.add_file("runbook.md", "# Migration runbook\n\nRun the zebra-crossing checklist before the cutover.\n",
-                        mimetype="text/markdown", user=bob)
+    fake.post(
+        eng,
+        alice,
+        f"<@{bob}> does the freeze include the billing service?",
+        thread_ts=freeze,
+        ago=2 * DAY - 30,
+    )
+    doc = fake.add_file(
+        "runbook.md",
+        "# Migration runbook\n\nRun the zebra-crossing checklist before the cutover.\n",
+        mimetype="text/markdown",
+        user=bob,
+    )
     runbook = fake.post(eng, bob, "Runbook attached", files=[doc], ago=1 * DAY)
     quantum = fake.post(secret, alice, "The quantum budget for next year is 3 million.", ago=2 * DAY)
     fake.post(rnd, alice, "Cats are great", ago=DAY)
     fake.post(dm, alice, "my private note about the dentist", ago=DAY)
     fake.post(group_dm, bob, "surprise party for carol on friday", ago=DAY)
-    return SimpleNamespace(alice=alice, bob=bob, carol=carol, general=general, eng=eng, secret=secret, rnd=rnd, dm=dm, group_dm=group_dm,
-                           laptop=laptop, laptop_reply=laptop_reply, vacation=vacation, freeze=freeze, runbook=runbook, quantum=quantum, file=doc)
+    return SimpleNamespace(
+        alice=alice,
+        bob=bob,
+        carol=carol,
+        general=general,
+        eng=eng,
+        secret=secret,
+        rnd=rnd,
+        dm=dm,
+        group_dm=group_dm,
+        laptop=laptop,
+        laptop_reply=laptop_reply,
+        vacation=vacation,
+        freeze=freeze,
+        runbook=runbook,
+        quantum=quantum,
+        file=doc,
+    )
 
 
 def upserts(pages) -> dict[str, ItemRef]:
@@ -71,17 +111,22 @@ def upserts(pages) -> dict[str, ItemRef]:
 
 
 # ---- rendering -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw, expected", [
-    ("hi <@U1>", "hi @Alice"),
-    ("hi <@U9|bobby>", "hi @bobby"),
-    ("see <#C1|eng> and <#C2>", "see #eng and #general"),
-    ("<https://x.org/a?b=1&amp;c=2|the docs>", "[the docs](https://x.org/a?b=1&c=2)"),
-    ("<https://x.org>", "https://x.org"),
-    ("<!here> <!channel> <!subteam^S1|@oncall>", "@here @channel @oncall"),
-    ("<mailto:a@x.org|a@x.org> &lt;tag&gt; &amp;", "a@x.org <tag> &"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("hi <@U1>", "hi @Alice"),
+        ("hi <@U9|bobby>", "hi @bobby"),
+        ("see <#C1|eng> and <#C2>", "see #eng and #general"),
+        ("<https://x.org/a?b=1&amp;c=2|the docs>", "[the docs](https://x.org/a?b=1&c=2)"),
+        ("<https://x.org>", "https://x.org"),
+        ("<!here> <!channel> <!subteam^S1|@oncall>", "@here @channel @oncall"),
+        ("<mailto:a@x.org|a@x.org> &lt;tag&gt; &amp;", "a@x.org <tag> &"),
+    ],
+)
 def test_mrkdwn_renders_readably(raw, expected):
-    got = render_mrkdwn(raw, user_name=lambda u: {"U1": "Alice"}.get(u, u), channel_name=lambda c: {"C2": "general"}.get(c))
+    got = render_mrkdwn(
+        raw, user_name=lambda u: {"U1": "Alice"}.get(u, u), channel_name=lambda c: {"C2": "general"}.get(c)
+    )
     assert got == expected
 
 
@@ -89,8 +134,14 @@ def test_mrkdwn_renders_readably(raw, expected):
 def test_full_listing_has_one_document_per_thread_and_never_dms(fake, ws):
     pages = list(connector(fake).changes(None))
     ids = set(upserts(pages))
-    assert ids == {f"{ws.general}/{ws.laptop}", f"{ws.general}/{ws.vacation}", f"{ws.eng}/{ws.freeze}",
-                   f"{ws.eng}/{ws.runbook}", f"file:{ws.file}", f"{ws.secret}/{ws.quantum}"}
+    assert ids == {
+        f"{ws.general}/{ws.laptop}",
+        f"{ws.general}/{ws.vacation}",
+        f"{ws.eng}/{ws.freeze}",
+        f"{ws.eng}/{ws.runbook}",
+        f"file:{ws.file}",
+        f"{ws.secret}/{ws.quantum}",
+    }
     assert pages[-1].prune and not any(p.prune for p in pages[:-1])
     for never in (ws.dm, ws.group_dm, ws.rnd):  # DMs, group DMs, channels the bot is not in
         assert not fake.calls("/conversations.history", channel=never)
@@ -115,11 +166,17 @@ def test_thread_document_has_authors_times_replies_link_and_access(fake, ws):
 
 def test_noise_and_bots_are_skipped_unless_bots_are_included(fake, ws):
     c = connector(fake)
-    assert not any("ci-bot" in c.fetch(r).content.decode() for r in upserts(c.changes(None)).values()
-                   if not r.id.startswith("file:"))
+    assert not any(
+        "ci-bot" in c.fetch(r).content.decode()
+        for r in upserts(c.changes(None)).values()
+        if not r.id.startswith("file:")
+    )
     with_bots = connector(fake, include_bots=True)
-    texts = [with_bots.fetch(r).content.decode() for r in upserts(with_bots.changes(None)).values()
-             if not r.id.startswith("file:")]
+    texts = [
+        with_bots.fetch(r).content.decode()
+        for r in upserts(with_bots.changes(None)).values()
+        if not r.id.startswith("file:")
+    ]
     assert any("build 42 is green" in t for t in texts)
     assert not any("joined" in t or "channel_join" in t for t in texts)
 
@@ -127,20 +184,29 @@ def test_noise_and_bots_are_skipped_unless_bots_are_included(fake, ws):
 def test_the_assistants_own_messages_are_never_indexed(fake, ws):
     from slack_sdk import WebClient
 
-    WebClient(token=fake.token, base_url=fake.url).chat_postMessage(channel=ws.general, text="I am the bot answering")
+    WebClient(token=fake.token, base_url=fake.url).chat_postMessage(
+        channel=ws.general, text="I am the bot answering"
+    )
     c = connector(fake, include_bots=True)
-    texts = [c.fetch(r).content.decode() for r in upserts(c.changes(None)).values() if not r.id.startswith("file:")]
+    texts = [
+        c.fetch(r).content.decode() for r in upserts(c.changes(None)).values() if not r.id.startswith("file:")
+    ]
     assert not any("I am the bot" in t for t in texts)
 
 
-@pytest.mark.parametrize("include, exclude, private, expected", [
-    ((), (), True, {"general", "eng", "secret-plans"}),
-    ((), ("secret-*",), True, {"general", "eng"}),
-    (("eng", "gen*"), (), True, {"general", "eng"}),
-    ((), ("#general",), False, {"eng"}),
-])
+@pytest.mark.parametrize(
+    "include, exclude, private, expected",
+    [
+        ((), (), True, {"general", "eng", "secret-plans"}),
+        ((), ("secret-*",), True, {"general", "eng"}),
+        (("eng", "gen*"), (), True, {"general", "eng"}),
+        ((), ("#general",), False, {"eng"}),
+    ],
+)
 def test_channel_include_exclude_patterns(fake, ws, include, exclude, private, expected):
-    c = connector(fake, channels=include, exclude_channels=exclude, include_private=private, include_files=False)
+    c = connector(
+        fake, channels=include, exclude_channels=exclude, include_private=private, include_files=False
+    )
     names = {c.fetch(r).path.split("/")[0].lstrip("#") for r in upserts(c.changes(None)).values()}
     assert names == expected
 
@@ -207,20 +273,28 @@ def test_replies_to_old_threads_are_seen_while_tracked_or_broadcast(fake, ws):
 
 
 @pytest.mark.parametrize("sweep_hours", [24.0, 0.0])
-def test_a_reply_to_a_thread_quiet_for_longer_than_track_days_is_found_by_the_next_sweep(fake, ws, sweep_hours):
+def test_a_reply_to_a_thread_quiet_for_longer_than_track_days_is_found_by_the_next_sweep(
+    fake, ws, sweep_hours
+):
     """No broadcast, not tracked: only a re-listing of the whole history shows its new latest_reply."""
     import time as _time
 
     later = [0.0]
-    c = SlackConnector(SlackConfig(bot_token=fake.token, api_url=fake.url, track_days=7, recheck_hours=0,
-                                   sweep_hours=sweep_hours), clock=lambda: _time.time() + later[0])
+    c = SlackConnector(
+        SlackConfig(
+            bot_token=fake.token, api_url=fake.url, track_days=7, recheck_hours=0, sweep_hours=sweep_hours
+        ),
+        clock=lambda: _time.time() + later[0],
+    )
     quiet = fake.post(ws.eng, ws.alice, "Ancient question about tabs vs spaces", ago=60 * DAY)
     fake.post(ws.eng, ws.bob, "tabs", thread_ts=quiet, ago=50 * DAY)
     others = [fake.post(ws.eng, ws.alice, f"Old thread {i}", ago=(40 + i) * DAY) for i in range(5)]
     for ts in others:
         fake.post(ws.eng, ws.bob, "old reply", thread_ts=ts, ago=35 * DAY)
     cursor = [p.next_cursor for p in c.changes(None)][-1]
-    fake.post(ws.eng, ws.carol, "spaces won, finally", thread_ts=quiet)  # a reply only: history does not show it
+    fake.post(
+        ws.eng, ws.carol, "spaces won, finally", thread_ts=quiet
+    )  # a reply only: history does not show it
     pages = list(c.changes(cursor))
     assert f"{ws.eng}/{quiet}" not in upserts(pages)  # within sweep_hours of the full listing: not yet
     later[0] = 25 * 3600.0
@@ -282,8 +356,20 @@ def test_rate_limits_are_retried_and_exhausted_retries_raise_rate_limited(fake, 
 def test_from_settings_uses_the_settings_section_without_importing_settings(fake):
     from assistant.settings import load_settings
 
-    s = load_settings(environ={}, overrides={"connectors": {"slack": {
-        "enabled": True, "bot_token": fake.token, "api_url": fake.url, "exclude_channels": ["x-*"], "days_back": 30}}})
+    s = load_settings(
+        environ={},
+        overrides={
+            "connectors": {
+                "slack": {
+                    "enabled": True,
+                    "bot_token": fake.token,
+                    "api_url": fake.url,
+                    "exclude_channels": ["x-*"],
+                    "days_back": 30,
+                }
+            }
+        },
+    )
     c = from_settings(s.connectors.slack)
     assert c.name == "slack" and c.config.exclude_channels == ("x-*",) and c.config.days_back == 30
     assert fake.token not in repr(s.connectors.slack) and fake.token not in repr(c.config)
@@ -345,8 +431,10 @@ def eng(tmp_path, lexical_embedder):
 
 
 def state(engine, source: str = "slack") -> dict[str, tuple[str, str, int]]:
-    return {r.doc_id: (r.version, r.content_hash, len(engine.store.chunks_of(r.key)))
-            for r in engine.store.iter_documents(source)}
+    return {
+        r.doc_id: (r.version, r.content_hash, len(engine.store.chunks_of(r.key)))
+        for r in engine.store.iter_documents(source)
+    }
 
 
 def text_of(engine, doc_id: str) -> str:
@@ -360,9 +448,13 @@ def test_incremental_sync_sees_new_messages_replies_edits_and_deletions(fake, ws
     assert first.added == 6 and first.failed == 0
     thread = f"{ws.general}/{ws.laptop}"
     new = fake.post(ws.eng, bob := ws.bob, "Standup moves to 10:30 starting Monday.")
-    fake.post(ws.general, ws.carol, "Also ask for a docking station.", thread_ts=ws.laptop)  # reply to an old thread
+    fake.post(
+        ws.general, ws.carol, "Also ask for a docking station.", thread_ts=ws.laptop
+    )  # reply to an old thread
     fake.edit(ws.general, ws.vacation, "The vacation policy changed: 25 days of PTO per year.")
-    reply = next(t for t, m in fake.messages[ws.eng].items() if m.get("thread_ts") == ws.freeze and t != ws.freeze)
+    reply = next(
+        t for t, m in fake.messages[ws.eng].items() if m.get("thread_ts") == ws.freeze and t != ws.freeze
+    )
     fake.delete(ws.eng, reply)  # a reply deleted
     fake.delete(ws.eng, ws.runbook)  # a root with a file deleted
     rep = eng.sync(c)
@@ -387,7 +479,9 @@ def test_edited_reply_in_an_active_thread_updates_the_document(fake, ws, eng):
     assert "Postgres 16" in text_of(eng, f"{ws.eng}/{root}")
 
 
-def test_private_channel_is_invisible_to_non_members_and_membership_changes_resync(fake, ws, tmp_path, hash_embedder):
+def test_private_channel_is_invisible_to_non_members_and_membership_changes_resync(
+    fake, ws, tmp_path, hash_embedder
+):
     eng = open_engine(tmp_path / "real", hash_embedder)
     c = connector(fake)
     eng.sync(c)
@@ -398,7 +492,9 @@ def test_private_channel_is_invisible_to_non_members_and_membership_changes_resy
     assert eng.search("quantum budget next year", who=alice, k=3)[0].doc_id == secret
     assert all(h.doc_id != secret for h in eng.search("quantum budget next year", who=bob, k=10))
     assert any(h.doc_id == f"{ws.general}/{ws.vacation}" for h in eng.search("vacation policy", who=bob, k=3))
-    assert not eng.search("vacation policy", who=Principals(email="bob@example.com"), k=3)  # no workspace group
+    assert not eng.search(
+        "vacation policy", who=Principals(email="bob@example.com"), k=3
+    )  # no workspace group
     fake.add_member(ws.secret, ws.bob)
     rep = eng.sync(c)
     assert rep.updated == 1 and eng.search("quantum budget next year", who=bob, k=3)[0].doc_id == secret
@@ -441,7 +537,9 @@ class CrashAfter:
         return self.inner.list_ids()
 
 
-def test_crash_between_pages_then_rerun_gives_the_exact_state_and_rate_limits_converge(fake, tmp_path, lexical_embedder):
+def test_crash_between_pages_then_rerun_gives_the_exact_state_and_rate_limits_converge(
+    fake, tmp_path, lexical_embedder
+):
     fake.populate(channels=2, roots_per_channel=8, replies_every=3, files_every=4)
     with open_engine(tmp_path / "clean", lexical_embedder) as clean:
         clean.sync(connector(fake, page_size=3))
@@ -488,8 +586,9 @@ def test_fake_serves_the_bot_methods_with_real_shapes_and_records_them(fake, ws)
 
     web = WebClient(token=fake.token, base_url=fake.url)
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "thinking…"}}]
-    posted = web.chat_postMessage(channel=ws.general, thread_ts=ws.laptop, text="thinking", blocks=blocks,
-                                  unfurl_links=False)
+    posted = web.chat_postMessage(
+        channel=ws.general, thread_ts=ws.laptop, text="thinking", blocks=blocks, unfurl_links=False
+    )
     web.chat_update(channel=ws.general, ts=posted["ts"], text="Use the IT portal [1]")
     assert fake.posted[-1]["thread_ts"] == ws.laptop and fake.posted[-1]["blocks"] == blocks
     assert fake.posted[-1]["params"]["unfurl_links"] is False
@@ -504,21 +603,28 @@ def test_fake_serves_the_bot_methods_with_real_shapes_and_records_them(fake, ws)
     assert web.users_lookupByEmail(email="bob@example.com")["user"]["id"] == ws.bob
     members = web.conversations_members(channel=ws.eng)["members"]
     assert set(members) == {ws.alice, ws.bob, fake.bot_user}
-    for call, code in [(lambda: web.chat_postMessage(channel=ws.rnd, text="x"), "not_in_channel"),
-                       (lambda: web.chat_postMessage(channel="C404", text="x"), "channel_not_found"),
-                       (lambda: web.chat_update(channel=ws.general, ts=ws.laptop, text="x"), "cant_update_message"),
-                       (lambda: web.chat_postEphemeral(channel=ws.eng, user=ws.carol, text="x"), "user_not_in_channel"),
-                       (lambda: web.conversations_history(channel=ws.secret, cursor="bad"), "invalid_cursor")]:
+    for call, code in [
+        (lambda: web.chat_postMessage(channel=ws.rnd, text="x"), "not_in_channel"),
+        (lambda: web.chat_postMessage(channel="C404", text="x"), "channel_not_found"),
+        (lambda: web.chat_update(channel=ws.general, ts=ws.laptop, text="x"), "cant_update_message"),
+        (lambda: web.chat_postEphemeral(channel=ws.eng, user=ws.carol, text="x"), "user_not_in_channel"),
+        (lambda: web.conversations_history(channel=ws.secret, cursor="bad"), "invalid_cursor"),
+    ]:
         with pytest.raises(SlackApiError) as e:
             call()
         assert e.value.response["error"] == code
-    req = urllib.request.Request(fake.response_url("ask-1"), data=_json.dumps({"text": "an answer"}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        fake.response_url("ask-1"),
+        data=_json.dumps({"text": "an answer"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     urllib.request.urlopen(req).read()
     assert fake.responses == [{"name": "ask-1", "text": "an answer"}]
     fake.assert_received("/chat.postMessage", min_count=2)
     ev = fake.message_event(ws.general, ws.bob, f"<@{fake.bot_user}> where is the runbook?", mention=True)
-    assert ev["event"]["type"] == "app_mention" and fake.message(ws.general, ev["event"]["ts"])["user"] == ws.bob
+    assert (
+        ev["event"]["type"] == "app_mention" and fake.message(ws.general, ev["event"]["ts"])["user"] == ws.bob
+    )
     cmd = fake.slash_command("/ask", "vacation?", user=ws.bob, channel=ws.general)
     assert cmd["response_url"].startswith(fake.root) and cmd["channel_id"] == ws.general
     with pytest.raises(AssertionError):
@@ -530,7 +636,9 @@ def test_fake_rate_limit_is_http_429_with_retry_after(fake):
     import urllib.request
 
     fake.fail_next("auth.test", 1, retry_after=7)
-    req = urllib.request.Request(fake.url + "auth.test", data=b"", headers={"Authorization": f"Bearer {fake.token}"})
+    req = urllib.request.Request(
+        fake.url + "auth.test", data=b"", headers={"Authorization": f"Bearer {fake.token}"}
+    )
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req)
     assert e.value.code == 429 and e.value.headers["Retry-After"] == "7"

@@ -36,8 +36,13 @@ def endpoint(settings):
     """A bot with an empty index behind its HTTP endpoint (small limits), the fake Slack and a signer."""
     with FakeSlack() as fake:
         world = northwind_world(fake)
-        s = settings.model_copy(update={"slack": settings.slack.model_copy(
-            update={"signing_secret": SecretStr(SIGNING_SECRET), "api_url": fake.url})})
+        s = settings.model_copy(
+            update={
+                "slack": settings.slack.model_copy(
+                    update={"signing_secret": SecretStr(SIGNING_SECRET), "api_url": fake.url}
+                )
+            }
+        )
         assistant = Assistant(s, llm=None)
         app = create_app(s, assistant, WebClient(token=fake.token, base_url=fake.url), workers=2)
         server = serve_http(app, host="127.0.0.1", port=0, limits=LIMITS).start()
@@ -68,8 +73,10 @@ def status_of(reply: bytes) -> int | None:
 
 
 def head(length: str, path: str = "/slack/events") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
 
 
 # -- limits ---------------------------------------------------------------------------------------
@@ -87,7 +94,7 @@ def test_a_content_length_that_is_not_a_number_is_a_plain_400(endpoint, capfd):
 @pytest.mark.parametrize("what", ["head", "body"])
 def test_a_slow_client_is_cut_off_by_the_timeouts(endpoint, what):
     _, _, server, _ = endpoint
-    partial = b"POST /slack/events HTTP/1.1\r\nHost: x\r\n" if what == "head" else head("100") + b"{\"a\""
+    partial = b"POST /slack/events HTTP/1.1\r\nHost: x\r\n" if what == "head" else head("100") + b'{"a"'
     assert status_of(raw(server, partial, wait_s=10)) == 408  # cut off, not held until the client gives up
 
 
@@ -138,8 +145,13 @@ def test_unsigned_malformed_json_gets_401_not_400(endpoint):
 def test_a_forged_request_leaves_only_its_size_and_verdict_in_the_log(endpoint, caplog):
     _, _, _, slack = endpoint
     caplog.set_level(logging.DEBUG)
-    forged = json.dumps({"type": "event_callback", "event": {"type": "app_mention", "text": "x" * 50_000},
-                         "note": "ok\n2026-01-01 INFO assistant: admin logged in"})
+    forged = json.dumps(
+        {
+            "type": "event_callback",
+            "event": {"type": "app_mention", "text": "x" * 50_000},
+            "note": "ok\n2026-01-01 INFO assistant: admin logged in",
+        }
+    )
     assert slack.post(forged, "application/json", secret="forged")[0] == 401
     messages = [r.getMessage() for r in caplog.records]
     assert not any("admin logged in" in m or "x" * 100 in m for m in messages), messages
@@ -149,8 +161,14 @@ def test_a_forged_request_leaves_only_its_size_and_verdict_in_the_log(endpoint, 
 def test_what_is_logged_from_a_signed_request_stays_on_one_line(endpoint, caplog):
     _, _, _, slack = endpoint
     caplog.set_level(logging.DEBUG)
-    body = json.dumps({"type": "event_callback", "team_id": "T0FAKE", "event_id": "Ev\nFAKE ENTRY",
-                       "event": {"type": "reaction_added", "user": "U1", "reaction": "x\ny"}})
+    body = json.dumps(
+        {
+            "type": "event_callback",
+            "team_id": "T0FAKE",
+            "event_id": "Ev\nFAKE ENTRY",
+            "event": {"type": "reaction_added", "user": "U1", "reaction": "x\ny"},
+        }
+    )
     assert slack.post(body, "application/json")[0] in (200, 404)
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("assistant")]
     assert lines and not any("\n" in m for m in lines), lines
@@ -195,18 +213,38 @@ def test_start_up_failures_are_one_clear_line(settings, case):
                 url = f"http://127.0.0.1:{s.getsockname()[1]}/api/"  # nothing listens there once closed
         else:
             url = fake.url
-        s = settings.model_copy(update={"slack": settings.slack.model_copy(
-            update={"api_url": url, "bot_token": SecretStr("xoxb-wrong" if case == "wrong token" else fake.token)})})
+        s = settings.model_copy(
+            update={
+                "slack": settings.slack.model_copy(
+                    update={
+                        "api_url": url,
+                        "bot_token": SecretStr("xoxb-wrong" if case == "wrong token" else fake.token),
+                    }
+                )
+            }
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
-        env.update({"ASSISTANT_DATA_DIR": str(s.data_dir), "ASSISTANT_LLM__MODEL": "none",
-                    "ASSISTANT_SLACK__BOT_TOKEN": s.slack.bot_token.get_secret_value(),
-                    "ASSISTANT_SLACK__SIGNING_SECRET": SIGNING_SECRET, "ASSISTANT_SLACK__API_URL": url})
+        env.update(
+            {
+                "ASSISTANT_DATA_DIR": str(s.data_dir),
+                "ASSISTANT_LLM__MODEL": "none",
+                "ASSISTANT_SLACK__BOT_TOKEN": s.slack.bot_token.get_secret_value(),
+                "ASSISTANT_SLACK__SIGNING_SECRET": SIGNING_SECRET,
+                "ASSISTANT_SLACK__API_URL": url,
+            }
+        )
         mode = ["--http", "--host", "127.0.0.1", "--port", "0"]
         if case == "wrong app token":
             env["ASSISTANT_SLACK__APP_TOKEN"] = "xapp-1-wrong"
             mode = ["--socket"]
-        proc = subprocess.run([sys.executable, "-m", "assistant.cli", "slack", *mode, "--no-scheduler"], env=env,
-                              capture_output=True, text=True, timeout=180, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "assistant.cli", "slack", *mode, "--no-scheduler"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         assert proc.returncode == 2
         assert "Traceback" not in proc.stderr, proc.stderr
         errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
@@ -214,25 +252,51 @@ def test_start_up_failures_are_one_clear_line(settings, case):
         if case == "wrong app token":
             assert "slack.app_token" in errors[0] and "Slack refused" in errors[0]
             return
-        assert ("invalid_auth" in errors[0] and "slack.bot_token" in errors[0]) if case == "wrong token" \
+        assert (
+            ("invalid_auth" in errors[0] and "slack.bot_token" in errors[0])
+            if case == "wrong token"
             else ("Could not reach Slack" in errors[0] and url in errors[0])
+        )
         with pytest.raises(ConfigError):
-            create_app(s, Assistant(s, llm=None), WebClient(token=s.slack.bot_token.get_secret_value(), base_url=url))
+            create_app(
+                s, Assistant(s, llm=None), WebClient(token=s.slack.bot_token.get_secret_value(), base_url=url)
+            )
 
 
 # -- exactly once across a crash -------------------------------------------------------------------
 def _bot_env(fake: FakeSlack, data_dir) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
-    env.update({"ASSISTANT_DATA_DIR": str(data_dir), "ASSISTANT_LOG_LEVEL": "WARNING",
-                "ASSISTANT_LLM__MODEL": "none", "ASSISTANT_SLACK__BOT_TOKEN": fake.token,
-                "ASSISTANT_SLACK__SIGNING_SECRET": SIGNING_SECRET, "ASSISTANT_SLACK__API_URL": fake.url})
+    env.update(
+        {
+            "ASSISTANT_DATA_DIR": str(data_dir),
+            "ASSISTANT_LOG_LEVEL": "WARNING",
+            "ASSISTANT_LLM__MODEL": "none",
+            "ASSISTANT_SLACK__BOT_TOKEN": fake.token,
+            "ASSISTANT_SLACK__SIGNING_SECRET": SIGNING_SECRET,
+            "ASSISTANT_SLACK__API_URL": fake.url,
+        }
+    )
     return env
 
 
 def _start_bot(fake: FakeSlack, data_dir) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "assistant.cli", "slack", "--http", "--host", "127.0.0.1",
-                             "--port", "0", "--no-scheduler"], env=_bot_env(fake, data_dir),
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "assistant.cli",
+            "slack",
+            "--http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-scheduler",
+        ],
+        env=_bot_env(fake, data_dir),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = ""
     while "listening on" not in line:
         line = proc.stderr.readline()
@@ -251,7 +315,9 @@ def test_a_question_left_unanswered_by_a_killed_bot_is_answered_once_after_resta
         fake.hold_next("chat.update")  # the bot posts "thinking…", then hangs while writing the answer
         proc, url = _start_bot(fake, tmp_path / "data")
         try:
-            ev = fake.message_event(w.general, w.bob, f"<@{fake.bot_user}> how do I request a laptop?", mention=True)
+            ev = fake.message_event(
+                w.general, w.bob, f"<@{fake.bot_user}> how do I request a laptop?", mention=True
+            )
             assert SlackDelivery(url).event(ev)[0] == 200
             assert fake.held.wait(120), "the bot never got to writing its answer"
             proc.kill()  # the crash: no clean-up, no goodbye
@@ -267,7 +333,9 @@ def test_a_question_left_unanswered_by_a_killed_bot_is_answered_once_after_resta
         proc, url = _start_bot(fake, tmp_path / "data")
         try:
             deadline = time.time() + 120
-            while time.time() < deadline and "couldn't find" not in str(_bot_replies(fake, w.general, ts)[0].get("text")):
+            while time.time() < deadline and "couldn't find" not in str(
+                _bot_replies(fake, w.general, ts)[0].get("text")
+            ):
                 time.sleep(0.2)
             # Slack retries the delivery too (the first one got its 200 long ago, but a retry may still come)
             assert SlackDelivery(url).event(ev, retry_num=1)[0] == 200
@@ -276,7 +344,9 @@ def test_a_question_left_unanswered_by_a_killed_bot_is_answered_once_after_resta
             proc.terminate()
             assert proc.wait(timeout=60) == 0
         replies = _bot_replies(fake, w.general, ts)
-        assert len(replies) == 1 and "couldn't find" in replies[0]["text"]  # the placeholder became the answer
+        assert (
+            len(replies) == 1 and "couldn't find" in replies[0]["text"]
+        )  # the placeholder became the answer
         assert any(b.get("type") == "actions" for b in replies[0]["blocks"])
         assert len(fake.calls("chat.postMessage", channel=w.general, thread_ts=ts)) == 1
 
@@ -291,8 +361,9 @@ def test_a_question_left_unanswered_by_a_killed_bot_is_answered_once_after_resta
 
 
 def _dead_owner() -> str:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     return f"{socket.gethostname()}|{done.stdout.strip()}|gone"
 
 
@@ -307,15 +378,31 @@ def test_recovery_tells_the_asker_leaves_finished_answers_alone_and_never_steals
         ev = fake.message_event(w.dm_alice, w.alice, "what is the laptop policy?")["event"]
         placeholder = fake.post(w.dm_alice, fake.bot_user, bk.THINKING)
         if state == "already answered":
-            fake.messages[w.dm_alice][placeholder].update(text="The answer.", blocks=[bk.feedback_actions("t")])
+            fake.messages[w.dm_alice][placeholder].update(
+                text="The answer.", blocks=[bk.feedback_actions("t")]
+            )
         store = Store(settings.data_dir / "store.sqlite")
         inbox = Inbox(store)
         if state != "still owned":
             inbox.owner = _dead_owner()  # written by a process that has since died
         created = time.time() - (2 * 86400 if state == "too old" else 10)
         with store.bookkeeping() as db:
-            inbox.add(db, Job("Ev1", "answer_message", {"channel": w.dm_alice, "user": w.alice, "text": ev["text"],
-                                                         "ts": ev["ts"], "thread_ts": None, "is_dm": True}, created))
+            inbox.add(
+                db,
+                Job(
+                    "Ev1",
+                    "answer_message",
+                    {
+                        "channel": w.dm_alice,
+                        "user": w.alice,
+                        "text": ev["text"],
+                        "ts": ev["ts"],
+                        "thread_ts": None,
+                        "is_dm": True,
+                    },
+                    created,
+                ),
+            )
         if state == "already answered":
             inbox.note_reply("Ev1", placeholder)  # noted when the placeholder was posted
         store.close()
@@ -349,9 +436,20 @@ def test_an_ask_left_by_a_dead_process_is_answered_once_through_its_response_url
         dead = Inbox(engine.store)
         dead.owner = _dead_owner()  # accepted by a process that died before answering
         with engine.store.bookkeeping() as db:
-            dead.add(db, Job(f"cmd:{cmd['trigger_id']}", "answer_command",
-                             {"text": cmd["text"], "user": w.alice, "channel": w.general,
-                              "response_url": cmd["response_url"]}, time.time() - 30))
+            dead.add(
+                db,
+                Job(
+                    f"cmd:{cmd['trigger_id']}",
+                    "answer_command",
+                    {
+                        "text": cmd["text"],
+                        "user": w.alice,
+                        "channel": w.general,
+                        "response_url": cmd["response_url"],
+                    },
+                    time.time() - 30,
+                ),
+            )
         assistant = Assistant(s, engine=engine, llm=None)
         for _ in range(2):  # the restart answers it; a second restart finds nothing left
             app = create_app(s, assistant, WebClient(token=fake.token, base_url=fake.url), workers=1)

@@ -166,7 +166,9 @@ def test_slash_ask_and_summarize_reply_privately(rig):
     cmd = rig.fake.slash_command("/ask", LEAVE_Q, user=rig.world.bob, channel=rig.world.general)
     status, body, _ = rig.slack.command(cmd)
     assert status == 200 and "Looking that up" in body
-    summ = rig.fake.slash_command("/summarize", "handbook since 30d", user=rig.world.bob, channel=rig.world.general)
+    summ = rig.fake.slash_command(
+        "/summarize", "handbook since 30d", user=rig.world.bob, channel=rig.world.general
+    )
     status, _, _ = rig.slack.command(summ)
     assert status == 200
     rig.wait()
@@ -196,8 +198,14 @@ def test_feedback_click_is_stored_once_per_person(rig):
     rig.wait()
     msg = final_reply(rig.fake, rig.world.general, ev["event"]["ts"])
     n0 = len(rig.assistant.engine.store.list_feedback())
-    payload = block_action(rig.fake, user=rig.world.alice, channel=rig.world.general, message=msg,
-                           action_id=bk.FEEDBACK_UP, name="fb1")
+    payload = block_action(
+        rig.fake,
+        user=rig.world.alice,
+        channel=rig.world.general,
+        message=msg,
+        action_id=bk.FEEDBACK_UP,
+        name="fb1",
+    )
     assert rig.slack.action(payload)[0] == 200
     rig.slack.action(payload)  # a double click
     rig.wait()
@@ -215,8 +223,11 @@ def test_bad_signatures_get_401_and_cause_no_web_api_calls(rig, how):
     ev = rig.mention(rig.world.bob, rig.world.general, LEAVE_Q)
     rig.wait()
     rig.fake.clear_requests()
-    kw = {"forged": {"secret": "not-the-secret"}, "stale": {"timestamp": int(time.time()) - 6 * 60},
-          "tampered": {"tamper": json.dumps(ev).replace("parental", "paternal")}}[how]
+    kw = {
+        "forged": {"secret": "not-the-secret"},
+        "stale": {"timestamp": int(time.time()) - 6 * 60},
+        "tampered": {"tamper": json.dumps(ev).replace("parental", "paternal")},
+    }[how]
     status, _, _ = rig.slack.event(ev, **kw)
     assert status == 401
     cmd = rig.fake.slash_command("/ask", LEAVE_Q, user=rig.world.bob, channel=rig.world.general)
@@ -254,15 +265,21 @@ def test_socket_mode_handler_is_wired_to_the_app(rig):
 
     with pytest.raises(ConfigError, match="app_token"):
         socket_mode_handler(rig.app, rig.settings)
-    s = rig.settings.model_copy(update={"slack": rig.settings.slack.model_copy(update={"app_token": SecretStr("xapp-1-fake")})})
+    s = rig.settings.model_copy(
+        update={"slack": rig.settings.slack.model_copy(update={"app_token": SecretStr("xapp-1-fake")})}
+    )
     handler = socket_mode_handler(rig.app, s)
     assert handler.app is rig.app and handler.client.app_token == "xapp-1-fake"
-    assert handler.client.web_client.base_url == rig.fake.url  # apps.connections.open goes to the configured API
+    assert (
+        handler.client.web_client.base_url == rig.fake.url
+    )  # apps.connections.open goes to the configured API
 
 
 @pytest.mark.slow
 def test_bundled_model_streams_into_the_placeholder_then_posts_the_checked_answer(rig, llm_model_dir):
-    llm = rig.settings.llm.model_copy(update={"model": str(llm_model_dir), "adapter": "none", "max_new_tokens": 48})
+    llm = rig.settings.llm.model_copy(
+        update={"model": str(llm_model_dir), "adapter": "none", "max_new_tokens": 48}
+    )
     settings = rig.settings.model_copy(update={"llm": llm})
     real = Assistant(settings, engine=rig.assistant.engine)
     with BotRig(settings, real, workers=2, stream_every_s=0.05) as r2:

@@ -32,7 +32,13 @@ def test_a_v1_store_upgrades_in_place_and_keeps_its_data(tmp_path, with_schedule
         assert [d.title for d in store.iter_documents()] == ["Leave policy"]
         assert store.keyword_search("parental leave", limit=5)[0][0] == store.chunk_ids()[0]
         assert store.get_cursor("sample") == "cursor-1"
-        assert {"schedules", "schedule_runs", "slackbot_events", "slackbot_answers", "slackbot_votes"} <= _tables(path)
+        assert {
+            "schedules",
+            "schedule_runs",
+            "slackbot_events",
+            "slackbot_answers",
+            "slackbot_votes",
+        } <= _tables(path)
         old = list_schedules(store)
         if with_scheduler_tables:  # the schedule and its posted run survive
             assert [s.spec for s in old] == ["daily 09:00"]

@@ -73,7 +73,9 @@ def world(tmp_path):
     """A folder, an engine over it (hash embedder), and an assistant without a model."""
     folder = tmp_path / "docs"
     _write(folder, "content/people/travel.md", TRAVEL)
-    _write(folder, "content/people/travel-copy.md", TRAVEL.replace("# Travel policy", "# Travel policy (copy)"))
+    _write(
+        folder, "content/people/travel-copy.md", TRAVEL.replace("# Travel policy", "# Travel policy (copy)")
+    )
     _write(folder, "content/engineering/security.md", SECURITY)
     settings = make_settings(tmp_path / "data", llm={"model": "none"})
     engine = Engine.open(settings, embedder=HashEmbedder())
@@ -91,7 +93,9 @@ def test_a_number_in_a_table_row_is_picked_up_with_its_header():
     facts = facts_of(TRAVEL, doc=0, title="Travel policy")
     rows = [f.text for f in facts if f.kind == "row"]
     assert "IC4-IC6 — Annual budget: $2,500." in rows
-    assert not any("Level" == r.split(" ")[0] and "Annual budget:" not in r for r in rows)  # the header is not a fact
+    assert not any(
+        "Level" == r.split(" ")[0] and "Annual budget:" not in r for r in rows
+    )  # the header is not a fact
 
 
 def test_summary_carries_limits_and_amounts_not_titles(world):
@@ -127,10 +131,20 @@ def test_near_duplicates_are_said_once(world):
 
 def test_focus_steers_what_is_chosen(world):
     _, _, a = world
-    travel = a.summarize(who=ADMIN, scope="content/", use_llm=False, max_words=45,
-                         focus="travel budget hotels flights per night")
-    security = a.summarize(who=ADMIN, scope="content/", use_llm=False, max_words=45,
-                           focus="security laptops encryption access production")
+    travel = a.summarize(
+        who=ADMIN,
+        scope="content/",
+        use_llm=False,
+        max_words=45,
+        focus="travel budget hotels flights per night",
+    )
+    security = a.summarize(
+        who=ADMIN,
+        scope="content/",
+        use_llm=False,
+        max_words=45,
+        focus="security laptops encryption access production",
+    )
     assert "travel" in travel.body().lower() and "laptop" not in travel.body().lower()
     assert "laptop" in security.body().lower() or "production" in security.body().lower()
     assert {b.path for b in travel.bullets} != {b.path for b in security.bullets}
@@ -157,7 +171,9 @@ Requests failed for 42 minutes until the change was rolled back.
 
 def test_verification_drops_an_inverted_fact():
     assert not supported("The config change was applied to the staging environment.", POSTMORTEM)
-    assert supported("The config change was meant for the staging environment but was applied to production.", POSTMORTEM)
+    assert supported(
+        "The config change was meant for the staging environment but was applied to production.", POSTMORTEM
+    )
     assert not supported("Requests failed for 24 minutes.", POSTMORTEM)  # a number the source does not state
     assert not supported("The config change was not applied to production.", POSTMORTEM)  # a negation added
 
@@ -168,7 +184,9 @@ def test_model_written_summary_keeps_only_verified_sentences(tmp_path):
     settings = make_settings(tmp_path / "data", summaries={"write_with_model": "always"})
     engine = Engine.open(settings, embedder=HashEmbedder())
     engine.sync(LocalFilesConnector(folder, name="docs"))
-    llm = ScriptedLLM("The config change was applied to the staging environment. Requests failed for 42 minutes.")
+    llm = ScriptedLLM(
+        "The config change was applied to the staging environment. Requests failed for 42 minutes."
+    )
     try:
         s = Assistant(settings, engine=engine, llm=llm).summarize(who=ADMIN, scope="postmortems/")
     finally:
@@ -195,9 +213,14 @@ def test_a_window_summarises_the_changes_and_first_ingest_is_new(tmp_path):
         assert first.bullets and first.bullets[0].new  # its first ingest: new, not "(updated)"
         assert "(new)" in first.as_text()
         t_edit = time.time() - 3600
-        _write(folder, "policy/expenses.md",
-               doc.replace("capped at $300 per night.", "capped at $350 per night from March 1, including taxes."),
-               mtime=t_edit)
+        _write(
+            folder,
+            "policy/expenses.md",
+            doc.replace(
+                "capped at $300 per night.", "capped at $350 per night from March 1, including taxes."
+            ),
+            mtime=t_edit,
+        )
         engine.sync(LocalFilesConnector(folder, name="docs"))
         week = a.summarize(who=ADMIN, scope="policy/", since=t_edit - 60)
         assert len(week.bullets) == 1 and not week.bullets[0].new
@@ -237,8 +260,13 @@ def test_readers_only_get_documents_they_may_read(tmp_path):
         bob = a.summarize(who=Principals(email="bob@example.com"), use_llm=False)
         assert "180,000" not in bob.as_text() and bob.bullets
         nothing = a.summarize(who=Principals(email="bob@example.com"), scope="secret/", use_llm=False)
-        assert nothing.empty and "secret/" not in nothing.note.replace("'secret/'", "")  # no hint of hidden paths
-        assert "180,000" in a.summarize(who=Principals(email="alice@example.com"), scope="secret/", use_llm=False).body()
+        assert nothing.empty and "secret/" not in nothing.note.replace(
+            "'secret/'", ""
+        )  # no hint of hidden paths
+        assert (
+            "180,000"
+            in a.summarize(who=Principals(email="alice@example.com"), scope="secret/", use_llm=False).body()
+        )
     finally:
         engine.close()
 
@@ -261,9 +289,11 @@ def test_eval_scores_key_point_coverage_words_and_verification(world, tmp_path):
 
     _, engine, a = world
     tasks = tmp_path / "tasks.jsonl"
-    tasks.write_text('{"id": "t", "scope": "content/people/", "focus": "travel budgets", "points": ['
-                     '{"point": "hotel cap", "must": ["$300 USD per night"]}, '
-                     '{"point": "not on any page", "must": ["$9,999 per night"]}]}\n')
+    tasks.write_text(
+        '{"id": "t", "scope": "content/people/", "focus": "travel budgets", "points": ['
+        '{"point": "hotel cap", "must": ["$300 USD per night"]}, '
+        '{"point": "not on any page", "must": ["$9,999 per night"]}]}\n'
+    )
     loaded = load_tasks(tasks)
     assert missing_strings(engine.store, loaded) == ["t: '$9,999 per night'"]
     r = run_task(a, loaded[0], who=ADMIN)
@@ -281,10 +311,24 @@ def test_a_report_reads_only_its_period_and_marks_first_ingests_new(tmp_path):
 
     folder = tmp_path / "docs"
     now = time.time()
-    _write(folder, "eng/in-period.md", "# Deploys\n\nDeploys move to Tuesdays at 14:00 UTC from March 1.\n",
-           mtime=now - 2 * 86400)
-    _write(folder, "eng/later.md", "# Later\n\nThe freeze starts on December 18 and ends on January 4.\n", mtime=now - 60)
-    _write(folder, "eng/old.md", "# Old\n\nThe on-call rota changes every 7 days on Monday.\n", mtime=now - 30 * 86400)
+    _write(
+        folder,
+        "eng/in-period.md",
+        "# Deploys\n\nDeploys move to Tuesdays at 14:00 UTC from March 1.\n",
+        mtime=now - 2 * 86400,
+    )
+    _write(
+        folder,
+        "eng/later.md",
+        "# Later\n\nThe freeze starts on December 18 and ends on January 4.\n",
+        mtime=now - 60,
+    )
+    _write(
+        folder,
+        "eng/old.md",
+        "# Old\n\nThe on-call rota changes every 7 days on Monday.\n",
+        mtime=now - 30 * 86400,
+    )
     settings = make_settings(tmp_path / "data", llm={"model": "none"})
     engine = Engine.open(settings, embedder=HashEmbedder())
     try:

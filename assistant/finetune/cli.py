@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
@@ -25,14 +25,14 @@ def _registry(settings):
     return AdapterRegistry(Path(settings.data_dir))
 
 
-def _model_dir(settings, base: Optional[str]) -> Path:
+def _model_dir(settings, base: str | None) -> Path:
     from assistant.llm.loading import ensure_model_dir
 
     return ensure_model_dir(base or settings.llm.model, cache_dir=Path(settings.model_cache_dir))
 
 
 def _evaluate_spec(
-    settings, data: Path, adapter: str, *, base: Optional[str], limit: int, split: str, compare_base: bool
+    settings, data: Path, adapter: str, *, base: str | None, limit: int, split: str, compare_base: bool
 ) -> dict:
     from assistant.finetune import data as D
     from assistant.finetune import evaluate as E
@@ -82,7 +82,7 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         batch: int = typer.Option(1, min=1),
         r: int = typer.Option(16, min=1),
         epochs: float = typer.Option(1.0),
-        mfu: Optional[float] = typer.Option(None, help="default: the planner's typical LoRA MFU"),
+        mfu: float | None = typer.Option(None, help="default: the planner's typical LoRA MFU"),
         checkpointing: bool = typer.Option(True, help="gradient checkpointing in the activation estimate"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -115,8 +115,8 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         seed: int = typer.Option(0),
         per_doc: int = typer.Option(4, min=1, help="answer examples per document at most"),
         refusal_rate: float = typer.Option(0.3, min=0.0, max=1.0),
-        source: Optional[str] = typer.Option(None, help="only this source of the index"),
-        path_prefix: Optional[str] = typer.Option(None, help="only documents under this path"),
+        source: str | None = typer.Option(None, help="only this source of the index"),
+        path_prefix: str | None = typer.Option(None, help="only documents under this path"),
         include_restricted: bool = typer.Option(
             False,
             help="also train on documents shared with named users/groups only "
@@ -169,7 +169,7 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         data: Path = typer.Option(..., help="folder written by build-data"),
         name: str = typer.Option(..., help="adapter name in the registry"),
         method: str = typer.Option("lora", help="lora | qlora (QLoRA needs CUDA + bitsandbytes)"),
-        base: Optional[str] = typer.Option(None, help="base model (default: llm.model)"),
+        base: str | None = typer.Option(None, help="base model (default: llm.model)"),
         r: int = typer.Option(16),
         alpha: int = typer.Option(32),
         dropout: float = typer.Option(0.05),
@@ -179,7 +179,7 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         ),
         lr: float = typer.Option(2e-4),
         epochs: float = typer.Option(1.0),
-        max_steps: Optional[int] = typer.Option(None),
+        max_steps: int | None = typer.Option(None),
         global_batch: int = typer.Option(
             16, help="examples per optimizer step over all GPUs (keeps runs comparable across GPU counts)"
         ),
@@ -189,7 +189,7 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         seq_len: int = typer.Option(1024),
         grad_checkpointing: bool = typer.Option(False),
         save_every: int = typer.Option(50, help="checkpoint every N steps (0: only at the end)"),
-        out: Optional[Path] = typer.Option(None, help="run folder (default: DATA_DIR/finetune/NAME)"),
+        out: Path | None = typer.Option(None, help="run folder (default: DATA_DIR/finetune/NAME)"),
         resume: bool = typer.Option(True, help="continue from the run folder's checkpoint if there is one"),
         gpus: int = typer.Option(
             1, min=1, help="more than 1: relaunch under torchrun (DDP), NCCL_NVLS_ENABLE=0"
@@ -291,7 +291,7 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
     def eval_cmd(
         data: Path = typer.Option(..., help="folder written by build-data"),
         adapter: str = typer.Option("default", help="registered name, folder, 'default' or 'none'"),
-        base: Optional[str] = typer.Option(None),
+        base: str | None = typer.Option(None),
         limit: int = typer.Option(200),
         split: str = typer.Option("validation"),
         compare_base: bool = typer.Option(True, help="also score the base model (before/after)"),
@@ -336,7 +336,7 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
     def adapter_eval(
         name: str = typer.Argument(...),
         data: Path = typer.Option(..., help="folder written by build-data"),
-        base: Optional[str] = typer.Option(None, help="base model it was trained on (default: llm.model)"),
+        base: str | None = typer.Option(None, help="base model it was trained on (default: llm.model)"),
         limit: int = typer.Option(200),
     ) -> None:
         """Before/after table of adapter NAME on DATA's validation split."""

@@ -26,9 +26,9 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from assistant.errors import ConfigError
 from assistant.prompting import REFUSAL, Passage, build_messages
@@ -475,4 +475,3 @@ def messages_of(example: dict) -> list[dict]:
     """The chat messages (system + user) the model sees for ``example``, via build_messages."""
     passages = [Passage(int(p["n"]), p["title"], p["text"]) for p in example["passages"]]
     return build_messages(example["question"], passages)
-

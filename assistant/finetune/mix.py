@@ -32,7 +32,49 @@ from assistant.finetune import data as D
 from assistant.prompting import REFUSAL
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(["a", "an", "the", "of", "to", "in", "on", "for", "and", "or", "is", "are", "be", "do", "does", "what", "how", "when", "who", "which", "can", "i", "my", "we", "our", "you", "your", "with", "at", "by", "from", "it", "this", "that", "as", "if", "about", "should", "get"])
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "to",
+        "in",
+        "on",
+        "for",
+        "and",
+        "or",
+        "is",
+        "are",
+        "be",
+        "do",
+        "does",
+        "what",
+        "how",
+        "when",
+        "who",
+        "which",
+        "can",
+        "i",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "with",
+        "at",
+        "by",
+        "from",
+        "it",
+        "this",
+        "that",
+        "as",
+        "if",
+        "about",
+        "should",
+        "get",
+    ]
+)
 
 
 def norm(text: str) -> str:
@@ -110,8 +152,9 @@ def _table_text(t: Table, rows: list[tuple[str, ...]]) -> str:
     return (f"{t.heading}\n" if t.heading else "") + "\n".join(lines)
 
 
-def table_items(tables: list[Table], *, rng: random.Random, per_table: int = 2, per_doc: int = 3,
-                max_rows: int = 12) -> list[Item]:
+def table_items(
+    tables: list[Table], *, rng: random.Random, per_table: int = 2, per_doc: int = 3, max_rows: int = 12
+) -> list[Item]:
     """Cell questions over table rows; the passage shows the header and up to ``max_rows`` rows.
 
     At most ``per_doc`` tables a page: generated pages (CVE lists, alert catalogues) hold dozens
@@ -122,7 +165,11 @@ def table_items(tables: list[Table], *, rng: random.Random, per_table: int = 2, 
     for t in tables:
         by_doc.setdefault(t.doc_id, []).append(t)
     tables = [t for doc in by_doc.values() for t in rng.sample(doc, min(per_doc, len(doc)))]
-    templates = ("What is the {col} for {key}?", "What's the {col} of {key}?", "For {key}, what is the {col}?")
+    templates = (
+        "What is the {col} for {key}?",
+        "What's the {col} of {key}?",
+        "For {key}, what is the {col}?",
+    )
     for t in tables:
         usable = [r for r in t.rows if r[0] and len(r[0].split()) <= 8]
         for row in rng.sample(usable, min(per_table, len(usable))):
@@ -136,7 +183,9 @@ def table_items(tables: list[Table], *, rng: random.Random, per_table: int = 2, 
             col, key, cell = t.header[j], row[0], row[j]
             question = rng.choice(templates).format(col=col.lower(), key=key)
             target = f"The {col.lower()} for {key} is {cell}" + " [{n}]."
-            out.append(Item(t.doc_id, question, t.title, _table_text(t, shown), target, (cell,), kind="table"))
+            out.append(
+                Item(t.doc_id, question, t.title, _table_text(t, shown), target, (cell,), kind="table")
+            )
     return out
 
 
@@ -154,8 +203,17 @@ def question_items(rows: list[dict], docs: dict[str, D.DocText], *, max_chars: i
         if norm(short) not in norm(text):
             continue
         title = row.get("title") or doc.title
-        out.append(Item(doc.doc_id, question, title, text, _target(short, text), (short,),
-                        kind="table" if row.get("kind") == "table" else "answer"))
+        out.append(
+            Item(
+                doc.doc_id,
+                question,
+                title,
+                text,
+                _target(short, text),
+                (short,),
+                kind="table" if row.get("kind") == "table" else "answer",
+            )
+        )
     return out
 
 
@@ -184,7 +242,9 @@ def _target(short: str, passage: str) -> str:
     return fact + " [{n}]. " + sent + " [{n}]."
 
 
-def synthesised_items(docs: list[D.DocText], *, rng: random.Random, per_doc: int, max_chars: int) -> list[Item]:
+def synthesised_items(
+    docs: list[D.DocText], *, rng: random.Random, per_doc: int, max_chars: int
+) -> list[Item]:
     """Template questions (``data``'s question writer) with their key sentence as the target."""
     out = []
     for doc in docs:
@@ -200,8 +260,17 @@ def synthesised_items(docs: list[D.DocText], *, rng: random.Random, per_doc: int
             if key not in text:
                 continue
             about_heading = bool(heading) and norm(heading) in norm(question)
-            out.append(Item(doc.doc_id, question, doc.title, text, key.rstrip(".:;") + " [{n}].", (key,),
-                            refusable=not about_heading))
+            out.append(
+                Item(
+                    doc.doc_id,
+                    question,
+                    doc.title,
+                    text,
+                    key.rstrip(".:;") + " [{n}].",
+                    (key,),
+                    refusable=not about_heading,
+                )
+            )
             made += 1
     return out
 
@@ -257,14 +326,29 @@ def _cite(target: str, n: int) -> str:
     return target.replace("{n}", str(n))  # not str.format: passages may hold braces
 
 
-def _example(doc_id: str, kind: str, question: str, passages: list[tuple[str, str]], answer: str,
-             cite: list[int], key_fact: str) -> dict:
-    return {"doc_id": doc_id, "kind": kind, "question": question, "answer": answer, "cite": cite,
-            "key_fact": key_fact,
-            "passages": [{"n": i + 1, "title": t, "text": x} for i, (t, x) in enumerate(passages)]}
+def _example(
+    doc_id: str,
+    kind: str,
+    question: str,
+    passages: list[tuple[str, str]],
+    answer: str,
+    cite: list[int],
+    key_fact: str,
+) -> dict:
+    return {
+        "doc_id": doc_id,
+        "kind": kind,
+        "question": question,
+        "answer": answer,
+        "cite": cite,
+        "key_fact": key_fact,
+        "passages": [{"n": i + 1, "title": t, "text": x} for i, (t, x) in enumerate(passages)],
+    }
 
 
-def _place(golds: list[tuple[str, str]], noise: list[tuple[str, str]], rng: random.Random) -> tuple[list, list[int]]:
+def _place(
+    golds: list[tuple[str, str]], noise: list[tuple[str, str]], rng: random.Random
+) -> tuple[list, list[int]]:
     """Golds inserted at random positions among ``noise``; returns (passages, 1-based gold numbers)."""
     order = [("n", p) for p in noise]
     for i, g in enumerate(golds):
@@ -280,8 +364,16 @@ def _place(golds: list[tuple[str, str]], noise: list[tuple[str, str]], rng: rand
     return passages, numbers
 
 
-def build_mix(items: list[Item], pool: Pool, *, seed: int = 0, passages: tuple[int, int] = (4, 8),
-              refusal_rate: float = 0.7, multi_rate: float = 0.12, max_chars: int = 700) -> list[dict]:
+def build_mix(
+    items: list[Item],
+    pool: Pool,
+    *,
+    seed: int = 0,
+    passages: tuple[int, int] = (4, 8),
+    refusal_rate: float = 0.7,
+    multi_rate: float = 0.12,
+    max_chars: int = 700,
+) -> list[dict]:
     """Answer, multi-part and near-miss refusal examples for ``items`` (ids added, order shuffled)."""
     rng = random.Random(seed)
     out: list[dict] = []
@@ -303,12 +395,12 @@ def build_mix(items: list[Item], pool: Pool, *, seed: int = 0, passages: tuple[i
             continue
         q2 = b.question[0].lower() + b.question[1:] if not b.question[:2].isupper() else b.question
         question = f"{a.question.rstrip()} Also, {q2}"
-        noise = pool.near_misses(a, rng.randint(1, 3), rng=rng, max_chars=max_chars) + \
-            pool.near_misses(b, rng.randint(1, 3), rng=rng, max_chars=max_chars)
+        noise = pool.near_misses(a, rng.randint(1, 3), rng=rng, max_chars=max_chars) + pool.near_misses(
+            b, rng.randint(1, 3), rng=rng, max_chars=max_chars
+        )
         ps, (na, nb) = _place([(a.title, a.passage), (b.title, b.passage)], noise, rng)
         answer = f"{_cite(a.target, na)} {_cite(b.target, nb)}"
-        out.append(_example(a.doc_id, "multi", question, ps, answer, sorted({na, nb}),
-                            a.needles[0]))
+        out.append(_example(a.doc_id, "multi", question, ps, answer, sorted({na, nb}), a.needles[0]))
     rng.shuffle(out)
     return D._with_ids(out)
 

@@ -88,7 +88,7 @@ class Shapes:
     tied: bool
 
     @classmethod
-    def from_config(cls, c: dict) -> "Shapes":
+    def from_config(cls, c: dict) -> Shapes:
         try:
             return cls(
                 c["hidden_size"],

@@ -78,8 +78,10 @@ class AdapterRegistry:
         except FileNotFoundError:
             return {"active": None, "adapters": []}
         except ValueError as e:
-            raise ConfigError(f"{self._file} is not valid JSON ({e}). Restore it from a backup or delete it "
-                              "and register the adapters again.") from e
+            raise ConfigError(
+                f"{self._file} is not valid JSON ({e}). Restore it from a backup or delete it "
+                "and register the adapters again."
+            ) from e
         data.setdefault("active", None)
         data.setdefault("adapters", [])
         return data
@@ -106,16 +108,28 @@ class AdapterRegistry:
         return self._read()["active"]
 
     # -- changes ----------------------------------------------------------------------------
-    def register(self, name: str, adapter_dir: Path, *, base_fingerprint: str, data_fingerprint: str,
-                 params: dict | None = None, metrics: dict | None = None) -> AdapterRecord:
+    def register(
+        self,
+        name: str,
+        adapter_dir: Path,
+        *,
+        base_fingerprint: str,
+        data_fingerprint: str,
+        params: dict | None = None,
+        metrics: dict | None = None,
+    ) -> AdapterRecord:
         """Copy a peft adapter folder in as the next version of ``name``."""
         if not _NAME.match(name) or name.lower() in _RESERVED:
-            raise ConfigError(f"Adapter name {name!r} is not allowed: use letters, digits, '.', '_' or '-' "
-                              f"(at most 64), and none of {sorted(_RESERVED)}.")
+            raise ConfigError(
+                f"Adapter name {name!r} is not allowed: use letters, digits, '.', '_' or '-' "
+                f"(at most 64), and none of {sorted(_RESERVED)}."
+            )
         adapter_dir = Path(adapter_dir)
         if not is_adapter_dir(adapter_dir):
-            raise ModelError(f"{adapter_dir} is not a peft adapter folder (no adapter_config.json). "
-                             "Pass the folder written by save_pretrained of a PeftModel.")
+            raise ModelError(
+                f"{adapter_dir} is not a peft adapter folder (no adapter_config.json). "
+                "Pass the folder written by save_pretrained of a PeftModel."
+            )
         with self._lock:
             data = self._read()
             version = 1 + max((d["version"] for d in data["adapters"] if d["name"] == name), default=0)
@@ -124,17 +138,31 @@ class AdapterRegistry:
             tmp = Path(tempfile.mkdtemp(prefix=f".v{version}.", dir=dest.parent))
             try:
                 shutil.copytree(adapter_dir, tmp, dirs_exist_ok=True)
-                (tmp / "assistant-adapter.json").write_text(json.dumps(
-                    {"name": name, "version": version, "base_fingerprint": base_fingerprint,
-                     "data_fingerprint": data_fingerprint}, indent=2))
+                (tmp / "assistant-adapter.json").write_text(
+                    json.dumps(
+                        {
+                            "name": name,
+                            "version": version,
+                            "base_fingerprint": base_fingerprint,
+                            "data_fingerprint": data_fingerprint,
+                        },
+                        indent=2,
+                    )
+                )
                 os.replace(tmp, dest)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
-            rec = AdapterRecord(name=name, version=version, path=dest, base_fingerprint=base_fingerprint,
-                                data_fingerprint=data_fingerprint, params=dict(params or {}),
-                                metrics=dict(metrics or {}),
-                                created=datetime.now(UTC).isoformat(timespec="seconds"))
+            rec = AdapterRecord(
+                name=name,
+                version=version,
+                path=dest,
+                base_fingerprint=base_fingerprint,
+                data_fingerprint=data_fingerprint,
+                params=dict(params or {}),
+                metrics=dict(metrics or {}),
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
             data["adapters"].append(rec.to_json())
             self._write(data)
             return rec
@@ -146,8 +174,10 @@ class AdapterRegistry:
             if name is not None and name.lower() != "none":
                 if not any(d["name"] == name for d in data["adapters"]):
                     known = sorted({d["name"] for d in data["adapters"]}) or ["(none registered)"]
-                    raise ConfigError(f"No adapter named {name!r}. Registered: {', '.join(known)}. "
-                                      "Train one with `assistant finetune train --name NAME`.")
+                    raise ConfigError(
+                        f"No adapter named {name!r}. Registered: {', '.join(known)}. "
+                        "Train one with `assistant finetune train --name NAME`."
+                    )
             else:
                 name = "none"
             data["active"] = name
@@ -181,8 +211,10 @@ class AdapterRegistry:
         if is_adapter_dir(p):
             return p
         known = sorted({r.name for r in self.list()})
-        raise ConfigError(f"Unknown adapter {spec!r}: not a registered name ({', '.join(known) or 'none registered'}) "
-                          "and not a folder with adapter_config.json. Use 'default', 'none', a name or a folder.")
+        raise ConfigError(
+            f"Unknown adapter {spec!r}: not a registered name ({', '.join(known) or 'none registered'}) "
+            "and not a folder with adapter_config.json. Use 'default', 'none', a name or a folder."
+        )
 
     def fingerprint_of(self, path: Path) -> str | None:
         """The base fingerprint an adapter folder was trained on, from the registry or beside it."""
@@ -223,7 +255,9 @@ def attach_adapter(model, path: Path, name: str):
             return model
         model = PeftModel.from_pretrained(model, str(path), adapter_name=name, is_trainable=False)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ModelError(f"Could not attach adapter {name!r} from {path}: {e}. Was it trained for this base "
-                         "model (same architecture and size)?") from e
+        raise ModelError(
+            f"Could not attach adapter {name!r} from {path}: {e}. Was it trained for this base "
+            "model (same architecture and size)?"
+        ) from e
     model.eval()
     return model

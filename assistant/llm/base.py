@@ -29,11 +29,27 @@ class LLM(Protocol):
         """Tokens of the prompt the model would see (chat template and generation prompt included)."""
         ...
 
-    def generate(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: list[str] | None = None, adapter: str | None = None) -> str: ...
+    def generate(
+        self,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        adapter: str | None = None,
+    ) -> str: ...
 
-    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, stop: list[str] | None = None, adapter: str | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        adapter: str | None = None,
+    ) -> Iterator[str]:
         """Text deltas; joined they equal ``generate``'s result."""
         ...
 
@@ -95,7 +111,7 @@ class TextStopper:
                 self.stopped = True
         if self.stopped:
             self.text = text[:cut]
-            delta = self.text[self.emitted:]
+            delta = self.text[self.emitted :]
             self.emitted = len(self.text)
             return delta
         safe = len(text)
@@ -104,13 +120,13 @@ class TextStopper:
                 if text.endswith(s[:k]):
                     safe = min(safe, len(text) - k)
                     break
-        delta = text[self.emitted:safe] if safe > self.emitted else ""
+        delta = text[self.emitted : safe] if safe > self.emitted else ""
         self.emitted = max(self.emitted, safe)
         return delta
 
     def final(self) -> str:
         """What is left to show once generation has ended."""
-        delta = self.text[self.emitted:]
+        delta = self.text[self.emitted :]
         self.emitted = len(self.text)
         return delta
 
@@ -132,10 +148,10 @@ class IncrementalDetokenizer:
     def add(self, token_id: int) -> str:
         self.ids.append(token_id)
         dec = self.tokenizer.decode
-        prefix_text = dec(self.ids[self._prefix:self._read], skip_special_tokens=True)
-        new_text = dec(self.ids[self._prefix:], skip_special_tokens=True)
+        prefix_text = dec(self.ids[self._prefix : self._read], skip_special_tokens=True)
+        new_text = dec(self.ids[self._prefix :], skip_special_tokens=True)
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            self.text += new_text[len(prefix_text):]
+            self.text += new_text[len(prefix_text) :]
             self._prefix, self._read = self._read, len(self.ids)
         return self.text
 

@@ -106,9 +106,18 @@ class _Seq:
 class BatchEngine:
     """Owns a model in a background thread; ``submit`` is thread-safe."""
 
-    def __init__(self, model, tokenizer, *, adapters: list[str] | None = None, max_batch: int = 64,
-                 max_queue: int = 256, prefill_tokens: int = 16384, eos_token_ids: set[int] | None = None,
-                 slabs: bool = True) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        adapters: list[str] | None = None,
+        max_batch: int = 64,
+        max_queue: int = 256,
+        prefill_tokens: int = 16384,
+        eos_token_ids: set[int] | None = None,
+        slabs: bool = True,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.adapters = set(adapters or [])
@@ -135,36 +144,60 @@ class BatchEngine:
         self._device = next(model.parameters()).device
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         # transformers renamed the forward's `past_key_values` to `cache` (5.2x); use whichever it takes
-        self._cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        self._cache_kw = (
+            "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        )
         self._thread = threading.Thread(target=self._loop, name="llm-batch-engine", daemon=True)
         self._thread.start()
 
     # -- public -------------------------------------------------------------------------------
-    def submit(self, prompt_ids: list[int], *, max_new_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
-               stop: list[str] | None = None, adapter: str | None = None,
-               sink: Callable[[Event], None] | None = None) -> RequestHandle:
+    def submit(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        adapter: str | None = None,
+        sink: Callable[[Event], None] | None = None,
+    ) -> RequestHandle:
         if adapter is not None and adapter not in self.adapters:
             raise ModelError(f"Unknown adapter {adapter!r}; loaded: {sorted(self.adapters) or 'none'}.")
         if not prompt_ids:
             raise ModelError("Empty prompt.")
         handle = RequestHandle(sink)
-        seq = _Seq(handle=handle, prompt=list(prompt_ids), max_new=max(1, max_new_tokens), temperature=temperature,
-                   top_p=top_p, adapter=adapter, detok=IncrementalDetokenizer(self.tokenizer),
-                   stopper=TextStopper(stop))
+        seq = _Seq(
+            handle=handle,
+            prompt=list(prompt_ids),
+            max_new=max(1, max_new_tokens),
+            temperature=temperature,
+            top_p=top_p,
+            adapter=adapter,
+            detok=IncrementalDetokenizer(self.tokenizer),
+            stopper=TextStopper(stop),
+        )
         with self._cond:
             if self._closed:
                 raise ModelError("The generation engine is shut down.")
             if len(self._waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self._waiting)} requests are already waiting; try again shortly.",
-                                retry_after=self._retry_after())
+                raise QueueFull(
+                    f"{len(self._waiting)} requests are already waiting; try again shortly.",
+                    retry_after=self._retry_after(),
+                )
             self._waiting.append(seq)
             self._cond.notify()
         return handle
 
     def stats(self) -> dict:
         with self._cond:
-            return {"running": len(self._running), "waiting": len(self._waiting), "served": self._served,
-                    "max_batch": self.max_batch, "max_queue": self.max_queue}
+            return {
+                "running": len(self._running),
+                "waiting": len(self._waiting),
+                "served": self._served,
+                "max_batch": self.max_batch,
+                "max_queue": self.max_queue,
+            }
 
     def close(self) -> None:
         with self._cond:
@@ -235,8 +268,16 @@ class BatchEngine:
                 if self.model.active_adapter != name:
                     self.model.set_adapter(name)
         with ctx:
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             logits_to_keep=1, **{self._cache_kw: cache}, **extra, **kw)
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_kw: cache},
+                **extra,
+                **kw,
+            )
         new_cache = getattr(out, "cache", None)
         return out.logits[:, -1, :], new_cache if new_cache is not None else out.past_key_values
 
@@ -248,8 +289,8 @@ class BatchEngine:
         ids = torch.full((len(new), L), pad, dtype=torch.long)
         mask = torch.zeros((len(new), L), dtype=torch.long)
         for i, s in enumerate(new):  # left padding: every row's last token is at column L-1
-            ids[i, L - len(s.prompt):] = torch.tensor(s.prompt)
-            mask[i, L - len(s.prompt):] = 1
+            ids[i, L - len(s.prompt) :] = torch.tensor(s.prompt)
+            mask[i, L - len(s.prompt) :] = 1
             s.pos = len(s.prompt)
         ids, mask = ids.to(self._device), mask.to(self._device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -285,8 +326,9 @@ class BatchEngine:
         ids = torch.tensor([[s.pending] for s in self._running], device=self._device)
         positions = torch.tensor([[s.pos] for s in self._running], device=self._device)
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._running), 1))], dim=1)
-        logits, self._cache = self._forward(ids, self._mask, positions, self._cache,
-                                            [s.adapter for s in self._running])
+        logits, self._cache = self._forward(
+            ids, self._mask, positions, self._cache, [s.adapter for s in self._running]
+        )
         for s in self._running:
             s.pos += 1
         self._emit(list(self._running), logits)
@@ -325,8 +367,9 @@ class BatchEngine:
         rest = s.stopper.final()
         if rest and reason != "cancelled":
             s.handle.sink(Event("delta", text=rest))
-        s.handle.sink(Event("done", finish_reason=reason, prompt_tokens=len(s.prompt),
-                            completion_tokens=s.generated))
+        s.handle.sink(
+            Event("done", finish_reason=reason, prompt_tokens=len(s.prompt), completion_tokens=s.generated)
+        )
 
     def _select(self, keep: list[int]) -> None:
         """Keep only rows ``keep`` and drop padding columns that no remaining row uses."""
@@ -349,7 +392,9 @@ class BatchEngine:
 def _layers(cache) -> list:
     layers = getattr(cache, "layers", None)
     if layers is None:
-        raise ModelError("This transformers version's KV cache has no per-layer objects; use transformers >= 5.0.")
+        raise ModelError(
+            "This transformers version's KV cache has no per-layer objects; use transformers >= 5.0."
+        )
     return layers
 
 
@@ -405,8 +450,8 @@ def _slab_class():
             k = key_states.shape[-2]
             if self._n + k > self._kbuf.shape[-2]:
                 self._kbuf, self._vbuf = self._grow(self.keys), self._grow(self.values)
-            self._kbuf[:, :, self._n:self._n + k] = key_states
-            self._vbuf[:, :, self._n:self._n + k] = value_states
+            self._kbuf[:, :, self._n : self._n + k] = key_states
+            self._vbuf[:, :, self._n : self._n + k] = value_states
             self._n += k
             self.keys, self.values = self._kbuf[:, :, : self._n], self._vbuf[:, :, : self._n]
             return self.keys, self.values

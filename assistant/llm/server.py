@@ -74,17 +74,35 @@ class ChatRequest(BaseModel):
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
         self.headers = headers or {}
 
 
-def _error(status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-           param: str | None = None, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
-                        status_code=status, headers=headers)
+def _error(
+    status: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": type, "param": param, "code": code}},
+        status_code=status,
+        headers=headers,
+    )
 
 
 @dataclass(frozen=True)
@@ -108,15 +126,23 @@ def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
                 auth = request.headers.get("authorization", "")
                 given = auth[7:] if auth.lower().startswith("bearer ") else ""
                 if not hmac.compare_digest(given.encode(), config.api_key.encode()):
-                    return _error(401, "Invalid or missing API key: send 'Authorization: Bearer <key>'.",
-                                  code="invalid_api_key")
+                    return _error(
+                        401,
+                        "Invalid or missing API key: send 'Authorization: Bearer <key>'.",
+                        code="invalid_api_key",
+                    )
             length = request.headers.get("content-length")
             if request.method == "POST" and not (length and length.isdigit()):
                 # a body without a declared length could be any size: refuse rather than read it
-                return _error(411, "Send the request body with a Content-Length header.", code="length_required")
+                return _error(
+                    411, "Send the request body with a Content-Length header.", code="length_required"
+                )
             if length and length.isdigit() and int(length) > config.max_body_bytes:
-                return _error(413, f"Request body over {config.max_body_bytes} bytes; send fewer or shorter messages.",
-                              code="request_too_large")
+                return _error(
+                    413,
+                    f"Request body over {config.max_body_bytes} bytes; send fewer or shorter messages.",
+                    code="request_too_large",
+                )
         return await call_next(request)
 
     @app.exception_handler(APIError)
@@ -140,8 +166,10 @@ def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
     @app.get("/v1/models")
     async def models() -> dict:
         ids = [config.base_id] + adapters
-        return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "assistant"}
-                                           for i in ids]}
+        return {
+            "object": "list",
+            "data": [{"id": i, "object": "model", "created": 0, "owned_by": "assistant"} for i in ids],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request):
@@ -150,17 +178,26 @@ def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
         elif req.model in engine.adapters:
             adapter = req.model
         else:
-            raise APIError(404, f"The model {req.model!r} does not exist. Available: "
-                           f"{', '.join([config.base_id] + adapters)}.", code="model_not_found", param="model")
+            raise APIError(
+                404,
+                f"The model {req.model!r} does not exist. Available: "
+                f"{', '.join([config.base_id] + adapters)}.",
+                code="model_not_found",
+                param="model",
+            )
         try:
             prompt = encode_chat(tokenizer, [m.as_dict() for m in req.messages])
         except ModelError as e:
             raise APIError(400, str(e), param="messages") from e
         room = config.context_tokens - len(prompt)
         if room < 1:
-            raise APIError(400, f"The messages are {len(prompt)} tokens; this model's context is "
-                           f"{config.context_tokens}. Send less text.", code="context_length_exceeded",
-                           param="messages")
+            raise APIError(
+                400,
+                f"The messages are {len(prompt)} tokens; this model's context is "
+                f"{config.context_tokens}. Send less text.",
+                code="context_length_exceeded",
+                param="messages",
+            )
         max_new = min(req.max_completion_tokens or req.max_tokens or config.default_max_tokens, room)
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
         loop = asyncio.get_running_loop()
@@ -173,18 +210,33 @@ def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
                 pass
 
         try:
-            handle = engine.submit(prompt, max_new_tokens=max_new, temperature=req.temperature, top_p=req.top_p,
-                                   stop=stop, adapter=adapter, sink=sink)
+            handle = engine.submit(
+                prompt,
+                max_new_tokens=max_new,
+                temperature=req.temperature,
+                top_p=req.top_p,
+                stop=stop,
+                adapter=adapter,
+                sink=sink,
+            )
         except QueueFull as e:
-            raise APIError(429, str(e), type="rate_limit_error", code="queue_full",
-                           headers={"Retry-After": str(int(e.retry_after))}) from e
+            raise APIError(
+                429,
+                str(e),
+                type="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": str(int(e.retry_after))},
+            ) from e
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_sse(events, handle, rid, created, req.model, include_usage),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _sse(events, handle, rid, created, req.model, include_usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
 
         parts: list[str] = []
         try:
@@ -204,10 +256,20 @@ def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
                     break
         finally:
             handle.cancel()  # no-op once finished; stops the work if we leave early
-        return {"id": rid, "object": "chat.completion", "created": created, "model": req.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(parts)},
-                             "finish_reason": _finish(ev.finish_reason)}],
-                "usage": _usage(ev)}
+        return {
+            "id": rid,
+            "object": "chat.completion",
+            "created": created,
+            "model": req.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(parts)},
+                    "finish_reason": _finish(ev.finish_reason),
+                }
+            ],
+            "usage": _usage(ev),
+        }
 
     return app
 
@@ -217,14 +279,23 @@ def _finish(reason: str | None) -> str:
 
 
 def _usage(ev: Event) -> dict:
-    return {"prompt_tokens": ev.prompt_tokens, "completion_tokens": ev.completion_tokens,
-            "total_tokens": ev.prompt_tokens + ev.completion_tokens}
+    return {
+        "prompt_tokens": ev.prompt_tokens,
+        "completion_tokens": ev.completion_tokens,
+        "total_tokens": ev.prompt_tokens + ev.completion_tokens,
+    }
 
 
 async def _sse(events: asyncio.Queue, handle, rid: str, created: int, model: str, include_usage: bool):
     def chunk(delta: dict, finish: str | None = None, **extra: Any) -> str:
-        body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        body = {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
         return f"data: {json.dumps(body)}\n\n"
 
     try:
@@ -239,8 +310,14 @@ async def _sse(events: asyncio.Queue, handle, rid: str, created: int, model: str
             else:
                 yield chunk({}, _finish(ev.finish_reason))
                 if include_usage:
-                    body = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
-                            "choices": [], "usage": _usage(ev)}
+                    body = {
+                        "id": rid,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": _usage(ev),
+                    }
                     yield f"data: {json.dumps(body)}\n\n"
                 break
         yield "data: [DONE]\n\n"
@@ -248,9 +325,18 @@ async def _sse(events: asyncio.Queue, handle, rid: str, created: int, model: str
         handle.cancel()  # the client went away (or we finished): stop generating for it
 
 
-def build_engine(base: str, adapters: dict[str, str], *, data_dir, device: str = "auto", dtype: str = "auto",
-                 quantize: str = "none", max_batch: int = 64, max_queue: int = 256,
-                 cache_dir=None) -> tuple[BatchEngine, Any, str]:
+def build_engine(
+    base: str,
+    adapters: dict[str, str],
+    *,
+    data_dir,
+    device: str = "auto",
+    dtype: str = "auto",
+    quantize: str = "none",
+    max_batch: int = 64,
+    max_queue: int = 256,
+    cache_dir=None,
+) -> tuple[BatchEngine, Any, str]:
     """Load ``base`` ('bundled', .gguf or HF folder) and attach ``adapters`` {name: registered name or folder}.
 
     Returns (engine, tokenizer, base_id). Adapters trained on another base are refused. GGUF
@@ -268,7 +354,9 @@ def build_engine(base: str, adapters: dict[str, str], *, data_dir, device: str =
     for name, spec in adapters.items():
         path = registry.resolve(spec)
         if path is None:
-            raise ModelError(f"Adapter {name}={spec} resolves to no adapter; give a folder or a registered name.")
+            raise ModelError(
+                f"Adapter {name}={spec} resolves to no adapter; give a folder or a registered name."
+            )
         check_base(path, expected=registry.fingerprint_of(path), loaded=fingerprint, name=name)
         model = attach_adapter(model, path, name)
     base_id = "bundled" if base == "bundled" else Path(base).name.removesuffix(".gguf")
@@ -284,8 +372,11 @@ class ServerThread:
     def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    lifespan="off", timeout_graceful_shutdown=2))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=2
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, name="llm-server", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

@@ -8,7 +8,6 @@ the principals retrieval filters by; ``blocks`` formats Block Kit messages; ``cl
 ``assistant slack`` and ``assistant slack-demo``.
 """
 
-
 __all__ = ["create_app", "serve_http", "socket_mode_handler"]
 
 

@@ -27,12 +27,17 @@ FEEDBACK_UP, FEEDBACK_DOWN = "feedback_up", "feedback_down"
 FEEDBACK_ACTION = re.compile(r"^feedback_(up|down)$")
 
 THINKING = "Thinking… :hourglass_flowing_sand:"
-PRIVATE_NOTICE = ("I found an answer in documents not everyone in this channel can read — "
-                  "I sent it to you privately.")
-ERROR_TEXT = ("Sorry — something went wrong while I was working on this. It has been logged; "
-              "please try again in a minute.")
-RESTART_TEXT = ("Sorry — I was restarted before I could answer this, and it has been too long (or it failed "
-                "twice) for me to answer it now. Please ask again.")
+PRIVATE_NOTICE = (
+    "I found an answer in documents not everyone in this channel can read — I sent it to you privately."
+)
+ERROR_TEXT = (
+    "Sorry — something went wrong while I was working on this. It has been logged; "
+    "please try again in a minute."
+)
+RESTART_TEXT = (
+    "Sorry — I was restarted before I could answer this, and it has been too long (or it failed "
+    "twice) for me to answer it now. Please ask again."
+)
 
 _NO_UNFURL = {"unfurl_links": False, "unfurl_media": False}
 
@@ -130,8 +135,11 @@ def answer_message(answer, *, feedback_token: str | None = None, note: str | Non
     blocks += _sections(text)
     if answer.citations:
         said = " ".join(answer.answer.split())
-        quotes = "\n".join(f"> “{safe_text(c.quote[:500], allowed_urls=urls)}” [{c.n}]" for c in answer.citations
-                           if c.quote and " ".join(c.quote.split()) not in said)  # no quote that repeats the answer
+        quotes = "\n".join(
+            f"> “{safe_text(c.quote[:500], allowed_urls=urls)}” [{c.n}]"
+            for c in answer.citations
+            if c.quote and " ".join(c.quote.split()) not in said
+        )  # no quote that repeats the answer
         if quotes:
             blocks += _sections("*Supporting quotes*\n" + quotes)
         blocks.append({"type": "divider"})
@@ -145,12 +153,24 @@ def answer_message(answer, *, feedback_token: str | None = None, note: str | Non
 
 
 def feedback_actions(token: str) -> dict:
-    return {"type": "actions", "block_id": "feedback", "elements": [
-        {"type": "button", "action_id": FEEDBACK_UP, "value": token,
-         "text": {"type": "plain_text", "text": "👍 Helpful", "emoji": True}},
-        {"type": "button", "action_id": FEEDBACK_DOWN, "value": token,
-         "text": {"type": "plain_text", "text": "👎 Not helpful", "emoji": True}},
-    ]}
+    return {
+        "type": "actions",
+        "block_id": "feedback",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": FEEDBACK_UP,
+                "value": token,
+                "text": {"type": "plain_text", "text": "👍 Helpful", "emoji": True},
+            },
+            {
+                "type": "button",
+                "action_id": FEEDBACK_DOWN,
+                "value": token,
+                "text": {"type": "plain_text", "text": "👎 Not helpful", "emoji": True},
+            },
+        ],
+    }
 
 
 def notice_message(text: str) -> dict:
@@ -161,10 +181,15 @@ def notice_message(text: str) -> dict:
 def summary_message(summary) -> dict:
     """An ``assistant.summaries.Summary``: title, bullets grouped by source with [n], Sources links."""
     title = g.sanitize(summary.title, allowed_urls=set())
-    blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": False}}]
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150], "emoji": False}}
+    ]
     if summary.empty:
-        empty = getattr(summary, "note", "") or ("No changes in this period." if summary.since
-                                                 else "Nothing to summarize that everyone here may read.")
+        empty = getattr(summary, "note", "") or (
+            "No changes in this period."
+            if summary.since
+            else "Nothing to summarize that everyone here may read."
+        )
         blocks.append(_section(escape(empty)))
         return {"text": _fallback(f"{title}\n{empty}"), "blocks": blocks, **_NO_UNFURL}
     by_source: dict[str, list] = {}
@@ -175,10 +200,14 @@ def summary_message(summary) -> dict:
         for b in bullets:
             allowed = {b.url} if b.url else set()
             new = " _(new)_" if getattr(b, "new", False) else ""
-            lines.append(f"• *{safe_text(b.title, allowed_urls=allowed)}*{new}: {safe_text(b.text, allowed_urls=allowed)} [{b.n}]")
+            lines.append(
+                f"• *{safe_text(b.title, allowed_urls=allowed)}*{new}: {safe_text(b.text, allowed_urls=allowed)} [{b.n}]"
+            )
         blocks += _sections("\n".join(lines))
     blocks.append({"type": "divider"})
-    blocks += _sections("*Sources*\n" + "\n".join(source_link(b.n, b.title, b.url, b.path) for b in summary.bullets))
+    blocks += _sections(
+        "*Sources*\n" + "\n".join(source_link(b.n, b.title, b.url, b.path) for b in summary.bullets)
+    )
     fallback = safe_text(summary.as_text(), allowed_urls={b.url for b in summary.bullets if b.url})
     return {"text": _fallback(fallback), "blocks": _cap(blocks), **_NO_UNFURL}
 

@@ -54,13 +54,18 @@ def _shutdown(bolt, assistant, reports) -> None:
 
 def register(app: typer.Typer, get_settings: Callable) -> None:
     @app.command("slack")
-    def slack(socket: bool = typer.Option(False, "--socket", help="Socket Mode (needs slack.app_token, xapp-…)"),
-              http: bool = typer.Option(False, "--http", help="HTTP Events API (needs slack.signing_secret)"),
-              host: str = typer.Option("0.0.0.0", "--host", help="HTTP mode: interface to listen on"),
-              port: int = typer.Option(3000, "--port", min=0, max=65535, help="HTTP mode: port"),
-              workers: int = typer.Option(8, "--workers", min=1, max=64, help="questions worked on at the same time"),
-              scheduler: bool = typer.Option(True, "--scheduler/--no-scheduler",
-                                             help="also post scheduled reports from this process")) -> None:
+    def slack(
+        socket: bool = typer.Option(False, "--socket", help="Socket Mode (needs slack.app_token, xapp-…)"),
+        http: bool = typer.Option(False, "--http", help="HTTP Events API (needs slack.signing_secret)"),
+        host: str = typer.Option("0.0.0.0", "--host", help="HTTP mode: interface to listen on"),
+        port: int = typer.Option(3000, "--port", min=0, max=65535, help="HTTP mode: port"),
+        workers: int = typer.Option(
+            8, "--workers", min=1, max=64, help="questions worked on at the same time"
+        ),
+        scheduler: bool = typer.Option(
+            True, "--scheduler/--no-scheduler", help="also post scheduled reports from this process"
+        ),
+    ) -> None:
         """Run the Slack bot: answers mentions, DMs, /ask and /summarize with cited, permission-safe answers."""
         from urllib.error import URLError
 
@@ -71,8 +76,10 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
         from assistant.slackbot.app import create_app, serve_http, socket_mode_handler
 
         if socket == http:
-            raise ConfigError("Choose one: `assistant slack --socket` (Socket Mode, no public URL) or "
-                              "`assistant slack --http --port 3000` (Events API behind a URL).")
+            raise ConfigError(
+                "Choose one: `assistant slack --socket` (Socket Mode, no public URL) or "
+                "`assistant slack --http --port 3000` (Events API behind a URL)."
+            )
         settings = get_settings()
         assistant = Assistant(settings)
         bolt = create_app(settings, assistant, workers=workers)
@@ -86,18 +93,25 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
                 handler.start()
             except SlackApiError as e:  # a wrong or revoked xapp- token: one line, not a traceback
                 code = e.response.get("error") if e.response is not None else "unknown"
-                raise ConfigError(f"Slack refused the app-level token ({code}): set slack.app_token "
-                                  "(ASSISTANT_SLACK__APP_TOKEN) to an xapp-… token with connections:write "
-                                  "(Basic Information → App-Level Tokens).") from None
+                raise ConfigError(
+                    f"Slack refused the app-level token ({code}): set slack.app_token "
+                    "(ASSISTANT_SLACK__APP_TOKEN) to an xapp-… token with connections:write "
+                    "(Basic Information → App-Level Tokens)."
+                ) from None
             except (OSError, URLError) as e:
-                raise ConfigError(f"Could not reach Slack for Socket Mode ({getattr(e, 'reason', None) or e}): "
-                                  "check the network or proxy.") from None
+                raise ConfigError(
+                    f"Could not reach Slack for Socket Mode ({getattr(e, 'reason', None) or e}): "
+                    "check the network or proxy."
+                ) from None
             finally:
                 _shutdown(bolt, assistant, reports)
             return
         server = serve_http(bolt, host=host, port=port)
-        typer.echo(f"Slack bot listening on {server.url} (Request URL for events, commands and interactivity). "
-                   "Ctrl-C to stop.", err=True)
+        typer.echo(
+            f"Slack bot listening on {server.url} (Request URL for events, commands and interactivity). "
+            "Ctrl-C to stop.",
+            err=True,
+        )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         server.start()
@@ -111,15 +125,26 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
             _shutdown(bolt, assistant, reports)
 
     @app.command("slack-demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def slack_demo(ctx: typer.Context,
-                   no_llm: bool = typer.Option(False, "--no-llm", help="extractive answers only (no model; fastest)"),
-                   data_dir: Path | None = typer.Option(None, "--data-dir", help="where the demo index goes (default: a temp dir)")) -> None:
+    def slack_demo(
+        ctx: typer.Context,
+        no_llm: bool = typer.Option(False, "--no-llm", help="extractive answers only (no model; fastest)"),
+        data_dir: Path | None = typer.Option(
+            None, "--data-dir", help="where the demo index goes (default: a temp dir)"
+        ),
+    ) -> None:
         """See the bot work without Slack credentials: a local fake Slack, the sample documents, a few questions."""
         if not DEMO_SCRIPT.exists():
-            typer.echo("The demo needs a source checkout: run `python scripts/slack_demo.py` from the repository.", err=True)
+            typer.echo(
+                "The demo needs a source checkout: run `python scripts/slack_demo.py` from the repository.",
+                err=True,
+            )
             raise typer.Exit(2)
-        argv = [str(DEMO_SCRIPT), *(["--no-llm"] if no_llm else []), *(["--data-dir", str(data_dir)] if data_dir else []),
-                *ctx.args]
+        argv = [
+            str(DEMO_SCRIPT),
+            *(["--no-llm"] if no_llm else []),
+            *(["--data-dir", str(data_dir)] if data_dir else []),
+            *ctx.args,
+        ]
         old = sys.argv
         sys.argv = argv
         try:

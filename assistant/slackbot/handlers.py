@@ -63,7 +63,10 @@ _BOT_NOTES = {bk.THINKING, bk.PRIVATE_NOTICE, bk.ERROR_TEXT}
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 _CHANNEL_REF = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
-_SINCE_WORDS = re.compile(r"\s*(?:\b(?:since|last|for the last|over the last)\s+)?(\d+(?:\.\d+)?\s*[smhdw]|\d{4}-\d{2}-\d{2})\s*$", re.IGNORECASE)
+_SINCE_WORDS = re.compile(
+    r"\s*(?:\b(?:since|last|for the last|over the last)\s+)?(\d+(?:\.\d+)?\s*[smhdw]|\d{4}-\d{2}-\d{2})\s*$",
+    re.IGNORECASE,
+)
 
 RESTART_TEXT = bk.RESTART_TEXT
 MAX_ATTEMPTS = 3  # a question whose answering killed the process twice is not tried a third time
@@ -71,8 +74,10 @@ _RESPONSE_URL_S = 1800  # Slack's response_url works for 30 minutes
 _JOBS = ("answer_message", "answer_command", "summarize_command", "schedule_command")
 
 HELP_ASK = "Ask me a question, e.g. `/ask how do I request a new laptop?`"
-HELP_SUMMARIZE = ("Tell me what to summarize, e.g. `/summarize #eng since 7d`, `/summarize gdrive:Security 2w` "
-                  "or `/summarize handbook`; add `focus …` to steer it (`/summarize #eng focus for new managers`).")
+HELP_SUMMARIZE = (
+    "Tell me what to summarize, e.g. `/summarize #eng since 7d`, `/summarize gdrive:Security 2w` "
+    "or `/summarize handbook`; add `focus …` to steer it (`/summarize #eng focus for new managers`)."
+)
 
 
 def clean_text(text: str, *, bot_user_id: str | None = None) -> str:
@@ -113,8 +118,15 @@ class Once:
             if seen:
                 return False
             with self.store.bookkeeping() as db:  # the delivery and its inbox row: both or neither
-                new = [bool(db.execute("INSERT OR IGNORE INTO slackbot_events VALUES (?, ?) RETURNING key",
-                                       (k, time.time())).fetchall()) for k in keys]
+                new = [
+                    bool(
+                        db.execute(
+                            "INSERT OR IGNORE INTO slackbot_events VALUES (?, ?) RETURNING key",
+                            (k, time.time()),
+                        ).fetchall()
+                    )
+                    for k in keys
+                ]
                 if job is not None and self.inbox is not None and all(new):
                     self.inbox.add(db, job)
         return all(new)
@@ -136,8 +148,11 @@ class Streamer:
         if now - self.last >= self.every_s:
             self.last = now
             try:
-                self.client.chat_update(channel=self.channel, ts=self.ts,
-                                        **bk.streaming_message("".join(self.parts), allowed_urls=self.allowed_urls))
+                self.client.chat_update(
+                    channel=self.channel,
+                    ts=self.ts,
+                    **bk.streaming_message("".join(self.parts), allowed_urls=self.allowed_urls),
+                )
                 self.updates += 1
             except Exception as e:  # noqa: BLE001 - a failed progress update must not lose the answer
                 log.warning("slackbot: streaming update failed: %s", e)
@@ -146,8 +161,17 @@ class Streamer:
 class BotCore:
     """The work behind the listeners; owns the worker pool, identity lookups and exactly-once records."""
 
-    def __init__(self, settings, assistant, client, identity, *, bot_user_id: str, bot_id: str | None = None,
-                 workers: int = 8) -> None:
+    def __init__(
+        self,
+        settings,
+        assistant,
+        client,
+        identity,
+        *,
+        bot_user_id: str,
+        bot_id: str | None = None,
+        workers: int = 8,
+    ) -> None:
         self.settings, self.assistant, self.client, self.identity = settings, assistant, client, identity
         self.bot_user_id, self.bot_id = bot_user_id, bot_id
         self.store = assistant.engine.store
@@ -178,6 +202,7 @@ class BotCore:
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()
+
         return pool.submit(run)
 
     def _count(self, what: str) -> None:
@@ -234,30 +259,45 @@ class BotCore:
         """Take the jobs a dead process left in the inbox and finish each exactly once (on the pool)."""
         jobs = self.inbox.take_orphans()
         for job in jobs:
-            log.warning("slackbot: finishing a %s left unfinished by a stopped process (attempt %d)",
-                        job.kind, job.attempts)
+            log.warning(
+                "slackbot: finishing a %s left unfinished by a stopped process (attempt %d)",
+                job.kind,
+                job.attempts,
+            )
             self.submit(self._recover_one, job)
         return len(jobs)
 
     def _recover_one(self, job: Job) -> None:
-        give_up = (time.time() - job.created > self.settings.slack.recover_within_s
-                   or job.attempts > MAX_ATTEMPTS)
+        give_up = (
+            time.time() - job.created > self.settings.slack.recover_within_s or job.attempts > MAX_ATTEMPTS
+        )
         if job.kind != "answer_message":
             if time.time() - job.created > _RESPONSE_URL_S:  # nothing can reach the asker any more
-                log.warning("slackbot: a %s from %s could not be finished (its response_url expired)",
-                            job.kind, job.args.get("user"))
+                log.warning(
+                    "slackbot: a %s from %s could not be finished (its response_url expired)",
+                    job.kind,
+                    job.args.get("user"),
+                )
                 self.inbox.finish(job.key)
             elif give_up:
-                Respond(response_url=job.args["response_url"])(response_type="ephemeral", replace_original=False,
-                                                               **bk.notice_message(RESTART_TEXT))
+                Respond(response_url=job.args["response_url"])(
+                    response_type="ephemeral", replace_original=False, **bk.notice_message(RESTART_TEXT)
+                )
                 self.inbox.finish(job.key)
             else:
                 self._run_job(job)
             self._count("recovered")
             return
         a = job.args
-        reply = posted_reply(self.client, a["channel"], a["ts"], thread_ts=a.get("thread_ts"),
-                             is_dm=a.get("is_dm", False), known_ts=job.reply_ts, bot_user_id=self.bot_user_id)
+        reply = posted_reply(
+            self.client,
+            a["channel"],
+            a["ts"],
+            thread_ts=a.get("thread_ts"),
+            is_dm=a.get("is_dm", False),
+            known_ts=job.reply_ts,
+            bot_user_id=self.bot_user_id,
+        )
         if reply is not None and is_final(reply):
             self.inbox.finish(job.key)  # answered before the crash; only the row was left
         elif give_up:
@@ -265,16 +305,31 @@ class BotCore:
             if reply is not None:
                 self.client.chat_update(channel=a["channel"], ts=reply["ts"], **notice)
             else:
-                self.client.chat_postMessage(channel=a["channel"], thread_ts=a.get("thread_ts") or
-                                             (None if a.get("is_dm") else a["ts"]), **notice)
+                self.client.chat_postMessage(
+                    channel=a["channel"],
+                    thread_ts=a.get("thread_ts") or (None if a.get("is_dm") else a["ts"]),
+                    **notice,
+                )
             self.inbox.finish(job.key)
         else:
-            self._run_job(Job(job.key, job.kind, a, job.created, job.attempts, reply["ts"] if reply else None))
+            self._run_job(
+                Job(job.key, job.kind, a, job.created, job.attempts, reply["ts"] if reply else None)
+            )
         self._count("recovered")
 
     # -- questions in channels and DMs ----------------------------------------------------------
-    def answer_message(self, *, channel: str, user: str, text: str, ts: str, thread_ts: str | None = None,
-                       is_dm: bool = False, job: str | None = None, placeholder: str | None = None) -> None:
+    def answer_message(
+        self,
+        *,
+        channel: str,
+        user: str,
+        text: str,
+        ts: str,
+        thread_ts: str | None = None,
+        is_dm: bool = False,
+        job: str | None = None,
+        placeholder: str | None = None,
+    ) -> None:
         """``job``: the inbox row to note the placeholder in; ``placeholder``: a reply already posted (recovery)."""
         question = clean_text(text, bot_user_id=self.bot_user_id)
         reply_ts = thread_ts or (None if is_dm else ts)
@@ -283,11 +338,14 @@ class BotCore:
             return
         try:
             if placeholder is None:
-                placeholder = self.client.chat_postMessage(channel=channel, thread_ts=reply_ts,
-                                                           **bk.thinking_message())["ts"]
+                placeholder = self.client.chat_postMessage(
+                    channel=channel, thread_ts=reply_ts, **bk.thinking_message()
+                )["ts"]
                 if job:
                     self.inbox.note_reply(job, placeholder)
-            history = self._history(channel, thread_ts or ts, before=ts, threaded=bool(thread_ts), is_dm=is_dm)
+            history = self._history(
+                channel, thread_ts or ts, before=ts, threaded=bool(thread_ts), is_dm=is_dm
+            )
             asker = self.identity.principals(user)
             who = asker if is_dm else self._audience_with(self.identity.channel_audience(channel), asker)
             stream = Streamer(self.client, channel, placeholder, every_s=self.settings.slack.stream_every_s)
@@ -296,14 +354,23 @@ class BotCore:
                 private = self.assistant.ask(question, who=asker, history=history)
                 if not private.refused:
                     token = self._remember(private, channel=channel, user=user)
-                    self.client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts or ts,
-                                                   **bk.answer_message(private, feedback_token=token,
-                                                                       note="Only you can see this answer."))
-                    self.client.chat_update(channel=channel, ts=placeholder, **bk.notice_message(bk.PRIVATE_NOTICE))
+                    self.client.chat_postEphemeral(
+                        channel=channel,
+                        user=user,
+                        thread_ts=thread_ts or ts,
+                        **bk.answer_message(
+                            private, feedback_token=token, note="Only you can see this answer."
+                        ),
+                    )
+                    self.client.chat_update(
+                        channel=channel, ts=placeholder, **bk.notice_message(bk.PRIVATE_NOTICE)
+                    )
                     self._count("private")
                     return
             token = self._remember(ans, channel=channel, user=user)
-            self.client.chat_update(channel=channel, ts=placeholder, **bk.answer_message(ans, feedback_token=token))
+            self.client.chat_update(
+                channel=channel, ts=placeholder, **bk.answer_message(ans, feedback_token=token)
+            )
             self._count("answered")
         except Exception:
             self._count("errors")
@@ -321,19 +388,30 @@ class BotCore:
                 self.client.chat_update(channel=channel, ts=placeholder, **bk.notice_message(bk.ERROR_TEXT))
                 return
             except Exception as e:  # noqa: BLE001 - any failure: try posting instead
-                log.warning("slackbot: could not replace the placeholder with the apology (%s); posting it", e)
+                log.warning(
+                    "slackbot: could not replace the placeholder with the apology (%s); posting it", e
+                )
         try:
-            self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, **bk.notice_message(bk.ERROR_TEXT))
+            self.client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, **bk.notice_message(bk.ERROR_TEXT)
+            )
         except Exception as e:  # noqa: BLE001 - nothing left to try but the log
             log.error("slackbot: could not tell %s about the failure either: %s", channel, e)
 
-    def _history(self, channel: str, root_ts: str, *, before: str, threaded: bool, is_dm: bool) -> list[tuple[str, str]]:
+    def _history(
+        self, channel: str, root_ts: str, *, before: str, threaded: bool, is_dm: bool
+    ) -> list[tuple[str, str]]:
         """Earlier (question, answer) pairs: the thread, or a DM's last few minutes."""
         try:
             if threaded:
-                msgs = self.client.conversations_replies(channel=channel, ts=root_ts, limit=200).get("messages") or []
+                msgs = (
+                    self.client.conversations_replies(channel=channel, ts=root_ts, limit=200).get("messages")
+                    or []
+                )
             elif is_dm:
-                resp = self.client.conversations_history(channel=channel, limit=12, oldest=f"{time.time() - 900:.6f}")
+                resp = self.client.conversations_history(
+                    channel=channel, limit=12, oldest=f"{time.time() - 900:.6f}"
+                )
                 msgs = sorted(resp.get("messages") or [], key=lambda m: float(m["ts"]))
             else:
                 return []
@@ -363,7 +441,11 @@ class BotCore:
         try:
             ans = self.assistant.ask(question, who=self.identity.principals(user))
             token = self._remember(ans, channel=channel, user=user)
-            respond(response_type="ephemeral", replace_original=False, **bk.answer_message(ans, feedback_token=token))
+            respond(
+                response_type="ephemeral",
+                replace_original=False,
+                **bk.answer_message(ans, feedback_token=token),
+            )
             self._count("answered")
         except Exception:
             self._count("errors")
@@ -371,7 +453,9 @@ class BotCore:
             respond(response_type="ephemeral", **bk.notice_message(bk.ERROR_TEXT))
 
     def summarize_command(self, *, text: str, user: str, channel: str, respond) -> None:
-        text, _, focus = (text or "").partition(" focus ")  # '/summarize #eng since 7d focus for new managers'
+        text, _, focus = (text or "").partition(
+            " focus "
+        )  # '/summarize #eng since 7d focus for new managers'
         try:
             scope, since = self.parse_summary_request(text)
         except (AssistantError, SlackApiError) as e:
@@ -381,9 +465,13 @@ class BotCore:
             respond(response_type="ephemeral", **bk.notice_message(HELP_SUMMARIZE))
             return
         try:
-            summary = self.assistant.summarize(who=self.identity.principals(user), scope=scope, since=since,
-                                               use_llm=self.assistant.settings.llm.model.lower() != "none",
-                                               **({"focus": focus.strip()} if focus.strip() else {}))
+            summary = self.assistant.summarize(
+                who=self.identity.principals(user),
+                scope=scope,
+                since=since,
+                use_llm=self.assistant.settings.llm.model.lower() != "none",
+                **({"focus": focus.strip()} if focus.strip() else {}),
+            )
             respond(response_type="ephemeral", replace_original=False, **bk.summary_message(summary))
         except Exception:
             self._count("errors")
@@ -415,11 +503,19 @@ class BotCore:
             from assistant.scheduler import handle_schedule_command
         except ModuleNotFoundError as e:
             log.warning("slackbot: /schedule without the scheduler module (%s)", e)
-            respond(response_type="ephemeral", **bk.notice_message("Scheduled reports are not available here."))
+            respond(
+                response_type="ephemeral", **bk.notice_message("Scheduled reports are not available here.")
+            )
             return
         try:
-            reply = handle_schedule_command(text, channel_id=channel, user_id=user, store=self.store,
-                                            tz=self.settings.scheduler.timezone, channel_name=self._channel_name)
+            reply = handle_schedule_command(
+                text,
+                channel_id=channel,
+                user_id=user,
+                store=self.store,
+                tz=self.settings.scheduler.timezone,
+                channel_name=self._channel_name,
+            )
         except Exception:
             self._count("errors")
             log.exception("slackbot: /schedule %r failed", (text or "")[:200])
@@ -433,29 +529,49 @@ class BotCore:
     def _remember(self, ans, *, channel: str | None, user: str | None) -> str:
         token = uuid.uuid4().hex
         sources = [c.as_json() for c in ans.citations]
-        self.store.execute("INSERT INTO slackbot_answers VALUES (?,?,?,?,?,?,?)",
-                           (token, ans.question, ans.answer, json.dumps(sources), channel, user, time.time()))
+        self.store.execute(
+            "INSERT INTO slackbot_answers VALUES (?,?,?,?,?,?,?)",
+            (token, ans.question, ans.answer, json.dumps(sources), channel, user, time.time()),
+        )
         return token
 
     def record_feedback(self, *, token: str, vote: int, user: str, channel: str | None, respond=None) -> bool:
         """Store one vote per (answer, person); a changed vote is stored as a new row. True when stored."""
-        row = self.store.execute("SELECT question, answer, sources, channel FROM slackbot_answers WHERE token=?", (token,))
+        row = self.store.execute(
+            "SELECT question, answer, sources, channel FROM slackbot_answers WHERE token=?", (token,)
+        )
         if not row:
             if respond:
-                respond(response_type="ephemeral", replace_original=False,
-                        **bk.notice_message("I no longer have this answer, so I could not record your vote."))
+                respond(
+                    response_type="ephemeral",
+                    replace_original=False,
+                    **bk.notice_message("I no longer have this answer, so I could not record your vote."),
+                )
             return False
         question, answer, sources, answer_channel = row[0]
         changed = self.store.execute(
             "INSERT INTO slackbot_votes VALUES (?,?,?) ON CONFLICT(token, user) DO UPDATE SET vote=excluded.vote "
-            "WHERE vote != excluded.vote RETURNING token", (token, user, vote))
+            "WHERE vote != excluded.vote RETURNING token",
+            (token, user, vote),
+        )
         if changed:
             who = self.identity.principals(user)
-            self.store.add_feedback(question=question, answer=answer, sources=json.loads(sources), vote=vote,
-                                    user=who.email or user, channel=channel or answer_channel)
+            self.store.add_feedback(
+                question=question,
+                answer=answer,
+                sources=json.loads(sources),
+                vote=vote,
+                user=who.email or user,
+                channel=channel or answer_channel,
+            )
         if respond:
-            respond(response_type="ephemeral", replace_original=False,
-                    **bk.notice_message("Thanks — your feedback was recorded." if changed else "You already voted that way."))
+            respond(
+                response_type="ephemeral",
+                replace_original=False,
+                **bk.notice_message(
+                    "Thanks — your feedback was recorded." if changed else "You already voted that way."
+                ),
+            )
         return bool(changed)
 
 

@@ -37,9 +37,18 @@ UNKNOWN = Principals()  # public documents only
 class Identity:
     """Slack user → Principals with a TTL cache; channel → Audience. Thread-safe."""
 
-    def __init__(self, client, *, team_id: str, workspace_group: str | None = None, bot_user_id: str | None = None,
-                 ttl_s: float = 3600.0, page_size: int = 1000, bulk_threshold: int = 50,
-                 clock=time.monotonic) -> None:
+    def __init__(
+        self,
+        client,
+        *,
+        team_id: str,
+        workspace_group: str | None = None,
+        bot_user_id: str | None = None,
+        ttl_s: float = 3600.0,
+        page_size: int = 1000,
+        bulk_threshold: int = 50,
+        clock=time.monotonic,
+    ) -> None:
         self.client = client
         self.team_id = team_id
         self.workspace_group = (workspace_group or f"slack:{team_id}").lower()
@@ -77,8 +86,11 @@ class Identity:
         try:
             user = self.client.users_info(user=user_id)["user"]
         except SlackApiError as e:
-            log.warning("slackbot: users.info %s failed (%s); treating as unknown (public documents only)",
-                        user_id, e.response.get("error") if e.response is not None else e)
+            log.warning(
+                "slackbot: users.info %s failed (%s); treating as unknown (public documents only)",
+                user_id,
+                e.response.get("error") if e.response is not None else e,
+            )
             return UNKNOWN, False
         return self._convert(user)
 
@@ -138,8 +150,11 @@ class Identity:
         try:
             ids = self.channel_members(channel_id)
         except SlackApiError as e:
-            log.warning("slackbot: conversations.members %s failed (%s); answering from public documents only",
-                        channel_id, e.response.get("error") if e.response is not None else e)
+            log.warning(
+                "slackbot: conversations.members %s failed (%s); answering from public documents only",
+                channel_id,
+                e.response.get("error") if e.response is not None else e,
+            )
             return Audience((UNKNOWN,))
         self._warm(ids)
         people = [self._lookup(u) for u in ids if u != self.bot_user_id]
@@ -147,9 +162,16 @@ class Identity:
         return Audience(members or (UNKNOWN,))
 
 
-def channel_audience(client, channel_id: str, *, workspace_group: str, team_id: str | None = None,
-                     bot_user_id: str | None = None) -> Audience:
+def channel_audience(
+    client,
+    channel_id: str,
+    *,
+    workspace_group: str,
+    team_id: str | None = None,
+    bot_user_id: str | None = None,
+) -> Audience:
     """One-shot form (no shared cache) for callers such as the scheduler: the channel's audience."""
     team = team_id or workspace_group.split(":", 1)[-1].upper()
-    return Identity(client, team_id=team, workspace_group=workspace_group, bot_user_id=bot_user_id,
-                    ttl_s=60).channel_audience(channel_id)
+    return Identity(
+        client, team_id=team, workspace_group=workspace_group, bot_user_id=bot_user_id, ttl_s=60
+    ).channel_audience(channel_id)

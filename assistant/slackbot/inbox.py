@@ -45,8 +45,16 @@ class Job:
     reply_ts: str | None = None
 
 
-def posted_reply(client, channel: str, ts: str, *, thread_ts: str | None, is_dm: bool, known_ts: str | None,
-                 bot_user_id: str) -> dict | None:
+def posted_reply(
+    client,
+    channel: str,
+    ts: str,
+    *,
+    thread_ts: str | None,
+    is_dm: bool,
+    known_ts: str | None,
+    bot_user_id: str,
+) -> dict | None:
     """Our reply to the question at ``ts``: the message ``known_ts``, else a "thinking…" placeholder after it."""
     root = thread_ts or (None if is_dm else ts)
     if root:
@@ -63,8 +71,11 @@ def posted_reply(client, channel: str, ts: str, *, thread_ts: str | None, is_dm:
 
 def is_final(message: dict) -> bool:
     """An answer (it carries the feedback buttons) or a closing notice, not a placeholder being written."""
-    return (any(b.get("type") == "actions" for b in message.get("blocks") or [])
-            or message.get("text") in (bk.PRIVATE_NOTICE, bk.ERROR_TEXT, bk.RESTART_TEXT))
+    return any(b.get("type") == "actions" for b in message.get("blocks") or []) or message.get("text") in (
+        bk.PRIVATE_NOTICE,
+        bk.ERROR_TEXT,
+        bk.RESTART_TEXT,
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -89,8 +100,10 @@ class Inbox:
 
     def add(self, db, job: Job) -> None:
         """Write ``job`` inside the caller's transaction ``db`` (the one that records the delivery)."""
-        db.execute("INSERT OR IGNORE INTO slackbot_inbox (key, kind, args, owner, created) VALUES (?,?,?,?,?)",
-                   (job.key, job.kind, json.dumps(job.args), self.owner, job.created or time.time()))
+        db.execute(
+            "INSERT OR IGNORE INTO slackbot_inbox (key, kind, args, owner, created) VALUES (?,?,?,?,?)",
+            (job.key, job.kind, json.dumps(job.args), self.owner, job.created or time.time()),
+        )
 
     def note_reply(self, key: str, ts: str) -> None:
         self.store.execute("UPDATE slackbot_inbox SET reply_ts=? WHERE key=?", (ts, key))
@@ -112,13 +125,17 @@ class Inbox:
     def take_orphans(self) -> list[Job]:
         """Claim the rows whose owner is gone (compare-and-set on the owner, so two starters never share one)."""
         taken: list[Job] = []
-        rows = self.store.execute("SELECT key, kind, args, owner, created, attempts, reply_ts FROM slackbot_inbox "
-                                  "ORDER BY created")
-        for key, kind, args, owner, created, attempts, reply_ts in rows:
+        rows = self.store.execute(
+            "SELECT key, kind, args, owner, created, attempts, reply_ts FROM slackbot_inbox ORDER BY created"
+        )
+        for key, kind, args, owner, created, _attempts, reply_ts in rows:
             if not self._orphaned(owner, created):
                 continue
-            got = self.store.execute("UPDATE slackbot_inbox SET owner=?, attempts=attempts+1 WHERE key=? AND owner=? "
-                                     "RETURNING attempts", (self.owner, key, owner))
+            got = self.store.execute(
+                "UPDATE slackbot_inbox SET owner=?, attempts=attempts+1 WHERE key=? AND owner=? "
+                "RETURNING attempts",
+                (self.owner, key, owner),
+            )
             if got:
                 taken.append(Job(key, kind, json.loads(args), created, got[0][0], reply_ts))
         return taken

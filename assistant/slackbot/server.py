@@ -81,13 +81,19 @@ def dispatch(app: App, body: str, *, query: str = "", headers: dict[str, list[st
     and the verdict are logged. A signed body that is not even JSON/form → 400."""
     verifier = SignatureVerifier(getattr(app, "_signing_secret", "") or "")
     first = {k.lower(): (v[0] if isinstance(v, list) and v else v) for k, v in headers.items()}
-    if not verifier.is_valid(body, first.get("x-slack-request-timestamp") or "", first.get("x-slack-signature") or ""):
-        log.info("slackbot: rejected a request with a missing, wrong or stale signature (%d bytes)", len(body))
+    if not verifier.is_valid(
+        body, first.get("x-slack-request-timestamp") or "", first.get("x-slack-signature") or ""
+    ):
+        log.info(
+            "slackbot: rejected a request with a missing, wrong or stale signature (%d bytes)", len(body)
+        )
         return 401, {"content-type": ["text/plain"]}, "invalid request"
     try:
         request = BoltRequest(body=body, query=query, headers=headers)
     except (ValueError, TypeError, AttributeError):  # signed but unreadable: nothing ran yet
-        log.warning("slackbot: a signed request had a body that is neither JSON nor a form (%d bytes)", len(body))
+        log.warning(
+            "slackbot: a signed request had a body that is neither JSON nor a form (%d bytes)", len(body)
+        )
         return 400, {"content-type": ["text/plain"]}, "bad request"
     resp = app.dispatch(request)
     return resp.status, resp.headers, resp.body
@@ -116,7 +122,10 @@ class _LimitedH11(H11Protocol):
             return
         if self.cycle is not None and not self.cycle.response_complete:
             return  # a request head arrived in time (pipelined ones too); the body deadline is the app's
-        log.info("slackbot: closed a connection that sent no complete request head in %.0f s", self.header_timeout_s)
+        log.info(
+            "slackbot: closed a connection that sent no complete request head in %.0f s",
+            self.header_timeout_s,
+        )
         self.transport.write(_TIMEOUT_REPLY)
         self.transport.close()
 
@@ -140,7 +149,9 @@ class _SlackASGI:
             headers.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
         declared = int((headers.get("content-length") or ["0"])[0])  # h11 has already refused a non-number
         if declared > self.limits.max_body_bytes:
-            log.info("slackbot: refused a %d-byte request body (limit %d)", declared, self.limits.max_body_bytes)
+            log.info(
+                "slackbot: refused a %d-byte request body (limit %d)", declared, self.limits.max_body_bytes
+            )
             return await _reply(send, 413, "request body too large", close=True)
         body = await self._read_body(receive)
         if body is None:
@@ -149,7 +160,8 @@ class _SlackASGI:
         query = scope.get("query_string", b"").decode("latin-1")
         loop = asyncio.get_running_loop()
         status, out_headers, out = await loop.run_in_executor(
-            self.pool, lambda: dispatch(self.app, text, query=query, headers=headers))
+            self.pool, lambda: dispatch(self.app, text, query=query, headers=headers)
+        )
         await _reply(send, status, out or "", headers=out_headers)
 
     async def _read_body(self, receive) -> bytes | None:
@@ -161,8 +173,11 @@ class _SlackASGI:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                log.info("slackbot: dropped a request whose body did not arrive in %.0f s (%d bytes so far)",
-                         self.limits.body_timeout_s, size)
+                log.info(
+                    "slackbot: dropped a request whose body did not arrive in %.0f s (%d bytes so far)",
+                    self.limits.body_timeout_s,
+                    size,
+                )
                 return None
             if message["type"] == "http.disconnect":
                 return None
@@ -178,8 +193,12 @@ class _SlackASGI:
 
 async def _reply(send, status: int, text: str, *, headers: dict | None = None, close: bool = False) -> None:
     data = text.encode("utf-8")
-    raw = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, values in (headers or {}).items()
-           if k.lower() not in ("content-length", "connection") for v in values] or list(_TEXT)
+    raw = [
+        (k.lower().encode("latin-1"), str(v).encode("latin-1"))
+        for k, values in (headers or {}).items()
+        if k.lower() not in ("content-length", "connection")
+        for v in values
+    ] or list(_TEXT)
     raw.append((b"content-length", str(len(data)).encode()))
     if close:
         raw.append((b"connection", b"close"))
@@ -190,8 +209,15 @@ async def _reply(send, status: int, text: str, *, headers: dict | None = None, c
 class BotHTTPServer:
     """uvicorn on a background thread; ``start()`` serves in the background, ``serve_forever()`` in the foreground."""
 
-    def __init__(self, app: App, *, host: str = "0.0.0.0", port: int = 3000, events_path: str = EVENTS_PATH,
-                 limits: HTTPLimits | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 3000,
+        events_path: str = EVENTS_PATH,
+        limits: HTTPLimits | None = None,
+    ) -> None:
         self.app, self.events_path, self.limits = app, events_path, limits or HTTPLimits()
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -200,11 +226,19 @@ class BotHTTPServer:
         self.host, self.port = self._sock.getsockname()[:2]
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="slackbot-http")
         protocol = type("LimitedH11", (_LimitedH11,), {"header_timeout_s": self.limits.header_timeout_s})
-        config = uvicorn.Config(_SlackASGI(app, events_path=events_path, limits=self.limits, pool=self._pool),
-                                http=protocol, lifespan="off", access_log=False, log_config=None,
-                                limit_concurrency=self.limits.max_connections, timeout_keep_alive=5,
-                                h11_max_incomplete_event_size=self.limits.max_header_bytes, backlog=2048,
-                                server_header=False, timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            _SlackASGI(app, events_path=events_path, limits=self.limits, pool=self._pool),
+            http=protocol,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            limit_concurrency=self.limits.max_connections,
+            timeout_keep_alive=5,
+            h11_max_incomplete_event_size=self.limits.max_header_bytes,
+            backlog=2048,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

@@ -20,8 +20,16 @@ from connectors.google_drive.client import (
 )
 from connectors.google_drive.connector import DriveConfig, GoogleDriveConnector
 
-__all__ = ["SCOPES", "DriveClient", "DriveConfig", "GoogleDriveConnector", "RetryPolicy", "config_from_settings",
-           "from_settings", "load_credentials"]
+__all__ = [
+    "SCOPES",
+    "DriveClient",
+    "DriveConfig",
+    "GoogleDriveConnector",
+    "RetryPolicy",
+    "config_from_settings",
+    "from_settings",
+    "load_credentials",
+]
 
 
 def _secret(value) -> str | None:
@@ -37,14 +45,31 @@ def config_from_settings(section) -> DriveConfig:
         try:
             text = Path(path).expanduser().read_text()
         except OSError as e:
-            raise ConfigError(f"[connectors.google_drive] credentials_file = {str(path)!r} cannot be read ({e.strerror}). "
-                              "Point it at the service-account key or authorized-user JSON you downloaded.") from None
+            raise ConfigError(
+                f"[connectors.google_drive] credentials_file = {str(path)!r} cannot be read ({e.strerror}). "
+                "Point it at the service-account key or authorized-user JSON you downloaded."
+            ) from None
     if not text:
-        raise ConfigError("[connectors.google_drive] has no credentials: set credentials_file to a service-account key "
-                          "(or authorized-user JSON), or credentials_json / ASSISTANT_CONNECTORS__GOOGLE_DRIVE__CREDENTIALS_JSON.")
-    names = ("source_name", "subject", "api_endpoint", "token_uri", "my_drive", "all_shared_drives", "shared_drive_ids",
-             "folder_ids", "include_mime_types", "exclude_mime_types", "max_file_mb", "page_size", "workers",
-             "max_retries")
+        raise ConfigError(
+            "[connectors.google_drive] has no credentials: set credentials_file to a service-account key "
+            "(or authorized-user JSON), or credentials_json / ASSISTANT_CONNECTORS__GOOGLE_DRIVE__CREDENTIALS_JSON."
+        )
+    names = (
+        "source_name",
+        "subject",
+        "api_endpoint",
+        "token_uri",
+        "my_drive",
+        "all_shared_drives",
+        "shared_drive_ids",
+        "folder_ids",
+        "include_mime_types",
+        "exclude_mime_types",
+        "max_file_mb",
+        "page_size",
+        "workers",
+        "max_retries",
+    )
     kw = {n: getattr(section, n) for n in names if hasattr(section, n)}
     return DriveConfig(credentials_info=parse_credentials_json(text), **kw)
 

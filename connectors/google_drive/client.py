@@ -45,14 +45,32 @@ from assistant.errors import (
 
 log = logging.getLogger(__name__)
 
-SCOPES = ("https://www.googleapis.com/auth/drive.readonly", "https://www.googleapis.com/auth/drive.metadata.readonly")
-_RATE_REASONS = {"userRateLimitExceeded", "rateLimitExceeded", "dailyLimitExceeded", "sharingRateLimitExceeded"}
-_DENIED_REASONS = {"insufficientFilePermissions", "forbidden", "domainPolicy", "appNotAuthorizedToFile",
-                   "cannotDownloadAbusiveFile"}
+SCOPES = (
+    "https://www.googleapis.com/auth/drive.readonly",
+    "https://www.googleapis.com/auth/drive.metadata.readonly",
+)
+_RATE_REASONS = {
+    "userRateLimitExceeded",
+    "rateLimitExceeded",
+    "dailyLimitExceeded",
+    "sharingRateLimitExceeded",
+}
+_DENIED_REASONS = {
+    "insufficientFilePermissions",
+    "forbidden",
+    "domainPolicy",
+    "appNotAuthorizedToFile",
+    "cannotDownloadAbusiveFile",
+}
 
 
-def load_credentials(info: Mapping[str, Any], *, subject: str | None = None, token_uri: str | None = None,
-                     scopes: tuple[str, ...] = SCOPES):
+def load_credentials(
+    info: Mapping[str, Any],
+    *,
+    subject: str | None = None,
+    token_uri: str | None = None,
+    scopes: tuple[str, ...] = SCOPES,
+):
     """Credentials from a service-account key or an authorized-user JSON (already parsed)."""
     info = dict(info)
     if token_uri:
@@ -60,29 +78,41 @@ def load_credentials(info: Mapping[str, Any], *, subject: str | None = None, tok
     kind = info.get("type")
     try:
         if kind == "service_account":
-            return service_account.Credentials.from_service_account_info(info, scopes=list(scopes), subject=subject)
+            return service_account.Credentials.from_service_account_info(
+                info, scopes=list(scopes), subject=subject
+            )
         if kind == "authorized_user":
             if subject:
-                raise ConfigError("[connectors.google_drive] subject only works with a service-account key (domain-wide "
-                                  "delegation); remove it or use a service-account key.")
+                raise ConfigError(
+                    "[connectors.google_drive] subject only works with a service-account key (domain-wide "
+                    "delegation); remove it or use a service-account key."
+                )
             creds = user_credentials.Credentials.from_authorized_user_info(info, scopes=list(scopes))
             # google-auth ignores a token_uri inside the file (on purpose); only an explicit setting moves it
             return creds.with_token_uri(token_uri) if token_uri else creds
     except (ValueError, KeyError) as e:
-        raise ConfigError(f"The Google Drive credentials JSON is incomplete ({e}). Download a fresh key from the "
-                          "Google Cloud console (IAM > Service accounts > Keys) or re-run the OAuth consent.") from None
-    raise ConfigError(f"The Google Drive credentials JSON has type {kind!r}; expected 'service_account' or "
-                      "'authorized_user'. Point credentials_file at a service-account key or an authorized-user JSON.")
+        raise ConfigError(
+            f"The Google Drive credentials JSON is incomplete ({e}). Download a fresh key from the "
+            "Google Cloud console (IAM > Service accounts > Keys) or re-run the OAuth consent."
+        ) from None
+    raise ConfigError(
+        f"The Google Drive credentials JSON has type {kind!r}; expected 'service_account' or "
+        "'authorized_user'. Point credentials_file at a service-account key or an authorized-user JSON."
+    )
 
 
 def parse_credentials_json(text: str) -> dict:
     try:
         data = json.loads(text)
     except ValueError as e:
-        raise ConfigError(f"The Google Drive credentials are not valid JSON ({e.msg} at line {e.lineno}). "
-                          "Check credentials_file / credentials_json.") from None
+        raise ConfigError(
+            f"The Google Drive credentials are not valid JSON ({e.msg} at line {e.lineno}). "
+            "Check credentials_file / credentials_json."
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError("The Google Drive credentials JSON must be an object (a service-account key or authorized-user file).")
+        raise ConfigError(
+            "The Google Drive credentials JSON must be an object (a service-account key or authorized-user file)."
+        )
     return data
 
 
@@ -95,10 +125,12 @@ class RetryPolicy:
     cap_s: float = 60.0
     max_retry_after_s: float = 300.0
 
-    def delay(self, attempt: int, retry_after: float | None, rand: Callable[[], float] = random.random) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None, rand: Callable[[], float] = random.random
+    ) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after_s)
-        return rand() * min(self.cap_s, self.base_s * (2 ** attempt))
+        return rand() * min(self.cap_s, self.base_s * (2**attempt))
 
 
 def api_base(endpoint: str) -> str:
@@ -120,8 +152,16 @@ def _error_info(e: HttpError) -> tuple[str, str, str]:
 class DriveClient:
     """Executes Drive requests with retries; ``call(lambda s: s.files().list(...))``."""
 
-    def __init__(self, credentials, *, api_endpoint: str = "https://www.googleapis.com", retry: RetryPolicy = RetryPolicy(),
-                 timeout_s: float = 60.0, max_concurrency: int = 8, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        credentials,
+        *,
+        api_endpoint: str = "https://www.googleapis.com",
+        retry: RetryPolicy = RetryPolicy(),
+        timeout_s: float = 60.0,
+        max_concurrency: int = 8,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.credentials = credentials
         self.base = api_base(api_endpoint)
         self.retry, self.timeout_s, self.sleep = retry, timeout_s, sleep
@@ -137,9 +177,17 @@ class DriveClient:
         with self._pool_lock:
             if self._idle:
                 return self._idle.pop()
-        http = google_auth_httplib2.AuthorizedHttp(self.credentials, http=httplib2.Http(timeout=self.timeout_s))
-        return build("drive", "v3", http=http, static_discovery=True, cache_discovery=False,
-                     client_options={"api_endpoint": self.base})
+        http = google_auth_httplib2.AuthorizedHttp(
+            self.credentials, http=httplib2.Http(timeout=self.timeout_s)
+        )
+        return build(
+            "drive",
+            "v3",
+            http=http,
+            static_discovery=True,
+            cache_discovery=False,
+            client_options={"api_endpoint": self.base},
+        )
 
     def _give_back(self, svc) -> None:
         with self._pool_lock:
@@ -178,19 +226,25 @@ class DriveClient:
                 problem = f"HTTP {status} {reason}".strip()
                 throttled = status in (403, 429)
             except RefreshError as e:
-                raise AuthError(f"Google rejected the Drive credentials ({e}). Check the key file, that the service "
-                                "account has domain-wide delegation for the scopes drive.readonly and "
-                                "drive.metadata.readonly when a subject is set, and that the subject exists.") from None
+                raise AuthError(
+                    f"Google rejected the Drive credentials ({e}). Check the key file, that the service "
+                    "account has domain-wide delegation for the scopes drive.readonly and "
+                    "drive.metadata.readonly when a subject is set, and that the subject exists."
+                ) from None
             except (TransportError, httplib2.HttpLib2Error, ConnectionError, TimeoutError) as e:
                 svc = None  # the connection may be half-closed: this service object is dropped
                 problem = f"{type(e).__name__}: {e}"
             if attempt >= self.retry.max_retries:
                 if throttled:
-                    raise RateLimited(f"{what}: Google Drive kept throttling after {attempt} retries ({problem}). "
-                                      "Lower [connectors.google_drive] workers or raise the Drive API quota.",
-                                      retry_after=retry_after)
-                raise ConnectorError(f"{what}: failed after {attempt} retries ({problem}). Check connectivity to "
-                                     f"{self.base} and Google's status page, then run the sync again.")
+                    raise RateLimited(
+                        f"{what}: Google Drive kept throttling after {attempt} retries ({problem}). "
+                        "Lower [connectors.google_drive] workers or raise the Drive API quota.",
+                        retry_after=retry_after,
+                    )
+                raise ConnectorError(
+                    f"{what}: failed after {attempt} retries ({problem}). Check connectivity to "
+                    f"{self.base} and Google's status page, then run the sync again."
+                )
             delay = self.retry.delay(attempt, retry_after)
             log.info("%s: %s; retry %d in %.2f s", what, problem, attempt + 1, delay)
             self.retries += 1
@@ -201,23 +255,34 @@ class DriveClient:
     def _translate(status: int, reason: str, location: str, message: str, what: str) -> Exception:
         detail = f"{what}: HTTP {status} {reason} {message}".strip()
         if status == 400 and location == "pageToken":
-            return CursorExpired(f"{detail}. The saved Drive page token is no longer valid; a full listing will run.")
+            return CursorExpired(
+                f"{detail}. The saved Drive page token is no longer valid; a full listing will run."
+            )
         if status == 404:
-            return NotFound(f"{detail}. The item was deleted or is no longer shared with the indexing account.")
+            return NotFound(
+                f"{detail}. The item was deleted or is no longer shared with the indexing account."
+            )
         if status == 401:
             return AuthError(f"{detail}. The Drive credentials were rejected; check the key and its scopes.")
         if reason == "exportSizeLimitExceeded":
-            return ConnectorError(f"{detail}. Drive exports at most 10 MB; split the document or exclude it "
-                                  "(exclude_mime_types or move it out of the indexed folders).")
+            return ConnectorError(
+                f"{detail}. Drive exports at most 10 MB; split the document or exclude it "
+                "(exclude_mime_types or move it out of the indexed folders)."
+            )
         if status == 403 and (reason in _DENIED_REASONS or reason.startswith("insufficient")):
-            return PermissionDenied(f"{detail}. The indexing account may not read this item; share it with the account "
-                                    "or exclude it.")
-        return ConnectorError(f"{detail}. This looks like a bug or an unsupported request; report it with this message.")
+            return PermissionDenied(
+                f"{detail}. The indexing account may not read this item; share it with the account "
+                "or exclude it."
+            )
+        return ConnectorError(
+            f"{detail}. This looks like a bug or an unsupported request; report it with this message."
+        )
 
     # -- the few calls the connector needs ------------------------------------------------------
     def start_page_token(self) -> str:
-        return self.call(lambda s: s.changes().getStartPageToken(supportsAllDrives=True), what="changes.getStartPageToken")[
-            "startPageToken"]
+        return self.call(
+            lambda s: s.changes().getStartPageToken(supportsAllDrives=True), what="changes.getStartPageToken"
+        )["startPageToken"]
 
     def list_files(self, **params) -> dict:
         return self.call(lambda s: s.files().list(**params), what="files.list")
@@ -226,22 +291,36 @@ class DriveClient:
         return self.call(lambda s: s.changes().list(pageToken=token, **params), what="changes.list")
 
     def get_file(self, file_id: str, *, fields: str) -> dict:
-        return self.call(lambda s: s.files().get(fileId=file_id, fields=fields, supportsAllDrives=True),
-                         what=f"files.get {file_id}")
+        return self.call(
+            lambda s: s.files().get(fileId=file_id, fields=fields, supportsAllDrives=True),
+            what=f"files.get {file_id}",
+        )
 
     def download(self, file_id: str) -> bytes:
-        return self.call(lambda s: s.files().get_media(fileId=file_id, supportsAllDrives=True), what=f"download {file_id}")
+        return self.call(
+            lambda s: s.files().get_media(fileId=file_id, supportsAllDrives=True), what=f"download {file_id}"
+        )
 
     def export(self, file_id: str, mime: str) -> bytes:
-        return self.call(lambda s: s.files().export_media(fileId=file_id, mimeType=mime), what=f"export {file_id} as {mime}")
+        return self.call(
+            lambda s: s.files().export_media(fileId=file_id, mimeType=mime),
+            what=f"export {file_id} as {mime}",
+        )
 
     def permissions(self, file_id: str, *, fields: str) -> Iterator[dict]:
         token = None
         while True:
             kw = {"pageToken": token} if token else {}
-            page = self.call(lambda s, kw=kw: s.permissions().list(fileId=file_id, supportsAllDrives=True, pageSize=100,
-                                                                   fields=f"nextPageToken,permissions({fields})", **kw),
-                             what=f"permissions.list {file_id}")
+            page = self.call(
+                lambda s, kw=kw: s.permissions().list(
+                    fileId=file_id,
+                    supportsAllDrives=True,
+                    pageSize=100,
+                    fields=f"nextPageToken,permissions({fields})",
+                    **kw,
+                ),
+                what=f"permissions.list {file_id}",
+            )
             yield from page.get("permissions", [])
             token = page.get("nextPageToken")
             if not token:
@@ -251,8 +330,10 @@ class DriveClient:
         token = None
         while True:
             kw = {"pageToken": token} if token else {}
-            page = self.call(lambda s, kw=kw: s.drives().list(pageSize=100, fields="nextPageToken,drives(id,name)", **kw),
-                             what="drives.list")
+            page = self.call(
+                lambda s, kw=kw: s.drives().list(pageSize=100, fields="nextPageToken,drives(id,name)", **kw),
+                what="drives.list",
+            )
             yield from page.get("drives", [])
             token = page.get("nextPageToken")
             if not token:

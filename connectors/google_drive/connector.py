@@ -80,19 +80,30 @@ class DriveConfig:
         for name in ("shared_drive_ids", "folder_ids", "include_mime_types", "exclude_mime_types"):
             object.__setattr__(self, name, tuple(getattr(self, name) or ()))
         if not 1 <= self.page_size <= 1000:
-            raise ConfigError(f"[connectors.google_drive] page_size = {self.page_size}: Drive allows 1 to 1000.")
+            raise ConfigError(
+                f"[connectors.google_drive] page_size = {self.page_size}: Drive allows 1 to 1000."
+            )
         if self.workers < 1 or self.max_retries < 0 or self.max_file_mb <= 0:
-            raise ConfigError("[connectors.google_drive] workers must be >= 1, max_retries >= 0 and max_file_mb > 0; "
-                              f"got {self.workers}, {self.max_retries}, {self.max_file_mb}.")
+            raise ConfigError(
+                "[connectors.google_drive] workers must be >= 1, max_retries >= 0 and max_file_mb > 0; "
+                f"got {self.workers}, {self.max_retries}, {self.max_file_mb}."
+            )
         if not (self.my_drive or self.all_shared_drives or self.shared_drive_ids or self.folder_ids):
-            raise ConfigError("[connectors.google_drive] selects nothing: set my_drive = true, all_shared_drives = true, "
-                              "shared_drive_ids or folder_ids.")
+            raise ConfigError(
+                "[connectors.google_drive] selects nothing: set my_drive = true, all_shared_drives = true, "
+                "shared_drive_ids or folder_ids."
+            )
 
 
 def _parse_cursor(cursor: str) -> dict:
     try:
         state = json.loads(cursor)
-        if state.get("mode") == "changes" and state.get("token") or state.get("mode") == "full" and "segs" in state:
+        if (
+            state.get("mode") == "changes"
+            and state.get("token")
+            or state.get("mode") == "full"
+            and "segs" in state
+        ):
             return state
     except (ValueError, AttributeError):
         pass
@@ -107,8 +118,13 @@ class GoogleDriveConnector:
         self.name = config.source_name
         self.client = client or DriveClient(
             load_credentials(config.credentials_info, subject=config.subject, token_uri=config.token_uri),
-            api_endpoint=config.api_endpoint, timeout_s=config.timeout_s, max_concurrency=config.workers,
-            retry=RetryPolicy(max_retries=config.max_retries, base_s=config.backoff_base_s, cap_s=config.backoff_cap_s))
+            api_endpoint=config.api_endpoint,
+            timeout_s=config.timeout_s,
+            max_concurrency=config.workers,
+            retry=RetryPolicy(
+                max_retries=config.max_retries, base_s=config.backoff_base_s, cap_s=config.backoff_cap_s
+            ),
+        )
         self._folders: dict[str, dict | None] = {}  # id -> {name, parents, driveId}; None = unreadable
         self._lock = threading.Lock()
         self._complete_ids: set[str] | None = None  # ids of the last uninterrupted full listing
@@ -119,7 +135,13 @@ class GoogleDriveConnector:
         self._complete_ids = None
         state = _parse_cursor(cursor) if cursor else None
         if state is None:
-            state = {"mode": "full", "start": self.client.start_page_token(), "segs": self._segments(), "seg": 0, "page": None}
+            state = {
+                "mode": "full",
+                "start": self.client.start_page_token(),
+                "segs": self._segments(),
+                "seg": 0,
+                "page": None,
+            }
             yield from self._full(state, fresh=True)
         elif state.get("mode") == "full":
             yield from self._full(state, fresh=False)
@@ -137,8 +159,13 @@ class GoogleDriveConnector:
         return segs + [{"corpora": "drive", "driveId": d} for d in drive_ids]
 
     def _list_params(self, seg: dict, page: str | None) -> dict:
-        p = {**seg, "q": "trashed = false", "pageSize": self.config.page_size, "supportsAllDrives": True,
-             "fields": f"nextPageToken,files({FILE_FIELDS})"}
+        p = {
+            **seg,
+            "q": "trashed = false",
+            "pageSize": self.config.page_size,
+            "supportsAllDrives": True,
+            "fields": f"nextPageToken,files({FILE_FIELDS})",
+        }
         if seg["corpora"] != "user":
             p["includeItemsFromAllDrives"] = True
         if page:
@@ -171,20 +198,33 @@ class GoogleDriveConnector:
     def _incremental(self, token: str) -> Iterator[ChangePage]:
         fields = f"nextPageToken,newStartPageToken,changes(changeType,fileId,removed,file({FILE_FIELDS}))"
         while True:
-            resp = self.client.list_changes(token, pageSize=self.config.page_size, includeItemsFromAllDrives=True,
-                                            supportsAllDrives=True, includeRemoved=True, spaces="drive", fields=fields)
-            upserts, deletions = self._sort_changes([c for c in resp.get("changes", [])
-                                                     if c.get("changeType", "file") == "file"])
+            resp = self.client.list_changes(
+                token,
+                pageSize=self.config.page_size,
+                includeItemsFromAllDrives=True,
+                supportsAllDrives=True,
+                includeRemoved=True,
+                spaces="drive",
+                fields=fields,
+            )
+            upserts, deletions = self._sort_changes(
+                [c for c in resp.get("changes", []) if c.get("changeType", "file") == "file"]
+            )
             nxt = resp.get("nextPageToken")
             token = nxt or resp["newStartPageToken"]
-            yield ChangePage(upserts=tuple(upserts), deletions=tuple(deletions),
-                             next_cursor=json.dumps({"mode": "changes", "token": token}))
+            yield ChangePage(
+                upserts=tuple(upserts),
+                deletions=tuple(deletions),
+                next_cursor=json.dumps({"mode": "changes", "token": token}),
+            )
             if not nxt:
                 return
 
     def _sort_changes(self, changes: list[dict]) -> tuple[list[ItemRef], list[str]]:
         """One page of changes -> (upserts, deletions)."""
-        folders = [c["file"] for c in changes if c.get("file") and not c.get("removed") and is_folder(c["file"])]
+        folders = [
+            c["file"] for c in changes if c.get("file") and not c.get("removed") and is_folder(c["file"])
+        ]
         for f in folders:  # first: the files of this page may sit in them
             self._remember_folder(f)
         files: dict[str, dict | None] = {}
@@ -219,10 +259,15 @@ class GoogleDriveConnector:
             seen.add(fid)
             page = None
             while True:
-                resp = self.client.list_files(corpora="allDrives", includeItemsFromAllDrives=True, supportsAllDrives=True,
-                                              q=f"'{fid}' in parents", pageSize=self.config.page_size,
-                                              fields=f"nextPageToken,files({FILE_FIELDS})",
-                                              **({"pageToken": page} if page else {}))
+                resp = self.client.list_files(
+                    corpora="allDrives",
+                    includeItemsFromAllDrives=True,
+                    supportsAllDrives=True,
+                    q=f"'{fid}' in parents",
+                    pageSize=self.config.page_size,
+                    fields=f"nextPageToken,files({FILE_FIELDS})",
+                    **({"pageToken": page} if page else {}),
+                )
                 for f in resp.get("files", []):
                     if is_folder(f):
                         self._remember_folder(f)
@@ -250,7 +295,9 @@ class GoogleDriveConnector:
 
     def _ref(self, f: dict) -> ItemRef | None:
         c = self.config
-        why = skip_reason(f, include=c.include_mime_types, exclude=c.exclude_mime_types, max_bytes=self._max_bytes)
+        why = skip_reason(
+            f, include=c.include_mime_types, exclude=c.exclude_mime_types, max_bytes=self._max_bytes
+        )
         if why:
             log.debug("skip %s (%s): %s", f.get("id"), f.get("name"), why)
             return None
@@ -268,8 +315,11 @@ class GoogleDriveConnector:
 
     def _remember_folder(self, f: Mapping) -> None:
         with self._lock:
-            self._folders[str(f["id"])] = {"name": f.get("name", ""), "parents": f.get("parents") or [],
-                                           "driveId": f.get("driveId")}
+            self._folders[str(f["id"])] = {
+                "name": f.get("name", ""),
+                "parents": f.get("parents") or [],
+                "driveId": f.get("driveId"),
+            }
 
     def _forget_folder(self, fid: str) -> None:
         with self._lock:
@@ -308,12 +358,21 @@ class GoogleDriveConnector:
             meta = self.client.get_file(ref.id, fields=FILE_FIELDS)
             listed = self._ref(meta)
             if listed is None:
-                raise NotFound(f"Drive file {ref.id} is trashed or outside the configured scope; it is removed from the index.")
+                raise NotFound(
+                    f"Drive file {ref.id} is trashed or outside the configured scope; it is removed from the index."
+                )
             path = str(listed.meta["path"])
         content, mime = self._content(meta)
         access, acl_error = self._access(meta)
-        return to_document(meta, content, mime, access, source=self.name, path=str(path or meta.get("name", "")),
-                           acl_error=acl_error)
+        return to_document(
+            meta,
+            content,
+            mime,
+            access,
+            source=self.name,
+            path=str(path or meta.get("name", "")),
+            acl_error=acl_error,
+        )
 
     def _content(self, meta: Mapping) -> tuple[bytes, str]:
         fid, choices = str(meta["id"]), export_choices(str(meta.get("mimeType", "")))
@@ -335,7 +394,9 @@ class GoogleDriveConnector:
         if meta.get("permissions") is not None:
             return access_from_permissions(meta["permissions"]), None
         try:
-            return access_from_permissions(self.client.permissions(str(meta["id"]), fields=PERMISSION_FIELDS)), None
+            return access_from_permissions(
+                self.client.permissions(str(meta["id"]), fields=PERMISSION_FIELDS)
+            ), None
         except NotFound:
             raise
         except ConnectorError as e:

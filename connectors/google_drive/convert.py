@@ -33,9 +33,11 @@ EXPORTS: dict[str, tuple[str, ...]] = {
 SKIPPED_PREFIXES = ("image/", "video/", "audio/")
 
 # What the listing asks for: everything fetch needs, so fetch makes no metadata call.
-FILE_FIELDS = ("id,name,mimeType,parents,driveId,version,md5Checksum,modifiedTime,size,trashed,webViewLink,"
-               "owners(emailAddress),permissionIds,"
-               "permissions(id,type,role,emailAddress,domain,allowFileDiscovery,deleted)")
+FILE_FIELDS = (
+    "id,name,mimeType,parents,driveId,version,md5Checksum,modifiedTime,size,trashed,webViewLink,"
+    "owners(emailAddress),permissionIds,"
+    "permissions(id,type,role,emailAddress,domain,allowFileDiscovery,deleted)"
+)
 PERMISSION_FIELDS = "id,type,role,emailAddress,domain,allowFileDiscovery,deleted"
 
 
@@ -48,8 +50,9 @@ def is_folder(meta: Mapping) -> bool:
     return meta.get("mimeType") == FOLDER
 
 
-def skip_reason(meta: Mapping, *, include: Iterable[str] = (), exclude: Iterable[str] = (),
-                max_bytes: int | None = None) -> str | None:
+def skip_reason(
+    meta: Mapping, *, include: Iterable[str] = (), exclude: Iterable[str] = (), max_bytes: int | None = None
+) -> str | None:
     """Why a listed item is not indexed (None = index it). Patterns may use globs: ``image/*``."""
     mime = str(meta.get("mimeType", ""))
     include, exclude = tuple(include), tuple(exclude)
@@ -72,8 +75,11 @@ def skip_reason(meta: Mapping, *, include: Iterable[str] = (), exclude: Iterable
 def _acl_basis(meta: Mapping) -> str:
     perms = meta.get("permissions")
     if perms is not None:
-        basis = sorted(f"{p.get('type')}|{p.get('emailAddress', '')}|{p.get('domain', '')}|{p.get('allowFileDiscovery')}"
-                       f"|{p.get('deleted', False)}" for p in perms)
+        basis = sorted(
+            f"{p.get('type')}|{p.get('emailAddress', '')}|{p.get('domain', '')}|{p.get('allowFileDiscovery')}"
+            f"|{p.get('deleted', False)}"
+            for p in perms
+        )
     else:
         basis = sorted(meta.get("permissionIds") or [])
     return hashlib.sha1("\n".join(basis).encode()).hexdigest()[:10]
@@ -116,8 +122,16 @@ def parse_time(value: str | None) -> float | None:
         return None
 
 
-def to_document(meta: Mapping, content: bytes, mime: str, access: Access, *, source: str, path: str,
-                acl_error: str | None = None) -> Document:
+def to_document(
+    meta: Mapping,
+    content: bytes,
+    mime: str,
+    access: Access,
+    *,
+    source: str,
+    path: str,
+    acl_error: str | None = None,
+) -> Document:
     """The Document for one file. A failed permissions read keeps ``access`` empty (fail closed) and
     a version that cannot match the listing's, so the next sync fetches the file again."""
     owners = meta.get("owners") or []
@@ -128,6 +142,16 @@ def to_document(meta: Mapping, content: bytes, mime: str, access: Access, *, sou
     if acl_error:
         metadata["acl_error"] = acl_error
         version += ":acl-error"
-    return Document(id=str(meta["id"]), source=source, path=path, title=str(meta.get("name", "")), mime=mime,
-                    content=content, access=access, version=version, modified=parse_time(meta.get("modifiedTime")),
-                    url=meta.get("webViewLink"), metadata=metadata)
+    return Document(
+        id=str(meta["id"]),
+        source=source,
+        path=path,
+        title=str(meta.get("name", "")),
+        mime=mime,
+        content=content,
+        access=access,
+        version=version,
+        modified=parse_time(meta.get("modifiedTime")),
+        url=meta.get("webViewLink"),
+        metadata=metadata,
+    )

@@ -57,11 +57,15 @@ def _load_certificate(path: Path, thumbprint: str | None, passphrase: str | None
     try:
         pem = path.read_text()
     except OSError as e:
-        raise ConfigError(f"Cannot read the OneDrive certificate file {path}: {e}. "
-                          "Set connectors.onedrive.certificate_file to a PEM holding the private key.") from None
+        raise ConfigError(
+            f"Cannot read the OneDrive certificate file {path}: {e}. "
+            "Set connectors.onedrive.certificate_file to a PEM holding the private key."
+        ) from None
     if "PRIVATE KEY-----" not in pem:
-        raise ConfigError(f"{path} holds no PEM private key. Convert a .pfx with "
-                          "`openssl pkcs12 -in cert.pfx -out cert.pem -nodes`.")
+        raise ConfigError(
+            f"{path} holds no PEM private key. Convert a .pfx with "
+            "`openssl pkcs12 -in cert.pfx -out cert.pem -nodes`."
+        )
     cred: dict[str, Any] = {"private_key": pem}
     if "BEGIN CERTIFICATE" in pem:
         start = pem.index("-----BEGIN CERTIFICATE-----")
@@ -70,8 +74,10 @@ def _load_certificate(path: Path, thumbprint: str | None, passphrase: str | None
     if thumbprint:
         cred["thumbprint"] = thumbprint.replace(":", "").upper()
     elif "public_certificate" not in cred:
-        raise ConfigError(f"{path} has a private key but no certificate; add the certificate to the PEM "
-                          "or set connectors.onedrive.certificate_thumbprint.")
+        raise ConfigError(
+            f"{path} has a private key but no certificate; add the certificate to the PEM "
+            "or set connectors.onedrive.certificate_thumbprint."
+        )
     if passphrase:
         cred["passphrase"] = passphrase
     return cred
@@ -84,27 +90,47 @@ class GraphTokens:
     application), so building a connector never touches the network.
     """
 
-    def __init__(self, tenant_id: str, client_id: str, *, client_secret: str | None = None,
-                 certificate_file: Path | str | None = None, certificate_thumbprint: str | None = None,
-                 certificate_passphrase: str | None = None,
-                 authority_host: str = "https://login.microsoftonline.com", scope: str = GRAPH_SCOPE,
-                 verify: bool | str = True, timeout: float = 30.0,
-                 token_cache_file: Path | str | None = None, instance_discovery: bool | str | None = None,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        tenant_id: str,
+        client_id: str,
+        *,
+        client_secret: str | None = None,
+        certificate_file: Path | str | None = None,
+        certificate_thumbprint: str | None = None,
+        certificate_passphrase: str | None = None,
+        authority_host: str = "https://login.microsoftonline.com",
+        scope: str = GRAPH_SCOPE,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        token_cache_file: Path | str | None = None,
+        instance_discovery: bool | str | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
         if not tenant_id or not client_id:
-            raise ConfigError("OneDrive needs connectors.onedrive.tenant_id and client_id "
-                              "(from the Azure app registration's Overview page).")
+            raise ConfigError(
+                "OneDrive needs connectors.onedrive.tenant_id and client_id "
+                "(from the Azure app registration's Overview page)."
+            )
         if not client_secret and not certificate_file:
-            raise ConfigError("OneDrive needs connectors.onedrive.client_secret or certificate_file "
-                              "(Azure app registration → Certificates & secrets).")
+            raise ConfigError(
+                "OneDrive needs connectors.onedrive.client_secret or certificate_file "
+                "(Azure app registration → Certificates & secrets)."
+            )
         if not authority_host.startswith("https://"):
-            raise ConfigError(f"connectors.onedrive.authority_host={authority_host!r} must be an https:// URL "
-                              "(msal refuses plain http).")
+            raise ConfigError(
+                f"connectors.onedrive.authority_host={authority_host!r} must be an https:// URL "
+                "(msal refuses plain http)."
+            )
         self.authority = f"{authority_host.rstrip('/')}/{tenant_id}"
         self.client_id = client_id
         self.scope = scope
         self._secret = client_secret
-        self._cert = (Path(certificate_file), certificate_thumbprint, certificate_passphrase) if certificate_file else None
+        self._cert = (
+            (Path(certificate_file), certificate_thumbprint, certificate_passphrase)
+            if certificate_file
+            else None
+        )
         self._session = session or VerifyingSession(verify=verify, timeout=timeout)
         self._cache = msal.SerializableTokenCache()
         self._cache_file = Path(token_cache_file) if token_cache_file else None
@@ -124,13 +150,19 @@ class GraphTokens:
             credential: Any = self._secret if self._secret else _load_certificate(*self._cert)  # type: ignore[misc]
             try:
                 self._app = msal.ConfidentialClientApplication(
-                    self.client_id, client_credential=credential, authority=self.authority,
-                    token_cache=self._cache, http_client=self._session,
-                    instance_discovery=self._instance_discovery)
+                    self.client_id,
+                    client_credential=credential,
+                    authority=self.authority,
+                    token_cache=self._cache,
+                    http_client=self._session,
+                    instance_discovery=self._instance_discovery,
+                )
             except (ValueError, requests.RequestException) as e:
-                raise AuthError(f"Cannot reach the Microsoft identity platform at {self.authority}: {e}. "
-                                "Check connectors.onedrive.authority_host, tenant_id and the TLS setting "
-                                "connectors.onedrive.verify.") from None
+                raise AuthError(
+                    f"Cannot reach the Microsoft identity platform at {self.authority}: {e}. "
+                    "Check connectors.onedrive.authority_host, tenant_id and the TLS setting "
+                    "connectors.onedrive.verify."
+                ) from None
         return self._app
 
     def __call__(self) -> str:
@@ -139,14 +171,17 @@ class GraphTokens:
             try:
                 result = app.acquire_token_for_client(scopes=[self.scope])
             except requests.RequestException as e:
-                raise AuthError(f"Token request to {self.authority} failed: {e}. "
-                                "Check network access and connectors.onedrive.verify.") from None
+                raise AuthError(
+                    f"Token request to {self.authority} failed: {e}. "
+                    "Check network access and connectors.onedrive.verify."
+                ) from None
             if "access_token" not in result:
                 desc = str(result.get("error_description", "")).splitlines()[0:1]
                 raise AuthError(
                     f"Microsoft identity platform refused the app credentials: {result.get('error')}: "
                     f"{desc[0] if desc else ''} Check connectors.onedrive.client_id and client_secret "
-                    "(use the secret's Value, not its ID) or the certificate uploaded to the app registration.")
+                    "(use the secret's Value, not its ID) or the certificate uploaded to the app registration."
+                )
             if result.get("token_source") != "cache":
                 self.requests_made += 1
             self._persist()

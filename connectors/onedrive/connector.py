@@ -71,19 +71,25 @@ class OneDriveConfig:
     max_retries: int = 6
     timeout_s: float = 60.0
     token_cache_file: str | None = None
-    instance_discovery: bool | str | None = None  # None: msal's check for Microsoft hosts, off for others; or a URL
+    instance_discovery: bool | str | None = (
+        None  # None: msal's check for Microsoft hosts, off for others; or a URL
+    )
     source_name: str = "onedrive"
 
     def __post_init__(self) -> None:
         if not (self.user_drives or self.site_ids or self.site_urls or self.drive_ids):
-            raise ConfigError("connectors.onedrive names nothing to index: set user_drives (UPNs), "
-                              "site_ids, site_urls or drive_ids.")
+            raise ConfigError(
+                "connectors.onedrive names nothing to index: set user_drives (UPNs), "
+                "site_ids, site_urls or drive_ids."
+            )
         if self.max_file_mb <= 0:
             raise ConfigError(f"connectors.onedrive.max_file_mb={self.max_file_mb} must be positive.")
         for p in self.folder_paths:
             if "/" not in p:
-                raise ConfigError(f"connectors.onedrive.folder_paths entry {p!r} must be a path like "
-                                  "'/Eng/Specs' or '<drive id|UPN|site id>:/Eng/Specs'.")
+                raise ConfigError(
+                    f"connectors.onedrive.folder_paths entry {p!r} must be a path like "
+                    "'/Eng/Specs' or '<drive id|UPN|site id>:/Eng/Specs'."
+                )
         if not self.graph_url.startswith(("http://", "https://")):
             raise ConfigError(f"connectors.onedrive.graph_url={self.graph_url!r} must be an http(s) URL.")
 
@@ -105,20 +111,34 @@ def _split_folder(entry: str) -> tuple[str | None, str]:
 class OneDriveConnector:
     """Implements ``connectors.base.Connector`` over Microsoft Graph."""
 
-    def __init__(self, config: OneDriveConfig, *, graph: GraphClient | None = None,
-                 tokens: GraphTokens | None = None) -> None:
+    def __init__(
+        self, config: OneDriveConfig, *, graph: GraphClient | None = None, tokens: GraphTokens | None = None
+    ) -> None:
         self.config = config
         self.name = config.source_name
         self.tokens = tokens
         if graph is None:
             self.tokens = tokens or GraphTokens(
-                config.tenant_id, config.client_id, client_secret=config.client_secret,
-                certificate_file=config.certificate_file, certificate_thumbprint=config.certificate_thumbprint,
-                authority_host=config.authority_host, scope=config.scope, verify=config.verify,
-                timeout=config.timeout_s, token_cache_file=config.token_cache_file,
-                instance_discovery=config.instance_discovery)
-            graph = GraphClient(config.graph_url, self.tokens, verify=config.verify, timeout=config.timeout_s,
-                                max_retries=config.max_retries, pool_size=max(4, config.workers * 2))
+                config.tenant_id,
+                config.client_id,
+                client_secret=config.client_secret,
+                certificate_file=config.certificate_file,
+                certificate_thumbprint=config.certificate_thumbprint,
+                authority_host=config.authority_host,
+                scope=config.scope,
+                verify=config.verify,
+                timeout=config.timeout_s,
+                token_cache_file=config.token_cache_file,
+                instance_discovery=config.instance_discovery,
+            )
+            graph = GraphClient(
+                config.graph_url,
+                self.tokens,
+                verify=config.verify,
+                timeout=config.timeout_s,
+                max_retries=config.max_retries,
+                pool_size=max(4, config.workers * 2),
+            )
         self.graph = graph
         parts = urlsplit(config.graph_url)
         self._origin = f"{parts.scheme}://{parts.netloc}".lower()
@@ -143,7 +163,9 @@ class OneDriveConnector:
 
         def add(drive: dict, label: str, *keys: str) -> None:
             old = found.get(drive["id"])
-            ks = frozenset(k.lower().rstrip("/") for k in (drive["id"], *keys) if k) | (old.keys if old else frozenset())
+            ks = frozenset(k.lower().rstrip("/") for k in (drive["id"], *keys) if k) | (
+                old.keys if old else frozenset()
+            )
             found[drive["id"]] = DriveTarget(drive["id"], old.label if old else label, ks)
 
         for upn in self.config.user_drives:
@@ -152,12 +174,19 @@ class OneDriveConnector:
         sites = [(sid, sid) for sid in self.config.site_ids]
         for url in self.config.site_urls:
             u = urlsplit(url)
-            site = self._resolve(f"sites/{u.hostname}:{quote(u.path.rstrip('/') or '/')}", f"site_urls entry {url!r}")
+            site = self._resolve(
+                f"sites/{u.hostname}:{quote(u.path.rstrip('/') or '/')}", f"site_urls entry {url!r}"
+            )
             sites.append((site["id"], url))
         for sid, key in sites:
             site = self._resolve(f"sites/{sid}", f"site {key!r}")
             for drive in self.graph.values(f"sites/{site['id']}/drives"):
-                add(drive, f"{site.get('displayName') or site.get('name') or sid}/{drive.get('name', '')}", sid, key)
+                add(
+                    drive,
+                    f"{site.get('displayName') or site.get('name') or sid}/{drive.get('name', '')}",
+                    sid,
+                    key,
+                )
         for did in self.config.drive_ids:
             drive = self._resolve(f"drives/{did}", f"drive_ids entry {did!r}")
             add(drive, drive.get("name") or did, did)
@@ -167,8 +196,9 @@ class OneDriveConnector:
         try:
             return self.graph.get(path)
         except NotFound:
-            raise ConfigError(f"connectors.onedrive {what} was not found in Graph (or has no drive); "
-                              "fix or remove it.") from None
+            raise ConfigError(
+                f"connectors.onedrive {what} was not found in Graph (or has no drive); fix or remove it."
+            ) from None
 
     # -- listing -----------------------------------------------------------------------------
     def _folder_path(self, drive: DriveTarget, folder_id: str | None, depth: int = 0) -> str:
@@ -180,8 +210,9 @@ class OneDriveConnector:
         if depth > 64:
             return ""
         try:
-            item = self.graph.get(f"drives/{drive.id}/items/{folder_id}",
-                                  params={"$select": "id,name,root,parentReference"})
+            item = self.graph.get(
+                f"drives/{drive.id}/items/{folder_id}", params={"$select": "id,name,root,parentReference"}
+            )
         except NotFound:  # deleted meanwhile; its own deletion comes in a later delta entry
             return ""
         if "root" in item:
@@ -211,8 +242,9 @@ class OneDriveConnector:
         low = path.lower()
         return not any(low == p.lower() or low.startswith(p.lower().rstrip("/") + "/") for p in wanted)
 
-    def _convert_page(self, drive: DriveTarget, items: list[dict], *, incremental: bool
-                      ) -> tuple[list[ItemRef], list[str]]:
+    def _convert_page(
+        self, drive: DriveTarget, items: list[dict], *, incremental: bool
+    ) -> tuple[list[ItemRef], list[str]]:
         latest: dict[str, dict] = {}
         for item in items:  # the same item may appear more than once: the last one wins
             latest[item["id"]] = item
@@ -246,10 +278,21 @@ class OneDriveConnector:
                 if incremental:  # it may have been indexed before it moved out or grew too large
                     deletions.append(doc_id)
                 continue
-            upserts.append(ItemRef(id=doc_id, version=None, meta={
-                "name": item.get("name", ""), "path": f"{drive.label}{path}", "etag": item.get("eTag") or item.get("cTag") or "",
-                "mime": item_mime(item), "modified": item.get("lastModifiedDateTime"), "url": item.get("webUrl"),
-                "size": int(item.get("size") or 0)}))
+            upserts.append(
+                ItemRef(
+                    id=doc_id,
+                    version=None,
+                    meta={
+                        "name": item.get("name", ""),
+                        "path": f"{drive.label}{path}",
+                        "etag": item.get("eTag") or item.get("cTag") or "",
+                        "mime": item_mime(item),
+                        "modified": item.get("lastModifiedDateTime"),
+                        "url": item.get("webUrl"),
+                        "size": int(item.get("size") or 0),
+                    },
+                )
+            )
         return upserts, deletions
 
     def _descendant_files(self, drive: DriveTarget, folder_id: str, depth: int = 0) -> Iterator[dict]:
@@ -257,8 +300,9 @@ class OneDriveConnector:
         if depth > 64:
             return
         folders = self._folders.setdefault(drive.id, {})
-        for child in self.graph.values(f"drives/{drive.id}/items/{folder_id}/children",
-                                       params={"$top": "200"}):
+        for child in self.graph.values(
+            f"drives/{drive.id}/items/{folder_id}/children", params={"$top": "200"}
+        ):
             if "folder" in child or "package" in child:
                 folders[child["id"]] = self._item_path(drive, child)
                 if "folder" in child:
@@ -268,8 +312,10 @@ class OneDriveConnector:
 
     def _check_link(self, link: str) -> str:
         if link.startswith(("http://", "https://")) and not link.lower().startswith(self._origin):
-            raise CursorExpired(f"The saved OneDrive cursor points at {urlsplit(link).netloc}, not at "
-                                f"connectors.onedrive.graph_url; a full sync follows.")
+            raise CursorExpired(
+                f"The saved OneDrive cursor points at {urlsplit(link).netloc}, not at "
+                f"connectors.onedrive.graph_url; a full sync follows."
+            )
         return link
 
     def _decode(self, cursor: str, drives: list[DriveTarget]) -> dict:
@@ -281,14 +327,19 @@ class OneDriveConnector:
         if not ok:
             raise CursorExpired("The saved OneDrive cursor is unreadable; a full sync follows.")
         if set(state["drives"]) != {d.id for d in drives}:
-            raise CursorExpired("The configured OneDrive drives changed since the last sync; a full sync follows.")
+            raise CursorExpired(
+                "The configured OneDrive drives changed since the last sync; a full sync follows."
+            )
         return state
 
     def changes(self, cursor: str | None) -> Iterator[ChangePage]:
         drives = self.drives()
         if cursor is None:
-            state = {"v": _CURSOR_VERSION, "full": True,
-                     "drives": {d.id: {"link": None, "done": False, "incremental": False} for d in drives}}
+            state = {
+                "v": _CURSOR_VERSION,
+                "full": True,
+                "drives": {d.id: {"link": None, "done": False, "incremental": False} for d in drives},
+            }
             self._live, self._live_complete = set(), False
         else:
             state = self._decode(cursor, drives)
@@ -307,22 +358,33 @@ class OneDriveConnector:
             link = self._check_link(entry["link"]) if entry["link"] else f"drives/{drive.id}/root/delta"
             while True:
                 page = self.graph.get(link, headers={"Prefer": DELTA_PREFER})
-                upserts, deletions = self._convert_page(drive, page.get("value", []), incremental=entry["incremental"])
+                upserts, deletions = self._convert_page(
+                    drive, page.get("value", []), incremental=entry["incremental"]
+                )
                 if self._live is not None:
                     self._live.difference_update(deletions)
                     self._live.update(r.id for r in upserts)
                 next_link, delta_link = page.get("@odata.nextLink"), page.get("@odata.deltaLink")
                 if not next_link and not delta_link:
-                    raise ConnectorError(f"Graph delta for drive {drive.id} returned neither a nextLink nor a "
-                                         "deltaLink; check connectors.onedrive.graph_url.")
-                entry.update(link=next_link or delta_link, done=not next_link,
-                             folders=dict(self._folders.get(drive.id, {})))
+                    raise ConnectorError(
+                        f"Graph delta for drive {drive.id} returned neither a nextLink nor a "
+                        "deltaLink; check connectors.onedrive.graph_url."
+                    )
+                entry.update(
+                    link=next_link or delta_link,
+                    done=not next_link,
+                    folders=dict(self._folders.get(drive.id, {})),
+                )
                 last = entry["done"] and n == len(drives) - 1
                 if last:
                     state["full"] = False
                     self._live_complete = self._live is not None
-                yield ChangePage(upserts=tuple(upserts), deletions=tuple(deletions),
-                                 next_cursor=json.dumps(state), prune=last and full)
+                yield ChangePage(
+                    upserts=tuple(upserts),
+                    deletions=tuple(deletions),
+                    next_cursor=json.dumps(state),
+                    prune=last and full,
+                )
                 if entry["done"]:
                     break
                 link = self._check_link(next_link)
@@ -346,9 +408,14 @@ class OneDriveConnector:
         if "file" not in item:
             raise NotFound(f"OneDrive item {drive_id}/{item_id} is no longer a file.")
         label = next((d.label for d in self.drives() if d.id == drive_id), drive_id)
-        return {"name": item.get("name", ""), "path": f"{label}{reference_path(item.get('parentReference') or {}) or ''}/{item.get('name', '')}",
-                "etag": item.get("eTag") or item.get("cTag") or "", "mime": item_mime(item),
-                "modified": item.get("lastModifiedDateTime"), "url": item.get("webUrl")}
+        return {
+            "name": item.get("name", ""),
+            "path": f"{label}{reference_path(item.get('parentReference') or {}) or ''}/{item.get('name', '')}",
+            "etag": item.get("eTag") or item.get("cTag") or "",
+            "mime": item_mime(item),
+            "modified": item.get("lastModifiedDateTime"),
+            "url": item.get("webUrl"),
+        }
 
     def access(self, drive_id: str, item_id: str) -> tuple[Access, str | None]:
         """Who may read the item, inherited grants included; (nobody, reason) if Graph will not say."""
@@ -368,15 +435,27 @@ class OneDriveConnector:
         meta = dict(ref.meta) if ref.meta else self._meta(drive_id, item_id)
         content = self.graph.download(f"drives/{drive_id}/items/{item_id}/content", max_bytes=self._max_bytes)
         access, acl_error = self.access(drive_id, item_id)
-        metadata = {"drive_id": drive_id, "item_id": item_id, "etag": str(meta.get("etag", "")),
-                    "title_from": "filename"}  # sync lets the document's own heading replace it
+        metadata = {
+            "drive_id": drive_id,
+            "item_id": item_id,
+            "etag": str(meta.get("etag", "")),
+            "title_from": "filename",
+        }  # sync lets the document's own heading replace it
         if acl_error:
             metadata["acl_error"] = acl_error
         return Document(
-            id=ref.id, source=self.name, path=str(meta.get("path") or meta.get("name") or ref.id),
-            title=str(meta.get("name") or ref.id), mime=str(meta.get("mime") or "application/octet-stream"),
-            content=content, access=access, version=f"{meta.get('etag', '')}|acl:{access_digest(access)}",
-            modified=parse_time(meta.get("modified")), url=meta.get("url"), metadata=metadata)  # type: ignore[arg-type]
+            id=ref.id,
+            source=self.name,
+            path=str(meta.get("path") or meta.get("name") or ref.id),
+            title=str(meta.get("name") or ref.id),
+            mime=str(meta.get("mime") or "application/octet-stream"),
+            content=content,
+            access=access,
+            version=f"{meta.get('etag', '')}|acl:{access_digest(access)}",
+            modified=parse_time(meta.get("modified")),
+            url=meta.get("url"),
+            metadata=metadata,
+        )  # type: ignore[arg-type]
 
     def close(self) -> None:
         self.graph.close()

@@ -40,20 +40,45 @@ def item_mime(item: Mapping) -> str:
 
 # What the core parsers read (assistant.parsing); anything else is not downloaded at all, so a drive
 # full of images or archives costs listing only, not a failed download on every run.
-INDEXABLE_EXTENSIONS = frozenset({
-    ".md", ".markdown", ".txt", ".text", ".log", ".html", ".htm", ".pdf", ".docx", ".pptx", ".xlsx",
-    ".csv", ".tsv", ".json", ".yaml", ".yml", ".rst"})
-_INDEXABLE_MIMES = frozenset({
-    "application/pdf", "application/json", "application/yaml", "application/x-yaml", "application/xhtml+xml",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"})
+INDEXABLE_EXTENSIONS = frozenset(
+    {
+        ".md",
+        ".markdown",
+        ".txt",
+        ".text",
+        ".log",
+        ".html",
+        ".htm",
+        ".pdf",
+        ".docx",
+        ".pptx",
+        ".xlsx",
+        ".csv",
+        ".tsv",
+        ".json",
+        ".yaml",
+        ".yml",
+        ".rst",
+    }
+)
+_INDEXABLE_MIMES = frozenset(
+    {
+        "application/pdf",
+        "application/json",
+        "application/yaml",
+        "application/x-yaml",
+        "application/xhtml+xml",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    }
+)
 
 
 def indexable(item: Mapping) -> bool:
     """True for files the core parsers can turn into text (by extension, else by MIME type)."""
     name = str(item.get("name", "")).lower()
-    ext = name[name.rfind("."):] if "." in name else ""
+    ext = name[name.rfind(".") :] if "." in name else ""
     if ext in INDEXABLE_EXTENSIONS:
         return True
     mime = item_mime(item)
@@ -95,7 +120,9 @@ def _identities(perm: Mapping) -> Iterable[Mapping]:
                 yield ident
 
 
-def access_from_permissions(permissions: Iterable[Mapping], *, tenant_domain: str | None) -> tuple[Access, list[str]]:
+def access_from_permissions(
+    permissions: Iterable[Mapping], *, tenant_domain: str | None
+) -> tuple[Access, list[str]]:
     """Permissions → Access, plus notes about grants that could not be represented (fail closed)."""
     users: set[str] = set()
     groups: set[str] = set()
@@ -115,7 +142,11 @@ def access_from_permissions(permissions: Iterable[Mapping], *, tenant_domain: st
         for ident in _identities(perm):
             user = ident.get("user") or ident.get("siteUser")
             if isinstance(user, Mapping):
-                email = user.get("email") or user.get("userPrincipalName") or _email_from_login(user.get("loginName"))
+                email = (
+                    user.get("email")
+                    or user.get("userPrincipalName")
+                    or _email_from_login(user.get("loginName"))
+                )
                 if email and "@" in email:
                     users.add(email)
             group = ident.get("group")

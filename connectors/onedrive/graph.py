@@ -63,10 +63,21 @@ def _graph_error(resp: requests.Response) -> str:
 class GraphClient:
     """Thread-safe: one pooled session shared by the connector's fetch workers."""
 
-    def __init__(self, base_url: str, tokens: Callable[[], str], *, verify: bool | str = True,
-                 timeout: float = 60.0, max_retries: int = 6, backoff_s: float = 0.5,
-                 max_backoff_s: float = 60.0, max_wait_s: float = 300.0, pool_size: int = 16,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        tokens: Callable[[], str],
+        *,
+        verify: bool | str = True,
+        timeout: float = 60.0,
+        max_retries: int = 6,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 60.0,
+        max_wait_s: float = 300.0,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self._tokens = tokens
         self._timeout = timeout
@@ -100,14 +111,22 @@ class GraphClient:
         if retry_after is not None:
             delay = retry_after
         else:  # full jitter: uniform in [0, base * 2^attempt], capped
-            delay = self._rng.uniform(0, min(self._max_backoff_s, self._backoff_s * (2 ** attempt)))
+            delay = self._rng.uniform(0, min(self._max_backoff_s, self._backoff_s * (2**attempt)))
         with self._lock:
             self.waited_s += delay
         self._sleep(delay)
 
-    def _send(self, session: requests.Session, url: str, *, authorized: bool,
-              params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
-              allow_redirects: bool = True, stream: bool = False) -> requests.Response:
+    def _send(
+        self,
+        session: requests.Session,
+        url: str,
+        *,
+        authorized: bool,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        allow_redirects: bool = True,
+        stream: bool = False,
+    ) -> requests.Response:
         """One logical GET with retries; returns the final response (any non-retryable status)."""
         refreshed = False
         attempt = 0
@@ -117,16 +136,24 @@ class GraphClient:
                 hdrs["Authorization"] = f"Bearer {self._tokens()}"
             self._count()
             try:
-                resp = session.get(url, params=params, headers=hdrs, allow_redirects=allow_redirects,
-                                   stream=stream)
+                resp = session.get(
+                    url, params=params, headers=hdrs, allow_redirects=allow_redirects, stream=stream
+                )
             except (requests.ConnectionError, requests.Timeout) as e:
                 if attempt >= self.max_retries:
-                    raise ConnectorError(f"Graph request {url} failed after {attempt + 1} attempts: {e}. "
-                                         "Check network access to connectors.onedrive.graph_url.") from None
+                    raise ConnectorError(
+                        f"Graph request {url} failed after {attempt + 1} attempts: {e}. "
+                        "Check network access to connectors.onedrive.graph_url."
+                    ) from None
                 self._wait(attempt, None)
                 attempt += 1
                 continue
-            if resp.status_code == 401 and authorized and not refreshed and hasattr(self._tokens, "invalidate"):
+            if (
+                resp.status_code == 401
+                and authorized
+                and not refreshed
+                and hasattr(self._tokens, "invalidate")
+            ):
                 resp.close()
                 self._tokens.invalidate()  # type: ignore[attr-defined]
                 refreshed = True
@@ -134,7 +161,11 @@ class GraphClient:
             if resp.status_code in _RETRY_STATUS:
                 if attempt >= self.max_retries:
                     return resp
-                wait = retry_after_seconds(resp.headers.get("Retry-After")) if resp.status_code in (429, 503) else None
+                wait = (
+                    retry_after_seconds(resp.headers.get("Retry-After"))
+                    if resp.status_code in (429, 503)
+                    else None
+                )
                 if wait is not None and wait > self._max_wait_s:  # hours-long: give the item back to sync
                     return resp
                 resp.close()
@@ -149,36 +180,53 @@ class GraphClient:
             return
         detail = _graph_error(resp)
         if resp.status_code == 401:
-            raise AuthError(f"Graph rejected the app token for {what} ({detail}). Grant the app registration "
-                            "the Files.Read.All (or Sites.Selected) application permission and admin consent.")
+            raise AuthError(
+                f"Graph rejected the app token for {what} ({detail}). Grant the app registration "
+                "the Files.Read.All (or Sites.Selected) application permission and admin consent."
+            )
         if resp.status_code == 403:
-            raise PermissionDenied(f"Graph denied access to {what} ({detail}). With Sites.Selected, grant the "
-                                   "app read access to this site; otherwise check admin consent.")
+            raise PermissionDenied(
+                f"Graph denied access to {what} ({detail}). With Sites.Selected, grant the "
+                "app read access to this site; otherwise check admin consent."
+            )
         if resp.status_code == 404:
             raise NotFound(f"{what} does not exist in Graph ({detail}).")
         if resp.status_code == 410:
-            raise CursorExpired(f"Graph says the delta link for {what} expired ({detail}); "
-                                "a full re-enumeration follows.")
+            raise CursorExpired(
+                f"Graph says the delta link for {what} expired ({detail}); a full re-enumeration follows."
+            )
         if resp.status_code == 429:
-            raise RateLimited(f"Graph kept throttling {what} ({detail}); retry later or lower "
-                              "connectors.onedrive.workers.",
-                              retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
+            raise RateLimited(
+                f"Graph kept throttling {what} ({detail}); retry later or lower connectors.onedrive.workers.",
+                retry_after=retry_after_seconds(resp.headers.get("Retry-After")),
+            )
         raise ConnectorError(f"Graph request for {what} failed ({detail}); it is retried next run.")
 
     # -- API --------------------------------------------------------------------------------
-    def get(self, path_or_url: str, *, params: Mapping[str, Any] | None = None,
-            headers: Mapping[str, str] | None = None) -> dict:
+    def get(
+        self,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict:
         url = self.url(path_or_url)
         resp = self._send(self._api, url, authorized=True, params=params, headers=headers)
         self._raise_for(resp, url)
         try:
             return resp.json()
         except ValueError:
-            raise ConnectorError(f"Graph answered {url} with something that is not JSON; "
-                                 "check connectors.onedrive.graph_url.") from None
+            raise ConnectorError(
+                f"Graph answered {url} with something that is not JSON; check connectors.onedrive.graph_url."
+            ) from None
 
-    def pages(self, path_or_url: str, *, params: Mapping[str, Any] | None = None,
-              headers: Mapping[str, str] | None = None) -> Iterator[dict]:
+    def pages(
+        self,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[dict]:
         """Yield each page of a collection, following ``@odata.nextLink`` (which carries the query)."""
         page = self.get(path_or_url, params=params, headers=headers)
         yield page
@@ -206,8 +254,10 @@ class GraphClient:
             for chunk in resp.iter_content(chunk_size=1 << 16):
                 total += len(chunk)
                 if max_bytes is not None and total > max_bytes:
-                    raise ConnectorError(f"{url} is larger than {max_bytes} bytes; raise "
-                                         "connectors.onedrive.max_file_mb to index it.")
+                    raise ConnectorError(
+                        f"{url} is larger than {max_bytes} bytes; raise "
+                        "connectors.onedrive.max_file_mb to index it."
+                    )
                 chunks.append(chunk)
         except requests.RequestException as e:
             raise ConnectorError(f"Download of {url} broke off: {e}; it is retried next run.") from None

@@ -22,8 +22,11 @@ def _secret(v) -> str:
 
 def config_from_settings(section) -> SlackConfig:
     """A ``SlackConfig`` from a settings section; attributes it lacks keep their defaults."""
-    fields = {name: getattr(section, name) for name in SlackConfig.__dataclass_fields__
-              if name != "bot_token" and hasattr(section, name)}
+    fields = {
+        name: getattr(section, name)
+        for name in SlackConfig.__dataclass_fields__
+        if name != "bot_token" and hasattr(section, name)
+    }
     for key in ("channels", "exclude_channels"):
         if key in fields:
             fields[key] = tuple(fields[key] or ())

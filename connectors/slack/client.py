@@ -36,10 +36,23 @@ from assistant.errors import (
     RateLimited,
 )
 
-_AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
-                "no_permission", "ekm_access_denied"}
-_NOT_FOUND = {"channel_not_found", "thread_not_found", "message_not_found", "file_not_found", "user_not_found",
-              "file_deleted"}
+_AUTH_ERRORS = {
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "no_permission",
+    "ekm_access_denied",
+}
+_NOT_FOUND = {
+    "channel_not_found",
+    "thread_not_found",
+    "message_not_found",
+    "file_not_found",
+    "user_not_found",
+    "file_deleted",
+}
 _DENIED = {"not_in_channel", "missing_scope", "access_denied", "restricted_action", "is_archived"}
 
 
@@ -70,19 +83,27 @@ def translate(e: SlackApiError, what: str) -> Exception:
             retry_after = float(after[0] if isinstance(after, list) else after) if after else None
         except ValueError:
             retry_after = None
-        return RateLimited(f"Slack kept rate-limiting {what} after all retries. Run the sync again later; "
-                           "it resumes where it stopped.", retry_after=retry_after)
+        return RateLimited(
+            f"Slack kept rate-limiting {what} after all retries. Run the sync again later; "
+            "it resumes where it stopped.",
+            retry_after=retry_after,
+        )
     if code in _AUTH_ERRORS:
-        return AuthError(f"Slack rejected the bot token ({code}) on {what}. Check connectors.slack.bot_token "
-                         "(an xoxb- token of an installed app).")
+        return AuthError(
+            f"Slack rejected the bot token ({code}) on {what}. Check connectors.slack.bot_token "
+            "(an xoxb- token of an installed app)."
+        )
     if code == "invalid_cursor":
         return CursorExpired(f"Slack no longer accepts the saved page cursor for {what}; re-enumerating.")
     if code in _NOT_FOUND:
         return NotFound(f"{what}: {code}")
     if code in _DENIED:
         needed = data.get("needed")
-        hint = f" Add the scope {needed} to the Slack app and reinstall it." if needed else (
-            " Invite the bot to the channel (/invite @assistant)." if code == "not_in_channel" else "")
+        hint = (
+            f" Add the scope {needed} to the Slack app and reinstall it."
+            if needed
+            else (" Invite the bot to the channel (/invite @assistant)." if code == "not_in_channel" else "")
+        )
         return PermissionDenied(f"{what}: {code}.{hint}")
     return ConnectorError(f"Slack {what} failed: {code}. If this persists, check Slack's status page.")
 
@@ -90,22 +111,37 @@ def translate(e: SlackApiError, what: str) -> Exception:
 class SlackClient:
     """One bot token against one Slack API base URL."""
 
-    def __init__(self, token: str, *, base_url: str = "https://slack.com/api/", timeout_s: float = 30.0,
-                 max_retries: int = 6, backoff_s: float = 0.5, web_client: WebClient | None = None) -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        base_url: str = "https://slack.com/api/",
+        timeout_s: float = 30.0,
+        max_retries: int = 6,
+        backoff_s: float = 0.5,
+        web_client: WebClient | None = None,
+    ) -> None:
         if not token:
-            raise ConfigError("No Slack bot token. Set connectors.slack.bot_token (xoxb-...) in your config or "
-                            "ASSISTANT_CONNECTORS__SLACK__BOT_TOKEN.")
+            raise ConfigError(
+                "No Slack bot token. Set connectors.slack.bot_token (xoxb-...) in your config or "
+                "ASSISTANT_CONNECTORS__SLACK__BOT_TOKEN."
+            )
         self.token = token
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         backoff = BackoffRetryIntervalCalculator(backoff_factor=backoff_s)
         self.web = web_client or WebClient(
-            token=token, base_url=base_url, timeout=timeout_s,  # type: ignore[arg-type]  (urllib takes a float)
-            retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=max_retries),
-                            ConnectionErrorRetryHandler(max_retry_count=3, interval_calculator=backoff),
-                            ReadTimeoutRetryHandler(max_retry_count=2, interval_calculator=backoff),
-                            ServerErrorRetryHandler(max_retry_count=3, interval_calculator=backoff)])
+            token=token,
+            base_url=base_url,
+            timeout=timeout_s,  # type: ignore[arg-type]  (urllib takes a float)
+            retry_handlers=[
+                RateLimitErrorRetryHandler(max_retry_count=max_retries),
+                ConnectionErrorRetryHandler(max_retry_count=3, interval_calculator=backoff),
+                ReadTimeoutRetryHandler(max_retry_count=2, interval_calculator=backoff),
+                ServerErrorRetryHandler(max_retry_count=3, interval_calculator=backoff),
+            ],
+        )
         self._users: dict[str, dict | None] = {}
         self._auth: dict | None = None
         self._lock = threading.Lock()
@@ -117,11 +153,15 @@ class SlackClient:
         with self._lock:
             self.calls += 1
         try:
-            resp = self.web.api_call(method, http_verb="POST", params={k: v for k, v in params.items() if v is not None})
+            resp = self.web.api_call(
+                method, http_verb="POST", params={k: v for k, v in params.items() if v is not None}
+            )
         except SlackApiError as e:
             raise translate(e, method) from None
         except (OSError, ValueError) as e:  # connection refused/reset after retries, bad JSON
-            raise ConnectorError(f"Slack {method} failed: {e}. Check connectors.slack.api_url and the network.") from None
+            raise ConnectorError(
+                f"Slack {method} failed: {e}. Check connectors.slack.api_url and the network."
+            ) from None
         return resp.data if isinstance(resp.data, dict) else {}
 
     def page(self, method: str, key: str, *, cursor: str | None = None, **params) -> tuple[list, str | None]:
@@ -186,22 +226,29 @@ class SlackClient:
                 if e.code == 404:
                     raise NotFound(f"file download {url}: 404") from None
                 if e.code in (401, 403):
-                    raise AuthError(f"Slack refused the file download ({e.code}); the app needs the files:read "
-                                    "scope.") from None
+                    raise AuthError(
+                        f"Slack refused the file download ({e.code}); the app needs the files:read scope."
+                    ) from None
                 if e.code not in (429, 500, 502, 503, 504) or attempt == self.max_retries:
-                    raise ConnectorError(f"file download failed with HTTP {e.code}; retried next run.") from None
+                    raise ConnectorError(
+                        f"file download failed with HTTP {e.code}; retried next run."
+                    ) from None
                 wait = e.headers.get("Retry-After") if e.code == 429 else None
-                time.sleep(float(wait) if wait and wait.isdigit() else self.backoff_s * 2 ** attempt)
+                time.sleep(float(wait) if wait and wait.isdigit() else self.backoff_s * 2**attempt)
             except ValueError as e:  # a malformed URL: retrying will not help
                 raise ConnectorError(f"file download failed: {e}.") from None
             except OSError as e:
                 if attempt == self.max_retries:
                     raise ConnectorError(f"file download failed: {e}; retried next run.") from None
-                time.sleep(self.backoff_s * 2 ** attempt)
+                time.sleep(self.backoff_s * 2**attempt)
         if ctype == "text/html" and "html" not in expect_mime:
             # Slack answers an unauthorised file request with its sign-in page, not an error status.
-            raise AuthError("Slack returned its sign-in page instead of the file: the bot token lacks the "
-                            "files:read scope or the file is not shared with the bot.")
+            raise AuthError(
+                "Slack returned its sign-in page instead of the file: the bot token lacks the "
+                "files:read scope or the file is not shared with the bot."
+            )
         if len(data) > max_bytes:
-            raise ConnectorError(f"file is larger than connectors.slack.max_file_mb ({max_bytes / 1e6:.0f} MB); skipped.")
+            raise ConnectorError(
+                f"file is larger than connectors.slack.max_file_mb ({max_bytes / 1e6:.0f} MB); skipped."
+            )
         return data

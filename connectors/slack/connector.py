@@ -55,9 +55,20 @@ log = logging.getLogger(__name__)
 _SKIP_FILE_MODES = {"tombstone", "hidden_by_limit", "external", "snippet_deleted"}
 # media, archives and Slack-native objects have no text to index: listing them would only record
 # a parse failure per file and retry it every run
-_SKIP_MIME_PREFIXES = ("image/", "video/", "audio/", "font/", "application/vnd.slack", "application/zip",
-                       "application/x-zip", "application/gzip", "application/x-tar", "application/x-7z",
-                       "application/x-rar", "application/x-msdownload")
+_SKIP_MIME_PREFIXES = (
+    "image/",
+    "video/",
+    "audio/",
+    "font/",
+    "application/vnd.slack",
+    "application/zip",
+    "application/x-zip",
+    "application/gzip",
+    "application/x-tar",
+    "application/x-7z",
+    "application/x-rar",
+    "application/x-msdownload",
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,9 @@ class SlackConfig:
     bot_token: str = field(repr=False)
     source_name: str = "slack"
     api_url: str = "https://slack.com/api/"
-    channels: tuple[str, ...] = ()  # names, ids or glob patterns to include; empty = every channel the bot is in
+    channels: tuple[
+        str, ...
+    ] = ()  # names, ids or glob patterns to include; empty = every channel the bot is in
     exclude_channels: tuple[str, ...] = ()
     include_private: bool = True
     days_back: float = 365
@@ -78,19 +91,28 @@ class SlackConfig:
     track_days: float = 7.0  # threads active within this window are re-checked each run
     recheck_hours: float = 24.0  # threads with a reply this recent are re-fetched each run (reply edits)
     max_tracked_threads: int = 1000  # per channel, bounds the cursor
-    sweep_hours: float = 24.0  # how often the whole history is re-listed for replies to old threads; 0 = never
+    sweep_hours: float = (
+        24.0  # how often the whole history is re-listed for replies to old threads; 0 = never
+    )
     max_retries: int = 6
     timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        checks = [("days_back", self.days_back > 0), ("page_size", 1 <= self.page_size <= 999),
-                  ("max_file_mb", self.max_file_mb > 0), ("track_days", self.track_days >= 0),
-                  ("recheck_hours", self.recheck_hours >= 0), ("max_tracked_threads", self.max_tracked_threads >= 0),
-                  ("sweep_hours", self.sweep_hours >= 0)]
+        checks = [
+            ("days_back", self.days_back > 0),
+            ("page_size", 1 <= self.page_size <= 999),
+            ("max_file_mb", self.max_file_mb > 0),
+            ("track_days", self.track_days >= 0),
+            ("recheck_hours", self.recheck_hours >= 0),
+            ("max_tracked_threads", self.max_tracked_threads >= 0),
+            ("sweep_hours", self.sweep_hours >= 0),
+        ]
         for name, ok in checks:
             if not ok:
-                raise ConfigError(f"connectors.slack.{name} = {getattr(self, name)!r} is out of range; see "
-                                  "config/default.toml.")
+                raise ConfigError(
+                    f"connectors.slack.{name} = {getattr(self, name)!r} is out of range; see "
+                    "config/default.toml."
+                )
         object.__setattr__(self, "channels", tuple(self.channels))
         object.__setattr__(self, "exclude_channels", tuple(self.exclude_channels))
 
@@ -105,12 +127,21 @@ class _Chan:
 
 
 class SlackConnector:
-    def __init__(self, config: SlackConfig, *, client: SlackClient | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: SlackConfig,
+        *,
+        client: SlackClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
         self.name = config.source_name
-        self.client = client or SlackClient(config.bot_token, base_url=config.api_url, timeout_s=config.timeout_s,
-                                            max_retries=config.max_retries)
+        self.client = client or SlackClient(
+            config.bot_token,
+            base_url=config.api_url,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+        )
         self.clock = clock
         self._listing: dict[str, dict] | None = None  # channel id -> conversations.list entry (this run)
         self._ctx: dict[str, _Chan] = {}
@@ -129,8 +160,13 @@ class SlackConnector:
     def _channels(self) -> dict[str, dict]:
         if self._listing is None:
             types = "public_channel,private_channel" if self.config.include_private else "public_channel"
-            chans = self.client.iterate("conversations.list", "channels", types=types, exclude_archived=False,
-                                        limit=self.config.page_size)
+            chans = self.client.iterate(
+                "conversations.list",
+                "channels",
+                types=types,
+                exclude_archived=False,
+                limit=self.config.page_size,
+            )
             self._listing = {c["id"]: c for c in chans if self._selected(c)}
         return self._listing
 
@@ -141,24 +177,39 @@ class SlackConnector:
             return False
 
         def match(patterns: tuple[str, ...]) -> bool:
-            return any(p == ch["id"] or fnmatch.fnmatchcase(ch.get("name", ""), p.lstrip("#")) for p in patterns)
+            return any(
+                p == ch["id"] or fnmatch.fnmatchcase(ch.get("name", ""), p.lstrip("#")) for p in patterns
+            )
 
-        return (not self.config.channels or match(self.config.channels)) and not match(self.config.exclude_channels)
+        return (not self.config.channels or match(self.config.channels)) and not match(
+            self.config.exclude_channels
+        )
 
     def _chan(self, cid: str) -> _Chan:
         """Name, visibility, signature and Access of a channel (cached for this run)."""
         if cid not in self._ctx:
             ch = self._channels().get(cid)
             if ch is None:
-                raise NotFound(f"channel {cid} is not (or no longer) indexed: the bot left it or it is excluded")
+                raise NotFound(
+                    f"channel {cid} is not (or no longer) indexed: the bot left it or it is excluded"
+                )
             private = convert.is_private_channel(ch)
             emails: list[str] = []
             if private:
-                emails = sorted({e for u in self.client.members(cid, page_size=self.config.page_size)
-                                 if (e := self.client.user_email(u))})
-            self._ctx[cid] = _Chan(cid, ch.get("name") or cid, private,
-                                   convert.channel_signature(ch.get("name") or cid, private, emails),
-                                   convert.channel_access(self.team_id, private=private, emails=emails))
+                emails = sorted(
+                    {
+                        e
+                        for u in self.client.members(cid, page_size=self.config.page_size)
+                        if (e := self.client.user_email(u))
+                    }
+                )
+            self._ctx[cid] = _Chan(
+                cid,
+                ch.get("name") or cid,
+                private,
+                convert.channel_signature(ch.get("name") or cid, private, emails),
+                convert.channel_access(self.team_id, private=private, emails=emails),
+            )
         return self._ctx[cid]
 
     def _channel_name(self, cid: str) -> str | None:
@@ -167,8 +218,15 @@ class SlackConnector:
 
     # ---- cursor -----------------------------------------------------------------------------------
     def _new_state(self, mode: str) -> dict:
-        return {"v": 1, "team": self.team_id, "mode": mode, "gen": 0, "pending": sorted(self._channels()),
-                "scan": None, "channels": {}}
+        return {
+            "v": 1,
+            "team": self.team_id,
+            "mode": mode,
+            "gen": 0,
+            "pending": sorted(self._channels()),
+            "scan": None,
+            "channels": {},
+        }
 
     def _load(self, cursor: str) -> dict:
         try:
@@ -209,7 +267,9 @@ class SlackConnector:
         listed = self._channels()
         gone = [c for c in state["channels"] if c not in listed]
         if gone or state.get("needs_full"):
-            log.info("slack: channels %s are no longer indexed; running a full enumeration to prune them", gone)
+            log.info(
+                "slack: channels %s are no longer indexed; running a full enumeration to prune them", gone
+            )
             return self._start_full()
         state.update(mode="inc", pending=sorted(listed))
         return state
@@ -226,14 +286,31 @@ class SlackConnector:
         now = self.clock()
         boundary = now - self.config.days_back * 86400
         whole = state["mode"] == "full" or ch["newest"] is None or ch["sig"] != chan.sig
-        window = boundary if whole else max(boundary, min(float(ch["newest"]), now - self.config.track_days * 86400))
+        window = (
+            boundary
+            if whole
+            else max(boundary, min(float(ch["newest"]), now - self.config.track_days * 86400))
+        )
         swept = ch.get("swept")  # when the last whole listing or sweep of this channel started
-        sweep = (not whole and window > boundary and self.config.sweep_hours > 0
-                 and (swept is None or now - float(swept) >= self.config.sweep_hours * 3600))
+        sweep = (
+            not whole
+            and window > boundary
+            and self.config.sweep_hours > 0
+            and (swept is None or now - float(swept) >= self.config.sweep_hours * 3600)
+        )
         state["gen"] += 1
-        state["scan"] = {"ch": cid, "oldest": f"{boundary if sweep else window:.6f}", "cursor": None, "top": None,
-                         "gen": state["gen"], "sig": chan.sig, "whole": whole, "window": window, "started": now,
-                         "since": (float(swept) if swept is not None else window) if sweep else None}
+        state["scan"] = {
+            "ch": cid,
+            "oldest": f"{boundary if sweep else window:.6f}",
+            "cursor": None,
+            "top": None,
+            "gen": state["gen"],
+            "sig": chan.sig,
+            "whole": whole,
+            "window": window,
+            "started": now,
+            "since": (float(swept) if swept is not None else window) if sweep else None,
+        }
         return True
 
     def _scan(self, state: dict) -> Iterator[ChangePage]:
@@ -254,8 +331,14 @@ class SlackConnector:
         tracked: dict = ch["threads"]
         while True:
             try:
-                msgs, nxt = self.client.page("conversations.history", "messages", cursor=scan["cursor"], channel=cid,
-                                             oldest=scan["oldest"], limit=self.config.page_size)
+                msgs, nxt = self.client.page(
+                    "conversations.history",
+                    "messages",
+                    cursor=scan["cursor"],
+                    channel=cid,
+                    oldest=scan["oldest"],
+                    limit=self.config.page_size,
+                )
             except (NotFound, PermissionDenied) as e:  # bot removed mid-run: prune it in a full run next
                 log.warning("slack: channel %s became unreadable (%s)", cid, e)
                 state["channels"].pop(cid, None)
@@ -303,7 +386,9 @@ class SlackConnector:
             entry = tracked.get(ts)
             if entry is None and scan.get("since") is not None and float(ts) <= float(scan["window"]):
                 # a sweep, below the usual window: only threads active since the last sweep
-                touched = max(float(m.get("latest_reply") or 0), float((m.get("edited") or {}).get("ts") or 0))
+                touched = max(
+                    float(m.get("latest_reply") or 0), float((m.get("edited") or {}).get("ts") or 0)
+                )
                 if touched <= scan["since"]:
                     continue
             activity = float(m.get("latest_reply") or ts)
@@ -332,11 +417,25 @@ class SlackConnector:
             deletions.append(f"{chan.id}/{ts}")
         if old:
             deletions.extend(f for f in old[2] if f not in fids)
-        tracked[ts] = [convert.message_signature(root), float(root.get("latest_reply") or ts), fids, gen,
-                       1 if refs else 0]
+        tracked[ts] = [
+            convert.message_signature(root),
+            float(root.get("latest_reply") or ts),
+            fids,
+            gen,
+            1 if refs else 0,
+        ]
 
-    def _check_thread(self, chan: _Chan, ts: str, tracked: dict, gen: int, upserts: list, deletions: list,
-                      *, force: bool = False) -> None:
+    def _check_thread(
+        self,
+        chan: _Chan,
+        ts: str,
+        tracked: dict,
+        gen: int,
+        upserts: list,
+        deletions: list,
+        *,
+        force: bool = False,
+    ) -> None:
         """Re-check one thread by its root (old root revived, or seen through a broadcast reply)."""
         try:
             msgs, _ = self.client.page("conversations.replies", "messages", channel=chan.id, ts=ts, limit=1)
@@ -366,8 +465,10 @@ class SlackConnector:
                 deletions.extend(([f"{chan.id}/{ts}"] if entry[4] else []) + entry[2])
                 del tracked[ts]
         horizon = self.clock() - self.config.track_days * 86400
-        old_active = sorted((ts for ts, e in tracked.items() if float(ts) <= oldest and e[1] >= horizon),
-                            key=lambda t: -tracked[t][1])[:50]
+        old_active = sorted(
+            (ts for ts, e in tracked.items() if float(ts) <= oldest and e[1] >= horizon),
+            key=lambda t: -tracked[t][1],
+        )[:50]
         for ts in old_active:
             self._check_thread(chan, ts, tracked, scan["gen"], upserts, deletions)
         return upserts, deletions
@@ -387,16 +488,20 @@ class SlackConnector:
         if root is not None and not root.get("reply_count") and root.get("subtype") != "tombstone":
             return [root]
         try:
-            got = self.client.iterate("conversations.replies", "messages", channel=cid, ts=ts,
-                                      limit=self.config.page_size)
+            got = self.client.iterate(
+                "conversations.replies", "messages", channel=cid, ts=ts, limit=self.config.page_size
+            )
             by_ts = {m["ts"]: m for m in got}
         except NotFound:
             return []
         return sorted(by_ts.values(), key=lambda m: float(m["ts"]))
 
     def _kept(self, messages: list[dict]) -> list[dict]:
-        return [m for m in messages if convert.keep_message(m, include_bots=self.config.include_bots,
-                                                            self_ids=self._self_ids)]
+        return [
+            m
+            for m in messages
+            if convert.keep_message(m, include_bots=self.config.include_bots, self_ids=self._self_ids)
+        ]
 
     def _thread_refs(self, chan: _Chan, root: dict) -> list[ItemRef]:
         """[thread ref, file refs...] for a root, or [] when nothing in the thread is worth indexing."""
@@ -410,15 +515,28 @@ class SlackConnector:
             for m in kept:
                 for f in m.get("files") or []:
                     if self._file_ok(f):
-                        refs.append(ItemRef(f"file:{f['id']}", convert.file_version(f, channel_sig=chan.sig),
-                                            {"file": f, "channel": chan.id, "thread_ts": root["ts"],
-                                             "message_ts": m["ts"]}))
+                        refs.append(
+                            ItemRef(
+                                f"file:{f['id']}",
+                                convert.file_version(f, channel_sig=chan.sig),
+                                {
+                                    "file": f,
+                                    "channel": chan.id,
+                                    "thread_ts": root["ts"],
+                                    "message_ts": m["ts"],
+                                },
+                            )
+                        )
         return refs
 
     def _file_ok(self, f: dict) -> bool:
-        return bool(f.get("id")) and f.get("mode") not in _SKIP_FILE_MODES and not f.get("is_external") \
-            and not str(f.get("mimetype") or "").startswith(_SKIP_MIME_PREFIXES) \
+        return (
+            bool(f.get("id"))
+            and f.get("mode") not in _SKIP_FILE_MODES
+            and not f.get("is_external")
+            and not str(f.get("mimetype") or "").startswith(_SKIP_MIME_PREFIXES)
             and float(f.get("size") or 0) <= self.config.max_file_mb * 1e6
+        )
 
     def fetch(self, ref: ItemRef) -> Document:
         if ref.id.startswith("file:"):
@@ -430,19 +548,44 @@ class SlackConnector:
         if not kept:
             raise NotFound(f"thread {ref.id} has nothing left to index")
         names = lambda u: self.client.user_name(u)
-        text = convert.thread_markdown(chan.name, messages, user_name=names, channel_name_of=self._channel_name,
-                                       include_bots=self.config.include_bots, self_ids=self._self_ids)
-        title = convert.thread_title(chan.name, messages, user_name=names, channel_name_of=self._channel_name,
-                                     include_bots=self.config.include_bots, self_ids=self._self_ids)
+        text = convert.thread_markdown(
+            chan.name,
+            messages,
+            user_name=names,
+            channel_name_of=self._channel_name,
+            include_bots=self.config.include_bots,
+            self_ids=self._self_ids,
+        )
+        title = convert.thread_title(
+            chan.name,
+            messages,
+            user_name=names,
+            channel_name_of=self._channel_name,
+            include_bots=self.config.include_bots,
+            self_ids=self._self_ids,
+        )
         modified = max(max(float(m["ts"]), float((m.get("edited") or {}).get("ts") or 0)) for m in kept)
         authors = dict.fromkeys(self.client.user_name(m["user"]) for m in kept if m.get("user"))
         return Document(
-            id=ref.id, source=self.name, path=f"#{chan.name}/{ts}", title=title, mime="text/markdown",
-            content=text.encode("utf-8"), access=chan.access,
+            id=ref.id,
+            source=self.name,
+            path=f"#{chan.name}/{ts}",
+            title=title,
+            mime="text/markdown",
+            content=text.encode("utf-8"),
+            access=chan.access,
             version=convert.thread_version(kept, channel_sig=chan.sig, include_bots=self.config.include_bots),
-            modified=modified, url=self._permalink(cid, ts),
-            metadata={"kind": "thread", "channel": cid, "channel_name": chan.name, "thread_ts": ts,
-                      "messages": str(len(kept)), "authors": ", ".join(authors)})
+            modified=modified,
+            url=self._permalink(cid, ts),
+            metadata={
+                "kind": "thread",
+                "channel": cid,
+                "channel_name": chan.name,
+                "thread_ts": ts,
+                "messages": str(len(kept)),
+                "authors": ", ".join(authors),
+            },
+        )
 
     def _thread_messages_checked(self, cid: str, ts: str) -> list[dict]:
         try:
@@ -460,13 +603,17 @@ class SlackConnector:
             return None
 
     def _fetch_file(self, ref: ItemRef) -> Document:
-        fid = ref.id[len("file:"):]
+        fid = ref.id[len("file:") :]
         info = self.client.call("files.info", file=fid).get("file") or {}
         cid = str(ref.meta.get("channel") or "")
         if not cid:
-            cid = next((c for c in [*info.get("channels", []), *info.get("groups", [])] if c in self._channels()), "")
+            cid = next(
+                (c for c in [*info.get("channels", []), *info.get("groups", [])] if c in self._channels()), ""
+            )
         if not cid or not self._file_ok(info):
-            raise NotFound(f"file {fid} is not shared in an indexed channel, or is too large or not hosted by Slack")
+            raise NotFound(
+                f"file {fid} is not shared in an indexed channel, or is too large or not hosted by Slack"
+            )
         chan = self._chan(cid)
         mime = info.get("mimetype") or "application/octet-stream"
         url = info.get("url_private_download") or info.get("url_private")
@@ -475,14 +622,25 @@ class SlackConnector:
         data = self.client.download(url, max_bytes=int(self.config.max_file_mb * 1e6), expect_mime=mime)
         meta = {"kind": "file", "channel": cid, "channel_name": chan.name, "file_name": info.get("name", "")}
         if ref.meta.get("message_ts"):
-            meta.update(thread_ts=str(ref.meta.get("thread_ts")), message_ts=str(ref.meta["message_ts"]),
-                        message_url=self._permalink(cid, str(ref.meta["message_ts"]), str(ref.meta.get("thread_ts"))) or "")
+            meta.update(
+                thread_ts=str(ref.meta.get("thread_ts")),
+                message_ts=str(ref.meta["message_ts"]),
+                message_url=self._permalink(cid, str(ref.meta["message_ts"]), str(ref.meta.get("thread_ts")))
+                or "",
+            )
         return Document(
-            id=ref.id, source=self.name, path=f"#{chan.name}/{info.get('name') or fid}",
-            title=info.get("title") or info.get("name") or fid, mime=mime, content=data, access=chan.access,
+            id=ref.id,
+            source=self.name,
+            path=f"#{chan.name}/{info.get('name') or fid}",
+            title=info.get("title") or info.get("name") or fid,
+            mime=mime,
+            content=data,
+            access=chan.access,
             version=convert.file_version(info, channel_sig=chan.sig),
             modified=float(info.get("updated") or info.get("timestamp") or info.get("created") or 0) or None,
-            url=info.get("permalink"), metadata=meta)
+            url=info.get("permalink"),
+            metadata=meta,
+        )
 
     # ---- pruning ----------------------------------------------------------------------------------
     def list_ids(self) -> Iterator[str]:
@@ -495,8 +653,9 @@ class SlackConnector:
         self._listing, self._ctx = None, {}
         for cid in sorted(self._channels()):
             chan = self._chan(cid)
-            for m in self.client.iterate("conversations.history", "messages", channel=cid, oldest=boundary,
-                                         limit=self.config.page_size):
+            for m in self.client.iterate(
+                "conversations.history", "messages", channel=cid, oldest=boundary, limit=self.config.page_size
+            ):
                 if (m.get("subtype") or "") in convert.NOISE_SUBTYPES | {"thread_broadcast"}:
                     continue
                 for r in self._thread_refs(chan, m):

@@ -23,14 +23,42 @@ from datetime import UTC, datetime
 
 from assistant.documents import Access
 
-NOISE_SUBTYPES = frozenset({
-    "channel_join", "channel_leave", "channel_topic", "channel_purpose", "channel_name", "channel_archive",
-    "channel_unarchive", "channel_convert_to_private", "channel_convert_to_public", "group_join",
-    "group_leave", "group_topic", "group_purpose", "group_name", "group_archive", "group_unarchive",
-    "pinned_item", "unpinned_item", "bot_add", "bot_remove", "bot_enable", "bot_disable", "reminder_add",
-    "reminder_delete", "ekm_access_denied", "joiner_notification", "slackbot_response", "huddle_thread",
-    "sh_room_created", "app_conversation_leave", "channel_posting_permissions", "assistant_app_thread",
-})
+NOISE_SUBTYPES = frozenset(
+    {
+        "channel_join",
+        "channel_leave",
+        "channel_topic",
+        "channel_purpose",
+        "channel_name",
+        "channel_archive",
+        "channel_unarchive",
+        "channel_convert_to_private",
+        "channel_convert_to_public",
+        "group_join",
+        "group_leave",
+        "group_topic",
+        "group_purpose",
+        "group_name",
+        "group_archive",
+        "group_unarchive",
+        "pinned_item",
+        "unpinned_item",
+        "bot_add",
+        "bot_remove",
+        "bot_enable",
+        "bot_disable",
+        "reminder_add",
+        "reminder_delete",
+        "ekm_access_denied",
+        "joiner_notification",
+        "slackbot_response",
+        "huddle_thread",
+        "sh_room_created",
+        "app_conversation_leave",
+        "channel_posting_permissions",
+        "assistant_app_thread",
+    }
+)
 BOT_SUBTYPES = frozenset({"bot_message", "bot_add", "bot_remove"})
 _TOKEN = re.compile(r"<([^<>]+)>")
 
@@ -56,7 +84,9 @@ def keep_message(m: dict, *, include_bots: bool, self_ids: Iterable[str] = ()) -
     return bool((m.get("text") or "").strip() or m.get("files") or m.get("attachments"))
 
 
-def render_mrkdwn(text: str, *, user_name: Callable[[str], str], channel_name: Callable[[str], str | None]) -> str:
+def render_mrkdwn(
+    text: str, *, user_name: Callable[[str], str], channel_name: Callable[[str], str | None]
+) -> str:
     """Slack's mrkdwn control sequences as plain readable text (links as Markdown links)."""
 
     def sub(match: re.Match) -> str:
@@ -73,7 +103,7 @@ def render_mrkdwn(text: str, *, user_name: Callable[[str], str], channel_name: C
         if target.startswith("!"):
             return "@" + (label or target[1:]).lstrip("@")
         if target.startswith("mailto:"):
-            return label or target[len("mailto:"):]
+            return label or target[len("mailto:") :]
         if label and label != target:
             return f"[{label}]({target})"
         return target
@@ -106,21 +136,41 @@ def _digest(*parts: object) -> str:
 def message_signature(m: dict) -> str:
     """Changes when the message is edited, deleted (tombstoned), gets or loses replies or files."""
     files = ",".join(f.get("id", "") for f in m.get("files") or [])
-    return _digest(m.get("ts"), m.get("subtype"), m.get("text"), (m.get("edited") or {}).get("ts"),
-                   m.get("reply_count"), m.get("latest_reply"), files)
+    return _digest(
+        m.get("ts"),
+        m.get("subtype"),
+        m.get("text"),
+        (m.get("edited") or {}).get("ts"),
+        m.get("reply_count"),
+        m.get("latest_reply"),
+        files,
+    )
 
 
 def thread_version(messages: list[dict], *, channel_sig: str, include_bots: bool) -> str:
     """The version of a thread document: every message's own signature, plus the channel's
     signature (name, visibility, member emails) so a rename or membership change re-syncs it."""
-    per = [_digest(m.get("ts"), m.get("subtype"), m.get("text"), (m.get("edited") or {}).get("ts"),
-                   ",".join(f.get("id", "") for f in m.get("files") or [])) for m in messages]
+    per = [
+        _digest(
+            m.get("ts"),
+            m.get("subtype"),
+            m.get("text"),
+            (m.get("edited") or {}).get("ts"),
+            ",".join(f.get("id", "") for f in m.get("files") or []),
+        )
+        for m in messages
+    ]
     return "t1-" + _digest(channel_sig, include_bots, *per)
 
 
 def file_version(f: dict, *, channel_sig: str) -> str:
-    return "f1-" + _digest(f.get("id"), f.get("updated") or f.get("timestamp") or f.get("created"), f.get("size"),
-                           f.get("name"), channel_sig)
+    return "f1-" + _digest(
+        f.get("id"),
+        f.get("updated") or f.get("timestamp") or f.get("created"),
+        f.get("size"),
+        f.get("name"),
+        channel_sig,
+    )
 
 
 def channel_signature(name: str, private: bool, emails: Iterable[str] = ()) -> str:
@@ -139,9 +189,15 @@ def _author(m: dict, user_name: Callable[[str], str]) -> str:
     return m.get("username") or (m.get("bot_profile") or {}).get("name") or "bot"
 
 
-def thread_markdown(channel_name: str, messages: list[dict], *, user_name: Callable[[str], str],
-                    channel_name_of: Callable[[str], str | None], include_bots: bool,
-                    self_ids: Iterable[str] = ()) -> str:
+def thread_markdown(
+    channel_name: str,
+    messages: list[dict],
+    *,
+    user_name: Callable[[str], str],
+    channel_name_of: Callable[[str], str | None],
+    include_bots: bool,
+    self_ids: Iterable[str] = (),
+) -> str:
     """The thread as Markdown: a heading, then one block per kept message (author, time, text, files)."""
     self_ids = tuple(self_ids)
     root = messages[0] if messages else {}
@@ -167,9 +223,15 @@ def thread_markdown(channel_name: str, messages: list[dict], *, user_name: Calla
     return "\n".join(out).strip() + "\n"
 
 
-def thread_title(channel_name: str, messages: list[dict], *, user_name: Callable[[str], str],
-                 channel_name_of: Callable[[str], str | None], include_bots: bool,
-                 self_ids: Iterable[str] = ()) -> str:
+def thread_title(
+    channel_name: str,
+    messages: list[dict],
+    *,
+    user_name: Callable[[str], str],
+    channel_name_of: Callable[[str], str | None],
+    include_bots: bool,
+    self_ids: Iterable[str] = (),
+) -> str:
     """``#channel: first line of the first kept message`` (at most ~80 characters)."""
     for m in messages:
         if keep_message(m, include_bots=include_bots, self_ids=self_ids):

@@ -70,8 +70,14 @@ class Perm:
         if self.type in ("domain", "anyone"):
             r["allowFileDiscovery"] = bool(self.discoverable)
         if in_drive:
-            r["permissionDetails"] = [{"permissionType": "file" if inherited_from is None else "member", "role": self.role,
-                                       "inherited": inherited_from is not None, **({"inheritedFrom": inherited_from} if inherited_from else {})}]
+            r["permissionDetails"] = [
+                {
+                    "permissionType": "file" if inherited_from is None else "member",
+                    "role": self.role,
+                    "inherited": inherited_from is not None,
+                    **({"inheritedFrom": inherited_from} if inherited_from else {}),
+                }
+            ]
         return r
 
 
@@ -101,8 +107,15 @@ GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # google-auth always u
 class DriveWorld:
     """The state behind the fake: users, drives, files, permissions, change log, tokens, faults."""
 
-    def __init__(self, *, domain: str = "example.com", admin: str = "admin@example.com", users: tuple[str, ...] = (),
-                 groups: dict[str, set[str]] | None = None, export_limit: int = EXPORT_LIMIT):
+    def __init__(
+        self,
+        *,
+        domain: str = "example.com",
+        admin: str = "admin@example.com",
+        users: tuple[str, ...] = (),
+        groups: dict[str, set[str]] | None = None,
+        export_limit: int = EXPORT_LIMIT,
+    ):
         self.lock = threading.RLock()
         self.domain, self.admin, self.export_limit = domain, admin, export_limit
         self.users = {admin, *users}
@@ -145,8 +158,10 @@ class DriveWorld:
         """A shared drive; ``members`` maps user or group email -> role (organizer, reader, ...)."""
         with self.lock:
             did = self._new_id("0A")
-            perms = [Perm(self._new_id("p"), "group" if m in self.groups else "user", role, email=m)
-                     for m, role in (members or {self.admin: "organizer"}).items()]
+            perms = [
+                Perm(self._new_id("p"), "group" if m in self.groups else "user", role, email=m)
+                for m, role in (members or {self.admin: "organizer"}).items()
+            ]
             self.drives[did] = {"name": name, "members": perms}
             self.files[did] = FileRec(did, name, FOLDER, None, did, None)
             return did
@@ -154,8 +169,16 @@ class DriveWorld:
     def add_folder(self, name: str, parent: str, **kw) -> str:
         return self.add_file(name, FOLDER, b"", parent, **kw)
 
-    def add_file(self, name: str, mime: str, content: bytes | str, parent: str, *, owner: str | None = None,
-                 perms: tuple[Perm, ...] = ()) -> str:
+    def add_file(
+        self,
+        name: str,
+        mime: str,
+        content: bytes | str,
+        parent: str,
+        *,
+        owner: str | None = None,
+        perms: tuple[Perm, ...] = (),
+    ) -> str:
         with self.lock:
             par = self.files[parent]
             drive_id = par.drive_id
@@ -208,8 +231,16 @@ class DriveWorld:
                 self.files.pop(d, None)
                 self._logged(d)
 
-    def share(self, fid: str, type: str, *, email: str | None = None, domain: str | None = None,
-              discoverable: bool | None = None, role: str = "reader") -> str:
+    def share(
+        self,
+        fid: str,
+        type: str,
+        *,
+        email: str | None = None,
+        domain: str | None = None,
+        discoverable: bool | None = None,
+        role: str = "reader",
+    ) -> str:
         with self.lock:
             p = Perm(self._new_id("p"), type, role, email=email, domain=domain, discoverable=discoverable)
             self.files[fid].perms.append(p)
@@ -233,7 +264,17 @@ class DriveWorld:
         """(permission, inheritedFrom) pairs: own, then every ancestor's, then the drive's members."""
         out: list[tuple[Perm, str | None]] = []
         if rec.owner:
-            out.append((Perm("own-" + hashlib.sha1(rec.owner.encode()).hexdigest()[:8], "user", "owner", email=rec.owner), None))
+            out.append(
+                (
+                    Perm(
+                        "own-" + hashlib.sha1(rec.owner.encode()).hexdigest()[:8],
+                        "user",
+                        "owner",
+                        email=rec.owner,
+                    ),
+                    None,
+                )
+            )
         out += [(p, None) for p in rec.perms]
         for a in self.ancestors(rec):
             if a.drive_id and a.id == a.drive_id:
@@ -247,21 +288,39 @@ class DriveWorld:
 
     def can_list(self, user: str, rec: FileRec) -> bool:
         """Explicit access only: domain/anyone sharing does not put a file in someone's corpus."""
-        return any(p.type in ("user", "group") and self.member_of(user, p.email) for p, _ in self.effective_perms(rec))
+        return any(
+            p.type in ("user", "group") and self.member_of(user, p.email)
+            for p, _ in self.effective_perms(rec)
+        )
 
     def is_member(self, user: str, drive_id: str) -> bool:
         return any(self.member_of(user, p.email) for p in self.drives[drive_id]["members"])
 
     def file_resource(self, rec: FileRec) -> dict:
-        r = {"kind": "drive#file", "id": rec.id, "name": rec.name, "mimeType": rec.mime, "trashed": rec.trashed,
-             "version": str(rec.version), "createdTime": rfc3339(rec.created), "modifiedTime": rfc3339(rec.modified),
-             "webViewLink": f"https://docs.example.test/{rec.id}/view", "permissionIds": [p.id for p, _ in self.effective_perms(rec)]}
+        r = {
+            "kind": "drive#file",
+            "id": rec.id,
+            "name": rec.name,
+            "mimeType": rec.mime,
+            "trashed": rec.trashed,
+            "version": str(rec.version),
+            "createdTime": rfc3339(rec.created),
+            "modifiedTime": rfc3339(rec.modified),
+            "webViewLink": f"https://docs.example.test/{rec.id}/view",
+            "permissionIds": [p.id for p, _ in self.effective_perms(rec)],
+        }
         if rec.parent:
             r["parents"] = [rec.parent]
         if rec.drive_id:
             r["driveId"] = rec.drive_id
         else:
-            r["owners"] = [{"kind": "drive#user", "emailAddress": rec.owner, "displayName": (rec.owner or "").split("@")[0]}]
+            r["owners"] = [
+                {
+                    "kind": "drive#user",
+                    "emailAddress": rec.owner,
+                    "displayName": (rec.owner or "").split("@")[0],
+                }
+            ]
             r["permissions"] = [p.resource() for p, _ in self.effective_perms(rec)]
         if rec.mime != FOLDER:
             r["size"] = str(len(rec.content))
@@ -270,38 +329,66 @@ class DriveWorld:
         return r
 
     # -- tokens and OAuth ---------------------------------------------------------------------
-    def service_account_info(self, email: str = "indexer@proj.iam.gserviceaccount.com", *, delegation: bool = True) -> dict:
+    def service_account_info(
+        self, email: str = "indexer@proj.iam.gserviceaccount.com", *, delegation: bool = True
+    ) -> dict:
         """A service-account JSON key the fake's /token endpoint accepts (``delegation``: may use ``sub``)."""
         pem, public = make_jwt_key()
         with self.lock:
             self.service_accounts[email] = (public, delegation)
-        return {"type": "service_account", "project_id": "proj", "private_key_id": "k1", "private_key": pem,
-                "client_email": email, "client_id": "1", "token_uri": self.url + "/token"}
+        return {
+            "type": "service_account",
+            "project_id": "proj",
+            "private_key_id": "k1",
+            "private_key": pem,
+            "client_email": email,
+            "client_id": "1",
+            "token_uri": self.url + "/token",
+        }
 
     def authorized_user_info(self, email: str) -> dict:
         """An authorized-user JSON (refresh token) for ``email``."""
         rt = "1//" + hashlib.sha1(os.urandom(8)).hexdigest()
         with self.lock:
             self.refresh_tokens[rt] = (email, "client-1.apps.googleusercontent.com", "secret-1")
-        return {"type": "authorized_user", "client_id": "client-1.apps.googleusercontent.com",
-                "client_secret": "secret-1", "refresh_token": rt, "token_uri": self.url + "/token"}
+        return {
+            "type": "authorized_user",
+            "client_id": "client-1.apps.googleusercontent.com",
+            "client_secret": "secret-1",
+            "refresh_token": rt,
+            "token_uri": self.url + "/token",
+        }
 
     def issue_token(self, email: str, scopes: set[str]) -> dict:
         tok = "ya29." + hashlib.sha1(os.urandom(16)).hexdigest()
         with self.lock:
             self.access_tokens[tok] = (email, scopes)
-        return {"access_token": tok, "expires_in": 3599, "token_type": "Bearer", "scope": " ".join(sorted(scopes))}
+        return {
+            "access_token": tok,
+            "expires_in": 3599,
+            "token_type": "Bearer",
+            "scope": " ".join(sorted(scopes)),
+        }
 
     def grant(self, form: dict[str, str]) -> dict:
         gt = form.get("grant_type")
         if gt == "urn:ietf:params:oauth:grant-type:jwt-bearer":
-            claims = verify_jwt(form.get("assertion", ""), {e: k for e, (k, _) in self.service_accounts.items()})
-            if claims.get("aud") not in (GOOGLE_TOKEN_URI, self.url + "/token") or claims.get("exp", 0) < time.time():
+            claims = verify_jwt(
+                form.get("assertion", ""), {e: k for e, (k, _) in self.service_accounts.items()}
+            )
+            if (
+                claims.get("aud") not in (GOOGLE_TOKEN_URI, self.url + "/token")
+                or claims.get("exp", 0) < time.time()
+            ):
                 raise ApiError(400, "invalid_grant", f"Invalid JWT: audience {claims.get('aud')} or expiry")
             email, sub = claims["iss"], claims.get("sub")
             if sub:
                 if not self.service_accounts[email][1]:
-                    raise ApiError(401, "unauthorized_client", "Client is unauthorized to retrieve access tokens using this method")
+                    raise ApiError(
+                        401,
+                        "unauthorized_client",
+                        "Client is unauthorized to retrieve access tokens using this method",
+                    )
                 if sub not in self.users:
                     raise ApiError(400, "invalid_grant", "Invalid email or User ID")
             return self.issue_token(sub or email, set(claims.get("scope", "").split()))
@@ -313,13 +400,17 @@ class DriveWorld:
         raise ApiError(400, "unsupported_grant_type", f"Invalid grant_type: {gt}")
 
     # -- faults ---------------------------------------------------------------------------------
-    def inject(self, kind: str, *, times: int = 1, after: int = 0, path: str = "", retry_after: float | None = None) -> None:
+    def inject(
+        self, kind: str, *, times: int = 1, after: int = 0, path: str = "", retry_after: float | None = None
+    ) -> None:
         """Fail the next ``times`` API calls whose path contains ``path`` (after skipping ``after``).
 
         ``kind``: rate_limit (403 userRateLimitExceeded), 429, 500, drop (close the connection).
         """
         with self.lock:
-            self.faults.append({"kind": kind, "times": times, "after": after, "path": path, "retry_after": retry_after})
+            self.faults.append(
+                {"kind": kind, "times": times, "after": after, "path": path, "retry_after": retry_after}
+            )
 
     def invalidate_page_tokens(self) -> None:
         """Every files.list page token and every change token issued so far becomes invalid."""
@@ -362,8 +453,9 @@ class FakeDrive:
         self.server.world = self.world  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.world.url = self.url
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-gdrive", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-gdrive", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -378,15 +470,19 @@ class FakeDrive:
 
 
 # -- a world made of handbook pages -----------------------------------------------------------------
-HANDBOOK = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "sourcegraph-handbook" / "content"
+HANDBOOK = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "sourcegraph-handbook" / "content"
+)
 
 
 def handbook_pages(root: Path = HANDBOOK) -> list[tuple[str, str]]:
     """(name, markdown) for every page with some text, in a stable order; empty if the corpus is absent."""
     if not root.is_dir():
         return []
-    pages = [(p.relative_to(root).with_suffix("").as_posix().replace("/", "-"), p.read_text(errors="replace"))
-             for p in sorted(root.rglob("*.md"))]
+    pages = [
+        (p.relative_to(root).with_suffix("").as_posix().replace("/", "-"), p.read_text(errors="replace"))
+        for p in sorted(root.rglob("*.md"))
+    ]
     return [(name, text) for name, text in pages if len(re.sub(r"\W", "", text)) >= 40]
 
 
@@ -402,8 +498,13 @@ def to_csv(md: str) -> str:
 _KINDS = [(GDOC, ""), (GSHEET, ""), (GSLIDES, ""), ("text/markdown", ".md"), ("text/plain", ".txt")]
 
 
-def populate(world: DriveWorld, n_files: int, *, pages: list[tuple[str, str]] | None = None,
-             shared_drives: tuple[str, ...] = ("Engineering", "People Ops")) -> dict[str, object]:
+def populate(
+    world: DriveWorld,
+    n_files: int,
+    *,
+    pages: list[tuple[str, str]] | None = None,
+    shared_drives: tuple[str, ...] = ("Engineering", "People Ops"),
+) -> dict[str, object]:
     """Add ``n_files`` files made of handbook pages to ``world``: My Drive and shared drives, nested folders.
 
     Returns ``{"files": {id: name}, "folders": {name: id}, "drives": {name: id}}``. File kinds cycle
@@ -414,8 +515,10 @@ def populate(world: DriveWorld, n_files: int, *, pages: list[tuple[str, str]] | 
     if not pages:
         raise FileNotFoundError(f"handbook corpus not found at {HANDBOOK}")
     folders: dict[str, str] = {}
-    drives = {name: world.add_drive(name, members={world.admin: "organizer", **{u: "reader" for u in world.users}})
-              for name in shared_drives}
+    drives = {
+        name: world.add_drive(name, members={world.admin: "organizer", **{u: "reader" for u in world.users}})
+        for name in shared_drives
+    }
     roots = [("My Drive", world.root(world.admin))] + list(drives.items())
     leaves: list[str] = []
     for rname, rid in roots:
@@ -432,7 +535,11 @@ def populate(world: DriveWorld, n_files: int, *, pages: list[tuple[str, str]] | 
         name, text = pages[i % len(pages)]
         mime, ext = _KINDS[i % len(_KINDS)]
         body = to_csv(text) if mime == GSHEET else text
-        fid = world.add_file(f"{name}{ext}" if i < len(pages) else f"{name} ({i // len(pages)}){ext}", mime, body,
-                             leaves[i % len(leaves)])
+        fid = world.add_file(
+            f"{name}{ext}" if i < len(pages) else f"{name} ({i // len(pages)}){ext}",
+            mime,
+            body,
+            leaves[i % len(leaves)],
+        )
         files[fid] = world.files[fid].name
     return {"files": files, "folders": folders, "drives": drives}

@@ -37,7 +37,7 @@ _DEFAULT_FIELDS = {
     "FileList": "kind,nextPageToken,incompleteSearch,files(kind,id,name,mimeType)",
     "File": "kind,id,name,mimeType",
     "ChangeList": "kind,nextPageToken,newStartPageToken,changes(kind,type,changeType,time,removed,fileId,driveId,"
-                  "file(kind,id,name,mimeType))",
+    "file(kind,id,name,mimeType))",
     "PermissionList": "kind,nextPageToken,permissions(kind,id,type,role,emailAddress,domain,allowFileDiscovery)",
     "StartPageToken": "kind,startPageToken",
     "DriveList": "kind,nextPageToken,drives(kind,id,name)",
@@ -69,17 +69,25 @@ def check_params(method: dict, query: dict[str, list[str]]) -> dict[str, object]
         v = values[-1]
         if spec.get("type") == "boolean":
             if v not in ("true", "false"):
-                raise ApiError(400, "invalidParameter", f'Invalid boolean value "{v}" for {name}', location=name)
+                raise ApiError(
+                    400, "invalidParameter", f'Invalid boolean value "{v}" for {name}', location=name
+                )
             out[name] = v == "true"
         elif spec.get("type") == "integer":
             if not re.fullmatch(r"-?\d+", v):
-                raise ApiError(400, "invalid", f"Invalid value at '{name}' (TYPE_INT32), \"{v}\"", location=name)
+                raise ApiError(
+                    400, "invalid", f"Invalid value at '{name}' (TYPE_INT32), \"{v}\"", location=name
+                )
             n = int(v)
-            lo, hi = int(spec.get("minimum", -2**31)), int(spec.get("maximum", 2**31))
+            lo, hi = int(spec.get("minimum", -(2**31))), int(spec.get("maximum", 2**31))
             coerces = "will be coerced" in spec.get("description", "")
             if n < lo or (n > hi and not coerces):
-                raise ApiError(400, "invalid", f"Invalid value '{n}'. Values must be within the range: [{lo}, {hi}]",
-                               location=name)
+                raise ApiError(
+                    400,
+                    "invalid",
+                    f"Invalid value '{n}'. Values must be within the range: [{lo}, {hi}]",
+                    location=name,
+                )
             out[name] = min(n, hi)
         else:
             if "enum" in spec and v not in spec["enum"]:
@@ -106,16 +114,21 @@ def _untoken(tok: str, *, epoch: int, query_hash: str) -> dict:
 
 
 def _page(items: list, p: dict, world, qhash: str, default_size: int) -> tuple[list, str | None]:
-    start = _untoken(p["pageToken"], epoch=world.token_epoch, query_hash=qhash)["o"] if "pageToken" in p else 0
+    start = (
+        _untoken(p["pageToken"], epoch=world.token_epoch, query_hash=qhash)["o"] if "pageToken" in p else 0
+    )
     size = int(p.get("pageSize", default_size))
-    chunk = items[start:start + size]
+    chunk = items[start : start + size]
     more = start + size < len(items)
     return chunk, (_token({"e": world.token_epoch, "h": qhash, "o": start + size}) if more else None)
 
 
 def _qhash(p: dict) -> str:
-    return hashlib.sha1(json.dumps({k: v for k, v in p.items() if k not in ("pageToken", "pageSize", "fields")},
-                                   sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha1(
+        json.dumps(
+            {k: v for k, v in p.items() if k not in ("pageToken", "pageSize", "fields")}, sort_keys=True
+        ).encode()
+    ).hexdigest()[:12]
 
 
 class Api:
@@ -129,25 +142,46 @@ class Api:
         rec = w.files.get(w.roots.get(self.user) if fid == "root" else fid)
         visible = rec is not None and (
             (rec.drive_id and w.is_member(self.user, rec.drive_id))
-            or (not rec.drive_id and (rec.owner == self.user or w.can_list(self.user, rec) or self._by_link(rec))))
+            or (
+                not rec.drive_id
+                and (rec.owner == self.user or w.can_list(self.user, rec) or self._by_link(rec))
+            )
+        )
         if rec is None or not visible or (rec.drive_id and not p.get("supportsAllDrives")):
             raise ApiError(404, "notFound", f"File not found: {fid}.", location="fileId")
         return rec
 
     def _by_link(self, rec) -> bool:
         dom = self.user.rsplit("@", 1)[-1]
-        return any(p.type == "anyone" or (p.type == "domain" and p.domain == dom) for p, _ in self.w.effective_perms(rec))
+        return any(
+            p.type == "anyone" or (p.type == "domain" and p.domain == dom)
+            for p, _ in self.w.effective_perms(rec)
+        )
 
     def files_list(self, p: dict, _path: dict):
         w, corpora = self.w, p.get("corpora", "user")
         if corpora not in ("user", "drive", "allDrives"):
-            raise ApiError(400, "invalid", f"The fake supports corpora user, drive and allDrives, not {corpora}", location="corpora")
+            raise ApiError(
+                400,
+                "invalid",
+                f"The fake supports corpora user, drive and allDrives, not {corpora}",
+                location="corpora",
+            )
         if (corpora == "drive") != ("driveId" in p):
-            raise ApiError(400, "invalid", "The driveId parameter must be specified if and only if corpora is set to drive.",
-                           location="driveId")
+            raise ApiError(
+                400,
+                "invalid",
+                "The driveId parameter must be specified if and only if corpora is set to drive.",
+                location="driveId",
+            )
         if corpora != "user" and not (p.get("includeItemsFromAllDrives") and p.get("supportsAllDrives")):
-            raise ApiError(403, "teamDriveItemsRequired", "The includeItemsFromAllDrives parameter must be set to true "
-                           "(with supportsAllDrives) when corpora is drive or allDrives.", location="includeItemsFromAllDrives")
+            raise ApiError(
+                403,
+                "teamDriveItemsRequired",
+                "The includeItemsFromAllDrives parameter must be set to true "
+                "(with supportsAllDrives) when corpora is drive or allDrives.",
+                location="includeItemsFromAllDrives",
+            )
         if corpora == "drive" and (p["driveId"] not in w.drives or not w.is_member(self.user, p["driveId"])):
             raise ApiError(404, "notFound", f"Shared drive not found: {p['driveId']}", location="driveId")
         clauses = parse_q(str(p.get("q", "")))
@@ -158,14 +192,19 @@ class Api:
                 continue
             if rec.drive_id:
                 ok = (corpora == "drive" and rec.drive_id == p["driveId"]) or (
-                    corpora == "allDrives" and w.is_member(self.user, rec.drive_id))
+                    corpora == "allDrives" and w.is_member(self.user, rec.drive_id)
+                )
             else:
                 ok = corpora != "drive" and (rec.owner == self.user or w.can_list(self.user, rec))
             if ok and all(self._match(rec, c) for c in clauses):
                 out.append(rec)
         out.sort(key=lambda r: (r.created, r.id))
         chunk, nxt = _page(out, p, w, _qhash(p), 100)
-        body = {"kind": "drive#fileList", "incompleteSearch": False, "files": [w.file_resource(r) for r in chunk]}
+        body = {
+            "kind": "drive#fileList",
+            "incompleteSearch": False,
+            "files": [w.file_resource(r) for r in chunk],
+        }
         if nxt:
             body["nextPageToken"] = nxt
         return body, "FileList"
@@ -182,8 +221,12 @@ class Api:
         rec = self._rec(path["fileId"], p)
         if p.get("alt") == "media":
             if not rec.binary:
-                raise ApiError(403, "fileNotDownloadable", "Only files with binary content can be downloaded. "
-                               "Use Export with Docs Editors files.", location="alt")
+                raise ApiError(
+                    403,
+                    "fileNotDownloadable",
+                    "Only files with binary content can be downloaded. Use Export with Docs Editors files.",
+                    location="alt",
+                )
             return rec.content, rec.mime
         body = self.w.file_resource(rec)
         if rec.drive_id and rec.id == rec.drive_id:
@@ -196,7 +239,9 @@ class Api:
             raise ApiError(403, "fileNotExportable", "Export only supports Docs Editors files.")
         conv = EXPORTS[rec.mime].get(str(p["mimeType"]))
         if conv is None:
-            raise ApiError(400, "badRequest", "The requested conversion is not supported.", location="mimeType")
+            raise ApiError(
+                400, "badRequest", "The requested conversion is not supported.", location="mimeType"
+            )
         data = conv(rec.content.decode())
         data = data if isinstance(data, bytes) else data.encode()
         if len(data) > self.w.export_limit:
@@ -206,8 +251,15 @@ class Api:
     def permissions_list(self, p: dict, path: dict):
         rec = self._rec(path["fileId"], p)
         if rec.id in self.w.permission_denied:
-            raise ApiError(403, "insufficientFilePermissions", "The user does not have sufficient permissions for this file.")
-        perms = [perm.resource(inherited_from=src, in_drive=bool(rec.drive_id)) for perm, src in self.w.effective_perms(rec)]
+            raise ApiError(
+                403,
+                "insufficientFilePermissions",
+                "The user does not have sufficient permissions for this file.",
+            )
+        perms = [
+            perm.resource(inherited_from=src, in_drive=bool(rec.drive_id))
+            for perm, src in self.w.effective_perms(rec)
+        ]
         chunk, nxt = _page(perms, p, self.w, _qhash({**p, "fileId": rec.id}), 100)
         body = {"kind": "drive#permissionList", "permissions": chunk}
         if nxt:
@@ -241,7 +293,13 @@ class Api:
 
     def _change(self, fid: str, t: float, p: dict) -> dict | None:
         w, rec = self.w, self.w.files.get(fid)
-        base = {"kind": "drive#change", "type": "file", "changeType": "file", "time": rfc3339(t), "fileId": fid}
+        base = {
+            "kind": "drive#change",
+            "type": "file",
+            "changeType": "file",
+            "time": rfc3339(t),
+            "fileId": fid,
+        }
         if rec is not None and rec.drive_id:
             if not p.get("includeItemsFromAllDrives") or p.get("restrictToMyDrive"):
                 return None
@@ -254,10 +312,17 @@ class Api:
         return {**base, "removed": True} if p.get("includeRemoved", True) else None
 
     def drives_list(self, p: dict, _path: dict):
-        ds = [{"kind": "drive#drive", "id": d, "name": v["name"]} for d, v in self.w.drives.items()
-              if self.w.is_member(self.user, d)]
+        ds = [
+            {"kind": "drive#drive", "id": d, "name": v["name"]}
+            for d, v in self.w.drives.items()
+            if self.w.is_member(self.user, d)
+        ]
         chunk, nxt = _page(ds, p, self.w, _qhash(p), 10)
-        return {"kind": "drive#driveList", "drives": chunk, **({"nextPageToken": nxt} if nxt else {})}, "DriveList"
+        return {
+            "kind": "drive#driveList",
+            "drives": chunk,
+            **({"nextPageToken": nxt} if nxt else {}),
+        }, "DriveList"
 
     def drives_get(self, p: dict, path: dict):
         d = self.w.drives.get(path["driveId"])
@@ -271,8 +336,13 @@ def _fault_error(fault: dict) -> ApiError:
         return ApiError(403, "userRateLimitExceeded", "User Rate Limit Exceeded", domain="usageLimits")
     if fault["kind"] == "429":
         ra = fault["retry_after"]
-        return ApiError(429, "rateLimitExceeded", "Too Many Requests", domain="usageLimits",
-                        headers={"Retry-After": f"{ra:g}"} if ra is not None else {})
+        return ApiError(
+            429,
+            "rateLimitExceeded",
+            "Too Many Requests",
+            domain="usageLimits",
+            headers={"Retry-After": f"{ra:g}"} if ra is not None else {},
+        )
     return ApiError(500, "backendError", "Backend Error")
 
 
@@ -324,9 +394,18 @@ class FakeDriveHandler(BaseHTTPRequestHandler):
             if fault:
                 raise _fault_error(fault)
             user, scopes = self._auth(world)
-            status, body, ctype, headers = 200, *self._dispatch(world, verb, url.path, query, user, scopes), {}
+            status, body, ctype, headers = (
+                200,
+                *self._dispatch(world, verb, url.path, query, user, scopes),
+                {},
+            )
         except ApiError as e:
-            status, body, ctype, headers = e.code, json.dumps(e.body()).encode(), "application/json; charset=UTF-8", e.headers
+            status, body, ctype, headers = (
+                e.code,
+                json.dumps(e.body()).encode(),
+                "application/json; charset=UTF-8",
+                e.headers,
+            )
         with world.lock:  # recorded before the client can see the answer
             world.requests.append(Recorded(verb, url.path, flat, status, user))
         self._send(status, body, ctype, headers)
@@ -335,8 +414,8 @@ class FakeDriveHandler(BaseHTTPRequestHandler):
     def _dispatch(world, verb: str, path: str, query: dict, user: str, scopes: set[str]) -> tuple[bytes, str]:
         if not path.startswith(PREFIX):
             raise ApiError(404, "notFound", f"Not Found: {path}")
-        rel = path[len(PREFIX):]
-        for http_method, rx, method_id, spec in ROUTES:
+        rel = path[len(PREFIX) :]
+        for http_method, rx, method_id, spec in ROUTES:  # noqa: B007 (used after the break)
             m = rx.match(rel)
             if m and http_method == verb:
                 break
@@ -361,8 +440,13 @@ class FakeDriveHandler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         entry = world.access_tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
         if entry is None:
-            raise ApiError(401, "authError", "Request had invalid authentication credentials. Expected OAuth 2 access "
-                           "token, login cookie or other valid authentication credential.", location="Authorization")
+            raise ApiError(
+                401,
+                "authError",
+                "Request had invalid authentication credentials. Expected OAuth 2 access "
+                "token, login cookie or other valid authentication credential.",
+                location="Authorization",
+            )
         return entry
 
     def _token(self, world, raw: bytes) -> None:
@@ -372,5 +456,7 @@ class FakeDriveHandler(BaseHTTPRequestHandler):
         except ApiError as e:
             status, body = e.code, {"error": e.reason, "error_description": e.message}
         with world.lock:
-            world.requests.append(Recorded("POST", "/token", {"grant_type": form.get("grant_type", "")}, status, None))
+            world.requests.append(
+                Recorded("POST", "/token", {"grant_type": form.get("grant_type", "")}, status, None)
+            )
         self._send(status, json.dumps(body).encode(), "application/json")

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import googleapiclient
 
-DISCOVERY = json.loads((Path(googleapiclient.__file__).parent / "discovery_cache/documents/drive.v3.json").read_text())
+DISCOVERY = json.loads(
+    (Path(googleapiclient.__file__).parent / "discovery_cache/documents/drive.v3.json").read_text()
+)
 FOLDER = "application/vnd.google-apps.folder"
 GDOC = "application/vnd.google-apps.document"
 GSHEET = "application/vnd.google-apps.spreadsheet"
@@ -67,10 +69,16 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # Export formats the fake can produce, per Google type: target MIME -> converter of the stored text
 # (to str or bytes). Sheets follow Drive: CSV and TSV hold the first sheet only, XLSX all of them.
 EXPORTS = {
-    GDOC: {"text/markdown": lambda t: t, "text/plain": _plain,
-           "text/html": lambda t: f"<html><body><pre>{t}</pre></body></html>"},
-    GSHEET: {"text/csv": _first_sheet, "text/tab-separated-values": lambda t: _first_sheet(t).replace(",", "\t"),
-             XLSX: _xlsx},
+    GDOC: {
+        "text/markdown": lambda t: t,
+        "text/plain": _plain,
+        "text/html": lambda t: f"<html><body><pre>{t}</pre></body></html>",
+    },
+    GSHEET: {
+        "text/csv": _first_sheet,
+        "text/tab-separated-values": lambda t: _first_sheet(t).replace(",", "\t"),
+        XLSX: _xlsx,
+    },
     GSLIDES: {"text/plain": lambda t: t},
 }
 
@@ -78,10 +86,24 @@ EXPORTS = {
 class ApiError(Exception):
     """An error response in Google's JSON error format."""
 
-    def __init__(self, code: int, reason: str, message: str, *, domain: str = "global", location: str | None = None,
-                 headers: dict | None = None):
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        *,
+        domain: str = "global",
+        location: str | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
-        self.code, self.reason, self.message, self.domain, self.location = code, reason, message, domain, location
+        self.code, self.reason, self.message, self.domain, self.location = (
+            code,
+            reason,
+            message,
+            domain,
+            location,
+        )
         self.headers = headers or {}
 
     def body(self) -> dict:
@@ -143,7 +165,9 @@ def parse_fields(mask: str) -> dict:
             if pos < len(mask):
                 raise ApiError(400, "invalidParameter", f"Invalid field selection {mask}", location="fields")
         if end:
-            raise ApiError(400, "invalidParameter", f"Invalid field selection {mask}: missing '{end}'", location="fields")
+            raise ApiError(
+                400, "invalidParameter", f"Invalid field selection {mask}: missing '{end}'", location="fields"
+            )
         return out
 
     tree = parse_list(None)
@@ -166,7 +190,9 @@ def validate_fields(tree: dict, schema_name: str) -> None:
             if name == "*" or props is None:
                 continue
             if name not in props:
-                raise ApiError(400, "invalidParameter", f"Invalid field selection {where}{name}", location="fields")
+                raise ApiError(
+                    400, "invalidParameter", f"Invalid field selection {where}{name}", location="fields"
+                )
             if sub:
                 walk(sub, _schema_props(props[name]), f"{where}{name}/")
 
@@ -188,7 +214,8 @@ def apply_fields(obj, tree: dict | None):
 # -- the q grammar -------------------------------------------------------------------------------
 _CLAUSE = re.compile(
     r"""\s*(?:(?P<neg>not\s+)?'(?P<inval>[^']*)'\s+in\s+parents"""
-    r"""|(?P<field>trashed|mimeType|name)\s*(?P<op>=|!=)\s*(?P<val>true|false|'(?:[^'\\]|\\.)*'))\s*$""")
+    r"""|(?P<field>trashed|mimeType|name)\s*(?P<op>=|!=)\s*(?P<val>true|false|'(?:[^'\\]|\\.)*'))\s*$"""
+)
 
 
 def parse_q(q: str) -> list[tuple[str, str, object]]:
@@ -215,8 +242,9 @@ def make_jwt_key() -> tuple[str, object]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
     return pem, key.public_key()
 
 

@@ -37,9 +37,11 @@ from tests.fakes.graph_identity import FakeIdentity, make_tls_cert
 
 REPO = Path(__file__).resolve().parents[2]
 HANDBOOK = REPO.parent / "shared" / "corpora" / "sourcegraph-handbook" / "content"
-RESYNC = ("Resync required. Replace any local items with the server's version (including deletes) if you're sure "
-          "that the service was up to date with your local changes when you last sync'd. Upload any local changes "
-          "that the server doesn't know about.")
+RESYNC = (
+    "Resync required. Replace any local items with the server's version (including deletes) if you're sure "
+    "that the service was up to date with your local changes when you last sync'd. Upload any local changes "
+    "that the server doesn't know about."
+)
 
 
 def iso(t: float) -> str:
@@ -78,7 +80,9 @@ class Drive:
     owner: dict
     root_id: str
     web_url: str
-    log: list[tuple[int, str, bool, dict]] = field(default_factory=list)  # (seq, item id, sharing only, snapshot)
+    log: list[tuple[int, str, bool, dict]] = field(
+        default_factory=list
+    )  # (seq, item id, sharing only, snapshot)
     min_token_seq: int = 0  # tokens older than this answer 410
 
 
@@ -93,7 +97,9 @@ class Fault:
 
 
 class GraphWorld:
-    def __init__(self, *, tenant: str = "contoso-tenant", domain: str = "contoso.com", page_size: int = 50) -> None:
+    def __init__(
+        self, *, tenant: str = "contoso-tenant", domain: str = "contoso.com", page_size: int = 50
+    ) -> None:
         self.tenant, self.domain, self.page_size = tenant, domain, page_size
         self.lock = threading.RLock()
         self.seq = itertools.count(1)
@@ -132,25 +138,73 @@ class GraphWorld:
             return did
 
     def add_user_drive(self, upn: str) -> str:
-        did = self._add_drive("OneDrive", "business", {"user": {"email": upn, "displayName": upn.split("@")[0]}},
-                              f"https://contoso-my.sharepoint.com/personal/{upn.replace('@', '_').replace('.', '_')}/Documents")
+        did = self._add_drive(
+            "OneDrive",
+            "business",
+            {"user": {"email": upn, "displayName": upn.split("@")[0]}},
+            f"https://contoso-my.sharepoint.com/personal/{upn.replace('@', '_').replace('.', '_')}/Documents",
+        )
         root = self.items[self.drives[did].root_id]
-        root.perms.append({"id": "owner", "roles": ["owner"], "grantedToV2": {"user": {"id": secrets.token_hex(8), "email": upn, "displayName": upn}}})
+        root.perms.append(
+            {
+                "id": "owner",
+                "roles": ["owner"],
+                "grantedToV2": {"user": {"id": secrets.token_hex(8), "email": upn, "displayName": upn}},
+            }
+        )
         self.users[upn] = did
         return did
 
-    def add_site(self, name: str, *, hostname: str = "contoso.sharepoint.com", libraries: tuple[str, ...] = ("Documents",),
-                 members_group: str | None = None) -> tuple[str, list[str]]:
+    def add_site(
+        self,
+        name: str,
+        *,
+        hostname: str = "contoso.sharepoint.com",
+        libraries: tuple[str, ...] = ("Documents",),
+        members_group: str | None = None,
+    ) -> tuple[str, list[str]]:
         sid = f"{hostname},{secrets.token_hex(8)},{secrets.token_hex(8)}"
-        drive_ids = [self._add_drive(lib, "documentLibrary", {"group": {"displayName": name}},
-                                     f"https://{hostname}/sites/{name}/{lib}") for lib in libraries]
+        drive_ids = [
+            self._add_drive(
+                lib,
+                "documentLibrary",
+                {"group": {"displayName": name}},
+                f"https://{hostname}/sites/{name}/{lib}",
+            )
+            for lib in libraries
+        ]
         for did in drive_ids:
             root = self.items[self.drives[did].root_id]
-            root.perms.append({"id": "members", "roles": ["write"], "grantedToV2": {"siteGroup": {"id": "5", "displayName": f"{name} Members"}}})
+            root.perms.append(
+                {
+                    "id": "members",
+                    "roles": ["write"],
+                    "grantedToV2": {"siteGroup": {"id": "5", "displayName": f"{name} Members"}},
+                }
+            )
             if members_group:
-                root.perms.append({"id": "m365group", "roles": ["write"], "grantedToV2": {"group": {"id": members_group, "email": self.groups.get(members_group, {}).get("email"), "displayName": name}}})
-        self.sites[sid] = {"id": sid, "name": name, "displayName": name, "hostname": hostname,
-                           "path": f"/sites/{name}", "webUrl": f"https://{hostname}/sites/{name}", "drives": drive_ids}
+                root.perms.append(
+                    {
+                        "id": "m365group",
+                        "roles": ["write"],
+                        "grantedToV2": {
+                            "group": {
+                                "id": members_group,
+                                "email": self.groups.get(members_group, {}).get("email"),
+                                "displayName": name,
+                            }
+                        },
+                    }
+                )
+        self.sites[sid] = {
+            "id": sid,
+            "name": name,
+            "displayName": name,
+            "hostname": hostname,
+            "path": f"/sites/{name}",
+            "webUrl": f"https://{hostname}/sites/{name}",
+            "drives": drive_ids,
+        }
         return sid, drive_ids
 
     def add_group(self, gid: str, email: str, members: list[str]) -> None:
@@ -161,7 +215,14 @@ class GraphWorld:
         with self.lock:
             cur = self.drives[drive_id].root_id
             for name in [p for p in path.split("/") if p]:
-                child = next((i for i in self.items.values() if i.parent_id == cur and i.name == name and not i.deleted), None)
+                child = next(
+                    (
+                        i
+                        for i in self.items.values()
+                        if i.parent_id == cur and i.name == name and not i.deleted
+                    ),
+                    None,
+                )
                 if child is None:
                     child = Item(self._new_id(), drive_id, name, cur, True)
                     self.items[child.id] = child
@@ -169,13 +230,28 @@ class GraphWorld:
                 cur = child.id
             return cur
 
-    def add_file(self, drive_id: str, path: str, content: bytes | str, *, mime: str = "application/octet-stream",
-                 perms: list[dict] | None = None) -> str:
+    def add_file(
+        self,
+        drive_id: str,
+        path: str,
+        content: bytes | str,
+        *,
+        mime: str = "application/octet-stream",
+        perms: list[dict] | None = None,
+    ) -> str:
         with self.lock:
             parent, _, name = path.rpartition("/")
             data = content.encode() if isinstance(content, str) else content
-            item = Item(self._new_id(), drive_id, name, self.folder(drive_id, parent), False, data, mime,
-                        perms=list(perms or []))
+            item = Item(
+                self._new_id(),
+                drive_id,
+                name,
+                self.folder(drive_id, parent),
+                False,
+                data,
+                mime,
+                perms=list(perms or []),
+            )
             self.items[item.id] = item
             self._log(item)
             return item.id
@@ -214,13 +290,23 @@ class GraphWorld:
         for child in [i for i in self.items.values() if i.parent_id == item.id and not i.deleted]:
             self._sharing_changed(child)
 
-    def grant(self, item_id: str, *, user: str | None = None, group: str | None = None, roles=("read",)) -> str:
+    def grant(
+        self, item_id: str, *, user: str | None = None, group: str | None = None, roles=("read",)
+    ) -> str:
         with self.lock:
             pid = secrets.token_hex(6)
             if user:
-                ident = {"user": {"id": secrets.token_hex(8), "email": user, "displayName": user.split("@")[0]}}
+                ident = {
+                    "user": {"id": secrets.token_hex(8), "email": user, "displayName": user.split("@")[0]}
+                }
             else:
-                ident = {"group": {"id": group, "email": self.groups.get(group or "", {}).get("email"), "displayName": group}}
+                ident = {
+                    "group": {
+                        "id": group,
+                        "email": self.groups.get(group or "", {}).get("email"),
+                        "displayName": group,
+                    }
+                }
             self.items[item_id].perms.append({"id": pid, "roles": list(roles), "grantedToV2": ident})
             self._sharing_changed(self.items[item_id])
             return pid
@@ -228,9 +314,19 @@ class GraphWorld:
     def share_link(self, item_id: str, scope: str, *, users: tuple[str, ...] = ()) -> str:
         with self.lock:
             pid = secrets.token_hex(6)
-            perm = {"id": pid, "roles": ["read"], "link": {"scope": scope, "type": "view", "webUrl": f"https://contoso.sharepoint.com/:w:/s/{pid}"}}
+            perm = {
+                "id": pid,
+                "roles": ["read"],
+                "link": {
+                    "scope": scope,
+                    "type": "view",
+                    "webUrl": f"https://contoso.sharepoint.com/:w:/s/{pid}",
+                },
+            }
             if users:
-                perm["grantedToIdentitiesV2"] = [{"user": {"id": secrets.token_hex(8), "email": u, "displayName": u}} for u in users]
+                perm["grantedToIdentitiesV2"] = [
+                    {"user": {"id": secrets.token_hex(8), "email": u, "displayName": u}} for u in users
+                ]
             self.items[item_id].perms.append(perm)
             self._sharing_changed(self.items[item_id])
             return pid
@@ -245,13 +341,25 @@ class GraphWorld:
         with self.lock:
             self.drives[drive_id].min_token_seq = self.last_seq + 1
 
-    def inject(self, match: str, *, status: int | None = None, retry_after: float | None = None, times: int = 1,
-               delay_s: float = 0.0, host: str = "graph") -> None:
+    def inject(
+        self,
+        match: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        times: int = 1,
+        delay_s: float = 0.0,
+        host: str = "graph",
+    ) -> None:
         with self.lock:
             self.faults.append(Fault(match, status, retry_after, times, delay_s, host))
 
     def live_files(self, drive_id: str | None = None) -> list[Item]:
-        return [i for i in self.items.values() if not i.folder and not i.deleted and (drive_id in (None, i.drive_id))]
+        return [
+            i
+            for i in self.items.values()
+            if not i.folder and not i.deleted and (drive_id in (None, i.drive_id))
+        ]
 
     # -- rendering ---------------------------------------------------------------------------
     def path_of(self, item: Item) -> str:
@@ -264,11 +372,17 @@ class GraphWorld:
 
     def item_json(self, item: Item, *, with_path: bool) -> dict:
         drive = self.drives[item.drive_id]
-        out: dict = {"id": item.id, "name": item.name, "eTag": f'"{{{item.id}}},{item.version}"',
-                     "cTag": f'"c:{{{item.id}}},{item.content_version}"', "size": len(item.content),
-                     "createdDateTime": iso(item.modified), "lastModifiedDateTime": iso(item.modified),
-                     "webUrl": f"{drive.web_url}{self.path_of(item) if item.parent_id else ''}",
-                     "parentReference": {"driveId": drive.id, "driveType": drive.kind}}
+        out: dict = {
+            "id": item.id,
+            "name": item.name,
+            "eTag": f'"{{{item.id}}},{item.version}"',
+            "cTag": f'"c:{{{item.id}}},{item.content_version}"',
+            "size": len(item.content),
+            "createdDateTime": iso(item.modified),
+            "lastModifiedDateTime": iso(item.modified),
+            "webUrl": f"{drive.web_url}{self.path_of(item) if item.parent_id else ''}",
+            "parentReference": {"driveId": drive.id, "driveType": drive.kind},
+        }
         if item.parent_id:
             out["parentReference"]["id"] = item.parent_id
             if with_path:
@@ -280,9 +394,14 @@ class GraphWorld:
         if item.deleted:
             out["deleted"] = {"state": "deleted"}
         if item.folder:
-            out["folder"] = {"childCount": sum(1 for i in self.items.values() if i.parent_id == item.id and not i.deleted)}
+            out["folder"] = {
+                "childCount": sum(1 for i in self.items.values() if i.parent_id == item.id and not i.deleted)
+            }
         else:
-            out["file"] = {"mimeType": item.mime, "hashes": {"quickXorHash": base64.b64encode(item.content[:20]).decode()}}
+            out["file"] = {
+                "mimeType": item.mime,
+                "hashes": {"quickXorHash": base64.b64encode(item.content[:20]).decode()},
+            }
         return out
 
     def permissions_json(self, item: Item) -> list[dict]:
@@ -290,8 +409,16 @@ class GraphWorld:
         cur = self.items.get(item.parent_id or "")
         while cur is not None:
             for p in cur.perms:
-                out.append({**p, "inheritedFrom": {"driveId": cur.drive_id, "id": cur.id,
-                                                   "path": f"/drives/{cur.drive_id}/root:{self.path_of(cur) if cur.parent_id else ''}"}})
+                out.append(
+                    {
+                        **p,
+                        "inheritedFrom": {
+                            "driveId": cur.drive_id,
+                            "id": cur.id,
+                            "path": f"/drives/{cur.drive_id}/root:{self.path_of(cur) if cur.parent_id else ''}",
+                        },
+                    }
+                )
             cur = self.items.get(cur.parent_id or "")
         return out
 
@@ -302,14 +429,24 @@ class GraphWorld:
         if tok is None or tok.get("full"):
             if tok is None:  # a new full enumeration: snapshot ids in creation order (parents first, mostly)
                 enum_id = secrets.token_hex(6)
-                self.enumerations[enum_id] = [i.id for i in sorted(self.items.values(), key=lambda i: int(i.id[6:]))
-                                              if i.drive_id == drive_id and not i.deleted]
+                self.enumerations[enum_id] = [
+                    i.id
+                    for i in sorted(self.items.values(), key=lambda i: int(i.id[6:]))
+                    if i.drive_id == drive_id and not i.deleted
+                ]
                 tok = {"full": enum_id, "o": 0, "s": self.last_seq}
             ids = self.enumerations[tok["full"]]
             o = tok["o"]
-            page = [self.item_json(self.items[i], with_path=False) for i in ids[o:o + self.page_size]]
+            page = [self.item_json(self.items[i], with_path=False) for i in ids[o : o + self.page_size]]
             if o + self.page_size < len(ids):
-                return 200, {"value": page, "@odata.nextLink": f"{base}?token={_tok({**tok, 'o': o + self.page_size})}"}, {}
+                return (
+                    200,
+                    {
+                        "value": page,
+                        "@odata.nextLink": f"{base}?token={_tok({**tok, 'o': o + self.page_size})}",
+                    },
+                    {},
+                )
             return 200, {"value": page, "@odata.deltaLink": f"{base}?token={_tok({'s': tok['s']})}"}, {}
         if tok["s"] < drive.min_token_seq:
             return 410, {"error": {"code": "resyncRequired", "message": RESYNC}}, {"Location": base}
@@ -320,17 +457,30 @@ class GraphWorld:
             if tok["s"] < seq <= end and (sharing or not shared):
                 entries.append({**snap, "@microsoft.graph.sharedChanged": "True"} if shared else snap)
         o = tok.get("o", 0)
-        page = entries[o:o + self.page_size]
+        page = entries[o : o + self.page_size]
         if o + self.page_size < len(entries):
-            return 200, {"value": page, "@odata.nextLink": f"{base}?token={_tok({'s': tok['s'], 'e': end, 'o': o + self.page_size})}"}, {}
+            return (
+                200,
+                {
+                    "value": page,
+                    "@odata.nextLink": f"{base}?token={_tok({'s': tok['s'], 'e': end, 'o': o + self.page_size})}",
+                },
+                {},
+            )
         return 200, {"value": page, "@odata.deltaLink": f"{base}?token={_tok({'s': end})}"}, {}
 
 
 class FakeGraph:
     """Identity (HTTPS) + Graph + download host around one ``GraphWorld``. Use as a context manager."""
 
-    def __init__(self, tmp: Path, world: GraphWorld | None = None, *, client_id: str = "app-client-id",
-                 client_secret: str = "s3cret-value") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        world: GraphWorld | None = None,
+        *,
+        client_id: str = "app-client-id",
+        client_secret: str = "s3cret-value",
+    ) -> None:
         self.world = world or GraphWorld()
         self.ca_file, key = make_tls_cert(tmp / "tls")
         self.identity = FakeIdentity(self.world, tenant=self.world.tenant, cert=self.ca_file, key=key)
@@ -338,7 +488,9 @@ class FakeGraph:
         self.identity.register_app(client_id, secret=client_secret)
         self._servers = []
         for kind, handler in (("graph", GraphHandler), ("download", DownloadHandler)):
-            server = ThreadingHTTPServer(("127.0.0.1", 0), type(f"{kind}Handler", (handler,), {"world": self.world}))
+            server = ThreadingHTTPServer(
+                ("127.0.0.1", 0), type(f"{kind}Handler", (handler,), {"world": self.world})
+            )
             server.daemon_threads = True
             threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
             self._servers.append(server)
@@ -347,9 +499,16 @@ class FakeGraph:
 
     def settings(self, **over) -> dict:
         """Keyword arguments for ``OneDriveConfig`` pointing at this fake."""
-        return {"tenant_id": self.world.tenant, "client_id": self.client_id, "client_secret": self.client_secret,
-                "authority_host": self.identity.url, "graph_url": self.world.graph_url, "verify": str(self.ca_file),
-                "tenant_domain": self.world.domain, **over}
+        return {
+            "tenant_id": self.world.tenant,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "authority_host": self.identity.url,
+            "graph_url": self.world.graph_url,
+            "verify": str(self.ca_file),
+            "tenant_domain": self.world.domain,
+            **over,
+        }
 
     def close(self) -> None:
         for server in self._servers:
@@ -372,7 +531,9 @@ def handbook_pages(root: Path = HANDBOOK, limit: int | None = None) -> list[tupl
     return [(str(p.relative_to(root)), p.read_text(errors="replace")) for p in files]
 
 
-def populate(world: GraphWorld, drive_id: str, pages: list[tuple[str, str]], n: int, *, prefix: str = "") -> list[str]:
+def populate(
+    world: GraphWorld, drive_id: str, pages: list[tuple[str, str]], n: int, *, prefix: str = ""
+) -> list[str]:
     """Add ``n`` handbook pages (cycled) as Markdown files under their handbook folders."""
     ids = []
     for k in range(n):

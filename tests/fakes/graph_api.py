@@ -31,7 +31,11 @@ class Recorded:
 
 
 def _err(status: int, code: str, message: str) -> tuple[int, dict, dict]:
-    return status, {"error": {"code": code, "message": message, "innerError": {"request-id": secrets.token_hex(8)}}}, {}
+    return (
+        status,
+        {"error": {"code": code, "message": message, "innerError": {"request-id": secrets.token_hex(8)}}},
+        {},
+    )
 
 
 def route(world: GraphWorld, path: str, query: dict, headers) -> tuple[int, dict | bytes, dict]:
@@ -48,7 +52,9 @@ def route(world: GraphWorld, path: str, query: dict, headers) -> tuple[int, dict
         if segs[:1] == ["sites"] and len(segs) >= 2:
             if ":" in segs[1]:  # /sites/{hostname}:/sites/Name
                 host, _, rest = "/".join(segs[1:]).partition(":")
-                site = next((s for s in world.sites.values() if s["hostname"] == host and s["path"] == rest), None)
+                site = next(
+                    (s for s in world.sites.values() if s["hostname"] == host and s["path"] == rest), None
+                )
                 tail: list[str] = []
             else:
                 site, tail = world.sites.get(segs[1]), segs[2:]
@@ -74,14 +80,18 @@ def route(world: GraphWorld, path: str, query: dict, headers) -> tuple[int, dict
                 if len(rest) == 2:
                     return 200, world.item_json(item, with_path=True), {}
                 if rest[2:] == ["children"] and item.folder:  # paged by $top, continued by $skiptoken
-                    kids = sorted((i for i in world.items.values() if i.parent_id == item.id and not i.deleted),
-                                  key=lambda i: int(i.id[6:]))
+                    kids = sorted(
+                        (i for i in world.items.values() if i.parent_id == item.id and not i.deleted),
+                        key=lambda i: int(i.id[6:]),
+                    )
                     top = int(query.get("$top", ["200"])[0])
                     start = int(query.get("$skiptoken", ["0"])[0])
-                    page = {"value": [world.item_json(i, with_path=True) for i in kids[start:start + top]]}
+                    page = {"value": [world.item_json(i, with_path=True) for i in kids[start : start + top]]}
                     if start + top < len(kids):
-                        page["@odata.nextLink"] = (f"{world.graph_url}/drives/{drive.id}/items/{item.id}/children"
-                                                   f"?$top={top}&$skiptoken={start + top}")
+                        page["@odata.nextLink"] = (
+                            f"{world.graph_url}/drives/{drive.id}/items/{item.id}/children"
+                            f"?$top={top}&$skiptoken={start + top}"
+                        )
                     return 200, page, {}
                 if rest[2:] == ["permissions"]:
                     return 200, {"value": world.permissions_json(item)}, {}
@@ -93,7 +103,13 @@ def route(world: GraphWorld, path: str, query: dict, headers) -> tuple[int, dict
 
 
 def drive_json(world: GraphWorld, drive: Drive) -> dict:
-    return {"id": drive.id, "name": drive.name, "driveType": drive.kind, "owner": drive.owner, "webUrl": drive.web_url}
+    return {
+        "id": drive.id,
+        "name": drive.name,
+        "driveType": drive.kind,
+        "owner": drive.owner,
+        "webUrl": drive.web_url,
+    }
 
 
 class GraphHandler(BaseHTTPRequestHandler):
@@ -151,7 +167,9 @@ class GraphHandler(BaseHTTPRequestHandler):
         if not token:
             return _err(401, "InvalidAuthenticationToken", "Access token is empty.")
         if self.world.tokens.get(token, 0) < time.time():
-            return _err(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
+            return _err(
+                401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired."
+            )
         return route(self.world, path, query, self.headers)
 
 

@@ -43,24 +43,46 @@ def make_tls_cert(directory: Path, *, name: str = "fake-identity") -> tuple[Path
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=True,
-                                     crl_sign=False, content_commitment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=True,
+                key_cert_sign=True,
+                crl_sign=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return cert_path, key_path
 
 
@@ -82,8 +104,12 @@ def _aad_error(status: int, error: str, code: int, text: str) -> tuple[int, dict
     return status, {
         "error": error,
         "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: {corr}\r\nTimestamp: {stamp}",
-        "error_codes": [code], "timestamp": stamp, "trace_id": trace, "correlation_id": corr,
-        "error_uri": f"https://login.microsoftonline.com/error?code={code}"}
+        "error_codes": [code],
+        "timestamp": stamp,
+        "trace_id": trace,
+        "correlation_id": corr,
+        "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+    }
 
 
 class FakeIdentity:
@@ -103,10 +129,14 @@ class FakeIdentity:
         ctx.load_cert_chain(str(cert), str(key))
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
-    def register_app(self, client_id: str, *, secret: str | None = None, certificate_pem: Path | None = None) -> None:
+    def register_app(
+        self, client_id: str, *, secret: str | None = None, certificate_pem: Path | None = None
+    ) -> None:
         cert = x509.load_pem_x509_certificate(certificate_pem.read_bytes()) if certificate_pem else None
         self.apps[client_id] = {"secret": secret, "cert": cert}
 
@@ -120,25 +150,40 @@ class FakeIdentity:
     # -- endpoint logic ----------------------------------------------------------------------
     def openid_configuration(self, tenant: str) -> tuple[int, dict]:
         if tenant not in (self.tenant, "organizations", "common"):
-            return _aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found. Check to make sure "
-                              "you have the correct tenant ID and are signing into the correct cloud.")
+            return _aad_error(
+                400,
+                "invalid_tenant",
+                90002,
+                f"Tenant '{tenant}' not found. Check to make sure "
+                "you have the correct tenant ID and are signing into the correct cloud.",
+            )
         base = f"{self.url}/{tenant}"
         return 200, {
-            "token_endpoint": f"{base}/oauth2/v2.0/token", "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
             "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-            "issuer": f"{self.url}/{tenant}/v2.0", "jwks_uri": f"{base}/discovery/v2.0/keys",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "issuer": f"{self.url}/{tenant}/v2.0",
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
             "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
             "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "tenant_region_scope": "EU", "cloud_instance_name": "microsoftonline.com"}
+            "tenant_region_scope": "EU",
+            "cloud_instance_name": "microsoftonline.com",
+        }
 
     def instance_discovery(self, query: dict) -> tuple[int, dict]:
         auth = (query.get("authorization_endpoint") or [""])[0]
         tenant = urlsplit(auth).path.strip("/").split("/")[0] or "common"
         host = urlsplit(self.url).netloc
-        return 200, {"tenant_discovery_endpoint": f"{self.url}/{tenant}/v2.0/.well-known/openid-configuration",
-                     "api-version": "1.1",
-                     "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}]}
+        return 200, {
+            "tenant_discovery_endpoint": f"{self.url}/{tenant}/v2.0/.well-known/openid-configuration",
+            "api-version": "1.1",
+            "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+        }
 
     def _check_assertion(self, app: dict, assertion: str, audience: str, client_id: str) -> bool:
         try:
@@ -147,44 +192,77 @@ class FakeIdentity:
             signed, sig = f"{head_b64}.{body_b64}".encode(), _b64url(sig_b64)
             pub = app["cert"].public_key()
             if header.get("alg") == "PS256":
-                pub.verify(sig, signed, padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH), hashes.SHA256())
+                pub.verify(
+                    sig,
+                    signed,
+                    padding.PSS(padding.MGF1(hashes.SHA256()), padding.PSS.DIGEST_LENGTH),
+                    hashes.SHA256(),
+                )
             elif header.get("alg") == "RS256":
                 pub.verify(sig, signed, padding.PKCS1v15(), hashes.SHA256())
             else:
                 return False
         except (ValueError, KeyError, TypeError, InvalidSignature):  # malformed or forged
             return False
-        return (body.get("aud") == audience and body.get("iss") == client_id == body.get("sub")
-                and float(body.get("exp", 0)) > time.time())
+        return (
+            body.get("aud") == audience
+            and body.get("iss") == client_id == body.get("sub")
+            and float(body.get("exp", 0)) > time.time()
+        )
 
     def token(self, tenant: str, form: dict) -> tuple[int, dict]:
         get = lambda k: (form.get(k) or [None])[0]
         if tenant != self.tenant:
             return _aad_error(400, "invalid_request", 90002, f"Tenant '{tenant}' not found.")
         if get("grant_type") != "client_credentials":
-            return _aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
+            return _aad_error(
+                400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type."
+            )
         client_id = get("client_id")
         app = self.apps.get(client_id or "")
         if app is None:
-            return _aad_error(400, "unauthorized_client", 700016, f"Application with identifier '{client_id}' was "
-                              f"not found in the directory '{tenant}'. This can happen if the application has not "
-                              "been installed by the administrator of the tenant.")
+            return _aad_error(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client_id}' was "
+                f"not found in the directory '{tenant}'. This can happen if the application has not "
+                "been installed by the administrator of the tenant.",
+            )
         scope = get("scope") or ""
         if not any(s.endswith("/.default") for s in scope.split()):
-            return _aad_error(400, "invalid_scope", 1002012, f"The provided value for scope {scope} is not valid. "
-                              "Client credential flows must have a scope value with /.default suffixed to the resource identifier.")
+            return _aad_error(
+                400,
+                "invalid_scope",
+                1002012,
+                f"The provided value for scope {scope} is not valid. "
+                "Client credential flows must have a scope value with /.default suffixed to the resource identifier.",
+            )
         if get("client_assertion"):
             audience = f"{self.url}/{tenant}/oauth2/v2.0/token"
-            if app["cert"] is None or not self._check_assertion(app, get("client_assertion"), audience, client_id):
-                return _aad_error(401, "invalid_client", 700027, "Client assertion failed signature validation.")
+            if app["cert"] is None or not self._check_assertion(
+                app, get("client_assertion"), audience, client_id
+            ):
+                return _aad_error(
+                    401, "invalid_client", 700027, "Client assertion failed signature validation."
+                )
         elif get("client_secret") is None or get("client_secret") != app["secret"]:
-            return _aad_error(401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being "
-                              "sent in the request is the client secret value, not the client secret ID, for a "
-                              f"secret added to app '{client_id}'.")
+            return _aad_error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being "
+                "sent in the request is the client secret value, not the client secret ID, for a "
+                f"secret added to app '{client_id}'.",
+            )
         token = secrets.token_urlsafe(24)
         self.world.tokens[token] = time.time() + self.token_lifetime_s
-        return 200, {"token_type": "Bearer", "expires_in": self.token_lifetime_s,
-                     "ext_expires_in": self.token_lifetime_s, "access_token": token}
+        return 200, {
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime_s,
+            "ext_expires_in": self.token_lifetime_s,
+            "access_token": token,
+        }
 
 
 class _IdentityHandler(BaseHTTPRequestHandler):

@@ -38,9 +38,13 @@ class FastTokenizer:
         self._tok.no_truncation()  # the chunker measures long texts on purpose
         self._tok.no_padding()
 
-    def __call__(self, texts, *, add_special_tokens: bool = True, return_offsets_mapping: bool = False, **_ignored):
+    def __call__(
+        self, texts, *, add_special_tokens: bool = True, return_offsets_mapping: bool = False, **_ignored
+    ):
         single = isinstance(texts, str)
-        encs = self._tok.encode_batch([texts] if single else list(texts), add_special_tokens=add_special_tokens)
+        encs = self._tok.encode_batch(
+            [texts] if single else list(texts), add_special_tokens=add_special_tokens
+        )
         out: dict[str, list] = {"input_ids": [e.ids for e in encs]}
         if return_offsets_mapping:
             out["offset_mapping"] = [list(e.offsets) for e in encs]

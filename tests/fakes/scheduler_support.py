@@ -89,13 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     from assistant.service import Assistant
     from assistant.settings import load_settings
 
-    settings = load_settings(environ={}, overrides={"data_dir": a.data_dir, "llm": {"model": "none"},
-                                                   "slack": {"bot_token": a.token, "api_url": a.slack_url}})
+    settings = load_settings(
+        environ={},
+        overrides={
+            "data_dir": a.data_dir,
+            "llm": {"model": "none"},
+            "slack": {"bot_token": a.token, "api_url": a.slack_url},
+        },
+    )
     times = [datetime.fromisoformat(t) for t in json.loads(a.times)]
     clock = Clock(times[0])
     with Assistant(settings, llm=None) as assistant:
-        sched = Scheduler(assistant, SlackPoster.from_settings(settings), settings=settings, now=clock,
-                          use_llm=False, owner=a.name)
+        sched = Scheduler(
+            assistant,
+            SlackPoster.from_settings(settings),
+            settings=settings,
+            now=clock,
+            use_llm=False,
+            owner=a.name,
+        )
         _barrier(Path(a.barrier), a.name, a.parties)
         results = []
         for t in times:

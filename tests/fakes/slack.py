@@ -75,8 +75,9 @@ class FakeSlack(SlackWorld):
         self.root = f"http://{host}:{port}"
         self.url = f"{self.root}/api/"  # WebClient(base_url=fake.url)
         self.public_base = self.root
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-slack", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-slack", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -102,8 +103,9 @@ class FakeSlack(SlackWorld):
             return ([dict(root)] if root else []) + [dict(m) for m in self._replies(cid, thread_ts)]
 
     # ---- inbound payloads for bot tests (the fake does not deliver them: sign and POST them yourself) ---
-    def message_event(self, channel: str, user: str, text: str, *, thread_ts: str | None = None,
-                      mention: bool = False) -> dict:
+    def message_event(
+        self, channel: str, user: str, text: str, *, thread_ts: str | None = None, mention: bool = False
+    ) -> dict:
         """Post ``text`` into the workspace (so history/replies see it) and return the Events API
         envelope Slack would send: ``app_mention`` when ``mention`` (text should contain
         ``<@UBOT>``), else ``message`` (``channel_type`` "im" in DMs)."""
@@ -111,27 +113,65 @@ class FakeSlack(SlackWorld):
             cid = self.channel_id(channel)
             ts = self.post(cid, user, text, thread_ts=thread_ts)
             ch = self.channels[cid]
-            event = {"type": "app_mention" if mention else "message", "user": user, "text": text, "ts": ts,
-                     "channel": cid, "event_ts": ts, "team": self.team_id,
-                     "channel_type": "im" if ch.is_im else "mpim" if ch.is_mpim else "group" if ch.private else "channel"}
+            event = {
+                "type": "app_mention" if mention else "message",
+                "user": user,
+                "text": text,
+                "ts": ts,
+                "channel": cid,
+                "event_ts": ts,
+                "team": self.team_id,
+                "channel_type": "im"
+                if ch.is_im
+                else "mpim"
+                if ch.is_mpim
+                else "group"
+                if ch.private
+                else "channel",
+            }
             if thread_ts:
                 event["thread_ts"] = thread_ts
-            return {"token": "verification-token", "team_id": self.team_id, "api_app_id": "AFAKE", "event": event,
-                    "type": "event_callback", "event_id": self._new_id("Ev"), "event_time": int(float(ts)),
-                    "authorizations": [{"team_id": self.team_id, "user_id": self.bot_user, "is_bot": True}]}
+            return {
+                "token": "verification-token",
+                "team_id": self.team_id,
+                "api_app_id": "AFAKE",
+                "event": event,
+                "type": "event_callback",
+                "event_id": self._new_id("Ev"),
+                "event_time": int(float(ts)),
+                "authorizations": [{"team_id": self.team_id, "user_id": self.bot_user, "is_bot": True}],
+            }
 
     def slash_command(self, command: str, text: str, *, user: str, channel: str) -> dict:
         """The form fields of a slash command invocation (URL-encode them as the request body)."""
         with self.lock:
             cid = self.channel_id(channel)
-            return {"token": "verification-token", "team_id": self.team_id, "team_domain": self.domain,
-                    "channel_id": cid, "channel_name": self.channels[cid].name, "user_id": user,
-                    "user_name": self.users[user].name, "command": command, "text": text, "api_app_id": "AFAKE",
-                    "response_url": self.response_url(self._new_id("cmd")), "trigger_id": self._new_id("trig")}
+            return {
+                "token": "verification-token",
+                "team_id": self.team_id,
+                "team_domain": self.domain,
+                "channel_id": cid,
+                "channel_name": self.channels[cid].name,
+                "user_id": user,
+                "user_name": self.users[user].name,
+                "command": command,
+                "text": text,
+                "api_app_id": "AFAKE",
+                "response_url": self.response_url(self._new_id("cmd")),
+                "trigger_id": self._new_id("trig"),
+            }
 
     # ---- faults --------------------------------------------------------------------------------
-    def fail_next(self, method: str, n: int = 1, *, status: int = 429, error: str = "ratelimited",
-                  retry_after: int = 0, after: int = 0) -> None:
+    def fail_next(
+        self,
+        method: str,
+        n: int = 1,
+        *,
+        status: int = 429,
+        error: str = "ratelimited",
+        retry_after: int = 0,
+        after: int = 0,
+    ) -> None:
         """The next ``n`` calls of ``method`` ("conversations.history", or "*" for any) fail.
 
         status 429 → ``ratelimited`` with ``Retry-After: retry_after``; 5xx → that status with
@@ -167,15 +207,22 @@ class FakeSlack(SlackWorld):
     def calls(self, path: str, **params) -> list[Recorded]:
         path = "/" + path.lstrip("/")
         with self.lock:
-            return [r for r in self.requests if r.path == path
-                    and all(str(r.params.get(k)) == str(v) for k, v in params.items())]
+            return [
+                r
+                for r in self.requests
+                if r.path == path and all(str(r.params.get(k)) == str(v) for k, v in params.items())
+            ]
 
-    def assert_received(self, path: str, *, min_count: int = 1, max_count: int | None = None, **params) -> list[Recorded]:
+    def assert_received(
+        self, path: str, *, min_count: int = 1, max_count: int | None = None, **params
+    ) -> list[Recorded]:
         got = self.calls(path, **params)
         if len(got) < min_count or (max_count is not None and len(got) > max_count):
             seen = sorted({r.path for r in self.requests})
-            raise AssertionError(f"expected {min_count}..{max_count} calls of {path} {params or ''}, got {len(got)}; "
-                                 f"paths seen: {seen}")
+            raise AssertionError(
+                f"expected {min_count}..{max_count} calls of {path} {params or ''}, got {len(got)}; "
+                f"paths seen: {seen}"
+            )
         return got
 
     def api_call_count(self) -> int:
@@ -187,15 +234,27 @@ class FakeSlack(SlackWorld):
             self.requests.clear()
 
     # ---- scenarios ------------------------------------------------------------------------------
-    def populate(self, *, channels: int = 3, roots_per_channel: int = 10, replies_every: int = 3,
-                 replies: int = 2, private_every: int = 3, files_every: int = 0, users: int = 4,
-                 start_ago: float = 5 * 86400) -> dict:
+    def populate(
+        self,
+        *,
+        channels: int = 3,
+        roots_per_channel: int = 10,
+        replies_every: int = 3,
+        replies: int = 2,
+        private_every: int = 3,
+        files_every: int = 0,
+        users: int = 4,
+        start_ago: float = 5 * 86400,
+    ) -> dict:
         """A workspace from handbook text: channels (every ``private_every``-th private), roots with
         threads of ``replies`` replies on every ``replies_every``-th root, a handbook file on every
         ``files_every``-th root (0 = none). Returns ids: {"users": [...], "channels": [...]}.
         """
         docs = handbook_paragraphs(channels * roots_per_channel * (1 + replies) + 10)
-        uids = [self.add_user(f"user{i}", email=f"user{i}@example.com", real_name=f"User {i}") for i in range(users)]
+        uids = [
+            self.add_user(f"user{i}", email=f"user{i}@example.com", real_name=f"User {i}")
+            for i in range(users)
+        ]
         cids, k = [], 0
         total = channels * roots_per_channel
         step = start_ago / max(1, total * (1 + replies))
@@ -210,14 +269,21 @@ class FakeSlack(SlackWorld):
                 k += 1
                 files = []
                 if files_every and r % files_every == 0:
-                    files = [self.add_file(name.replace("/", "_"), text, mimetype="text/markdown", user=members[0])]
+                    files = [
+                        self.add_file(name.replace("/", "_"), text, mimetype="text/markdown", user=members[0])
+                    ]
                 t += step
                 root = self.post(cid, members[r % len(members)], text[:600], ts=f"{t:.6f}", files=files)
                 if replies_every and r % replies_every == 0:
                     for j in range(replies):
                         t += step
-                        self.post(cid, members[(r + j + 1) % len(members)], docs[k % len(docs)][1][:400],
-                                  thread_ts=root, ts=f"{t:.6f}")
+                        self.post(
+                            cid,
+                            members[(r + j + 1) % len(members)],
+                            docs[k % len(docs)][1][:400],
+                            thread_ts=root,
+                            ts=f"{t:.6f}",
+                        )
                         k += 1
         return {"users": uids, "channels": cids}
 
@@ -236,8 +302,15 @@ def handbook_paragraphs(n: int) -> list[tuple[str, str]]:
                 return out
     while len(out) < n:
         i = len(out)
-        out.append((f"synthetic/{i}.md", (f"Synthetic paragraph {i} about process number {i * 7} and the policy "
-                                         f"for topic {i % 13}, written so that search has something to find.")))
+        out.append(
+            (
+                f"synthetic/{i}.md",
+                (
+                    f"Synthetic paragraph {i} about process number {i * 7} and the policy "
+                    f"for topic {i % 13}, written so that search has something to find."
+                ),
+            )
+        )
     return out
 
 
@@ -280,7 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._download(fake, path, token, rec)
         if path.startswith("/response/"):  # a slash command's / an action's response_url
             with fake.lock:
-                fake.responses.append({"name": path[len("/response/"):], **params})
+                fake.responses.append({"name": path[len("/response/") :], **params})
             return self._raw(200, b"ok", "text/plain")
         method = path.lstrip("/")
         with fake.lock:

@@ -28,7 +28,11 @@ from slack_sdk import WebClient
 from tests.fakes.slack import FakeSlack
 
 SIGNING_SECRET = "test-signing-secret-8f1c"
-ALICE_EMAIL, BOB_EMAIL, CAROL_EMAIL = "alice@northwind.example", "bob@northwind.example", "carol@northwind.example"
+ALICE_EMAIL, BOB_EMAIL, CAROL_EMAIL = (
+    "alice@northwind.example",
+    "bob@northwind.example",
+    "carol@northwind.example",
+)
 
 
 def signature(secret: str, timestamp: int | str, body: str) -> str:
@@ -42,11 +46,22 @@ class SlackDelivery:
     def __init__(self, url: str, secret: str = SIGNING_SECRET, *, timeout: float = 30.0) -> None:
         self.url, self.secret, self.timeout = url, secret, timeout
 
-    def post(self, body: str, content_type: str, *, timestamp: int | None = None, secret: str | None = None,
-             retry_num: int | None = None, tamper: str | None = None) -> tuple[int, str, float]:
+    def post(
+        self,
+        body: str,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        secret: str | None = None,
+        retry_num: int | None = None,
+        tamper: str | None = None,
+    ) -> tuple[int, str, float]:
         ts = int(time.time()) if timestamp is None else timestamp
-        headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": str(ts),
-                   "X-Slack-Signature": signature(secret or self.secret, ts, body)}
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": str(ts),
+            "X-Slack-Signature": signature(secret or self.secret, ts, body),
+        }
         if retry_num is not None:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = "http_timeout"
@@ -66,22 +81,49 @@ class SlackDelivery:
         return self.post(urlencode(fields), "application/x-www-form-urlencoded", **kw)
 
     def action(self, payload: dict, **kw) -> tuple[int, str, float]:
-        return self.post(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded", **kw)
+        return self.post(
+            urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded", **kw
+        )
 
 
-def block_action(fake: FakeSlack, *, user: str, channel: str, message: dict, action_id: str, name: str = "act") -> dict:
+def block_action(
+    fake: FakeSlack, *, user: str, channel: str, message: dict, action_id: str, name: str = "act"
+) -> dict:
     """The ``block_actions`` payload Slack sends when ``user`` clicks the button ``action_id`` in ``message``."""
-    button = next(e for b in message.get("blocks") or [] if b.get("type") == "actions"
-                  for e in b["elements"] if e["action_id"] == action_id)
-    return {"type": "block_actions", "team": {"id": fake.team_id, "domain": fake.domain},
-            "user": {"id": user, "username": fake.users[user].name, "team_id": fake.team_id},
-            "api_app_id": "AFAKE", "token": "verification-token", "trigger_id": fake._new_id("trig"),
-            "container": {"type": "message", "message_ts": message.get("ts"), "channel_id": channel,
-                          "is_ephemeral": False},
-            "channel": {"id": channel, "name": fake.channels[channel].name},
-            "message": message, "response_url": fake.response_url(name),
-            "actions": [{"action_id": action_id, "block_id": "feedback", "value": button["value"],
-                         "type": "button", "action_ts": f"{time.time():.6f}", "text": button["text"]}]}
+    button = next(
+        e
+        for b in message.get("blocks") or []
+        if b.get("type") == "actions"
+        for e in b["elements"]
+        if e["action_id"] == action_id
+    )
+    return {
+        "type": "block_actions",
+        "team": {"id": fake.team_id, "domain": fake.domain},
+        "user": {"id": user, "username": fake.users[user].name, "team_id": fake.team_id},
+        "api_app_id": "AFAKE",
+        "token": "verification-token",
+        "trigger_id": fake._new_id("trig"),
+        "container": {
+            "type": "message",
+            "message_ts": message.get("ts"),
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
+        "channel": {"id": channel, "name": fake.channels[channel].name},
+        "message": message,
+        "response_url": fake.response_url(name),
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "feedback",
+                "value": button["value"],
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+                "text": button["text"],
+            }
+        ],
+    }
 
 
 @dataclass
@@ -110,14 +152,24 @@ def northwind_world(fake: FakeSlack) -> World:
 class BotRig:
     """FakeSlack + world + bolt app + the bot's HTTP server. Use as a context manager."""
 
-    def __init__(self, settings, assistant, *, workers: int = 8, latency_s: float = 0.0,
-                 stream_every_s: float | None = None) -> None:
+    def __init__(
+        self,
+        settings,
+        assistant,
+        *,
+        workers: int = 8,
+        latency_s: float = 0.0,
+        stream_every_s: float | None = None,
+    ) -> None:
         from assistant.slackbot.app import create_app, serve_http
 
         self.fake = FakeSlack(latency_s=latency_s)
         self.world = northwind_world(self.fake)
-        slack = {"signing_secret": SecretStr(SIGNING_SECRET), "bot_token": SecretStr(self.fake.token),
-                 "api_url": self.fake.url}
+        slack = {
+            "signing_secret": SecretStr(SIGNING_SECRET),
+            "bot_token": SecretStr(self.fake.token),
+            "api_url": self.fake.url,
+        }
         if stream_every_s is not None:
             slack["stream_every_s"] = stream_every_s
         self.settings = settings.model_copy(update={"slack": settings.slack.model_copy(update=slack)})
@@ -129,8 +181,9 @@ class BotRig:
         self.slack = SlackDelivery(self.server.url)
 
     def mention(self, user: str, channel: str, text: str, *, thread_ts: str | None = None) -> dict:
-        return self.fake.message_event(channel, user, f"<@{self.fake.bot_user}> {text}", thread_ts=thread_ts,
-                                       mention=True)
+        return self.fake.message_event(
+            channel, user, f"<@{self.fake.bot_user}> {text}", thread_ts=thread_ts, mention=True
+        )
 
     def wait(self, timeout: float = 60.0) -> None:
         assert self.bot.wait_idle(timeout), "the bot did not finish its work in time"
@@ -162,7 +215,9 @@ def bot_messages(fake: FakeSlack, channel: str, thread_ts: str) -> list[dict]:
     return [m for m in fake.thread(channel, thread_ts) if m.get("user") == fake.bot_user]
 
 
-def wait_final(fake: FakeSlack, channel: str, thread_ts: str, *, timeout: float = 300.0, poll_s: float = 0.02) -> float | None:
+def wait_final(
+    fake: FakeSlack, channel: str, thread_ts: str, *, timeout: float = 300.0, poll_s: float = 0.02
+) -> float | None:
     """Seconds (perf_counter) at which the thread's bot reply became final, or None on timeout."""
     end = time.perf_counter() + timeout
     while time.perf_counter() < end:

@@ -39,13 +39,25 @@ class User:
     deleted: bool = False
 
     def resource(self, team_id: str) -> dict:
-        profile = {"real_name": self.real_name, "display_name": self.name, "real_name_normalized": self.real_name,
-                   "display_name_normalized": self.name}
+        profile = {
+            "real_name": self.real_name,
+            "display_name": self.name,
+            "real_name_normalized": self.real_name,
+            "display_name_normalized": self.name,
+        }
         if self.email:
             profile["email"] = self.email
-        return {"id": self.id, "team_id": team_id, "name": self.name, "deleted": self.deleted,
-                "real_name": self.real_name, "is_bot": self.is_bot, "is_admin": False, "tz": "UTC",
-                "profile": profile}
+        return {
+            "id": self.id,
+            "team_id": team_id,
+            "name": self.name,
+            "deleted": self.deleted,
+            "real_name": self.real_name,
+            "is_bot": self.is_bot,
+            "is_admin": False,
+            "tz": "UTC",
+            "profile": profile,
+        }
 
 
 @dataclass
@@ -60,11 +72,22 @@ class Channel:
     created: int = 0
 
     def resource(self, bot_user: str) -> dict:
-        return {"id": self.id, "name": self.name, "is_channel": not (self.private or self.is_im or self.is_mpim),
-                "is_group": self.private and not self.is_mpim, "is_im": self.is_im, "is_mpim": self.is_mpim,
-                "is_private": self.private or self.is_im or self.is_mpim, "is_archived": self.archived,
-                "is_general": self.name == "general", "created": self.created, "is_member": bot_user in self.members,
-                "num_members": len(self.members), "topic": {"value": ""}, "purpose": {"value": ""}}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "is_channel": not (self.private or self.is_im or self.is_mpim),
+            "is_group": self.private and not self.is_mpim,
+            "is_im": self.is_im,
+            "is_mpim": self.is_mpim,
+            "is_private": self.private or self.is_im or self.is_mpim,
+            "is_archived": self.archived,
+            "is_general": self.name == "general",
+            "created": self.created,
+            "is_member": bot_user in self.members,
+            "num_members": len(self.members),
+            "topic": {"value": ""},
+            "purpose": {"value": ""},
+        }
 
 
 def _cursor(epoch: int, key: str) -> str:
@@ -74,8 +97,16 @@ def _cursor(epoch: int, key: str) -> str:
 class SlackWorld:
     """A whole workspace. Thread-safe: the server calls handlers under ``self.lock``."""
 
-    def __init__(self, *, team_id: str = "T0FAKE", team: str = "Fake Co", domain: str = "fakeco",
-                 bot_user: str = "UBOT", bot_id: str = "BBOT", public_base: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        team_id: str = "T0FAKE",
+        team: str = "Fake Co",
+        domain: str = "fakeco",
+        bot_user: str = "UBOT",
+        bot_id: str = "BBOT",
+        public_base: str = "",
+    ) -> None:
         self.lock = threading.RLock()
         self.team_id, self.team, self.domain = team_id, team, domain
         self.bot_user, self.bot_id = bot_user, bot_id
@@ -111,20 +142,38 @@ class SlackWorld:
         self._last_ts = t
         return f"{t:.6f}"
 
-    def add_user(self, name: str, *, email: str | None = None, real_name: str | None = None,
-                 is_bot: bool = False, user_id: str | None = None) -> str:
+    def add_user(
+        self,
+        name: str,
+        *,
+        email: str | None = None,
+        real_name: str | None = None,
+        is_bot: bool = False,
+        user_id: str | None = None,
+    ) -> str:
         with self.lock:
             uid = user_id or self._new_id("U")
             self.users[uid] = User(uid, name, email, real_name or name.title(), is_bot=is_bot)
             return uid
 
-    def add_channel(self, name: str, *, private: bool = False, members: list[str] = (), bot_member: bool = True,
-                    is_im: bool = False, is_mpim: bool = False, archived: bool = False) -> str:
+    def add_channel(
+        self,
+        name: str,
+        *,
+        private: bool = False,
+        members: list[str] = (),
+        bot_member: bool = True,
+        is_im: bool = False,
+        is_mpim: bool = False,
+        archived: bool = False,
+    ) -> str:
         with self.lock:
             prefix = "D" if is_im else ("G" if is_mpim else "C")
             cid = self._new_id(prefix)
             mem = list(dict.fromkeys([*members, *([self.bot_user] if bot_member else [])]))
-            self.channels[cid] = Channel(cid, name, private, is_im, is_mpim, archived, mem, int(time.time()) - 86400 * 400)
+            self.channels[cid] = Channel(
+                cid, name, private, is_im, is_mpim, archived, mem, int(time.time()) - 86400 * 400
+            )
             self.messages[cid] = {}
             return cid
 
@@ -148,19 +197,41 @@ class SlackWorld:
             ch = self.channels[self.channel_id(channel)]
             ch.members = [m for m in ch.members if m != user]
 
-    def add_file(self, name: str, content: bytes | str, *, mimetype: str = "text/plain", user: str | None = None,
-                 title: str | None = None) -> str:
+    def add_file(
+        self,
+        name: str,
+        content: bytes | str,
+        *,
+        mimetype: str = "text/plain",
+        user: str | None = None,
+        title: str | None = None,
+    ) -> str:
         with self.lock:
             fid = self._new_id("F")
             data = content.encode() if isinstance(content, str) else content
             now = int(time.time())
             url = f"{self.public_base}/files-pri/{self.team_id}-{fid}/{quote(name)}"
-            self.files[fid] = {"id": fid, "created": now, "timestamp": now, "updated": now, "name": name,
-                               "title": title or name, "mimetype": mimetype, "filetype": name.rsplit(".", 1)[-1],
-                               "pretty_type": mimetype, "user": user or self.bot_user, "mode": "hosted",
-                               "size": len(data), "url_private": url, "url_private_download": url + "?download=1",
-                               "permalink": f"https://{self.domain}.slack.com/files/{user}/{fid}/{name}",
-                               "channels": [], "groups": [], "ims": [], "is_public": False}
+            self.files[fid] = {
+                "id": fid,
+                "created": now,
+                "timestamp": now,
+                "updated": now,
+                "name": name,
+                "title": title or name,
+                "mimetype": mimetype,
+                "filetype": name.rsplit(".", 1)[-1],
+                "pretty_type": mimetype,
+                "user": user or self.bot_user,
+                "mode": "hosted",
+                "size": len(data),
+                "url_private": url,
+                "url_private_download": url + "?download=1",
+                "permalink": f"https://{self.domain}.slack.com/files/{user}/{fid}/{name}",
+                "channels": [],
+                "groups": [],
+                "ims": [],
+                "is_public": False,
+            }
             self.file_content[fid] = data
             return fid
 
@@ -173,9 +244,22 @@ class SlackWorld:
                     if any(f.get("id") == fid for f in m.get("files", [])):
                         m["files"] = [f for f in m["files"] if f.get("id") != fid]
 
-    def post(self, channel: str, user: str | None, text: str, *, thread_ts: str | None = None, ts: str | None = None,
-             ago: float | None = None, files: list[str] = (), subtype: str | None = None, bot_id: str | None = None,
-             username: str | None = None, broadcast: bool = False, extra: dict | None = None) -> str:
+    def post(
+        self,
+        channel: str,
+        user: str | None,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        ts: str | None = None,
+        ago: float | None = None,
+        files: list[str] = (),
+        subtype: str | None = None,
+        bot_id: str | None = None,
+        username: str | None = None,
+        broadcast: bool = False,
+        extra: dict | None = None,
+    ) -> str:
         """Add a message (a reply when ``thread_ts`` is given) and return its ts."""
         with self.lock:
             cid = self.channel_id(channel)
@@ -210,8 +294,24 @@ class SlackWorld:
 
     def _file_stub(self, fid: str) -> dict:
         f = self.files[fid]
-        return {k: f[k] for k in ("id", "created", "timestamp", "name", "title", "mimetype", "filetype", "user",
-                                  "mode", "size", "url_private", "url_private_download", "permalink")}
+        return {
+            k: f[k]
+            for k in (
+                "id",
+                "created",
+                "timestamp",
+                "name",
+                "title",
+                "mimetype",
+                "filetype",
+                "user",
+                "mode",
+                "size",
+                "url_private",
+                "url_private_download",
+                "permalink",
+            )
+        }
 
     def edit(self, channel: str, ts: str, text: str) -> None:
         with self.lock:
@@ -228,8 +328,16 @@ class SlackWorld:
                 raise SlackError("message_not_found")
             m = msgs[ts]
             if m.get("thread_ts") in (None, ts) and self._replies(cid, ts):
-                msgs[ts] = {"type": "message", "subtype": "tombstone", "text": "This message was deleted.",
-                            "ts": ts, "thread_ts": ts, "user": "USLACKBOT", "hidden": True, "team": self.team_id}
+                msgs[ts] = {
+                    "type": "message",
+                    "subtype": "tombstone",
+                    "text": "This message was deleted.",
+                    "ts": ts,
+                    "thread_ts": ts,
+                    "user": "USLACKBOT",
+                    "hidden": True,
+                    "team": self.team_id,
+                }
                 return
             root_ts = m.get("thread_ts") if m.get("thread_ts") != ts else None
             del msgs[ts]
@@ -249,8 +357,10 @@ class SlackWorld:
 
     # ---- views of the state -----------------------------------------------------------------
     def _replies(self, cid: str, root_ts: str) -> list[dict]:
-        return sorted((m for m in self.messages[cid].values() if m.get("thread_ts") == root_ts and m["ts"] != root_ts),
-                      key=lambda m: float(m["ts"]))
+        return sorted(
+            (m for m in self.messages[cid].values() if m.get("thread_ts") == root_ts and m["ts"] != root_ts),
+            key=lambda m: float(m["ts"]),
+        )
 
     def _rendered(self, cid: str, m: dict) -> dict:
         out = json.loads(json.dumps(m))
@@ -259,8 +369,16 @@ class SlackWorld:
             reps = self._replies(cid, m["ts"])
             if reps:
                 users = list(dict.fromkeys(r.get("user", "") for r in reps if r.get("user")))
-                out.update({"thread_ts": m["ts"], "reply_count": len(reps), "reply_users_count": len(users),
-                            "reply_users": users[:5], "latest_reply": reps[-1]["ts"], "subscribed": False})
+                out.update(
+                    {
+                        "thread_ts": m["ts"],
+                        "reply_count": len(reps),
+                        "reply_users_count": len(users),
+                        "reply_users": users[:5],
+                        "latest_reply": reps[-1]["ts"],
+                        "subscribed": False,
+                    }
+                )
             elif out.get("subtype") != "tombstone":
                 out.pop("thread_ts", None)
         return out
@@ -289,8 +407,9 @@ class SlackWorld:
         except (ValueError, KeyError, TypeError):
             raise SlackError("invalid_cursor") from None
 
-    def _page(self, items: list, key, params: dict, *, default: int, maximum: int,
-              newest_first: bool = False) -> tuple[list, dict]:
+    def _page(
+        self, items: list, key, params: dict, *, default: int, maximum: int, newest_first: bool = False
+    ) -> tuple[list, dict]:
         """Cursor pagination over ``items`` (already ordered); the cursor names the next item's key."""
         limit = _int(params.get("limit"), default) or default
         limit = max(1, min(limit, maximum))
@@ -300,9 +419,11 @@ class SlackWorld:
             keys = [key(i) for i in items]
             start = next((n for n, k in enumerate(keys) if k == start_key), None)
             if start is None:  # the item was deleted since: continue at the next one in order
-                start = next((n for n, k in enumerate(keys) if _after(k, start_key, newest_first)), len(items))
-        page = items[start:start + limit]
-        rest = items[start + limit:]
+                start = next(
+                    (n for n, k in enumerate(keys) if _after(k, start_key, newest_first)), len(items)
+                )
+        page = items[start : start + limit]
+        rest = items[start + limit :]
         meta = {"next_cursor": _cursor(self.cursor_epoch, key(rest[0])) if rest else ""}
         return page, meta
 
@@ -342,15 +463,30 @@ def _ts_in(ts: str, params: dict) -> bool:
 
 # ---- method handlers ------------------------------------------------------------------------
 def auth_test(w: SlackWorld, p: dict) -> dict:
-    return {"url": f"https://{w.domain}.slack.com/", "team": w.team, "user": "assistant", "team_id": w.team_id,
-            "user_id": w.bot_user, "bot_id": w.bot_id, "is_enterprise_install": False}
+    return {
+        "url": f"https://{w.domain}.slack.com/",
+        "team": w.team,
+        "user": "assistant",
+        "team_id": w.team_id,
+        "user_id": w.bot_user,
+        "bot_id": w.bot_id,
+        "is_enterprise_install": False,
+    }
 
 
 def conversations_list(w: SlackWorld, p: dict) -> dict:
     types = set((p.get("types") or "public_channel").split(","))
     out = []
     for ch in sorted(w.channels.values(), key=lambda c: c.id):
-        kind = "im" if ch.is_im else "mpim" if ch.is_mpim else "private_channel" if ch.private else "public_channel"
+        kind = (
+            "im"
+            if ch.is_im
+            else "mpim"
+            if ch.is_mpim
+            else "private_channel"
+            if ch.private
+            else "public_channel"
+        )
         if kind not in types or (ch.archived and _bool(p.get("exclude_archived"))):
             continue
         if kind != "public_channel" and w.bot_user not in ch.members:
@@ -372,12 +508,19 @@ def conversations_members(w: SlackWorld, p: dict) -> dict:
 
 def conversations_history(w: SlackWorld, p: dict) -> dict:
     ch = w._visible_channel(p.get("channel", ""))
-    msgs = [m for m in w.messages[ch.id].values()
-            if m.get("thread_ts") in (None, m["ts"]) or m.get("subtype") == "thread_broadcast"]
+    msgs = [
+        m
+        for m in w.messages[ch.id].values()
+        if m.get("thread_ts") in (None, m["ts"]) or m.get("subtype") == "thread_broadcast"
+    ]
     msgs = sorted((m for m in msgs if _ts_in(m["ts"], p)), key=lambda m: -float(m["ts"]))
     page, meta = w._page(msgs, lambda m: m["ts"], p, default=100, maximum=999, newest_first=True)
-    return {"messages": [w._rendered(ch.id, m) for m in page], "has_more": bool(meta["next_cursor"]),
-            "pin_count": 0, "response_metadata": meta}
+    return {
+        "messages": [w._rendered(ch.id, m) for m in page],
+        "has_more": bool(meta["next_cursor"]),
+        "pin_count": 0,
+        "response_metadata": meta,
+    }
 
 
 def conversations_replies(w: SlackWorld, p: dict) -> dict:
@@ -392,8 +535,11 @@ def conversations_replies(w: SlackWorld, p: dict) -> dict:
         raise SlackError("thread_not_found")
     thread = [root, *(r for r in w._replies(ch.id, root_ts) if _ts_in(r["ts"], p))]
     page, meta = w._page(thread, lambda m: m["ts"], p, default=1000, maximum=1000)
-    return {"messages": [w._rendered(ch.id, x) for x in page], "has_more": bool(meta["next_cursor"]),
-            "response_metadata": meta}
+    return {
+        "messages": [w._rendered(ch.id, x) for x in page],
+        "has_more": bool(meta["next_cursor"]),
+        "response_metadata": meta,
+    }
 
 
 def conversations_open(w: SlackWorld, p: dict) -> dict:
@@ -403,8 +549,13 @@ def conversations_open(w: SlackWorld, p: dict) -> dict:
     for ch in w.channels.values():
         if ch.is_im and set(ch.members) == {w.bot_user, *users}:
             return {"channel": {"id": ch.id}}
-    return {"channel": {"id": w.add_channel(f"dm-{'-'.join(users)}", is_im=len(users) == 1,
-                                            is_mpim=len(users) > 1, members=users)}}
+    return {
+        "channel": {
+            "id": w.add_channel(
+                f"dm-{'-'.join(users)}", is_im=len(users) == 1, is_mpim=len(users) > 1, members=users
+            )
+        }
+    }
 
 
 def users_info(w: SlackWorld, p: dict) -> dict:
@@ -460,9 +611,15 @@ def chat_post_message(w: SlackWorld, p: dict) -> dict:
     if not p.get("text") and not p.get("blocks") and not p.get("attachments"):
         raise SlackError("no_text")
     blocks = _json_field(p.get("blocks"))
-    ts = w.post(ch.id, w.bot_user, str(p.get("text") or ""), thread_ts=p.get("thread_ts") or None,
-                bot_id=w.bot_id, broadcast=_bool(p.get("reply_broadcast")),
-                extra={"app_id": "AFAKE", **({"blocks": blocks} if blocks is not None else {})})
+    ts = w.post(
+        ch.id,
+        w.bot_user,
+        str(p.get("text") or ""),
+        thread_ts=p.get("thread_ts") or None,
+        bot_id=w.bot_id,
+        broadcast=_bool(p.get("reply_broadcast")),
+        extra={"app_id": "AFAKE", **({"blocks": blocks} if blocks is not None else {})},
+    )
     msg = dict(w.messages[ch.id][ts])
     w.posted.append({**msg, "channel": ch.id, "params": dict(p)})
     return {"channel": ch.id, "ts": ts, "message": msg}
@@ -504,8 +661,17 @@ def chat_post_ephemeral(w: SlackWorld, p: dict) -> dict:
     if user not in ch.members:
         raise SlackError("user_not_in_channel")
     ts = w.next_ts()
-    w.ephemerals.append({"channel": ch.id, "user": user, "text": p.get("text", ""), "ts": ts,
-                         "blocks": _json_field(p.get("blocks")), "thread_ts": p.get("thread_ts"), "params": dict(p)})
+    w.ephemerals.append(
+        {
+            "channel": ch.id,
+            "user": user,
+            "text": p.get("text", ""),
+            "ts": ts,
+            "blocks": _json_field(p.get("blocks")),
+            "thread_ts": p.get("thread_ts"),
+            "params": dict(p),
+        }
+    )
     return {"message_ts": ts}
 
 
@@ -539,11 +705,22 @@ def _json_field(v):
 
 
 API = {
-    "auth.test": auth_test, "conversations.list": conversations_list, "conversations.info": conversations_info,
-    "conversations.members": conversations_members, "conversations.history": conversations_history,
-    "conversations.replies": conversations_replies, "conversations.open": conversations_open,
-    "users.info": users_info, "users.list": users_list, "users.lookupByEmail": users_lookup_by_email,
-    "files.info": files_info, "chat.getPermalink": chat_get_permalink, "chat.postMessage": chat_post_message,
-    "chat.update": chat_update, "chat.delete": chat_delete, "chat.postEphemeral": chat_post_ephemeral,
-    "reactions.add": reactions_add, "views.open": views_open,
+    "auth.test": auth_test,
+    "conversations.list": conversations_list,
+    "conversations.info": conversations_info,
+    "conversations.members": conversations_members,
+    "conversations.history": conversations_history,
+    "conversations.replies": conversations_replies,
+    "conversations.open": conversations_open,
+    "users.info": users_info,
+    "users.list": users_list,
+    "users.lookupByEmail": users_lookup_by_email,
+    "files.info": files_info,
+    "chat.getPermalink": chat_get_permalink,
+    "chat.postMessage": chat_post_message,
+    "chat.update": chat_update,
+    "chat.delete": chat_delete,
+    "chat.postEphemeral": chat_post_ephemeral,
+    "reactions.add": reactions_add,
+    "views.open": views_open,
 }

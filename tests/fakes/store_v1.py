@@ -71,22 +71,34 @@ def build_v1_store(path: Path, *, with_scheduler_tables: bool) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.executescript(V1_SCHEMA)
     db.execute("INSERT INTO meta VALUES ('schema', '1')")
-    key = db.execute("INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, content_hash, "
-                     "metadata, indexed_at) VALUES ('sample', 'a.md', 'a.md', 'Leave policy', 'text/markdown', NULL, "
-                     "1700000000, 'v1', 'h1', '{}', 1700000001)").lastrowid
+    key = db.execute(
+        "INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, content_hash, "
+        "metadata, indexed_at) VALUES ('sample', 'a.md', 'a.md', 'Leave policy', 'text/markdown', NULL, "
+        "1700000000, 'v1', 'h1', '{}', 1700000001)"
+    ).lastrowid
     db.execute("INSERT INTO access VALUES (?, 'public')", (key,))
-    cid = db.execute('INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) VALUES '
-                     "(?, 0, 'Parental leave is 16 weeks.', '[]', 0, 27, ?)", (key, b"\0" * 4 * 384)).lastrowid
-    db.execute("INSERT INTO chunks_fts (rowid, text, title) VALUES (?, 'Parental leave is 16 weeks.', 'Leave policy')",
-               (cid,))
+    cid = db.execute(
+        'INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) VALUES '
+        "(?, 0, 'Parental leave is 16 weeks.', '[]', 0, 27, ?)",
+        (key, b"\0" * 4 * 384),
+    ).lastrowid
+    db.execute(
+        "INSERT INTO chunks_fts (rowid, text, title) VALUES (?, 'Parental leave is 16 weeks.', 'Leave policy')",
+        (cid,),
+    )
     db.execute("INSERT INTO cursors VALUES ('sample', 'cursor-1', 1700000002)")
     if with_scheduler_tables:
         for sql in V1_SCHEDULER_TABLES:
             db.execute(sql)
-        sid = db.execute("INSERT INTO schedules (spec, kind, expr, tz, scope, channel, empty, created_by, "
-                         "origin_channel, created_at) VALUES ('daily 09:00', 'cron', '0 9 * * *', 'UTC', NULL, "
-                         "'C1', 'post', 'cli', NULL, 1700000000)").lastrowid
-        db.execute("INSERT INTO schedule_runs (schedule_id, kind, period_start, period_end, run_key, status, owner, "
-                   "lease_until, claimed_at, ts) VALUES (?, 'scheduled', 1700000000, 1700086400, 'r1-x', 'posted', "
-                   "'host:1', 0, 1700086400, '1.0')", (sid,))
+        sid = db.execute(
+            "INSERT INTO schedules (spec, kind, expr, tz, scope, channel, empty, created_by, "
+            "origin_channel, created_at) VALUES ('daily 09:00', 'cron', '0 9 * * *', 'UTC', NULL, "
+            "'C1', 'post', 'cli', NULL, 1700000000)"
+        ).lastrowid
+        db.execute(
+            "INSERT INTO schedule_runs (schedule_id, kind, period_start, period_end, run_key, status, owner, "
+            "lease_until, claimed_at, ts) VALUES (?, 'scheduled', 1700000000, 1700086400, 'r1-x', 'posted', "
+            "'host:1', 0, 1700086400, '1.0')",
+            (sid,),
+        )
     db.close()
