@@ -9,6 +9,7 @@ answers are then the verified extractive quotes alone.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from assistant.answering import Answer, Answerer
 from assistant.engine import Engine
@@ -34,7 +35,14 @@ class Assistant:
     def llm(self):
         with self._lock:
             if self._llm is _UNSET:
-                if self.settings.llm.model.lower() == "none":
+                from assistant.llm.loading import resolve_answer_model
+
+                model = self.settings.llm.model
+                if not self.settings.llm.endpoint:
+                    model = resolve_answer_model(
+                        model, cache_dir=Path(self.settings.model_cache_dir).expanduser()
+                    )
+                if model.lower() == "none":  # the one place the "none" sentinel is decided
                     self._llm = None
                 else:
                     from assistant.llm import load_llm

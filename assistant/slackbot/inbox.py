@@ -27,11 +27,6 @@ from dataclasses import dataclass
 
 from assistant.slackbot import blocks as bk
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS slackbot_inbox (key TEXT PRIMARY KEY, kind TEXT NOT NULL, args TEXT NOT NULL,
-    owner TEXT NOT NULL, created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 1, reply_ts TEXT)
-"""
-
 
 @dataclass(frozen=True)
 class Job:
@@ -96,7 +91,6 @@ class Inbox:
         self.host = socket.gethostname()
         self.owner = f"{self.host}|{os.getpid()}|{uuid.uuid4().hex[:12]}"
         self.foreign_lease_s = foreign_lease_s
-        store.execute(SCHEMA)
 
     def add(self, db, job: Job) -> None:
         """Write ``job`` inside the caller's transaction ``db`` (the one that records the delivery)."""
