@@ -353,23 +353,7 @@ class Store:
                 )
                 db.execute("DELETE FROM access WHERE doc_key=?", (key,))
             else:
-                key = db.execute(
-                    "INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, "
-                    "content_hash, metadata, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        doc.source,
-                        doc.id,
-                        doc.path,
-                        doc.title,
-                        doc.mime,
-                        doc.url,
-                        doc.modified,
-                        doc.version,
-                        content_hash,
-                        meta,
-                        now,
-                    ),
-                ).lastrowid
+                key = self._insert_document_row(db, doc, content_hash, meta, now)
             db.executemany(
                 "INSERT INTO access VALUES (?, ?)", [(key, t) for t in sorted(doc.access.tokens())]
             )
@@ -382,25 +366,7 @@ class Store:
                     db.executemany("DELETE FROM chunks_fts WHERE rowid=?", [(i,) for i in removed])
                     db.execute("DELETE FROM chunks WHERE doc_key=?", (key,))
                 assert vectors is not None and len(vectors) == len(chunks)
-                for c, v in zip(chunks, vectors):
-                    cid = db.execute(
-                        'INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) '
-                        "VALUES (?,?,?,?,?,?,?)",
-                        (
-                            key,
-                            c.ordinal,
-                            c.text,
-                            json.dumps(list(c.heading_path)),
-                            c.start,
-                            c.end,
-                            np.asarray(v, dtype=np.float32).tobytes(),
-                        ),
-                    ).lastrowid
-                    db.execute(
-                        "INSERT INTO chunks_fts (rowid, text, title, acl) VALUES (?, ?, ?, ?)",
-                        (cid, c.text, " ".join((doc.title, *c.heading_path)), acl),
-                    )
-                    added.append(cid)
+                added = self._insert_chunks(db, key, doc.title, chunks, vectors, acl)
             elif old:
                 # title, path or access may have changed: keep the keyword index's title and acl columns current
                 for cid, hp in db.execute(
@@ -676,56 +642,54 @@ class Store:
         added: list[int] = []
         with self.transaction() as db:
             for doc, content_hash, chunks, vectors in items:
-                key = db.execute(
-                    "INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, "
-                    "content_hash, metadata, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        doc.source,
-                        doc.id,
-                        doc.path,
-                        doc.title,
-                        doc.mime,
-                        doc.url,
-                        doc.modified,
-                        doc.version,
-                        content_hash,
-                        json.dumps(dict(doc.metadata), sort_keys=True),
-                        now,
-                    ),
-                ).lastrowid
+                key = self._insert_document_row(
+                    db, doc, content_hash, json.dumps(dict(doc.metadata), sort_keys=True), now
+                )
                 db.executemany(
                     "INSERT INTO access VALUES (?, ?)", [(key, t) for t in sorted(doc.access.tokens())]
                 )
                 acl = self._acl_text(doc.access.tokens())
-                vecs = np.ascontiguousarray(vectors, dtype=np.float32)  # (len(chunks), dim)
-                for c, v in zip(chunks, vecs):
-                    cid = db.execute(
-                        'INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) '
-                        "VALUES (?,?,?,?,?,?,?)",
-                        (
-                            key,
-                            c.ordinal,
-                            c.text,
-                            json.dumps(list(c.heading_path)),
-                            c.start,
-                            c.end,
-                            v.tobytes(),
-                        ),
-                    ).lastrowid
-                    added.append(cid)
-                db.executemany(
-                    "INSERT INTO chunks_fts (rowid, text, title, acl) VALUES (?, ?, ?, ?)",
-                    [
-                        (
-                            added[len(added) - len(chunks) + i],
-                            c.text,
-                            " ".join((doc.title, *c.heading_path)),
-                            acl,
-                        )
-                        for i, c in enumerate(chunks)
-                    ],
-                )
+                added += self._insert_chunks(db, key, doc.title, chunks, vectors, acl)
         return added
+
+    @staticmethod
+    def _insert_document_row(db, doc: Document, content_hash: str, meta: str, now: float) -> int:
+        return db.execute(
+            "INSERT INTO documents (source, doc_id, path, title, mime, url, modified, version, "
+            "content_hash, metadata, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                doc.source,
+                doc.id,
+                doc.path,
+                doc.title,
+                doc.mime,
+                doc.url,
+                doc.modified,
+                doc.version,
+                content_hash,
+                meta,
+                now,
+            ),
+        ).lastrowid
+
+    @staticmethod
+    def _insert_chunks(db, key: int, title: str, chunks: list[Chunk], vectors, acl: str) -> list[int]:
+        """Chunk rows (text, heading path, offsets, float32 vector) and their FTS rows; returns the new ids."""
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)  # (len(chunks), dim)
+        ids: list[int] = []
+        for c, v in zip(chunks, vecs):
+            ids.append(
+                db.execute(
+                    'INSERT INTO chunks (doc_key, ordinal, text, heading_path, start, "end", vector) '
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (key, c.ordinal, c.text, json.dumps(list(c.heading_path)), c.start, c.end, v.tobytes()),
+                ).lastrowid
+            )
+        db.executemany(
+            "INSERT INTO chunks_fts (rowid, text, title, acl) VALUES (?, ?, ?, ?)",
+            [(cid, c.text, " ".join((title, *c.heading_path)), acl) for cid, c in zip(ids, chunks)],
+        )
+        return ids
 
     def chunk_rows(self, ids: list[int]) -> dict[int, tuple[ChunkRow, DocumentRow]]:
         out: dict[int, tuple[ChunkRow, DocumentRow]] = {}

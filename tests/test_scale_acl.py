@@ -240,6 +240,7 @@ def test_older_store_gets_the_acl_column(tmp_path):
     db.executescript(
         "DROP TABLE chunks_fts; DROP TABLE acl_tokens;"
         "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, title, tokenize = 'porter unicode61');"
+        "UPDATE meta SET value = '4' WHERE key = 'schema';"  # schema 5 added acl_tokens
     )
     db.execute("INSERT INTO chunks_fts (rowid, text, title) VALUES (?, 'parental leave policy', 'a')", (cid,))
     db.commit()
