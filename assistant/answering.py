@@ -415,7 +415,8 @@ class Answerer:
             num = np.array(
                 [1.0 if wants_number and g.numbers(spans[j].text) else 0.0 for _, spans, j in cands]
             )
-            score = 0.7 * (rel + 0.1 * lex + 0.05 * num) + 0.3 * prior
+            a = self.s.answering
+            score = 0.7 * (rel + a.lexical_weight * lex + 0.05 * num) + 0.3 * prior
         for best in np.argsort(-score, kind="stable")[:5]:  # another part's quote is not shown twice
             e, spans, j = cands[best]
             ex = excerpts[e]

@@ -106,14 +106,13 @@ def _quiet_libraries(log_level: str) -> None:
     """
     if log_level.upper() == "DEBUG":
         return
-    import os
     import warnings
+
+    from assistant.settings import quiet_library_environment
 
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    quiet_library_environment()
     for module in ("transformers", "torch", "sentence_transformers", "huggingface_hub", "peft"):
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=UserWarning, module=module)

@@ -119,7 +119,7 @@ def missing_strings(store, tasks: list[dict]) -> list[str]:
 
 
 def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
-    from assistant.cli import _who
+    from assistant.cli_context import who as _who
 
     @app.command("eval-summaries")
     def eval_summaries(

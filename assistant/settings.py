@@ -194,6 +194,12 @@ class AnsweringSettings(_Section):
         le=2000,
         description="most excerpt sentences scored per question part (each costs a model call)",
     )
+    lexical_weight: float = Field(
+        0.1,
+        ge=0.0,
+        le=2.0,
+        description="without a relevance model: weight of the share of question words a sentence repeats, beside its embedding similarity",
+    )
 
 
 class GoogleDriveSettings(_Section):
@@ -476,6 +482,14 @@ def default_data_dir(env: Mapping[str, str] | None = None, *, platform: str | No
     xdg = env.get("XDG_DATA_HOME", "")
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
     return base / APP_DIR_NAME
+
+
+def quiet_library_environment() -> None:
+    """Switches third-party libraries read from the environment when they are imported (transformers'
+    verbosity, Hugging Face progress bars): set to quiet unless the user exported their own value."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def read_secret_env(name: str) -> str | None:

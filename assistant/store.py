@@ -122,6 +122,7 @@ _MIGRATIONS: dict[int, str] = {
     3: _SLACKBOT_TABLES,
     4: _SOURCE_SETTINGS,
     5: _ACL_TOKENS,
+    6: _INBOX_AND_LEDGER,
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
