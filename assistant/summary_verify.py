@@ -69,6 +69,8 @@ def supported(claim: str, source: str, *, min_words: float = 0.8, min_order: flo
         return False
     if g.numbers(claim) - g.numbers(source):
         return False
+    if " ".join(claim.lower().split()).rstrip(".") in " ".join(source.lower().split()):
+        return True  # a verbatim quote states exactly what its source says
     want = _stems(claim)
     neg = bool(_NEG.search(claim))
     for passage in _windows(source):
