@@ -266,11 +266,11 @@ def measure(data_dir: Path, kind: str, askers: dict, n_queries: int) -> dict:
         n_hits = []
         for q in qs[10:]:
             t1 = time.perf_counter()
-            hits = engine.search(q, who=who, k=8, per_doc=None)
+            hits, timings = engine.retriever.search_timed(q, who=who, k=8, per_doc=None)
             lat.append((time.perf_counter() - t1) * 1e3)
             n_hits.append(len(hits))
             for p, values in parts.items():
-                values.append(engine.retriever.last_timings.get(p, 0.0))
+                values.append(timings.get(p, 0.0))
         out["askers"][name] = {
             "reads_chunks": None if allowed is None else len(allowed),
             "cold_first_ms": round(cold, 1),
