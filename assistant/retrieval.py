@@ -101,10 +101,8 @@ class Retriever:
         key = (self.store.generation, tuple(tuple(sorted(m.tokens())) for m in audience.members))
         got = self._allowed_cache.get(key)
         if got is None:
-            sets = [self.store.allowed_chunk_ids(m.tokens()) for m in audience.members]
-            arr = sets[0]
-            for other in sets[1:]:
-                arr = np.intersect1d(arr, other, assume_unique=True)
+            # the channel rule (every member may read it) without computing each member's whole set
+            arr = self.store.audience_chunk_ids([m.tokens() for m in audience.members])
             if len(self._allowed_cache) > 256:
                 self._allowed_cache.clear()
             got = self._allowed_cache[key] = (arr, set(arr.tolist()))
