@@ -25,7 +25,6 @@ MIMES = ["text/markdown", "text/plain", "text/html", "application/pdf", "text/cs
 FUZZ = settings(
     max_examples=50,
     deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
