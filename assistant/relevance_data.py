@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.chunking import Chunker
+from assistant.finetune.data import split_folders  # noqa: F401 (the training split, re-exported)
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,6 @@ class Passage:
         """The passage as the answerer may show it: title and heading path, then the text."""
         head = " > ".join(x for x in (self.title, self.heading) if x)
         return f"{head}\n{self.text}" if head else self.text
-
-
-def split_folders(content: Path) -> tuple[list[str], list[str]]:
-    """(training folders, held-out folders): sorted top-level folders, every other one to training."""
-    folders = sorted(p.name for p in Path(content).iterdir() if p.is_dir())
-    return folders[0::2], folders[1::2]
 
 
 _TITLE = re.compile(r"^#\s+(.+?)\s*#*\s*$", re.MULTILINE)

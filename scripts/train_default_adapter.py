@@ -29,13 +29,8 @@ from assistant.finetune import data as D  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-def split_folders(content: Path) -> tuple[list[str], list[str]]:
-    folders = sorted(p.name for p in content.iterdir() if p.is_dir())
-    return folders[0::2], folders[1::2]
-
-
 def build(args) -> None:
-    train_folders, heldout_folders = split_folders(args.handbook)
+    train_folders, heldout_folders = D.split_folders(args.handbook)
     docs = D.documents_from_markdown(args.handbook, folders=train_folders)
     docs += D.documents_from_files(REPO / "assistant" / "sample_docs", prefix="sample/")
     examples = D.synthesise(docs, seed=args.seed, per_doc=args.per_doc)

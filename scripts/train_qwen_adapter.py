@@ -49,12 +49,6 @@ REPO = Path(__file__).resolve().parent.parent
 HANDBOOK = REPO.parent / "shared/corpora/sourcegraph-handbook/content"
 
 
-def split_folders(content: Path) -> tuple[list[str], list[str]]:
-    """(training folders, held-out folders): the default adapter's split."""
-    folders = sorted(p.name for p in content.iterdir() if p.is_dir())
-    return folders[0::2], folders[1::2]
-
-
 def items_for(
     docs: list[D.DocText],
     content: Path,
@@ -74,7 +68,7 @@ def items_for(
 
 def build(args) -> None:
     rng = random.Random(args.seed)
-    train_folders, held_folders = split_folders(args.handbook)
+    train_folders, held_folders = D.split_folders(args.handbook)
     docs = D.documents_from_markdown(args.handbook, folders=train_folders)
     questions = M.read_questions(args.questions) if args.questions else []
     items = items_for(

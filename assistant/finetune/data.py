@@ -34,6 +34,13 @@ from assistant.errors import ConfigError
 from assistant.prompting import REFUSAL, Passage, build_messages
 
 
+def split_folders(content: Path) -> tuple[list[str], list[str]]:
+    """(training folders, held-out folders) of the handbook: its top-level folders sorted, every other one
+    to training. The one split every adapter, the relevance model and their evaluations use."""
+    folders = sorted(p.name for p in Path(content).iterdir() if p.is_dir())
+    return folders[0::2], folders[1::2]
+
+
 @dataclass(frozen=True)
 class DocText:
     """A document as the builders see it: an id, a title and (heading, text) sections."""
