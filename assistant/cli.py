@@ -345,7 +345,6 @@ FEATURES = (
     "assistant.llm.cli",
     "assistant.finetune.cli",
     "assistant.slackbot.cli",
-    "assistant.scheduler_cli",
     "assistant.evaluation_cli",
     "assistant.evaluation_summaries",
 )

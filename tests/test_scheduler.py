@@ -21,12 +21,12 @@ from hypothesis import settings as settings_h
 from hypothesis import strategies as st
 from slack_sdk import WebClient
 
-from assistant.cadence import next_fire, parse_cadence, previous_fire
 from assistant.engine import Engine
 from assistant.errors import ConfigError
-from assistant.report_posting import SlackPoster
-from assistant.scheduler import Scheduler, add_schedule, list_schedules, runs_of
+from assistant.reports import Scheduler, add_schedule, list_schedules, runs_of
+from assistant.reports.cadence import next_fire, parse_cadence, previous_fire
 from assistant.service import Assistant
+from assistant.slackbot.report_posting import SlackPoster
 from assistant.store import Store
 from tests.conftest import REPO, make_settings
 from tests.fakes.scheduler_support import Clock, Crash, CrashingPoster

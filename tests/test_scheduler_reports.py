@@ -20,17 +20,11 @@ from slack_sdk import WebClient
 from typer.testing import CliRunner
 
 from assistant.engine import Engine
-from assistant.report_posting import SlackPoster
-from assistant.reports import MAX_BLOCKS
-from assistant.scheduler import (
-    Scheduler,
-    add_schedule,
-    get_schedule,
-    handle_schedule_command,
-    list_schedules,
-    runs_of,
-)
+from assistant.reports import Scheduler, add_schedule, get_schedule, list_schedules, runs_of
 from assistant.service import Assistant
+from assistant.slackbot.blocks import MAX_BLOCKS
+from assistant.slackbot.report_posting import SlackPoster
+from assistant.slackbot.schedule_command import handle_schedule_command
 from connectors.local_files import LocalFilesConnector
 from connectors.slack import SlackConfig, SlackConnector
 from tests.conftest import REPO, SAMPLE_DOCS, make_settings

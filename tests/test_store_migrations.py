@@ -9,7 +9,7 @@ import pytest
 
 from assistant import store as store_mod
 from assistant.errors import StoreError
-from assistant.scheduler import add_schedule, list_schedules, remove_schedule, runs_of
+from assistant.reports import add_schedule, list_schedules, remove_schedule, runs_of
 from assistant.store import SCHEMA_VERSION, Store
 from tests.fakes.store_v1 import build_v1_store
 

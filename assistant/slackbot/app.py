@@ -1,4 +1,4 @@
-"""The bolt app factory, its thin listeners, the Web API client factory, and ``serve_http``.
+"""The bolt app factory, its thin listeners, and ``serve_http``.
 
 ``create_app(settings, assistant, client=None)`` returns a ``slack_bolt.App`` whose listeners only
 parse the request, acknowledge it, drop duplicates and hand the work to ``handlers.BotCore``'s own
@@ -6,11 +6,9 @@ worker pool — so Slack gets its acknowledgement within milliseconds however lo
 (``process_before_response=False``; events are acknowledged by bolt before the listener runs,
 commands and button clicks call ``ack()`` first). Request signatures and timestamps are verified by
 bolt's ``RequestVerification`` middleware before any listener or Web API call (forged or older than
-five minutes → 401); over HTTP ``server.dispatch`` checks it first, on the raw body. Web API calls
-retry on 429 (``Retry-After``), on connection errors, and on read timeouts of read-only methods
-(``auth.test``, ``users.info``, ``conversations.*``: a timed-out ``chat.postMessage`` may have
-posted, so it is not repeated). A wrong token or an unreachable Slack at start-up is one clear
-``ConfigError``, not a traceback.
+five minutes → 401); over HTTP ``server.dispatch`` checks it first, on the raw body. The Web API
+client and its retries come from ``web`` (429, connection errors, read timeouts of read-only
+methods). A wrong token or an unreachable Slack at start-up is one clear ``ConfigError``, not a traceback.
 
 ``serve_http(app, host=, port=)`` runs the app behind uvicorn with limits (``server``: body size,
 header and body timeouts, connections); ``socket_mode_handler(app, settings)`` builds the Socket
@@ -20,19 +18,16 @@ Mode handler. Not here: what the bot says (``handlers``, ``blocks``).
 from __future__ import annotations
 
 import logging
-from urllib.error import URLError
 
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry import HttpRequest, HttpResponse, RetryHandler, RetryState
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from assistant.errors import ConfigError
 from assistant.slackbot import blocks as bk
 from assistant.slackbot.handlers import BotCore
 from assistant.slackbot.identity import Identity
 from assistant.slackbot.server import EVENTS_PATH, BotHTTPServer, HTTPLimits, OneLineLogs, dispatch, one_line
+from assistant.slackbot.web import make_client, secret, who_am_i, with_retries
 
 __all__ = ["BotHTTPServer", "HTTPLimits", "create_app", "dispatch", "serve_http", "socket_mode_handler"]
 
@@ -42,85 +37,6 @@ if not any(isinstance(f, OneLineLogs) for f in _BOLT_LOG.filters):
     _BOLT_LOG.addFilter(
         OneLineLogs()
     )  # bolt logs request bodies (signed ones: ours checks forged ones first)
-
-
-def _secret(value) -> str | None:
-    return value.get_secret_value() if value is not None else None
-
-
-def make_client(settings, *, max_retries: int = 5) -> WebClient:
-    token = _secret(settings.slack.bot_token)
-    if not token:
-        raise ConfigError(
-            "No Slack bot token: set slack.bot_token (ASSISTANT_SLACK__BOT_TOKEN=xoxb-...) — "
-            "see README 'Install in your Slack workspace'."
-        )
-    return with_retries(
-        WebClient(token=token, base_url=settings.slack.api_url, timeout=30), max_retries=max_retries
-    )
-
-
-def with_retries(client: WebClient, *, max_retries: int = 5) -> WebClient:
-    kinds = {type(h) for h in client.retry_handlers}
-    if RateLimitErrorRetryHandler not in kinds:
-        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=max_retries))
-    if ConnectionErrorRetryHandler not in kinds:
-        client.retry_handlers.append(ConnectionErrorRetryHandler(max_retry_count=2))
-    if ReadTimeoutRetryHandler not in kinds:
-        client.retry_handlers.append(ReadTimeoutRetryHandler(max_retry_count=2))
-    return client
-
-
-class ReadTimeoutRetryHandler(RetryHandler):
-    """Retries a read timeout (``TimeoutError``: the request was sent, no answer came) of read-only methods.
-
-    slack_sdk's ``ConnectionErrorRetryHandler`` covers refused and reset connections but not a read
-    timeout. Methods that change something (``chat.postMessage``…) are not repeated: the first try
-    may have worked."""
-
-    READ_ONLY = (
-        "auth.test",
-        "users.",
-        "conversations.info",
-        "conversations.members",
-        "conversations.history",
-        "conversations.replies",
-        "conversations.list",
-        "team.info",
-        "bots.info",
-        "chat.getPermalink",
-    )
-
-    def _can_retry(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> bool:
-        if not isinstance(error, TimeoutError) or response is not None:
-            return False
-        method = request.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
-        return method.startswith(self.READ_ONLY)
-
-
-def who_am_i(client: WebClient, *, api_url: str) -> dict:
-    """``auth.test``, with the two start-up failures a person can fix said in one line each."""
-    try:
-        return client.auth_test().data  # type: ignore[return-value]
-    except SlackApiError as e:
-        code = e.response.get("error") if e.response is not None else "unknown"
-        raise ConfigError(
-            f"Slack refused the bot token ({code}): set slack.bot_token (ASSISTANT_SLACK__BOT_TOKEN) "
-            "to the app's Bot User OAuth Token (xoxb-…, OAuth & Permissions page) and reinstall "
-            "the app if it was revoked."
-        ) from None
-    except (OSError, URLError) as e:  # no network, DNS, refused, timed out after the retries
-        reason = getattr(e, "reason", None) or e
-        raise ConfigError(
-            f"Could not reach Slack at {api_url} ({reason}): check the network or proxy, or slack.api_url."
-        ) from None
 
 
 def create_app(
@@ -156,7 +72,7 @@ def create_app(
     )
     app = App(
         client=client,
-        signing_secret=_secret(settings.slack.signing_secret) or "",
+        signing_secret=secret(settings.slack.signing_secret) or "",
         process_before_response=False,
         token_verification_enabled=False,
         name="assistant",
@@ -312,7 +228,7 @@ def socket_mode_handler(app: App, settings):
     """The Socket Mode handler (app-level ``xapp-`` token); ``.start()`` connects and blocks."""
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    token = _secret(settings.slack.app_token)
+    token = secret(settings.slack.app_token)
     if not token:
         raise ConfigError(
             "Socket Mode needs an app-level token: set slack.app_token (ASSISTANT_SLACK__APP_TOKEN=xapp-...) "

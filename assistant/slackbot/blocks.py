@@ -10,6 +10,8 @@ Slack's 3,000 characters and no message exceeds 50 blocks.
 
 Payloads are dicts for ``chat.postMessage`` / ``chat.update`` / ``chat.postEphemeral`` / ``respond``:
 ``{"text": fallback, "blocks": [...], "unfurl_links": False, "unfurl_media": False}``.
+Scheduled reports are rendered by ``report_blocks`` with the same helpers (``escape``,
+``split_text``/``pack_lines``, ``MAX_BLOCKS``).
 Not here: Slack calls (``handlers``) and deciding what to say (``assistant.answering``).
 """
 
@@ -80,15 +82,32 @@ def _not_inside_entity(text: str, cut: int) -> int:
     return cut
 
 
-def _section(text: str) -> dict:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+def pack_lines(lines: list[str], limit: int, sep: str = "\n") -> list[str]:
+    """Whole lines (each cut to ``limit``) packed into as few pieces of at most ``limit`` characters
+    as their order allows, joined by ``sep`` (``split_text`` instead cuts one long text)."""
+    out, cur = [], ""
+    for line in lines:
+        line = line[:limit]
+        if cur and len(cur) + len(sep) + len(line) > limit:
+            out.append(cur)
+            cur = line
+        else:
+            cur = f"{cur}{sep}{line}" if cur else line
+    return out + ([cur] if cur else [])
 
 
-def _sections(text: str) -> list[dict]:
-    return [_section(p) for p in split_text(text)]
+def section(text: str) -> dict:
+    """A mrkdwn section block (cut to Slack's 3,000 characters)."""
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}
 
 
-def _context(text: str) -> dict:
+def sections(text: str) -> list[dict]:
+    """``text`` as as many section blocks as it needs (cut at line/sentence boundaries)."""
+    return [section(p) for p in split_text(text)]
+
+
+def context(text: str) -> dict:
+    """A small-print context block (cut to 3,000 characters)."""
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:SECTION_LIMIT]}]}
 
 
@@ -105,7 +124,7 @@ def _cap(blocks: list[dict]) -> list[dict]:
         return blocks
     tail = [b for b in blocks[-1:] if b.get("type") == "actions"]
     keep = blocks[: MAX_BLOCKS - 1 - len(tail)]
-    return keep + [_context("_(answer shortened to fit one Slack message)_")] + tail
+    return keep + [context("_(answer shortened to fit one Slack message)_")] + tail
 
 
 def _fallback(text: str) -> str:
@@ -115,13 +134,13 @@ def _fallback(text: str) -> str:
 # -- answers -----------------------------------------------------------------------------------
 def thinking_message(*, note: str | None = None) -> dict:
     text = THINKING + (f"\n{note}" if note else "")
-    return {"text": text, "blocks": [_context(text)], **_NO_UNFURL}
+    return {"text": text, "blocks": [context(text)], **_NO_UNFURL}
 
 
 def streaming_message(partial: str, *, allowed_urls: set[str] = frozenset()) -> dict:
     """The placeholder while the model writes: its words so far, marked as not yet checked."""
     text = safe_text(partial, allowed_urls=allowed_urls) or THINKING
-    blocks = _sections(text)[: MAX_BLOCKS - 1] + [_context("_writing… (checking sources when done)_")]
+    blocks = sections(text)[: MAX_BLOCKS - 1] + [context("_writing… (checking sources when done)_")]
     return {"text": _fallback(text), "blocks": blocks, **_NO_UNFURL}
 
 
@@ -131,8 +150,8 @@ def answer_message(answer, *, feedback_token: str | None = None, note: str | Non
     text = safe_text(answer.answer, allowed_urls=urls)
     blocks: list[dict] = []
     if note:
-        blocks.append(_context(escape(note)))
-    blocks += _sections(text)
+        blocks.append(context(escape(note)))
+    blocks += sections(text)
     if answer.citations:
         said = " ".join(answer.answer.split())
         quotes = "\n".join(
@@ -141,12 +160,12 @@ def answer_message(answer, *, feedback_token: str | None = None, note: str | Non
             if c.quote and " ".join(c.quote.split()) not in said
         )  # no quote that repeats the answer
         if quotes:
-            blocks += _sections("*Supporting quotes*\n" + quotes)
+            blocks += sections("*Supporting quotes*\n" + quotes)
         blocks.append({"type": "divider"})
         links = "\n".join(source_link(c.n, c.title, c.url, c.path) for c in answer.citations)
-        blocks += _sections("*Sources*\n" + links)
+        blocks += sections("*Sources*\n" + links)
     elif answer.refused:
-        blocks.append(_context("Answers use only documents everyone who can see this message may read."))
+        blocks.append(context("Answers use only documents everyone who can see this message may read."))
     if feedback_token:
         blocks.append(feedback_actions(feedback_token))
     return {"text": _fallback(text), "blocks": _cap(blocks), **_NO_UNFURL}
@@ -174,7 +193,7 @@ def feedback_actions(token: str) -> dict:
 
 
 def notice_message(text: str) -> dict:
-    return {"text": text, "blocks": [_section(escape(text))], **_NO_UNFURL}
+    return {"text": text, "blocks": [section(escape(text))], **_NO_UNFURL}
 
 
 # -- summaries ---------------------------------------------------------------------------------
@@ -190,7 +209,7 @@ def summary_message(summary) -> dict:
             if summary.since
             else "Nothing to summarize that everyone here may read."
         )
-        blocks.append(_section(escape(empty)))
+        blocks.append(section(escape(empty)))
         return {"text": _fallback(f"{title}\n{empty}"), "blocks": blocks, **_NO_UNFURL}
     by_source: dict[str, list] = {}
     for b in summary.bullets:
@@ -203,9 +222,9 @@ def summary_message(summary) -> dict:
             lines.append(
                 f"• *{safe_text(b.title, allowed_urls=allowed)}*{new}: {safe_text(b.text, allowed_urls=allowed)} [{b.n}]"
             )
-        blocks += _sections("\n".join(lines))
+        blocks += sections("\n".join(lines))
     blocks.append({"type": "divider"})
-    blocks += _sections(
+    blocks += sections(
         "*Sources*\n" + "\n".join(source_link(b.n, b.title, b.url, b.path) for b in summary.bullets)
     )
     fallback = safe_text(summary.as_text(), allowed_urls={b.url for b in summary.bullets if b.url})

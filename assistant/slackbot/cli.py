@@ -1,4 +1,5 @@
-"""``assistant slack`` (run the bot: Socket Mode or HTTP) and ``assistant slack-demo`` (a local fake Slack).
+"""``assistant slack`` (run the bot: Socket Mode or HTTP) and ``assistant slack-demo`` (a local fake Slack);
+also mounts ``assistant schedule …``/``assistant scheduler`` (``assistant.reports.cli``) with the Slack poster.
 
 The bot needs ``slack.bot_token`` plus either ``slack.app_token`` (Socket Mode: no public URL) or
 ``slack.signing_secret`` (HTTP: Slack's Events API, slash commands and interactivity all POST to
@@ -35,11 +36,9 @@ def _warm_up(assistant) -> None:
 def _start_scheduler(settings, assistant):
     """Scheduled reports run in the bot process (exactly-once is the scheduler's job, so a second
     ``assistant scheduler`` process is harmless)."""
-    try:
-        from assistant.report_posting import SlackPoster
-        from assistant.scheduler import Scheduler
-    except ModuleNotFoundError:
-        return None
+    from assistant.reports import Scheduler
+    from assistant.slackbot.report_posting import SlackPoster
+
     sched = Scheduler(assistant, SlackPoster.from_settings(settings), settings=settings)
     sched.start()
     return sched
@@ -52,7 +51,18 @@ def _shutdown(bolt, assistant, reports) -> None:
     assistant.close()
 
 
+def _slack_poster(settings):
+    from assistant.slackbot.report_posting import SlackPoster
+
+    return SlackPoster.from_settings(settings)
+
+
 def register(app: typer.Typer, get_settings: Callable) -> None:
+    """``slack``, ``slack-demo``, and the scheduled reports' commands posting through Slack."""
+    from assistant.reports import cli as reports_cli
+
+    reports_cli.register(app, get_settings, make_poster=_slack_poster)
+
     @app.command("slack")
     def slack(
         socket: bool = typer.Option(False, "--socket", help="Socket Mode (needs slack.app_token, xapp-…)"),

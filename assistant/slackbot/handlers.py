@@ -10,7 +10,7 @@ Flows (each runs on the bot's own worker pool, never on the request thread):
   private answer is never streamed into the channel.
 - ``answer_command`` (``/ask``) and ``summarize_command`` (``/summarize``): ephemeral replies
   through the ``response_url``, with the asker's access.
-- ``schedule_command`` (``/schedule``): hands the text to ``assistant.scheduler``; ephemeral reply.
+- ``schedule_command`` (``/schedule``): hands the text to ``schedule_command``; ephemeral reply.
 - ``record_feedback``: a 👍/👎 click stores (question, answer, sources, vote, user, channel, time).
 Follow-ups: earlier question/answer pairs of the thread (``conversations.replies``), or of a DM's
 last 15 minutes (``conversations.history``), become ``history``.
@@ -46,6 +46,7 @@ from assistant.errors import AssistantError
 from assistant.retrieval import Audience
 from assistant.slackbot import blocks as bk
 from assistant.slackbot.inbox import Inbox, Job, is_final, posted_reply
+from assistant.slackbot.schedule_command import CHANNEL_REF, handle_schedule_command, parse_scope
 from assistant.summaries import parse_since
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ _KEEP_EVENTS_S = 3 * 86400
 _KEEP_ANSWERS_S = 90 * 86400
 _BOT_NOTES = {bk.THINKING, bk.PRIVATE_NOTICE, bk.ERROR_TEXT}
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
-_CHANNEL_REF = re.compile(r"<#([CG][A-Z0-9]+)(?:\|([^>]*))?>")
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
 _SINCE_WORDS = re.compile(
     r"\s*(?:\b(?:since|last|for the last|over the last)\s+)?(\d+(?:\.\d+)?\s*[smhdw]|\d{4}-\d{2}-\d{2})\s*$",
@@ -76,7 +76,7 @@ HELP_SUMMARIZE = (
 def clean_text(text: str, *, bot_user_id: str | None = None) -> str:
     """Slack mrkdwn → the plain question: our mention removed, channel refs and links readable."""
     text = _MENTION.sub(lambda m: "" if bot_user_id and bot_user_id in m.group(0) else m.group(0), text or "")
-    text = _CHANNEL_REF.sub(lambda m: f"#{m.group(2) or m.group(1)}", text)
+    text = CHANNEL_REF.sub(lambda m: f"#{m.group(2) or m.group(1)}", text)
     text = _LINK.sub(lambda m: m.group(2) or m.group(1), text)
     return " ".join(html.unescape(text).split())
 
@@ -477,27 +477,10 @@ class BotCore:
         if m:
             since = parse_since(m.group(1).replace(" ", ""))
             text = text[: m.start()].strip()
-        ref = _CHANNEL_REF.search(text)
-        if ref:
-            name = ref.group(2) or self._channel_name(ref.group(1))
-            return f"slack:#{name}", since
-        text = html.unescape(text)
-        if text.startswith("#"):
-            return f"slack:{text}", since
-        if text.lower().startswith("drive:"):
-            text = "gdrive:" + text[6:]
-        return text or None, since
+        return parse_scope(text, channel_name=self._channel_name), since
 
     def schedule_command(self, *, text: str, user: str, channel: str, respond) -> None:
-        """``/schedule …``: the scheduler's own parser and store (issue: scheduled reports); reply privately."""
-        try:
-            from assistant.scheduler import handle_schedule_command
-        except ModuleNotFoundError as e:
-            log.warning("slackbot: /schedule without the scheduler module (%s)", e)
-            respond(
-                response_type="ephemeral", **bk.notice_message("Scheduled reports are not available here.")
-            )
-            return
+        """``/schedule …`` (``schedule_command.handle_schedule_command``); the reply is private."""
         try:
             reply = handle_schedule_command(
                 text,

@@ -28,6 +28,7 @@ from slack_sdk.errors import SlackApiError
 
 from assistant.documents import Principals
 from assistant.retrieval import Audience
+from connectors.slack.client import pages
 
 log = logging.getLogger(__name__)
 
@@ -116,17 +117,13 @@ class Identity:
         if len(missing) < self.bulk_threshold:
             return
         try:
-            cursor, n = None, 0
-            while True:
-                resp = self.client.users_list(limit=1000, **({"cursor": cursor} if cursor else {}))
+            n = 0
+            for resp in pages(self.client.users_list, limit=1000):
                 entries = [(m["id"], *self._convert(m)) for m in resp.get("members") or [] if m.get("id")]
                 with self._lock:
                     for uid, who, is_bot in entries:
                         self._cache[uid] = (now + self.ttl_s, who, is_bot)
                 n += len(entries)
-                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-                if not cursor:
-                    break
             log.info("slackbot: loaded %d people with users.list for a channel of %d", n, len(ids))
         except SlackApiError as e:  # fall back to users.info one by one
             log.warning("slackbot: users.list failed (%s); looking people up one by one", e)
@@ -134,16 +131,9 @@ class Identity:
     # -- channels -------------------------------------------------------------------------------
     def channel_members(self, channel_id: str) -> list[str]:
         members: list[str] = []
-        cursor = None
-        while True:
-            kw = {"channel": channel_id, "limit": self.page_size}
-            if cursor:
-                kw["cursor"] = cursor
-            resp = self.client.conversations_members(**kw)
+        for resp in pages(self.client.conversations_members, channel=channel_id, limit=self.page_size):
             members += resp.get("members") or []
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
-                return list(dict.fromkeys(members))
+        return list(dict.fromkeys(members))
 
     def channel_audience(self, channel_id: str) -> Audience:
         """Everyone (human) in the channel. Any failure narrows to public-only, never widens."""

@@ -5,7 +5,8 @@
   ``assistant.errors``: ``invalid_auth`` → ``AuthError``, ``ratelimited`` → ``RateLimited``,
   ``invalid_cursor`` → ``CursorExpired``, ``*_not_found`` → ``NotFound``, ``not_in_channel`` /
   ``missing_scope`` → ``PermissionDenied``, anything else → ``ConnectorError``.
-- Pagination: ``page`` (one page and the next cursor) and ``iterate`` (every item).
+- Pagination: ``page`` (one page and the next cursor), ``iterate`` (every item), and ``pages``, the
+  one cursor loop (the bot and the report poster use it with their own ``WebClient``).
 - Caches: ``users.info`` per user id and ``auth.test``, for the life of the object (thread-safe).
 - ``download`` fetches a file's ``url_private`` with the bearer token.
 
@@ -18,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -65,10 +66,35 @@ class ServerErrorRetryHandler(RetryHandler):
 
 class ReadTimeoutRetryHandler(RetryHandler):
     """Retries a read timeout (sent, no answer in ``timeout_s``): slack-sdk's connection handler does
-    not cover ``TimeoutError``. Safe here because the connector only reads."""
+    not cover ``TimeoutError``. ``methods``: retry only Web API methods starting with one of these
+    (a timed-out ``chat.postMessage`` may have posted, so the bot lists its read-only methods);
+    None retries every method (the connector only reads)."""
+
+    def __init__(self, *, methods: tuple[str, ...] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.methods = methods
 
     def _can_retry(self, *, state, request, response=None, error=None) -> bool:
-        return response is None and isinstance(error, TimeoutError)
+        if response is not None or not isinstance(error, TimeoutError):
+            return False
+        if self.methods is None:
+            return True
+        method = request.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+        return method.startswith(self.methods)
+
+
+def pages(call: Callable[..., Mapping], /, **params) -> Iterator[Mapping]:
+    """Every response of a cursor-paginated Web API method: ``call(**params, cursor=...)`` until
+    Slack returns no ``response_metadata.next_cursor``. ``call`` is a ``WebClient`` method
+    (``client.conversations_members``) or anything that takes keyword arguments and returns a mapping.
+    Stop early by leaving the loop: the next page is requested only when asked for."""
+    cursor = None
+    while True:
+        resp = call(**params, **({"cursor": cursor} if cursor else {}))
+        yield resp
+        cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return
 
 
 def translate(e: SlackApiError, what: str) -> Exception:
@@ -171,12 +197,9 @@ class SlackClient:
         return list(data.get(key) or []), nxt
 
     def iterate(self, method: str, key: str, **params) -> Iterator[dict]:
-        cursor = None
-        while True:
-            items, cursor = self.page(method, key, cursor=cursor, **params)
-            yield from items
-            if not cursor:
-                return
+        """Every item under ``key`` of every page (``pages`` over ``call``)."""
+        for data in pages(lambda **kw: self.call(method, **kw), **params):
+            yield from data.get(key) or []
 
     # ---- cached lookups -------------------------------------------------------------------------
     def auth(self) -> dict:

@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--times", required=True, help="JSON list of ISO times to tick at")
     a = p.parse_args(argv)
 
-    from assistant.report_posting import SlackPoster
-    from assistant.scheduler import Scheduler
+    from assistant.reports import Scheduler
     from assistant.service import Assistant
     from assistant.settings import load_settings
+    from assistant.slackbot.report_posting import SlackPoster
 
     settings = load_settings(
         environ={},

@@ -1,13 +1,14 @@
 """Posting scheduled reports to Slack through the Web API (``slack_sdk.WebClient``).
 
-``SlackPoster`` is the scheduler's ``Poster``: it resolves '#name' to a channel id
-(conversations.list), computes who reads a channel (``assistant.slackbot.identity.channel_audience``),
-posts a report with its run key in the message metadata and footer (chat.postMessage, links not
-unfurled), and finds an earlier post of a run key in the channel history (conversations.history
-with ``include_all_metadata``) so a retried run never posts twice.
+``SlackPoster`` is the scheduler's ``Poster`` (``assistant.reports.Poster``): it resolves '#name' to a
+channel id (conversations.list), computes who reads a channel (``identity.channel_audience``),
+renders a report (``report_blocks``) and posts it with its run key in the message metadata and
+footer (chat.postMessage, links not unfurled), and finds an earlier post of a run key in the
+channel history (conversations.history with ``include_all_metadata``) so a retried run never posts twice.
 
-Retries: 429 responses are retried (Slack did not process the call); connection errors are NOT
-retried by the client — the scheduler retries later, after searching the history.
+Retries (``web.make_client(connection_retries=False)``): 429 responses (Slack did not process the
+call) and read timeouts of read-only calls; connection errors are NOT retried by the client — the
+scheduler retries later, after searching the history.
 Not done: threads, ephemeral delivery, Enterprise Grid org-wide channels.
 """
 
@@ -18,26 +19,17 @@ import re
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from assistant.errors import AuthError, ConfigError, ConnectorError
+from assistant.reports import Report
+from assistant.retrieval import Audience
+from assistant.slackbot.identity import channel_audience
+from assistant.slackbot.report_blocks import report_blocks
+from assistant.slackbot.web import make_client
+from connectors.slack.client import pages
 
 EVENT_TYPE = "assistant_report"
 _ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
-
-
-def web_client(settings) -> WebClient:
-    """A WebClient for the bot (``settings.slack.bot_token`` at ``settings.slack.api_url``)."""
-    token = settings.slack.bot_token.get_secret_value() if settings.slack.bot_token else None
-    if not token:
-        raise ConfigError(
-            "Posting reports needs the bot token: set slack.bot_token (ASSISTANT_SLACK__BOT_TOKEN=xoxb-...)."
-        )
-    return WebClient(
-        token=token,
-        base_url=settings.slack.api_url,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=5)],
-    )
 
 
 class SlackPoster:
@@ -52,7 +44,10 @@ class SlackPoster:
 
     @classmethod
     def from_settings(cls, settings) -> SlackPoster:
-        return cls(web_client(settings), workspace_group=settings.slack.workspace_principal)
+        return cls(
+            make_client(settings, connection_retries=False),
+            workspace_group=settings.slack.workspace_principal,
+        )
 
     def auth(self) -> dict:
         if self._auth is None:
@@ -71,14 +66,11 @@ class SlackPoster:
             return ref
         name = ref.lstrip("#").lower()
         if name not in self._names:
-            cursor = None
-            while True:
-                kw = {"types": "public_channel,private_channel", "exclude_archived": True, "limit": 1000}
-                resp = self.client.conversations_list(**kw, **({"cursor": cursor} if cursor else {}))
+            kw = {"types": "public_channel,private_channel", "exclude_archived": True, "limit": 1000}
+            for resp in pages(self.client.conversations_list, **kw):
                 for ch in resp.get("channels") or []:
                     self._names[str(ch.get("name", "")).lower()] = ch["id"]
-                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-                if not cursor or name in self._names:
+                if name in self._names:
                     break
         if name not in self._names:
             raise ConfigError(
@@ -87,9 +79,7 @@ class SlackPoster:
             )
         return self._names[name]
 
-    def audience(self, channel_id: str):
-        from assistant.slackbot.identity import channel_audience
-
+    def audience(self, channel_id: str) -> Audience:
         auth = self.auth()
         group = self._workspace_group or f"slack:{auth.get('team_id')}"
         return channel_audience(
@@ -100,12 +90,12 @@ class SlackPoster:
             bot_user_id=auth.get("user_id"),
         )
 
-    def post(self, channel_id: str, *, text: str, blocks: list[dict], run_key: str) -> str:
+    def post(self, channel_id: str, *, report: Report, run_key: str) -> str:
         try:
             resp = self.client.chat_postMessage(
                 channel=channel_id,
-                text=text,
-                blocks=blocks,
+                text=report.text(),
+                blocks=report_blocks(report),
                 unfurl_links=False,
                 unfurl_media=False,
                 metadata={"event_type": EVENT_TYPE, "event_payload": {"run_key": run_key}},
@@ -123,11 +113,10 @@ class SlackPoster:
     def find(self, channel_id: str, run_key: str) -> str | None:
         """The ts of a message by this bot that carries ``run_key`` (metadata, text or blocks)."""
         bot_id, bot_user = self.auth().get("bot_id"), self.auth().get("user_id")
-        cursor, seen = None, 0
+        seen = 0
         mark = re.compile(rf"key {re.escape(run_key)}(?![\w-])")
-        while seen < self.history_limit:
-            kw = {"channel": channel_id, "limit": 200, "include_all_metadata": True}
-            resp = self.client.conversations_history(**kw, **({"cursor": cursor} if cursor else {}))
+        kw = {"channel": channel_id, "limit": 200, "include_all_metadata": True}
+        for resp in pages(self.client.conversations_history, **kw):
             for m in resp.get("messages") or []:
                 seen += 1
                 if not (m.get("bot_id") and (m.get("bot_id") == bot_id or m.get("user") == bot_user)):
@@ -139,7 +128,6 @@ class SlackPoster:
                     or mark.search(json.dumps(m.get("blocks") or []))
                 ):
                     return str(m["ts"])
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
-            if not cursor:
+            if seen >= self.history_limit:
                 break
         return None

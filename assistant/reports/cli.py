@@ -1,8 +1,9 @@
 """CLI for scheduled reports: ``assistant schedule add|list|remove|run-now`` and ``assistant scheduler``.
 
 ``schedule add/list/remove`` touch only the store (no model, no Slack). ``run-now`` and
-``scheduler`` build the assistant and post through the Slack Web API (``slack.bot_token`` at
-``slack.api_url``); ``scheduler`` blocks, ticking at each fire time (Ctrl-C stops it).
+``scheduler`` build the assistant and post through the poster that ``register`` is given
+(``assistant.slackbot.cli`` mounts these commands with the Slack Web API poster, so this module
+stays Slack-free); ``scheduler`` blocks, ticking at each fire time (Ctrl-C stops it).
 The bot runs the same ``Scheduler`` in a thread, so either one — or both — may run.
 """
 
@@ -15,10 +16,14 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from assistant.settings import Settings
+
+if TYPE_CHECKING:
+    from assistant.reports.scheduler import Poster
 
 
 def _store(settings: Settings):
@@ -28,16 +33,18 @@ def _store(settings: Settings):
     return Store(Path(settings.data_dir) / "store.sqlite")
 
 
-def _scheduler(settings: Settings):
-    from assistant.report_posting import SlackPoster
-    from assistant.scheduler import Scheduler
-    from assistant.service import Assistant
+def register(
+    app: typer.Typer, get_settings: Callable[[], Settings], *, make_poster: Callable[[Settings], Poster]
+) -> None:
+    """Add the commands to ``app``; ``make_poster(settings)`` builds where reports go."""
 
-    assistant = Assistant(settings)
-    return assistant, Scheduler(assistant, SlackPoster.from_settings(settings), settings=settings)
+    def _scheduler(settings: Settings):
+        from assistant.reports.scheduler import Scheduler
+        from assistant.service import Assistant
 
+        assistant = Assistant(settings)
+        return assistant, Scheduler(assistant, make_poster(settings), settings=settings)
 
-def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
     sched = typer.Typer(no_args_is_help=True, help="Scheduled summary reports posted to Slack channels.")
     app.add_typer(sched, name="schedule")
 
@@ -61,8 +68,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         ),
     ) -> None:
         """Schedule a 'what changed' report."""
-        from assistant.cadence import next_fire
-        from assistant.scheduler import add_schedule
+        from assistant.reports import add_schedule, next_fire
 
         settings = get_settings()
         store = _store(settings)
@@ -87,8 +93,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
     @sched.command("list")
     def list_(as_json: bool = typer.Option(False, "--json")) -> None:
         """Show the schedules, their next run and their latest run."""
-        from assistant.cadence import next_fire
-        from assistant.scheduler import list_schedules, runs_of
+        from assistant.reports import list_schedules, next_fire, runs_of
 
         store = _store(get_settings())
         try:
@@ -136,7 +141,7 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
     ) -> None:
         """Delete a schedule (and its run history)."""
         from assistant.errors import ConfigError
-        from assistant.scheduler import remove_schedule
+        from assistant.reports import remove_schedule
 
         store = _store(get_settings())
         try:

@@ -1,6 +1,6 @@
 """Persisted schedules of summary reports, posted to Slack exactly once per period.
 
-A schedule (``schedules`` table; the store owns the tables and their SQL) names a cadence (``assistant.cadence``: APScheduler
+A schedule (``schedules`` table; the store owns the tables and their SQL) names a cadence (``cadence``: APScheduler
 cron/interval triggers with a time zone), a scope and a target channel. ``Scheduler.tick()`` looks
 at the injected clock, finds each schedule's latest fire time and runs that period if it is due.
 
@@ -17,7 +17,8 @@ A period missed while no scheduler ran is run once at start-up if its fire time 
 (runs coalesce). Web API calls are not retried on connection errors (that could double-post);
 rate limits (429) are.
 
-``handle_schedule_command`` is the ``/schedule`` slash command's logic (the bot calls it).
+The poster (``Poster``) is injected: this package knows nothing of Slack (``assistant.slackbot.
+report_posting.SlackPoster`` renders and posts; ``assistant.slackbot.schedule_command`` is ``/schedule``).
 Not done: per-user time zones from Slack profiles (use a zone in the phrase or
 ``scheduler.timezone``), editing a schedule in place (delete and add).
 """
@@ -36,9 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from assistant.cadence import Cadence, next_fire, parse_cadence, previous_fire
-from assistant.errors import AssistantError, ConfigError
-from assistant.reports import Report, build_report, scope_label
+from assistant.errors import ConfigError
+from assistant.reports.cadence import Cadence, next_fire, parse_cadence, previous_fire
+from assistant.reports.report import Report, build_report, scope_label
+from assistant.retrieval import Audience
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +135,13 @@ def runs_of(store, schedule_id: int) -> list[dict]:
 
 
 class Poster(Protocol):
-    """Where reports go (``assistant.report_posting.SlackPoster`` in production)."""
+    """Where reports go (``assistant.slackbot.report_posting.SlackPoster`` in production): it
+    resolves a channel reference, says who reads the channel, renders and posts a report with its
+    run key, and finds an earlier post of a run key."""
 
     def resolve(self, channel: str) -> str: ...
-    def audience(self, channel_id: str): ...
-    def post(self, channel_id: str, *, text: str, blocks: list[dict], run_key: str) -> str: ...
+    def audience(self, channel_id: str) -> Audience: ...
+    def post(self, channel_id: str, *, report: Report, run_key: str) -> str: ...
     def find(self, channel_id: str, run_key: str) -> str | None: ...
 
 
@@ -268,7 +272,7 @@ class Scheduler:
                 return RunResult(s.id, key, "empty", report=report)
             if not self._attempt(run_id):
                 return None  # lost the lease while building
-            ts = self.poster.post(channel_id, text=report.text(), blocks=report.blocks(), run_key=key)
+            ts = self.poster.post(channel_id, report=report, run_key=key)
             self._finish(run_id, "posted", channel=channel_id, ts=ts)
             log.info("scheduler: posted report #%s (%s) to %s", s.id, key, channel_id)
             return RunResult(s.id, key, "posted", ts, report)
@@ -333,98 +337,3 @@ class Scheduler:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout)
-
-
-# -- /schedule ------------------------------------------------------------------------------------
-SLASH_HELP = (
-    "Usage: `/schedule weekly mon 09:00 summarize #eng`, `/schedule daily 17:30 changes in drive:Security "
-    "to #security`, `/schedule list`, `/schedule delete <id>`. Add a time zone after the time "
-    "(`daily 17:30 Europe/Berlin`) and `--empty skip` to post nothing when nothing changed."
-)
-_VERBS = r"summarize|summarise|summary of|changes in|changes to|what changed in|report on|report"
-_ADD = re.compile(rf"^(?P<when>.+?)\s+(?:{_VERBS})\s+(?P<rest>.+)$", re.IGNORECASE)
-_TO = re.compile(r"\s+(?:to|into|in)\s+(?P<to><#[A-Z0-9]+(?:\|[^>]*)?>|#[\w.\-]+)\s*$", re.IGNORECASE)
-_EMPTY = re.compile(r"\s*--empty\s+(?P<e>\w+)\s*", re.IGNORECASE)
-_REF = re.compile(r"^<#([A-Z0-9]+)(?:\|([^>]*))?>$")
-
-
-def parse_scope_words(text: str, *, channel_name: Callable[[str], str] | None = None) -> str | None:
-    """'#eng' / '<#C1|eng>' → 'slack:#eng'; 'drive:Security' → 'gdrive:Security'; 'everything' → None.
-    ``channel_name`` (id → name, e.g. conversations.info) names a bare ``<#C1>`` or ``<#C1|>``."""
-    text = text.strip()
-    ref = _REF.match(text)
-    if ref:
-        name = ref.group(2) or (channel_name(ref.group(1)) if channel_name else None)
-        if not name:
-            raise ConfigError("Name the channel as #name (e.g. `summarize #eng`).")
-        return f"slack:#{name}"
-    if text.lower() in ("everything", "all", "all sources", "*"):
-        return None
-    if text.startswith("#"):
-        return f"slack:{text}"
-    if text.lower().startswith("drive:"):
-        return "gdrive:" + text[6:]
-    return text or None
-
-
-def handle_schedule_command(
-    text: str,
-    *,
-    channel_id: str,
-    user_id: str,
-    store,
-    tz: str = "UTC",
-    now: Callable[[], datetime] | None = None,
-    channel_name: Callable[[str], str] | None = None,
-) -> str:
-    """The reply to ``/schedule <text>`` typed in ``channel_id`` (show it to the user ephemerally).
-    Never raises for bad input: the reply explains what to write instead. ``tz``: the zone of
-    phrases without one (``settings.scheduler.timezone``); ``channel_name``: id → name, for
-    ``<#C123>`` references that arrive without a name."""
-    text = (text or "").strip()
-    words = text.split()
-    try:
-        if not words or words[0].lower() in ("help", "-h", "--help"):
-            return SLASH_HELP
-        if words[0].lower() in ("list", "ls"):
-            mine = [s for s in list_schedules(store) if channel_id in (s.channel, s.origin_channel)]
-            if not mine:
-                return "No reports are scheduled for this channel. " + SLASH_HELP
-            return "Scheduled reports here:\n" + "\n".join("• " + s.describe() for s in mine)
-        if words[0].lower() in ("delete", "remove", "rm", "cancel"):
-            sid = words[1].lstrip("#") if len(words) > 1 else ""
-            s = get_schedule(store, int(sid)) if sid.isdigit() else None
-            if s is None or channel_id not in (s.channel, s.origin_channel):
-                return f"No schedule {sid or '(missing id)'} in this channel; `/schedule list` shows the ids."
-            remove_schedule(store, s.id)
-            return f"Deleted scheduled report #{s.id} ({s.spec})."
-        empty = "post"
-        m = _EMPTY.search(text)
-        if m:
-            empty, text = m.group("e").lower(), (text[: m.start()] + " " + text[m.end() :]).strip()
-        add = _ADD.match(text)
-        if not add:
-            return f"I could not find what to report on in {text!r}. " + SLASH_HELP
-        rest, target = add.group("rest"), channel_id
-        to = _TO.search(rest)
-        if to:
-            rest = rest[: to.start()]
-            ref = _REF.match(to.group("to"))
-            target = ref.group(1) if ref else to.group("to")
-        s = add_schedule(
-            store,
-            add.group("when"),
-            channel=target,
-            scope=parse_scope_words(rest, channel_name=channel_name),
-            tz=tz,
-            empty=empty,
-            created_by=user_id,
-            origin_channel=channel_id,
-            now=(now() if now else datetime.now(UTC)).timestamp(),
-        )
-        nxt = next_fire(s.cadence, now() if now else datetime.now(UTC), anchor=s.created_at)
-        nxt = nxt and nxt.astimezone(s.cadence.zone)
-        when = f" Next: {nxt:%a %d %b %Y %H:%M %Z}." if nxt else ""
-        return f"Scheduled report {s.describe()}.{when} Remove it with `/schedule delete {s.id}`."
-    except AssistantError as e:
-        return str(e)

@@ -5,11 +5,12 @@
 the documents EVERY member of the audience may read (a document on its first ingest is new; of an
 updated one only its changed sections are summarised), and arranges them as a ``Report``: "what changed" bullets grouped by source (new / updated, each with a numbered
 citation), the busiest Slack threads, sentences that record decisions, and a Sources list.
-``Report.blocks()`` renders Block Kit, ``Report.text()`` the fallback text (also what the CLI
-prints). The audience of a Slack channel comes from ``assistant.slackbot.identity.channel_audience``.
+``Report.text()`` is the plain-text form (what the CLI prints, and the fallback text of a post).
+The audience is given by the caller (the poster computes a Slack channel's members).
 
-Not done here: deciding when to run or posting (``assistant.scheduler``), reading Slack messages
-that were never ingested (reports see what the Slack connector indexed).
+Not done here: deciding when to run (``assistant.reports.scheduler``), Block Kit and posting
+(``assistant.slackbot.report_blocks`` / ``report_posting``: this package knows nothing of Slack),
+reading Slack messages that were never ingested (reports see what the Slack connector indexed).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from assistant.retrieval import Audience
 from assistant.summaries import Bullet, parse_scope
 
 BUSY_THREAD_MESSAGES = 4  # a Slack thread with at least this many messages counts as busy
-MAX_BLOCKS = 50  # Block Kit's limit per message
 # strongest first: a sentence with a stronger marker wins; among equals, the latest (threads end in decisions)
 _DECISION = [
     re.compile(p, re.IGNORECASE)
@@ -91,37 +91,6 @@ class Report:
             lines += ["", self.footer]
         return "\n".join(lines)
 
-    def blocks(self) -> list[dict]:
-        footer = [_context(self.footer)] if self.footer else []
-        if self.empty:
-            return [_section(f"*{_esc(self.title)}*: {_esc(self.no_changes_line())}"), *footer]
-        out: list[dict] = [
-            {"type": "header", "text": {"type": "plain_text", "text": self.title[:150], "emoji": False}},
-            _context(
-                f"What changed in *{_esc(scope_label(self.scope))}* {_esc(self.period)} · "
-                f"{len(self.bullets)} document{'s' * (len(self.bullets) != 1)}"
-            ),
-        ]
-        for src, bs in self.by_source().items():
-            lines = [f"• {_link(b)} _({'new' if b.new else 'updated'})_: {_esc(b.text)} [{b.n}]" for b in bs]
-            out += _sections(f"*{_esc(src)}*", lines)
-        if self.busy_threads:
-            out += _sections(
-                "*Busy threads*", [f"• {_link(b)}: {n} messages [{b.n}]" for b, n in self.busy_threads]
-            )
-        if self.decisions:
-            out += _sections("*Decisions*", [f"• {_esc(d.text)} [{d.bullet.n}]" for d in self.decisions])
-        out.append({"type": "divider"})
-        out += [
-            _context(part)
-            for part in _chunks([f"{_link(b, numbered=True)}" for b in self.bullets], 1500, " · ")
-        ]
-        if len(out) + len(footer) > MAX_BLOCKS:
-            out = out[: MAX_BLOCKS - len(footer) - 1] + [
-                _context("(report shortened to fit one Slack message)")
-            ]
-        return out + footer
-
 
 def scope_label(scope: str | None) -> str:
     """'slack:#eng' → '#eng'; None → 'all sources'; anything else as written."""
@@ -136,42 +105,6 @@ def _period(start: datetime, end: datetime) -> str:
     return (
         f"{start.strftime(fmt)} – {end.strftime('%H:%M' if same_day else fmt)} ({end.tzname() or end.tzinfo})"
     )
-
-
-def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _link(b: Bullet, *, numbered: bool = False) -> str:
-    label = f"[{b.n}] {b.title}" if numbered else b.title
-    if b.url and b.url.startswith(("https://", "http://")):
-        return f"<{b.url}|{_esc(label).replace('|', '¦')}>"
-    return f"{_esc(label)} (`{_esc(b.path)}`)" if numbered else f"*{_esc(label)}*"
-
-
-def _section(text: str) -> dict:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-
-
-def _context(text: str) -> dict:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
-
-
-def _chunks(lines: list[str], limit: int, sep: str = "\n") -> list[str]:
-    out, cur = [], ""
-    for line in lines:
-        line = line[:limit]
-        if cur and len(cur) + len(sep) + len(line) > limit:
-            out.append(cur)
-            cur = line
-        else:
-            cur = f"{cur}{sep}{line}" if cur else line
-    return out + ([cur] if cur else [])
-
-
-def _sections(heading: str, lines: list[str]) -> list[dict]:
-    parts = _chunks(lines, 2900 - len(heading))
-    return [_section((heading + "\n" if i == 0 else "") + p) for i, p in enumerate(parts)]
 
 
 # -- building -----------------------------------------------------------------------------------
