@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from assistant.errors import ConfigError
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from connectors.base import SettingsSection as _Section
+from connectors.google_drive.config import GoogleDriveSettings
+from connectors.onedrive.config import OneDriveSettings
+from connectors.slack.config import SlackConnectorSettings
 
 
 class EmbeddingSettings(_Section):
@@ -202,110 +202,9 @@ class AnsweringSettings(_Section):
     )
 
 
-class GoogleDriveSettings(_Section):
-    enabled: bool = False
-    source_name: str = "gdrive"
-    credentials_file: Path | None = Field(
-        None, description="service-account JSON key or authorized-user JSON (refresh token)"
-    )
-    credentials_json: SecretStr | None = Field(
-        None, description="the same JSON inline (e.g. from a secret store)"
-    )
-    subject: str | None = Field(None, description="user to impersonate with domain-wide delegation")
-    api_endpoint: str = "https://www.googleapis.com"
-    token_uri: str | None = Field(None, description="override the OAuth token endpoint")
-    my_drive: bool = True
-    all_shared_drives: bool = False
-    shared_drive_ids: list[str] = []
-    folder_ids: list[str] = []
-    include_mime_types: list[str] = []
-    exclude_mime_types: list[str] = []
-    max_file_mb: float = Field(25.0, gt=0)
-    page_size: int = Field(1000, ge=1, le=1000)
-    workers: int = Field(8, ge=1, le=64)
-    max_retries: int = Field(6, ge=0, le=20)
-
-
-class OneDriveSettings(_Section):
-    enabled: bool = False
-    source_name: str = "onedrive"
-    tenant_id: str | None = None
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    certificate_file: Path | None = Field(
-        None, description="PEM with private key, instead of a client secret"
-    )
-    certificate_thumbprint: str | None = None
-    authority_host: str = "https://login.microsoftonline.com"
-    graph_url: str = "https://graph.microsoft.com/v1.0"
-    scope: str = Field(
-        "https://graph.microsoft.com/.default",
-        description="app-only token scope; national clouds use their Graph host (e.g. https://graph.microsoft.us/.default)",
-    )
-    verify: bool | str = Field(True, description="TLS verification: true, false, or a CA bundle path")
-    tenant_domain: str | None = Field(
-        None, description="domain that organization-scoped sharing links grant to (e.g. contoso.com)"
-    )
-    user_drives: list[str] = Field([], description="UPNs whose OneDrive to index")
-    site_ids: list[str] = Field(
-        [], description="SharePoint site ids (host,siteCollectionId,webId); every document library is indexed"
-    )
-    site_urls: list[str] = Field(
-        [], description="SharePoint site URLs, e.g. https://contoso.sharepoint.com/sites/Eng"
-    )
-    drive_ids: list[str] = []
-    folder_paths: list[str] = Field(
-        [],
-        description="index only these folders: '/Eng/Specs' in every drive, or '<drive id|UPN|site id or URL>:/Eng/Specs'",
-    )
-    max_file_mb: float = Field(25.0, gt=0)
-    workers: int = Field(8, ge=1, le=64, description="HTTP connections kept open to Graph")
-    max_retries: int = Field(6, ge=0, le=20)
-    timeout_s: float = Field(60.0, gt=0, description="per HTTP request to Graph and the identity platform")
-
-
-class SlackConnectorSettings(_Section):
-    enabled: bool = False
-    source_name: str = "slack"
-    bot_token: SecretStr | None = None
-    api_url: str = "https://slack.com/api/"
-    channels: list[str] = Field(
-        [], description="names, ids or glob patterns to include; empty = every channel the bot is a member of"
-    )
-    exclude_channels: list[str] = Field([], description="names, ids or glob patterns to skip")
-    include_private: bool = Field(
-        True, description="also private channels the bot was invited to (never DMs)"
-    )
-    days_back: int = Field(365, ge=1, description="history older than this is not indexed")
-    include_files: bool = Field(True, description="files shared in messages become their own documents")
-    include_bots: bool = Field(
-        False, description="index messages of other bots and integrations (never the assistant's own)"
-    )
-    max_file_mb: float = Field(25.0, gt=0)
-    page_size: int = Field(200, ge=1, le=999, description="messages per conversations.history/replies page")
-    track_days: float = Field(
-        7.0,
-        ge=0,
-        description="threads active within this window are re-checked on every incremental sync (new replies, edits, deletions)",
-    )
-    recheck_hours: float = Field(
-        24.0,
-        ge=0,
-        description="threads with a reply this recent are re-fetched on every sync, which catches edited replies",
-    )
-    max_tracked_threads: int = Field(1000, ge=0, description="per channel; bounds the saved cursor")
-    max_retries: int = Field(
-        6, ge=0, le=20, description="retries of a rate-limited (429) call, honouring Retry-After"
-    )
-    timeout_s: float = Field(30.0, gt=0)
-    sweep_hours: float = Field(
-        24.0,
-        ge=0,
-        description="how often (per channel) the whole days_back history is re-listed to catch replies to threads quiet for longer than track_days; 0 = never (then only --full finds them)",
-    )
-
-
 class ConnectorsSettings(_Section):
+    """``[connectors.*]``: each connector owns its section (``connectors/<name>/config.py``)."""
+
     google_drive: GoogleDriveSettings = GoogleDriveSettings()
     onedrive: OneDriveSettings = OneDriveSettings()
     slack: SlackConnectorSettings = SlackConnectorSettings()

@@ -19,6 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 
 from assistant.errors import ConfigError
+from connectors.base import secret_value as secret
 from connectors.slack.client import ReadTimeoutRetryHandler
 
 READ_ONLY = (
@@ -33,11 +34,6 @@ READ_ONLY = (
     "bots.info",
     "chat.getPermalink",
 )
-
-
-def secret(value) -> str | None:
-    """A ``SecretStr`` setting's value (None when unset)."""
-    return value.get_secret_value() if value is not None else None
 
 
 def make_client(settings, *, max_retries: int = 5, connection_retries: bool = True) -> WebClient:

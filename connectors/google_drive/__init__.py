@@ -1,79 +1,29 @@
 """Google Drive connector (Drive v3 through google-api-python-client).
 
-``from_settings(section)`` adapts any object with the attribute names of
-``[connectors.google_drive]`` (duck typing: this package never imports ``assistant.settings``)
-into a ``GoogleDriveConnector``. The credentials are read here, once, from ``credentials_json``
-(a secret) or ``credentials_file``; they are never logged.
+``from_settings(section)`` (``config``) turns the ``[connectors.google_drive]`` section into a
+``GoogleDriveConnector``; ``GoogleDriveSettings`` is that section. Names are imported on first use,
+so ``assistant.settings`` can import ``connectors.google_drive.config`` without the Google libraries.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib
 
-from assistant.errors import ConfigError
-from connectors.google_drive.client import (
-    SCOPES,
-    DriveClient,
-    RetryPolicy,
-    load_credentials,
-    parse_credentials_json,
-)
-from connectors.google_drive.connector import DriveConfig, GoogleDriveConnector
-
-__all__ = [
-    "SCOPES",
-    "DriveClient",
-    "DriveConfig",
-    "GoogleDriveConnector",
-    "RetryPolicy",
-    "config_from_settings",
-    "from_settings",
-    "load_credentials",
-]
+_HOME = {
+    "SCOPES": "client",
+    "DriveClient": "client",
+    "RetryPolicy": "client",
+    "load_credentials": "client",
+    "DriveConfig": "connector",
+    "GoogleDriveConnector": "connector",
+    "GoogleDriveSettings": "config",
+    "config_from_settings": "config",
+    "from_settings": "config",
+}
+__all__ = sorted(_HOME)
 
 
-def _secret(value) -> str | None:
-    if value is None:
-        return None
-    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-
-
-def config_from_settings(section) -> DriveConfig:
-    text = _secret(getattr(section, "credentials_json", None))
-    path = getattr(section, "credentials_file", None)
-    if not text and path:
-        try:
-            text = Path(path).expanduser().read_text()
-        except OSError as e:
-            raise ConfigError(
-                f"[connectors.google_drive] credentials_file = {str(path)!r} cannot be read ({e.strerror}). "
-                "Point it at the service-account key or authorized-user JSON you downloaded."
-            ) from None
-    if not text:
-        raise ConfigError(
-            "[connectors.google_drive] has no credentials: set credentials_file to a service-account key "
-            "(or authorized-user JSON), or credentials_json / ASSISTANT_CONNECTORS__GOOGLE_DRIVE__CREDENTIALS_JSON."
-        )
-    names = (
-        "source_name",
-        "subject",
-        "api_endpoint",
-        "token_uri",
-        "my_drive",
-        "all_shared_drives",
-        "shared_drive_ids",
-        "folder_ids",
-        "include_mime_types",
-        "exclude_mime_types",
-        "max_file_mb",
-        "page_size",
-        "workers",
-        "max_retries",
-    )
-    kw = {n: getattr(section, n) for n in names if hasattr(section, n)}
-    return DriveConfig(credentials_info=parse_credentials_json(text), **kw)
-
-
-def from_settings(section) -> GoogleDriveConnector:
-    """The connector for a ``[connectors.google_drive]`` section (the registry calls this)."""
-    return GoogleDriveConnector(config_from_settings(section))
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,8 @@
 """Slack connector: channels the bot is a member of → thread documents and shared files.
 
-``from_settings(section)`` builds a ``SlackConnector`` from any object with the attributes of
-``[connectors.slack]`` (duck-typed: this package never imports ``assistant.settings``). Secrets may
-be pydantic ``SecretStr`` or plain strings.
+``from_settings(section)`` (``config``) turns the ``[connectors.slack]`` section into a
+``SlackConnector``; ``SlackConnectorSettings`` is that section. Names are imported on first use, so
+``assistant.settings`` can import ``connectors.slack.config`` without slack_sdk.
 
 Slack app scopes needed (bot token): channels:history, channels:read, groups:history, groups:read,
 users:read, users:read.email, files:read.
@@ -10,29 +10,20 @@ users:read, users:read.email, files:read.
 
 from __future__ import annotations
 
-from connectors.slack.client import SlackClient
-from connectors.slack.connector import SlackConfig, SlackConnector
+import importlib
 
-__all__ = ["SlackClient", "SlackConfig", "SlackConnector", "config_from_settings", "from_settings"]
-
-
-def _secret(v) -> str:
-    return v.get_secret_value() if hasattr(v, "get_secret_value") else (v or "")
-
-
-def config_from_settings(section) -> SlackConfig:
-    """A ``SlackConfig`` from a settings section; attributes it lacks keep their defaults."""
-    fields = {
-        name: getattr(section, name)
-        for name in SlackConfig.__dataclass_fields__
-        if name != "bot_token" and hasattr(section, name)
-    }
-    for key in ("channels", "exclude_channels"):
-        if key in fields:
-            fields[key] = tuple(fields[key] or ())
-    return SlackConfig(bot_token=_secret(getattr(section, "bot_token", None)), **fields)
+_HOME = {
+    "SlackClient": "client",
+    "SlackConfig": "connector",
+    "SlackConnector": "connector",
+    "SlackConnectorSettings": "config",
+    "config_from_settings": "config",
+    "from_settings": "config",
+}
+__all__ = sorted(_HOME)
 
 
-def from_settings(section, **kw) -> SlackConnector:
-    """The connector for ``[connectors.slack]``; ``kw`` goes to ``SlackConnector`` (client, clock)."""
-    return SlackConnector(config_from_settings(section), **kw)
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
