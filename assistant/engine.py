@@ -4,7 +4,7 @@
 and reconciles the index with the store (FAISS ids == SQLite chunk ids) before anything else runs.
 The embedder is loaded lazily, so ``status`` stays instant. The CLI, the Slack bot and the
 scheduler go through an Engine; the one exception is ``assistant schedule add/list/remove``
-(``scheduler_cli``), which opens the store alone because it needs neither index nor embedder.
+(``assistant.reports.cli``), which opens the store alone because it needs neither index nor embedder.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from assistant.chunking import Chunker
 from assistant.documents import Principals
-from assistant.embeddings import load_embedder
+from assistant.embeddings import Embedder, load_embedder
 from assistant.errors import StoreError
 from assistant.index import VectorIndex
 from assistant.retrieval import Audience, Hit, Retriever
@@ -33,7 +33,7 @@ EMBED_DIM = 384  # all-MiniLM-L6-v2; checked against the loaded embedder
 
 
 class Engine:
-    def __init__(self, settings: Settings, store: Store, *, embedder=None) -> None:
+    def __init__(self, settings: Settings, store: Store, *, embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.store = store
@@ -58,7 +58,7 @@ class Engine:
         self.repaired = self.reconcile()
 
     @classmethod
-    def open(cls, settings: Settings, *, embedder=None) -> Engine:
+    def open(cls, settings: Settings, *, embedder: Embedder | None = None) -> Engine:
         data_dir = Path(settings.data_dir)
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ class Engine:
 
     # -- components -----------------------------------------------------------------------------
     @property
-    def embedder(self):
+    def embedder(self) -> Embedder:
         with self._lock:
             if self._embedder is None:
                 self._embedder = load_embedder(
@@ -79,7 +79,7 @@ class Engine:
             self._check_model(self._embedder)
             return self._embedder
 
-    def _check_model(self, embedder) -> None:
+    def _check_model(self, embedder: Embedder) -> None:
         name = f"{getattr(embedder, 'name', 'embedder')}:{embedder.dim}"
         stored = self.store.get_meta("embedding_model")
         if stored is None:

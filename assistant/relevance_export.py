@@ -30,7 +30,7 @@ RECIPE = "cross-encoder-onnx-v1:opset17:logit:ortfuse:int8-per-channel"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MANIFEST = "relevance.json"
 ONNX_NAME = "model.onnx"
-# Feed-forward output projections stay fp32 (their GELU inputs carry outliers; see embeddings_onnx).
+# Feed-forward output projections stay fp32 (their GELU inputs carry outliers; see assistant.embeddings.onnx).
 FFN_OUTPUT = r"/layer\.\d+/output/dense/MatMul$"
 
 

@@ -20,10 +20,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from assistant.documents import Principals
+
+if TYPE_CHECKING:
+    from assistant.embeddings import Embedder
+    from assistant.index import VectorIndex
+    from assistant.store import Store
 
 
 @dataclass(frozen=True)
@@ -74,9 +80,9 @@ class Hit:
 class Retriever:
     def __init__(
         self,
-        store,
-        index,
-        embedder,
+        store: Store,
+        index: VectorIndex,
+        embedder: Embedder,
         *,
         mode: str = "hybrid",
         candidates: int = 50,

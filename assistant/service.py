@@ -17,6 +17,14 @@ from assistant.settings import Settings
 from assistant.summaries import Summarizer, Summary
 
 _UNSET = object()
+NO_MODEL = "none"  # llm.model / llm.adapter value meaning "no model" / "no adapter"
+
+
+def is_no_model(spec: str | None) -> bool:
+    """True for the ``"none"`` sentinel of ``llm.model`` and ``llm.adapter`` (any case). The one
+    place it is tested, so callers need not spell the string (``"auto"`` may still resolve to it:
+    ``Assistant.llm`` is None then)."""
+    return (spec or "").lower() == NO_MODEL
 
 
 class Assistant:
@@ -42,7 +50,7 @@ class Assistant:
                     model = resolve_answer_model(
                         model, cache_dir=Path(self.settings.model_cache_dir).expanduser()
                     )
-                if model.lower() == "none":  # the one place the "none" sentinel is decided
+                if is_no_model(model):
                     self._llm = None
                 else:
                     from assistant.llm import load_llm
@@ -57,7 +65,7 @@ class Assistant:
     def default_adapter(self) -> str | None:
         spec = self.settings.llm.adapter
         llm = self.llm
-        if llm is None or not spec or spec.lower() == "none":
+        if llm is None or not spec or is_no_model(spec):
             return None
         if self.settings.llm.endpoint:
             return spec if spec != "default" else None

@@ -20,8 +20,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from assistant.embeddings import Embedder, bundled_model_path  # noqa: E402
-from assistant.embeddings_onnx import OnnxEmbedder  # noqa: E402
+from assistant.embeddings import OnnxEmbedder, bundled_model_path  # noqa: E402
+from assistant.embeddings import SentenceTransformerEmbedder as Embedder  # noqa: E402
 
 
 def paragraphs(corpus: Path, n: int) -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from assistant.embeddings import Embedder
+from assistant.embeddings import SentenceTransformerEmbedder as Embedder
 
 
 def paragraphs(corpus: Path) -> list[str]:

@@ -21,9 +21,9 @@ def make_settings(data_dir: Path, **overrides):
 
 @pytest.fixture(scope="session")
 def embedder():
-    from assistant.embeddings import Embedder
+    from assistant.embeddings import SentenceTransformerEmbedder
 
-    return Embedder()
+    return SentenceTransformerEmbedder()
 
 
 @pytest.fixture(scope="session")

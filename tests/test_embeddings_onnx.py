@@ -12,8 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from assistant.embeddings import bundled_model_path
-from assistant.embeddings_onnx import OnnxEmbedder
+from assistant.embeddings import OnnxEmbedder, bundled_model_path
 from assistant.errors import ModelError
 
 SENTENCES = [

@@ -31,10 +31,7 @@ SLACK_MODULES = ("assistant.slackbot", "slack_bolt", "slack_sdk")
 ALLOWED_CONNECTOR_IMPORTS: set[tuple[str, str]] = set()
 ALLOWED_SLACK_IMPORTS: set[tuple[str, str]] = set()
 ALLOWED_ENV_READS: set[tuple[str, str]] = set()
-ALLOWED_TESTS_IMPORTS: set[tuple[str, str]] = {
-    # `assistant slack-demo` runs scripts/slack_demo.py, which starts the fake Slack from tests.fakes
-    ("assistant/slackbot/cli.py", "runs scripts/slack_demo.py, which imports tests"),
-}
+ALLOWED_TESTS_IMPORTS: set[tuple[str, str]] = set()
 
 
 def _files(root: str) -> list[Path]:

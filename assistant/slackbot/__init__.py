@@ -5,7 +5,9 @@ over HTTP behind uvicorn with limits (body size, header/body timeouts, connectio
 first); ``handlers`` holds the work done after Slack is acknowledged; ``inbox`` keeps accepted
 questions until answered, so a crash does not lose one; ``identity`` maps Slack users and channels to
 the principals retrieval filters by; ``blocks`` formats Block Kit messages; ``cli`` adds
-``assistant slack`` and ``assistant slack-demo``.
+``assistant slack`` (and mounts the scheduled reports' commands); ``web`` builds the Web API
+client; ``report_blocks``/``report_posting`` render and post scheduled reports; ``schedule_command``
+is ``/schedule``. The demo against a fake Slack is ``python scripts/slack_demo.py`` (a script only).
 """
 
 __all__ = ["create_app", "serve_http", "socket_mode_handler"]

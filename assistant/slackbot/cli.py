@@ -1,29 +1,22 @@
-"""``assistant slack`` (run the bot: Socket Mode or HTTP) and ``assistant slack-demo`` (a local fake Slack);
-also mounts ``assistant schedule …``/``assistant scheduler`` (``assistant.reports.cli``) with the Slack poster.
+"""``assistant slack`` (run the bot: Socket Mode or HTTP); also mounts ``assistant schedule …``/``assistant scheduler`` (``assistant.reports.cli``) with the Slack poster.
 
 The bot needs ``slack.bot_token`` plus either ``slack.app_token`` (Socket Mode: no public URL) or
 ``slack.signing_secret`` (HTTP: Slack's Events API, slash commands and interactivity all POST to
 ``http://<host>:<port>/slack/events``). See README "Install in your Slack workspace".
-The demo lives in ``scripts/slack_demo.py`` because it uses the test fake of Slack, which is not
-part of the installed package; ``assistant slack-demo`` runs it from a source checkout.
+The demo of the bot against a local fake Slack is a script only (``python scripts/slack_demo.py``
+from a source checkout): it uses the tests' fake Slack, and the package never imports ``tests``.
 """
 
 from __future__ import annotations
 
 import logging
-import runpy
 import signal
-import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import typer
 
 log = logging.getLogger(__name__)
-
-DEMO_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "slack_demo.py"
-
 
 def _warm_up(assistant) -> None:
     try:
@@ -58,7 +51,7 @@ def _slack_poster(settings):
 
 
 def register(app: typer.Typer, get_settings: Callable) -> None:
-    """``slack``, ``slack-demo``, and the scheduled reports' commands posting through Slack."""
+    """``slack``, and the scheduled reports' commands posting through Slack."""
     from assistant.reports import cli as reports_cli
 
     reports_cli.register(app, get_settings, make_poster=_slack_poster)
@@ -133,31 +126,3 @@ def register(app: typer.Typer, get_settings: Callable) -> None:
         finally:
             server.close()
             _shutdown(bolt, assistant, reports)
-
-    @app.command("slack-demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def slack_demo(
-        ctx: typer.Context,
-        no_llm: bool = typer.Option(False, "--no-llm", help="extractive answers only (no model; fastest)"),
-        data_dir: Path | None = typer.Option(
-            None, "--data-dir", help="where the demo index goes (default: a temp dir)"
-        ),
-    ) -> None:
-        """See the bot work without Slack credentials: a local fake Slack, the sample documents, a few questions."""
-        if not DEMO_SCRIPT.exists():
-            typer.echo(
-                "The demo needs a source checkout: run `python scripts/slack_demo.py` from the repository.",
-                err=True,
-            )
-            raise typer.Exit(2)
-        argv = [
-            str(DEMO_SCRIPT),
-            *(["--no-llm"] if no_llm else []),
-            *(["--data-dir", str(data_dir)] if data_dir else []),
-            *ctx.args,
-        ]
-        old = sys.argv
-        sys.argv = argv
-        try:
-            runpy.run_path(str(DEMO_SCRIPT), run_name="__main__")
-        finally:
-            sys.argv = old

@@ -44,6 +44,7 @@ from slack_sdk.errors import SlackApiError
 
 from assistant.errors import AssistantError
 from assistant.retrieval import Audience
+from assistant.service import is_no_model
 from assistant.slackbot import blocks as bk
 from assistant.slackbot.inbox import Inbox, Job, is_final, posted_reply
 from assistant.slackbot.schedule_command import CHANNEL_REF, handle_schedule_command, parse_scope
@@ -460,7 +461,7 @@ class BotCore:
                 who=self.identity.principals(user),
                 scope=scope,
                 since=since,
-                use_llm=self.assistant.settings.llm.model.lower() != "none",
+                use_llm=not is_no_model(self.assistant.settings.llm.model),
                 **({"focus": focus.strip()} if focus.strip() else {}),
             )
             respond(response_type="ephemeral", replace_original=False, **bk.summary_message(summary))

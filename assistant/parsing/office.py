@@ -1,7 +1,7 @@
 """Office (OOXML) formats for ``assistant.parsing``: docx, pptx and xlsx to Markdown-ish text, the
 zip-bomb check that runs before any of them opens a file, and the cell/table helpers shared with CSV.
 
-Split out of ``parsing`` to keep each module readable in one sitting; ``parsing.parse`` is still the
+Split out of ``formats`` to keep each module readable in one sitting; ``assistant.parsing.parse`` is still the
 only entry point. Exceptions raised here are wrapped into ``ParseError`` by ``parse``.
 """
 
@@ -23,7 +23,7 @@ MAX_ZIP_ENTRIES = 10_000
 MAX_COLUMNS = 64
 
 
-def _cell(value: object) -> str:
+def cell_text(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
@@ -35,7 +35,7 @@ def _cell(value: object) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
-def _table(rows: Iterable[list[str]]) -> str:
+def markdown_table(rows: Iterable[list[str]]) -> str:
     """Markdown table; the first row is the header. Ragged rows are padded."""
     rows = [r[:MAX_COLUMNS] for r in rows if any(c for c in r)]
     if not rows:
@@ -49,7 +49,7 @@ def _table(rows: Iterable[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _check_zip(content: bytes, label: str, max_unpacked: int) -> None:
+def check_zip(content: bytes, label: str, max_unpacked: int) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(content)) as zf:
             infos = zf.infolist()
@@ -77,7 +77,7 @@ def _check_zip(content: bytes, label: str, max_unpacked: int) -> None:
         )
 
 
-def _parse_docx(content: bytes, kind: str, max_rows: int) -> str:
+def parse_docx(content: bytes, kind: str, max_rows: int) -> str:
     import docx
     from docx.table import Table
 
@@ -85,7 +85,7 @@ def _parse_docx(content: bytes, kind: str, max_rows: int) -> str:
     blocks: list[str] = []
     for item in doc.iter_inner_content():
         if isinstance(item, Table):
-            table = _table([[_cell(c.text) for c in row.cells] for row in item.rows])
+            table = markdown_table([[cell_text(c.text) for c in row.cells] for row in item.rows])
             if table:
                 blocks.append(table)
             continue
@@ -117,7 +117,7 @@ def _heading_level(style: str) -> int:
     return min(int(m.group(1)), 6) if m else 0
 
 
-def _parse_pptx(content: bytes, kind: str, max_rows: int) -> str:
+def parse_pptx(content: bytes, kind: str, max_rows: int) -> str:
     from pptx import Presentation
 
     prs = Presentation(io.BytesIO(content))
@@ -152,7 +152,7 @@ def _shapes(shapes) -> Iterable:
 
 def _shape_blocks(shape) -> list[str]:
     if getattr(shape, "has_table", False) and shape.has_table:
-        table = _table([[_cell(c.text) for c in row.cells] for row in shape.table.rows])
+        table = markdown_table([[cell_text(c.text) for c in row.cells] for row in shape.table.rows])
         return [table] if table else []
     if not shape.has_text_frame:
         return []
@@ -172,7 +172,7 @@ def _shape_blocks(shape) -> list[str]:
     return ["\n".join(lines)] if bullets else lines
 
 
-def _parse_xlsx(content: bytes, kind: str, max_rows: int) -> str:
+def parse_xlsx(content: bytes, kind: str, max_rows: int) -> str:
     from openpyxl import load_workbook
 
     wb = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
@@ -182,7 +182,7 @@ def _parse_xlsx(content: bytes, kind: str, max_rows: int) -> str:
             rows: list[list[str]] = []
             more = False
             for values in ws.iter_rows(values_only=True, max_col=MAX_COLUMNS):
-                row = [_cell(v) for v in values[:MAX_COLUMNS]]
+                row = [cell_text(v) for v in values[:MAX_COLUMNS]]
                 while row and not row[-1]:
                     row.pop()
                 if not row:
@@ -191,7 +191,7 @@ def _parse_xlsx(content: bytes, kind: str, max_rows: int) -> str:
                     more = True
                     break
                 rows.append(row)
-            table = _table(rows)
+            table = markdown_table(rows)
             if not table:
                 continue
             blocks.append(f"## Sheet: {ws.title}\n\n{table}")

@@ -25,7 +25,15 @@ import re
 from collections.abc import Callable
 
 from assistant.errors import EmptyDocument, ParseError, UnsupportedFormat
-from assistant.parsing_office import MB, _cell, _check_zip, _parse_docx, _parse_pptx, _parse_xlsx, _table
+from assistant.parsing.office import (
+    MB,
+    cell_text,
+    check_zip,
+    markdown_table,
+    parse_docx,
+    parse_pptx,
+    parse_xlsx,
+)
 
 DEFAULT_MAX_BYTES = 50 * MB
 DEFAULT_MAX_ROWS = 2000  # per sheet / csv file; the text says when rows were left out
@@ -117,7 +125,7 @@ def parse(
             "Raise the limit with the setting sync.max_file_mb, or split the file."
         )
     if kind in (DOCX, PPTX, XLSX):
-        _check_zip(content, label, max_unpacked_bytes)
+        check_zip(content, label, max_unpacked_bytes)
     try:
         text = handler(content, kind, max_rows)
     except UnsupportedFormat:
@@ -225,8 +233,8 @@ def _parse_csv(content: bytes, kind: str, max_rows: int) -> str:
         if len(rows) > max_rows:
             more = True
             break
-        rows.append([_cell(c) for c in row])
-    out = _table(rows)
+        rows.append([cell_text(c) for c in row])
+    out = markdown_table(rows)
     if more:
         out += f"\n\n(Truncated: only the first {max_rows} rows are indexed.)"
     return out
@@ -320,8 +328,10 @@ class _HtmlWriter:
                     self.blocks.append("\n".join(lines))
             elif tag == "table":
                 self.flush()
-                rows = [[_cell(_text_of(c)) for c in tr if c.tag in ("td", "th")] for tr in child.iter("tr")]
-                table = _table(rows)
+                rows = [
+                    [cell_text(_text_of(c)) for c in tr if c.tag in ("td", "th")] for tr in child.iter("tr")
+                ]
+                table = markdown_table(rows)
                 if table:
                     self.blocks.append(table)
             elif tag == "pre":
@@ -429,7 +439,7 @@ _HANDLERS: dict[str, Callable[[bytes, str, int], str]] = {
     PDF: _parse_pdf,
     CSV: _parse_csv,
     TSV: _parse_csv,
-    DOCX: _parse_docx,
-    PPTX: _parse_pptx,
-    XLSX: _parse_xlsx,
+    DOCX: parse_docx,
+    PPTX: parse_pptx,
+    XLSX: parse_xlsx,
 }
