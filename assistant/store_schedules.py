@@ -8,9 +8,9 @@ from __future__ import annotations
 
 
 class ScheduleRows:
-    """Mixed into ``Store`` (``assistant.scheduler`` is the caller)."""
+    """Mixed into ``Store`` (``assistant.reports.scheduler`` is the caller)."""
 
-    # -- schedules (assistant.scheduler) ------------------------------------------------------------
+    # -- schedules (assistant.reports.scheduler) ----------------------------------------------------
     _SCHEDULE_COLS = "id, spec, kind, expr, tz, scope, channel, empty, created_by, origin_channel, created_at"
     _RUN_COLS = (
         "id",
