@@ -30,6 +30,7 @@ import numpy as np
 from assistant.documents import Access, Chunk, Document, Failure
 from assistant.errors import StoreError
 from assistant.store_access import KEYWORD_POSTINGS_BUDGET, AccessSearch, fts_query, fts_terms  # noqa: F401
+from assistant.store_bot import BotRows
 from assistant.store_schedules import ScheduleRows
 from assistant.store_schema import _MIGRATIONS, SCHEMA_VERSION  # noqa: F401 (re-exported)
 
@@ -82,7 +83,7 @@ def _doc(row) -> DocumentRow:
     return DocumentRow(*row[:11], metadata=json.loads(row[11]))
 
 
-class Store(AccessSearch, ScheduleRows):
+class Store(AccessSearch, ScheduleRows, BotRows):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

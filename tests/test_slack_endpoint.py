@@ -386,23 +386,21 @@ def test_recovery_tells_the_asker_leaves_finished_answers_alone_and_never_steals
         if state != "still owned":
             inbox.owner = _dead_owner()  # written by a process that has since died
         created = time.time() - (2 * 86400 if state == "too old" else 10)
-        with store.bookkeeping() as db:
-            inbox.add(
-                db,
-                Job(
-                    "Ev1",
-                    "answer_message",
-                    {
-                        "channel": w.dm_alice,
-                        "user": w.alice,
-                        "text": ev["text"],
-                        "ts": ev["ts"],
-                        "thread_ts": None,
-                        "is_dm": True,
-                    },
-                    created,
-                ),
-            )
+        inbox.add(
+            Job(
+                "Ev1",
+                "answer_message",
+                {
+                    "channel": w.dm_alice,
+                    "user": w.alice,
+                    "text": ev["text"],
+                    "ts": ev["ts"],
+                    "thread_ts": None,
+                    "is_dm": True,
+                },
+                created,
+            ),
+        )
         if state == "already answered":
             inbox.note_reply("Ev1", placeholder)  # noted when the placeholder was posted
         store.close()
@@ -435,21 +433,19 @@ def test_an_ask_left_by_a_dead_process_is_answered_once_through_its_response_url
         engine = Engine.open(s, embedder=HashEmbedder())
         dead = Inbox(engine.store)
         dead.owner = _dead_owner()  # accepted by a process that died before answering
-        with engine.store.bookkeeping() as db:
-            dead.add(
-                db,
-                Job(
-                    f"cmd:{cmd['trigger_id']}",
-                    "answer_command",
-                    {
-                        "text": cmd["text"],
-                        "user": w.alice,
-                        "channel": w.general,
-                        "response_url": cmd["response_url"],
-                    },
-                    time.time() - 30,
-                ),
-            )
+        dead.add(
+            Job(
+                f"cmd:{cmd['trigger_id']}",
+                "answer_command",
+                {
+                    "text": cmd["text"],
+                    "user": w.alice,
+                    "channel": w.general,
+                    "response_url": cmd["response_url"],
+                },
+                time.time() - 30,
+            ),
+        )
         assistant = Assistant(s, engine=engine, llm=None)
         for _ in range(2):  # the restart answers it; a second restart finds nothing left
             app = create_app(s, assistant, WebClient(token=fake.token, base_url=fake.url), workers=1)

@@ -18,6 +18,7 @@ import typer
 
 log = logging.getLogger(__name__)
 
+
 def _warm_up(assistant) -> None:
     try:
         assistant.engine.embedder  # noqa: B018 - loading is the point

@@ -36,7 +36,6 @@ import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from slack_bolt.context.respond import Respond
@@ -46,14 +45,13 @@ from assistant.errors import AssistantError
 from assistant.retrieval import Audience
 from assistant.service import is_no_model
 from assistant.slackbot import blocks as bk
-from assistant.slackbot.inbox import Inbox, Job, is_final, posted_reply
+from assistant.slackbot.inbox import Inbox, Job, Once, is_final, posted_reply
 from assistant.slackbot.schedule_command import CHANNEL_REF, handle_schedule_command, parse_scope
+from assistant.slackbot.streaming import Streamer
 from assistant.summaries import parse_since
 
 log = logging.getLogger(__name__)
 
-_KEEP_EVENTS_S = 3 * 86400
-_KEEP_ANSWERS_S = 90 * 86400
 _BOT_NOTES = {bk.THINKING, bk.PRIVATE_NOTICE, bk.ERROR_TEXT}
 _MENTION = re.compile(r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>")
 _LINK = re.compile(r"<((?:https?|mailto):[^|>]+)(?:\|([^>]*))?>")
@@ -80,74 +78,6 @@ def clean_text(text: str, *, bot_user_id: str | None = None) -> str:
     text = CHANNEL_REF.sub(lambda m: f"#{m.group(2) or m.group(1)}", text)
     text = _LINK.sub(lambda m: m.group(2) or m.group(1), text)
     return " ".join(html.unescape(text).split())
-
-
-class Once:
-    """Has this key been handled before? Memory first (fast path), then a row in the store (restarts)."""
-
-    def __init__(self, store, *, memory: int = 10_000, inbox: Inbox | None = None) -> None:
-        self.store, self.inbox = store, inbox
-        self._mem: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
-        self._memory = memory
-        store.execute("SELECT 1")  # fail early on a closed store
-        store.execute("DELETE FROM slackbot_events WHERE seen < ?", (time.time() - _KEEP_EVENTS_S,))
-        # feedback buttons older than this answer "I no longer have this answer"; votes already given are kept
-        store.execute("DELETE FROM slackbot_answers WHERE created < ?", (time.time() - _KEEP_ANSWERS_S,))
-
-    def first(self, *keys: str, job: Job | None = None) -> bool:
-        """True when none of ``keys`` was seen; records them all either way. Atomic within the process
-        (an original and its retry may arrive at the same moment); the table settles it across processes.
-        ``job`` is written to the inbox in the same transaction when the keys are new."""
-        keys = tuple(k for k in keys if k)
-        with self._lock:
-            seen = any(k in self._mem for k in keys)
-            for k in keys:
-                self._mem[k] = None
-                self._mem.move_to_end(k)
-            while len(self._mem) > self._memory:
-                self._mem.popitem(last=False)
-            if seen:
-                return False
-            with self.store.bookkeeping() as db:  # the delivery and its inbox row: both or neither
-                new = [
-                    bool(
-                        db.execute(
-                            "INSERT OR IGNORE INTO slackbot_events VALUES (?, ?) RETURNING key",
-                            (k, time.time()),
-                        ).fetchall()
-                    )
-                    for k in keys
-                ]
-                if job is not None and self.inbox is not None and all(new):
-                    self.inbox.add(db, job)
-        return all(new)
-
-
-class Streamer:
-    """Collects model deltas and pushes them into the placeholder at most every ``every_s`` seconds."""
-
-    def __init__(self, client, channel: str, ts: str, *, every_s: float, allowed_urls=frozenset()) -> None:
-        self.client, self.channel, self.ts, self.every_s = client, channel, ts, every_s
-        self.parts: list[str] = []
-        self.last = time.monotonic()
-        self.updates = 0
-        self.allowed_urls = set(allowed_urls)
-
-    def __call__(self, delta: str) -> None:
-        self.parts.append(delta)
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
-            self.last = now
-            try:
-                self.client.chat_update(
-                    channel=self.channel,
-                    ts=self.ts,
-                    **bk.streaming_message("".join(self.parts), allowed_urls=self.allowed_urls),
-                )
-                self.updates += 1
-            except Exception as e:  # noqa: BLE001 - a failed progress update must not lose the answer
-                log.warning("slackbot: streaming update failed: %s", e)
 
 
 class BotCore:
@@ -504,18 +434,20 @@ class BotCore:
     def _remember(self, ans, *, channel: str | None, user: str | None) -> str:
         token = uuid.uuid4().hex
         sources = [c.as_json() for c in ans.citations]
-        self.store.execute(
-            "INSERT INTO slackbot_answers VALUES (?,?,?,?,?,?,?)",
-            (token, ans.question, ans.answer, json.dumps(sources), channel, user, time.time()),
+        self.store.add_bot_answer(
+            token,
+            question=ans.question,
+            answer=ans.answer,
+            sources=json.dumps(sources),
+            channel=channel,
+            user=user,
         )
         return token
 
     def record_feedback(self, *, token: str, vote: int, user: str, channel: str | None, respond=None) -> bool:
         """Store one vote per (answer, person); a changed vote is stored as a new row. True when stored."""
-        row = self.store.execute(
-            "SELECT question, answer, sources, channel FROM slackbot_answers WHERE token=?", (token,)
-        )
-        if not row:
+        row = self.store.bot_answer(token)
+        if row is None:
             if respond:
                 respond(
                     response_type="ephemeral",
@@ -523,12 +455,8 @@ class BotCore:
                     **bk.notice_message("I no longer have this answer, so I could not record your vote."),
                 )
             return False
-        question, answer, sources, answer_channel = row[0]
-        changed = self.store.execute(
-            "INSERT INTO slackbot_votes VALUES (?,?,?) ON CONFLICT(token, user) DO UPDATE SET vote=excluded.vote "
-            "WHERE vote != excluded.vote RETURNING token",
-            (token, user, vote),
-        )
+        question, answer, sources, answer_channel = row
+        changed = self.store.record_vote(token, user, vote)
         if changed:
             who = self.identity.principals(user)
             self.store.add_feedback(

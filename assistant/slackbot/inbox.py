@@ -1,6 +1,6 @@
 """The bot's durable inbox: every accepted question is a row until it has been answered.
 
-Together with ``handlers.Once`` (which records that a delivery was seen, in the same transaction as
+Together with ``Once`` (which records that a delivery was seen, in the same transaction as
 the row written here) this turns Slack's at-least-once delivery into exactly-once answers across a
 crash: a question recorded but not answered when the process died is still a row at the next
 start, and ``BotCore.recover`` answers it then — or tells the asker, when it is too old or has
@@ -12,8 +12,8 @@ The reply's message ``ts`` is written to the row as soon as the "thinking…" pl
 so a recovered answer replaces that placeholder instead of posting a second message.
 
 ``posted_reply`` finds that reply in Slack (or a placeholder posted just before a crash could note
-it); ``is_final`` tells a finished answer from a placeholder. Not here: what a job does (``handlers``). The table is created ad hoc like the bot's other tables
-(``slackbot_events`` etc.); it moves into the store's migrations with them.
+it); ``is_final`` tells a finished answer from a placeholder. Not here: what a job does
+(``handlers``), or SQL (``assistant.store_bot``; schema migration 6 creates the table).
 """
 
 from __future__ import annotations
@@ -21,11 +21,16 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from assistant.slackbot import blocks as bk
+
+_KEEP_EVENTS_S = 3 * 86400
+_KEEP_ANSWERS_S = 90 * 86400
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Inbox:
-    """Rows of accepted, unfinished jobs in the store (``store.execute``; ``add`` inside ``store.bookkeeping()``)."""
+    """Rows of accepted, unfinished jobs in the store (``Store``'s inbox methods, ``assistant.store_bot``)."""
 
     def __init__(self, store, *, foreign_lease_s: float = 900.0) -> None:
         self.store = store
@@ -92,21 +97,22 @@ class Inbox:
         self.owner = f"{self.host}|{os.getpid()}|{uuid.uuid4().hex[:12]}"
         self.foreign_lease_s = foreign_lease_s
 
-    def add(self, db, job: Job) -> None:
-        """Write ``job`` inside the caller's transaction ``db`` (the one that records the delivery)."""
-        db.execute(
-            "INSERT OR IGNORE INTO slackbot_inbox (key, kind, args, owner, created) VALUES (?,?,?,?,?)",
-            (job.key, job.kind, json.dumps(job.args), self.owner, job.created or time.time()),
-        )
+    def row(self, job: Job) -> tuple:
+        """``job`` as the inbox row ``Store.record_deliveries`` writes with its delivery keys."""
+        return (job.key, job.kind, json.dumps(job.args), self.owner, job.created or time.time())
+
+    def add(self, job: Job) -> None:
+        """Write ``job`` alone (a delivery writes its row through ``Once.first``)."""
+        self.store.add_inbox_row(self.row(job))
 
     def note_reply(self, key: str, ts: str) -> None:
-        self.store.execute("UPDATE slackbot_inbox SET reply_ts=? WHERE key=?", (ts, key))
+        self.store.note_inbox_reply(key, ts)
 
     def finish(self, key: str) -> None:
-        self.store.execute("DELETE FROM slackbot_inbox WHERE key=?", (key,))
+        self.store.finish_inbox_job(key)
 
     def pending(self) -> int:
-        return self.store.execute("SELECT count(*) FROM slackbot_inbox")[0][0]
+        return self.store.inbox_count()
 
     def _orphaned(self, owner: str, created: float) -> bool:
         host, pid, _ = (owner.split("|") + ["", "", ""])[:3]
@@ -119,17 +125,41 @@ class Inbox:
     def take_orphans(self) -> list[Job]:
         """Claim the rows whose owner is gone (compare-and-set on the owner, so two starters never share one)."""
         taken: list[Job] = []
-        rows = self.store.execute(
-            "SELECT key, kind, args, owner, created, attempts, reply_ts FROM slackbot_inbox ORDER BY created"
-        )
-        for key, kind, args, owner, created, _attempts, reply_ts in rows:
+        for key, kind, args, owner, created, _attempts, reply_ts in self.store.inbox_rows():
             if not self._orphaned(owner, created):
                 continue
-            got = self.store.execute(
-                "UPDATE slackbot_inbox SET owner=?, attempts=attempts+1 WHERE key=? AND owner=? "
-                "RETURNING attempts",
-                (self.owner, key, owner),
-            )
-            if got:
-                taken.append(Job(key, kind, json.loads(args), created, got[0][0], reply_ts))
+            attempts = self.store.claim_inbox_row(key, owner=self.owner, previous_owner=owner)
+            if attempts is not None:
+                taken.append(Job(key, kind, json.loads(args), created, attempts, reply_ts))
         return taken
+
+
+class Once:
+    """Has this key been handled before? Memory first (fast path), then a row in the store (restarts)."""
+
+    def __init__(self, store, *, memory: int = 10_000, inbox: Inbox | None = None) -> None:
+        self.store, self.inbox = store, inbox
+        self._mem: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._memory = memory
+        # feedback buttons older than _KEEP_ANSWERS_S answer "I no longer have this answer"; votes are kept
+        now = time.time()
+        store.prune_bot_records(events_before=now - _KEEP_EVENTS_S, answers_before=now - _KEEP_ANSWERS_S)
+
+    def first(self, *keys: str, job: Job | None = None) -> bool:
+        """True when none of ``keys`` was seen; records them all either way. Atomic within the process
+        (an original and its retry may arrive at the same moment); the table settles it across processes.
+        ``job`` is written to the inbox in the same transaction when the keys are new."""
+        keys = tuple(k for k in keys if k)
+        with self._lock:
+            seen = any(k in self._mem for k in keys)
+            for k in keys:
+                self._mem[k] = None
+                self._mem.move_to_end(k)
+            while len(self._mem) > self._memory:
+                self._mem.popitem(last=False)
+            if seen:
+                return False
+            # the delivery and its inbox row: both or neither
+            row = self.inbox.row(job) if job is not None and self.inbox is not None else None
+            return self.store.record_deliveries(keys, job=row)
