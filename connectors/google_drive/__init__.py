@@ -14,7 +14,7 @@ _HOME = {
     "DriveClient": "client",
     "RetryPolicy": "client",
     "load_credentials": "client",
-    "DriveConfig": "connector",
+    "DriveConfig": "config",
     "GoogleDriveConnector": "connector",
     "GoogleDriveSettings": "config",
     "config_from_settings": "config",

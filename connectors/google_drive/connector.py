@@ -24,13 +24,10 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from assistant.documents import Access, ChangePage, Document, ItemRef
 from assistant.errors import (
     AuthError,
-    ConfigError,
     ConnectorError,
     CursorExpired,
     NotFound,
@@ -38,6 +35,7 @@ from assistant.errors import (
     RateLimited,
 )
 from connectors.google_drive.client import DriveClient, RetryPolicy, load_credentials
+from connectors.google_drive.config import DriveConfig
 from connectors.google_drive.convert import (
     FILE_FIELDS,
     PERMISSION_FIELDS,
@@ -51,48 +49,6 @@ from connectors.google_drive.convert import (
 
 log = logging.getLogger(__name__)
 _FOLDER_FIELDS = "id,name,parents,driveId,mimeType"
-
-
-@dataclass(frozen=True)
-class DriveConfig:
-    """What to index and how to reach it. ``credentials_info`` is the parsed key/authorized-user JSON."""
-
-    credentials_info: Mapping[str, Any] = field(repr=False, default_factory=dict)
-    source_name: str = "gdrive"
-    subject: str | None = None  # user to impersonate (domain-wide delegation)
-    api_endpoint: str = "https://www.googleapis.com"
-    token_uri: str | None = None
-    my_drive: bool = True
-    all_shared_drives: bool = False
-    shared_drive_ids: tuple[str, ...] = ()
-    folder_ids: tuple[str, ...] = ()  # when set, only these subtrees (in any drive) are indexed
-    include_mime_types: tuple[str, ...] = ()
-    exclude_mime_types: tuple[str, ...] = ()
-    max_file_mb: float = 25.0
-    page_size: int = 1000
-    workers: int = 8  # concurrent API calls at most (sync's fetch pool may be larger)
-    max_retries: int = 6
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 60.0
-    timeout_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        for name in ("shared_drive_ids", "folder_ids", "include_mime_types", "exclude_mime_types"):
-            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
-        if not 1 <= self.page_size <= 1000:
-            raise ConfigError(
-                f"[connectors.google_drive] page_size = {self.page_size}: Drive allows 1 to 1000."
-            )
-        if self.workers < 1 or self.max_retries < 0 or self.max_file_mb <= 0:
-            raise ConfigError(
-                "[connectors.google_drive] workers must be >= 1, max_retries >= 0 and max_file_mb > 0; "
-                f"got {self.workers}, {self.max_retries}, {self.max_file_mb}."
-            )
-        if not (self.my_drive or self.all_shared_drives or self.shared_drive_ids or self.folder_ids):
-            raise ConfigError(
-                "[connectors.google_drive] selects nothing: set my_drive = true, all_shared_drives = true, "
-                "shared_drive_ids or folder_ids."
-            )
 
 
 def _parse_cursor(cursor: str) -> dict:

@@ -13,7 +13,7 @@ _HOME = {
     "GRAPH_SCOPE": "auth",
     "GraphTokens": "auth",
     "GraphClient": "graph",
-    "OneDriveConfig": "connector",
+    "OneDriveConfig": "config",
     "OneDriveConnector": "connector",
     "OneDriveSettings": "config",
     "config_from_settings": "config",

@@ -1,7 +1,8 @@
 """``[connectors.onedrive]``: the settings section and the step from settings to a connector.
 
 ``OneDriveSettings`` is the pydantic section ``assistant.settings`` composes (defaults, help text and
-range checks live here, once). ``from_settings(section, **overrides)`` builds a ``OneDriveConnector``
+range checks live here, once); ``OneDriveConfig`` is what the connector runs with (plain values, the
+same defaults). ``from_settings(section, **overrides)`` builds a ``OneDriveConnector``
 from it (or from any object with those attributes: this package never imports ``assistant.settings``);
 ``SecretStr`` values are unwrapped. Checks that need the whole picture ("names nothing to index") run
 when the connector is built (``OneDriveConfig``), so an unused connector's empty defaults are not an error.
@@ -10,15 +11,17 @@ Importing this module imports only pydantic (msal and the HTTP client load in ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
+from assistant.errors import ConfigError
 from connectors.base import SettingsSection, section_values
 
 if TYPE_CHECKING:
-    from connectors.onedrive.connector import OneDriveConfig, OneDriveConnector
+    from connectors.onedrive.connector import OneDriveConnector
 
 
 class OneDriveSettings(SettingsSection):
@@ -59,10 +62,60 @@ class OneDriveSettings(SettingsSection):
     timeout_s: float = Field(60.0, gt=0, description="per HTTP request to Graph and the identity platform")
 
 
+_D = OneDriveSettings()  # the defaults, once: OneDriveConfig takes its own from the section
+
+
+@dataclass(frozen=True)
+class OneDriveConfig:
+    """Everything the connector needs; ``connectors.onedrive.from_settings`` builds it from settings."""
+
+    tenant_id: str
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    certificate_file: str | None = None  # PEM: private key + certificate
+    certificate_thumbprint: str | None = _D.certificate_thumbprint
+    authority_host: str = _D.authority_host
+    graph_url: str = _D.graph_url
+    scope: str = _D.scope
+    verify: bool | str = _D.verify  # TLS: True, False, or a CA bundle path
+    tenant_domain: str | None = _D.tenant_domain  # what organization-scoped sharing links grant to
+    user_drives: tuple[str, ...] = tuple(_D.user_drives)  # UPNs
+    site_ids: tuple[str, ...] = tuple(_D.site_ids)
+    site_urls: tuple[str, ...] = tuple(_D.site_urls)  # https://contoso.sharepoint.com/sites/Eng
+    drive_ids: tuple[str, ...] = tuple(_D.drive_ids)
+    folder_paths: tuple[str, ...] = tuple(
+        _D.folder_paths
+    )  # "/Eng/Specs" (every drive) or "<drive id|UPN|site>:/Eng"
+    max_file_mb: float = _D.max_file_mb
+    workers: int = _D.workers
+    max_retries: int = _D.max_retries
+    timeout_s: float = _D.timeout_s
+    token_cache_file: str | None = None
+    instance_discovery: bool | str | None = (
+        None  # None: msal's check for Microsoft hosts, off for others; or a URL
+    )
+    source_name: str = _D.source_name
+
+    def __post_init__(self) -> None:
+        if not (self.user_drives or self.site_ids or self.site_urls or self.drive_ids):
+            raise ConfigError(
+                "connectors.onedrive names nothing to index: set user_drives (UPNs), "
+                "site_ids, site_urls or drive_ids."
+            )
+        if self.max_file_mb <= 0:
+            raise ConfigError(f"connectors.onedrive.max_file_mb={self.max_file_mb} must be positive.")
+        for p in self.folder_paths:
+            if "/" not in p:
+                raise ConfigError(
+                    f"connectors.onedrive.folder_paths entry {p!r} must be a path like "
+                    "'/Eng/Specs' or '<drive id|UPN|site id>:/Eng/Specs'."
+                )
+        if not self.graph_url.startswith(("http://", "https://")):
+            raise ConfigError(f"connectors.onedrive.graph_url={self.graph_url!r} must be an http(s) URL.")
+
+
 def config_from_settings(section: Any, **overrides: Any) -> OneDriveConfig:
     """Settings section → ``OneDriveConfig``; ``overrides`` win (e.g. ``token_cache_file``)."""
-    from connectors.onedrive.connector import OneDriveConfig
-
     values = section_values(section, OneDriveConfig)
     values.setdefault("tenant_id", "")
     values.setdefault("client_id", "")

@@ -33,65 +33,19 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from assistant.documents import Access, ChangePage, Document, ItemRef
 from assistant.errors import ConfigError, ConnectorError, CursorExpired, NotFound
 
-from .auth import GRAPH_SCOPE, GraphTokens
+from .auth import GraphTokens
+from .config import OneDriveConfig
 from .convert import access_digest, access_from_permissions, indexable, item_mime, parse_time, reference_path
 from .graph import GraphClient
 
 DELTA_PREFER = "deltashowremovedasdeleted, deltatraversepermissiongaps, deltashowsharingchanges"
 _CURSOR_VERSION = 1
-
-
-@dataclass(frozen=True)
-class OneDriveConfig:
-    """Everything the connector needs; ``connectors.onedrive.from_settings`` builds it from settings."""
-
-    tenant_id: str
-    client_id: str
-    client_secret: str | None = field(default=None, repr=False)
-    certificate_file: str | None = None  # PEM: private key + certificate
-    certificate_thumbprint: str | None = None
-    authority_host: str = "https://login.microsoftonline.com"
-    graph_url: str = "https://graph.microsoft.com/v1.0"
-    scope: str = GRAPH_SCOPE
-    verify: bool | str = True  # TLS: True, False, or a CA bundle path
-    tenant_domain: str | None = None  # what organization-scoped sharing links grant to
-    user_drives: tuple[str, ...] = ()  # UPNs
-    site_ids: tuple[str, ...] = ()
-    site_urls: tuple[str, ...] = ()  # https://contoso.sharepoint.com/sites/Eng
-    drive_ids: tuple[str, ...] = ()
-    folder_paths: tuple[str, ...] = ()  # "/Eng/Specs" (every drive) or "<drive id|UPN|site>:/Eng"
-    max_file_mb: float = 25.0
-    workers: int = 8
-    max_retries: int = 6
-    timeout_s: float = 60.0
-    token_cache_file: str | None = None
-    instance_discovery: bool | str | None = (
-        None  # None: msal's check for Microsoft hosts, off for others; or a URL
-    )
-    source_name: str = "onedrive"
-
-    def __post_init__(self) -> None:
-        if not (self.user_drives or self.site_ids or self.site_urls or self.drive_ids):
-            raise ConfigError(
-                "connectors.onedrive names nothing to index: set user_drives (UPNs), "
-                "site_ids, site_urls or drive_ids."
-            )
-        if self.max_file_mb <= 0:
-            raise ConfigError(f"connectors.onedrive.max_file_mb={self.max_file_mb} must be positive.")
-        for p in self.folder_paths:
-            if "/" not in p:
-                raise ConfigError(
-                    f"connectors.onedrive.folder_paths entry {p!r} must be a path like "
-                    "'/Eng/Specs' or '<drive id|UPN|site id>:/Eng/Specs'."
-                )
-        if not self.graph_url.startswith(("http://", "https://")):
-            raise ConfigError(f"connectors.onedrive.graph_url={self.graph_url!r} must be an http(s) URL.")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import importlib
 
 _HOME = {
     "SlackClient": "client",
-    "SlackConfig": "connector",
+    "SlackConfig": "config",
     "SlackConnector": "connector",
     "SlackConnectorSettings": "config",
     "config_from_settings": "config",

@@ -1,21 +1,24 @@
 """``[connectors.slack]``: the settings section and the step from settings to a connector.
 
 ``SlackConnectorSettings`` is the pydantic section ``assistant.settings`` composes (defaults, help
-text and range checks live here, once). ``from_settings(section)`` builds a ``SlackConnector`` from it
+text and range checks live here, once); ``SlackConfig`` is what the connector runs with (plain
+values, the same defaults). ``from_settings(section)`` builds a ``SlackConnector`` from it
 (or from any object with those attributes: this package never imports ``assistant.settings``);
 secrets may be ``SecretStr`` or plain strings. Importing this module imports only pydantic.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 
+from assistant.errors import ConfigError
 from connectors.base import SettingsSection, secret_value, section_values
 
 if TYPE_CHECKING:
-    from connectors.slack.connector import SlackConfig, SlackConnector
+    from connectors.slack.connector import SlackConnector
 
 
 class SlackConnectorSettings(SettingsSection):
@@ -59,10 +62,54 @@ class SlackConnectorSettings(SettingsSection):
     )
 
 
+_D = SlackConnectorSettings()  # the defaults, once: SlackConfig takes its own from the section
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    """Everything the connector needs (plain values, checked); ``from_settings`` builds it from the
+    section, whose defaults and help text it shares."""
+
+    bot_token: str = field(repr=False)
+    source_name: str = _D.source_name
+    api_url: str = _D.api_url
+    channels: tuple[str, ...] = tuple(_D.channels)  # names, ids or glob patterns; empty = every channel
+    exclude_channels: tuple[str, ...] = tuple(_D.exclude_channels)
+    include_private: bool = _D.include_private
+    days_back: float = _D.days_back
+    include_files: bool = _D.include_files
+    include_bots: bool = _D.include_bots
+    max_file_mb: float = _D.max_file_mb
+    page_size: int = _D.page_size  # Slack recommends at most 200 per page
+    track_days: float = _D.track_days
+    recheck_hours: float = _D.recheck_hours
+    max_tracked_threads: int = _D.max_tracked_threads
+    sweep_hours: float = _D.sweep_hours
+    max_retries: int = _D.max_retries
+    timeout_s: float = _D.timeout_s
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("days_back", self.days_back > 0),
+            ("page_size", 1 <= self.page_size <= 999),
+            ("max_file_mb", self.max_file_mb > 0),
+            ("track_days", self.track_days >= 0),
+            ("recheck_hours", self.recheck_hours >= 0),
+            ("max_tracked_threads", self.max_tracked_threads >= 0),
+            ("sweep_hours", self.sweep_hours >= 0),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise ConfigError(
+                    f"connectors.slack.{name} = {getattr(self, name)!r} is out of range; see "
+                    "config/default.toml."
+                )
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "exclude_channels", tuple(self.exclude_channels))
+
+
 def config_from_settings(section) -> SlackConfig:
     """A ``SlackConfig`` from a settings section; attributes it lacks keep their defaults."""
-    from connectors.slack.connector import SlackConfig
-
     fields = section_values(section, SlackConfig, skip=("bot_token",))
     return SlackConfig(bot_token=secret_value(getattr(section, "bot_token", None)) or "", **fields)
 

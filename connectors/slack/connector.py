@@ -44,77 +44,16 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from assistant.documents import Access, ChangePage, Document, ItemRef
-from assistant.errors import ConfigError, CursorExpired, NotFound, PermissionDenied
+from assistant.documents import Access, ChangePage, ItemRef
+from assistant.errors import CursorExpired, NotFound, PermissionDenied
 from connectors.slack import convert
 from connectors.slack.client import SlackClient
+from connectors.slack.config import SlackConfig
+from connectors.slack.fetch import ThreadAndFileFetch
 
 log = logging.getLogger(__name__)
-_SKIP_FILE_MODES = {"tombstone", "hidden_by_limit", "external", "snippet_deleted"}
-# media, archives and Slack-native objects have no text to index: listing them would only record
-# a parse failure per file and retry it every run
-_SKIP_MIME_PREFIXES = (
-    "image/",
-    "video/",
-    "audio/",
-    "font/",
-    "application/vnd.slack",
-    "application/zip",
-    "application/x-zip",
-    "application/gzip",
-    "application/x-tar",
-    "application/x-7z",
-    "application/x-rar",
-    "application/x-msdownload",
-)
-
-
-@dataclass(frozen=True)
-class SlackConfig:
-    """Everything the connector needs; ``connectors.slack.from_settings`` builds it from settings."""
-
-    bot_token: str = field(repr=False)
-    source_name: str = "slack"
-    api_url: str = "https://slack.com/api/"
-    channels: tuple[
-        str, ...
-    ] = ()  # names, ids or glob patterns to include; empty = every channel the bot is in
-    exclude_channels: tuple[str, ...] = ()
-    include_private: bool = True
-    days_back: float = 365
-    include_files: bool = True
-    include_bots: bool = False
-    max_file_mb: float = 25.0
-    page_size: int = 200  # Slack recommends at most 200 per page
-    track_days: float = 7.0  # threads active within this window are re-checked each run
-    recheck_hours: float = 24.0  # threads with a reply this recent are re-fetched each run (reply edits)
-    max_tracked_threads: int = 1000  # per channel, bounds the cursor
-    sweep_hours: float = (
-        24.0  # how often the whole history is re-listed for replies to old threads; 0 = never
-    )
-    max_retries: int = 6
-    timeout_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        checks = [
-            ("days_back", self.days_back > 0),
-            ("page_size", 1 <= self.page_size <= 999),
-            ("max_file_mb", self.max_file_mb > 0),
-            ("track_days", self.track_days >= 0),
-            ("recheck_hours", self.recheck_hours >= 0),
-            ("max_tracked_threads", self.max_tracked_threads >= 0),
-            ("sweep_hours", self.sweep_hours >= 0),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise ConfigError(
-                    f"connectors.slack.{name} = {getattr(self, name)!r} is out of range; see "
-                    "config/default.toml."
-                )
-        object.__setattr__(self, "channels", tuple(self.channels))
-        object.__setattr__(self, "exclude_channels", tuple(self.exclude_channels))
 
 
 @dataclass(frozen=True)
@@ -126,7 +65,7 @@ class _Chan:
     access: Access
 
 
-class SlackConnector:
+class SlackConnector(ThreadAndFileFetch):
     def __init__(
         self,
         config: SlackConfig,
@@ -514,7 +453,7 @@ class SlackConnector:
         if self.config.include_files:
             for m in kept:
                 for f in m.get("files") or []:
-                    if self._file_ok(f):
+                    if self.file_ok(f):
                         refs.append(
                             ItemRef(
                                 f"file:{f['id']}",
@@ -528,119 +467,6 @@ class SlackConnector:
                             )
                         )
         return refs
-
-    def _file_ok(self, f: dict) -> bool:
-        return (
-            bool(f.get("id"))
-            and f.get("mode") not in _SKIP_FILE_MODES
-            and not f.get("is_external")
-            and not str(f.get("mimetype") or "").startswith(_SKIP_MIME_PREFIXES)
-            and float(f.get("size") or 0) <= self.config.max_file_mb * 1e6
-        )
-
-    def fetch(self, ref: ItemRef) -> Document:
-        if ref.id.startswith("file:"):
-            return self._fetch_file(ref)
-        cid, _, ts = ref.id.partition("/")
-        chan = self._chan(cid)
-        messages = list(ref.meta.get("messages") or []) or self._thread_messages_checked(cid, ts)
-        kept = self._kept(messages)
-        if not kept:
-            raise NotFound(f"thread {ref.id} has nothing left to index")
-        names = lambda u: self.client.user_name(u)
-        text = convert.thread_markdown(
-            chan.name,
-            messages,
-            user_name=names,
-            channel_name_of=self._channel_name,
-            include_bots=self.config.include_bots,
-            self_ids=self._self_ids,
-        )
-        title = convert.thread_title(
-            chan.name,
-            messages,
-            user_name=names,
-            channel_name_of=self._channel_name,
-            include_bots=self.config.include_bots,
-            self_ids=self._self_ids,
-        )
-        modified = max(max(float(m["ts"]), float((m.get("edited") or {}).get("ts") or 0)) for m in kept)
-        authors = dict.fromkeys(self.client.user_name(m["user"]) for m in kept if m.get("user"))
-        return Document(
-            id=ref.id,
-            source=self.name,
-            path=f"#{chan.name}/{ts}",
-            title=title,
-            mime="text/markdown",
-            content=text.encode("utf-8"),
-            access=chan.access,
-            version=convert.thread_version(kept, channel_sig=chan.sig, include_bots=self.config.include_bots),
-            modified=modified,
-            url=self._permalink(cid, ts),
-            metadata={
-                "kind": "thread",
-                "channel": cid,
-                "channel_name": chan.name,
-                "thread_ts": ts,
-                "messages": str(len(kept)),
-                "authors": ", ".join(authors),
-            },
-        )
-
-    def _thread_messages_checked(self, cid: str, ts: str) -> list[dict]:
-        try:
-            return self._thread_messages(cid, None, ts)
-        except PermissionDenied as e:  # the bot can no longer read the channel: fail closed
-            raise NotFound(str(e)) from None
-
-    def _permalink(self, cid: str, ts: str, thread_ts: str | None = None) -> str | None:
-        base = self.client.auth().get("url")
-        if base:
-            return convert.permalink(base, cid, ts, thread_ts=thread_ts)
-        try:
-            return self.client.call("chat.getPermalink", channel=cid, message_ts=ts).get("permalink")
-        except NotFound:
-            return None
-
-    def _fetch_file(self, ref: ItemRef) -> Document:
-        fid = ref.id[len("file:") :]
-        info = self.client.call("files.info", file=fid).get("file") or {}
-        cid = str(ref.meta.get("channel") or "")
-        if not cid:
-            cid = next(
-                (c for c in [*info.get("channels", []), *info.get("groups", [])] if c in self._channels()), ""
-            )
-        if not cid or not self._file_ok(info):
-            raise NotFound(
-                f"file {fid} is not shared in an indexed channel, or is too large or not hosted by Slack"
-            )
-        chan = self._chan(cid)
-        mime = info.get("mimetype") or "application/octet-stream"
-        url = info.get("url_private_download") or info.get("url_private")
-        if not url:
-            raise NotFound(f"file {fid} has no downloadable content")
-        data = self.client.download(url, max_bytes=int(self.config.max_file_mb * 1e6), expect_mime=mime)
-        meta = {"kind": "file", "channel": cid, "channel_name": chan.name, "file_name": info.get("name", "")}
-        if ref.meta.get("message_ts"):
-            meta.update(
-                thread_ts=str(ref.meta.get("thread_ts")),
-                message_ts=str(ref.meta["message_ts"]),
-                message_url=self._permalink(cid, str(ref.meta["message_ts"]), str(ref.meta.get("thread_ts")))
-                or "",
-            )
-        return Document(
-            id=ref.id,
-            source=self.name,
-            path=f"#{chan.name}/{info.get('name') or fid}",
-            title=info.get("title") or info.get("name") or fid,
-            mime=mime,
-            content=data,
-            access=chan.access,
-            version=convert.file_version(info, channel_sig=chan.sig),
-            modified=float(info.get("updated") or info.get("timestamp") or info.get("created") or 0) or None,
-            url=info.get("permalink"),
-            metadata=meta,
-        )
 
     # ---- pruning ----------------------------------------------------------------------------------
     def list_ids(self) -> Iterator[str]:
