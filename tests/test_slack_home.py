@@ -14,7 +14,7 @@ import pytest
 from assistant.errors import ConfigError
 from assistant.reports import Report
 from assistant.slackbot.report_posting import SlackPoster
-from assistant.slackbot.schedule_command import handle_schedule_command, parse_scope
+from assistant.slackbot.schedule_command import handle_schedule_command, scope_from_words
 from connectors.slack.client import pages
 from tests.conftest import make_settings
 from tests.fakes.slack import FakeSlack
@@ -91,7 +91,7 @@ def test_pages_follows_cursors_and_asks_for_the_next_page_only_when_wanted():
     ],
 )
 def test_summarize_and_schedule_read_scope_words_the_same_way(typed, scope, tmp_path):
-    assert parse_scope(typed, channel_name=lambda cid: "named-by-lookup") == scope
+    assert scope_from_words(typed, channel_name=lambda cid: "named-by-lookup") == scope
     if not scope:
         return
     from assistant.store import Store

@@ -46,7 +46,7 @@ from assistant.retrieval import Audience
 from assistant.service import is_no_model
 from assistant.slackbot import blocks as bk
 from assistant.slackbot.inbox import Inbox, Job, Once, is_final, posted_reply
-from assistant.slackbot.schedule_command import CHANNEL_REF, handle_schedule_command, parse_scope
+from assistant.slackbot.schedule_command import CHANNEL_REF, handle_schedule_command, scope_from_words
 from assistant.slackbot.streaming import Streamer
 from assistant.summaries import parse_since
 
@@ -408,7 +408,7 @@ class BotCore:
         if m:
             since = parse_since(m.group(1).replace(" ", ""))
             text = text[: m.start()].strip()
-        return parse_scope(text, channel_name=self._channel_name), since
+        return scope_from_words(text, channel_name=self._channel_name), since
 
     def schedule_command(self, *, text: str, user: str, channel: str, respond) -> None:
         """``/schedule …`` (``schedule_command.handle_schedule_command``); the reply is private."""

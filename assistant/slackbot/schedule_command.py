@@ -3,7 +3,7 @@
 ``handle_schedule_command(text, channel_id=, user_id=, store=)`` is the reply to ``/schedule <text>``:
 ``list``, ``delete <id>``, or ``<when> summarize <scope> [to #channel] [--empty skip]``, stored through
 the Slack-free API of ``assistant.reports`` (``add_schedule``, ``list_schedules``, ...).
-``parse_scope(text, channel_name=)`` turns what a person typed into a scope: ``<#C1|eng>`` / ``#eng``
+``scope_from_words(text, channel_name=)`` turns what a person typed into a scope: ``<#C1|eng>`` / ``#eng``
 → ``slack:#eng``; ``drive:Security`` → ``gdrive:Security``; anything else as written.
 Not here: running schedules or rendering reports (``assistant.reports``, ``report_blocks``).
 """
@@ -31,7 +31,7 @@ CHANNEL_REF = re.compile(r"<#([A-Z0-9]+)(?:\|([^>]*))?>")
 _EVERYTHING = ("everything", "all", "all sources", "*")
 
 
-def parse_scope(text: str, *, channel_name: Callable[[str], str] | None = None) -> str | None:
+def scope_from_words(text: str, *, channel_name: Callable[[str], str] | None = None) -> str | None:
     """'#eng' / '<#C1|eng>' → 'slack:#eng'; 'drive:Security' → 'gdrive:Security'; '' → None.
     ``channel_name`` (id → name, e.g. conversations.info) names a bare ``<#C1>`` or ``<#C1|>``."""
     text = (text or "").strip()
@@ -93,7 +93,9 @@ def handle_schedule_command(
             rest = rest[: to.start()]
             ref = CHANNEL_REF.fullmatch(to.group("to"))
             target = ref.group(1) if ref else to.group("to")
-        scope = None if rest.strip().lower() in _EVERYTHING else parse_scope(rest, channel_name=channel_name)
+        scope = (
+            None if rest.strip().lower() in _EVERYTHING else scope_from_words(rest, channel_name=channel_name)
+        )
         s = add_schedule(
             store,
             add.group("when"),
