@@ -455,21 +455,6 @@ class Store(AccessSearch, ScheduleRows, BotRows):
     def integrity_ok(self) -> bool:
         return self.execute("PRAGMA integrity_check")[0][0] == "ok"
 
-    # -- bookkeeping (the bot's delivery records and inbox) ----------------------------------------
-    @contextmanager
-    def bookkeeping(self) -> Iterator[sqlite3.Connection]:
-        """A transaction for tables no search depends on (the Slack bot's ``slackbot_events`` and
-        ``slackbot_inbox``): atomic like ``transaction()`` but without bumping ``generation``, so
-        recording a delivery does not throw away the retrieval caches."""
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-
     # -- per-source settings (what a source was ingested with: folder, access rules) ---------------
     # Schema migration 4 creates the table.
     def get_source_settings(self, source: str) -> dict | None:

@@ -4,18 +4,36 @@ answers kept for their feedback buttons, and votes. Schema migration 6 creates t
 Deliveries and inbox rows are written in ``bookkeeping()`` transactions, which do not bump
 ``generation``: recording a delivery must not throw away the retrieval caches. Not here: what the
 bot does with them (``assistant.slackbot.handlers``, ``inbox``). It relies on ``Store``'s
-``bookkeeping``/``execute``.
+``lock``, ``db`` and ``execute``.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 _ADD_INBOX_ROW = "INSERT OR IGNORE INTO slackbot_inbox (key, kind, args, owner, created) VALUES (?,?,?,?,?)"
 
 
 class BotRows:
     """Mixed into ``Store`` (``assistant.slackbot`` is the caller)."""
+
+    # -- bookkeeping (the bot's delivery records and inbox) ----------------------------------------
+    @contextmanager
+    def bookkeeping(self) -> Iterator[sqlite3.Connection]:
+        """A transaction for tables no search depends on (the Slack bot's ``slackbot_events`` and
+        ``slackbot_inbox``): atomic like ``transaction()`` but without bumping ``generation``, so
+        recording a delivery does not throw away the retrieval caches."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     # -- deliveries (exactly-once) ----------------------------------------------------------------
     def prune_bot_records(self, *, events_before: float, answers_before: float) -> None:

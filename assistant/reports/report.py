@@ -18,11 +18,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from assistant import grounding as g
 from assistant.retrieval import Audience
 from assistant.summaries import Bullet, parse_scope
+
+if TYPE_CHECKING:
+    from assistant.reports.scheduler import Schedule
+    from assistant.service import Assistant
 
 BUSY_THREAD_MESSAGES = 4  # a Slack thread with at least this many messages counts as busy
 # strongest first: a sentence with a stronger marker wins; among equals, the latest (threads end in decisions)
@@ -109,8 +114,8 @@ def _period(start: datetime, end: datetime) -> str:
 
 # -- building -----------------------------------------------------------------------------------
 def build_report(
-    assistant,
-    schedule,
+    assistant: Assistant,
+    schedule: Schedule | object,
     period_start: datetime,
     period_end: datetime,
     audience: Audience,

@@ -35,12 +35,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from assistant.errors import ConfigError
 from assistant.reports.cadence import Cadence, next_fire, parse_cadence, previous_fire
 from assistant.reports.report import Report, build_report, scope_label
 from assistant.retrieval import Audience
+
+if TYPE_CHECKING:
+    from assistant.service import Assistant
+    from assistant.settings import Settings
+    from assistant.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +90,7 @@ def _row(r) -> Schedule:
 
 
 def add_schedule(
-    store,
+    store: Store,
     spec: str,
     *,
     channel: str,
@@ -117,20 +122,20 @@ def add_schedule(
     return get_schedule(store, sid)
 
 
-def get_schedule(store, schedule_id: int) -> Schedule | None:
+def get_schedule(store: Store, schedule_id: int) -> Schedule | None:
     rows = store.schedule_rows(int(schedule_id))
     return _row(rows[0]) if rows else None
 
 
-def list_schedules(store) -> list[Schedule]:
+def list_schedules(store: Store) -> list[Schedule]:
     return [_row(r) for r in store.schedule_rows()]
 
 
-def remove_schedule(store, schedule_id: int) -> bool:
+def remove_schedule(store: Store, schedule_id: int) -> bool:
     return store.delete_schedule(int(schedule_id))
 
 
-def runs_of(store, schedule_id: int) -> list[dict]:
+def runs_of(store: Store, schedule_id: int) -> list[dict]:
     return store.schedule_runs(int(schedule_id))
 
 
@@ -164,12 +169,12 @@ class Scheduler:
 
     def __init__(
         self,
-        assistant,
+        assistant: Assistant,
         poster: Poster,
         *,
-        settings,
+        settings: Settings,
         now: Callable[[], datetime] | None = None,
-        store=None,
+        store: Store | None = None,
         use_llm: bool | None = None,
         owner: str | None = None,
     ) -> None:

@@ -37,6 +37,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from slack_bolt.context.respond import Respond
 from slack_sdk.errors import SlackApiError
@@ -49,6 +50,13 @@ from assistant.slackbot.inbox import Inbox, Job, Once, is_final, posted_reply
 from assistant.slackbot.schedule_command import CHANNEL_REF, handle_schedule_command, scope_from_words
 from assistant.slackbot.streaming import Streamer
 from assistant.summaries import parse_since
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
+
+    from assistant.service import Assistant
+    from assistant.settings import Settings
+    from assistant.slackbot.identity import Identity
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +93,10 @@ class BotCore:
 
     def __init__(
         self,
-        settings,
-        assistant,
-        client,
-        identity,
+        settings: Settings,
+        assistant: Assistant,
+        client: WebClient,
+        identity: Identity,
         *,
         bot_user_id: str,
         bot_id: str | None = None,

@@ -14,9 +14,13 @@ import html
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from assistant.errors import AssistantError, ConfigError
 from assistant.reports import add_schedule, get_schedule, list_schedules, next_fire, remove_schedule
+
+if TYPE_CHECKING:
+    from assistant.store import Store
 
 SLASH_HELP = (
     "Usage: `/schedule weekly mon 09:00 summarize #eng`, `/schedule daily 17:30 changes in drive:Security "
@@ -54,7 +58,7 @@ def handle_schedule_command(
     *,
     channel_id: str,
     user_id: str,
-    store,
+    store: Store,
     tz: str = "UTC",
     now: Callable[[], datetime] | None = None,
     channel_name: Callable[[str], str] | None = None,
