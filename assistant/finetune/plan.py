@@ -156,11 +156,16 @@ def load_shapes(base: str) -> tuple[str, Shapes]:
     raise ConfigError(f"unknown base {base!r}: use a model folder with config.json or one of {sorted(ARCHS)}")
 
 
-def activation_bytes(s: Shapes, *, seq: int, batch: int, checkpointing: bool) -> float:
-    """Activations kept for the backward pass (bf16, SDPA/flash attention: no seq² scores stored)."""
+def activation_bytes(
+    s: Shapes, *, seq: int, batch: int, checkpointing: bool, fused_loss: bool = False
+) -> float:
+    """Activations kept for the backward pass (bf16, SDPA/flash attention: no seq² scores stored).
+
+    ``fused_loss``: the logits exist one chunk (4096 rows) at a time instead of for every token.
+    """
     tokens = seq * batch
     per_layer = 2 * (8 * s.hidden + 2 * s.kv_dim + 4 * s.inter)  # bytes per token per block
-    logits = tokens * s.vocab * (2 + 4 + 4)  # bf16 logits, fp32 copy for the loss, its gradient
+    logits = min(tokens, 4096) * s.vocab * 4 * 2 if fused_loss else tokens * s.vocab * (2 + 4 + 4)
     if checkpointing:
         return tokens * (s.layers * 2 * s.hidden + per_layer) + logits
     return tokens * s.layers * per_layer + logits
@@ -285,3 +290,25 @@ def format_plan(p: dict) -> str:
         "  watch the validation metrics (assistant finetune eval) rather than a token budget.",
     ]
     return "\n".join(lines)
+
+
+def checkpointing_needed(
+    s: Shapes,
+    *,
+    weight_bytes: float,
+    tokens: int,
+    lora_params: int,
+    fused_loss: bool,
+    budget_bytes: float,
+    headroom: float = 0.85,
+) -> bool:
+    """True when weights + LoRA state + activations of one forward pass (no checkpointing) exceed
+    ``headroom`` x ``budget_bytes``.
+
+    ``tokens`` is the tokens of one forward pass (micro-batch x sequence length). Activations come
+    from ``activation_bytes`` (per token and layer, bf16); with a fused loss the logits term is one
+    chunk, not every token. The LoRA state is fp32 weight + grad + Adam m and v (16 bytes/param).
+    The estimate errs high (every pass counted at full length), so a "no" is safe.
+    """
+    act = activation_bytes(s, seq=tokens, batch=1, checkpointing=False, fused_loss=fused_loss)
+    return weight_bytes + 16 * lora_params + act > headroom * budget_bytes

@@ -8,13 +8,24 @@ and the loss is the cross-entropy on the answer tokens only (prompt labels are -
   ``qlora``), then calls it.
 - Batches are built from a deterministic permutation: a step always covers the same examples, on
   any number of processes, so a checkpoint resumes on a different GPU count. Inside a step the
-  examples are sorted by length (length bucketing) and dealt round-robin to the processes, then
-  cut into micro-batches (gradient accumulation); padding per micro-batch is minimal.
-- The loss is normalised by the number of answer tokens in the whole global batch, so 1 GPU and
-  N GPUs follow the same curve.
-- DDP runs when started by ``torchrun`` (NCCL on CUDA, gloo on CPU); only rank 0 writes.
-- Checkpoints (adapter + optimizer + scheduler + step) are written to a temporary folder and
-  renamed into place, so a crash never leaves a half-written checkpoint.
+  examples are sorted by length and dealt round-robin to the processes; each process then packs
+  its share into rows of ``max_seq_len`` tokens (``packing``: several examples per row, positions
+  restart per example, attention cannot cross examples) and runs ``micro_batch`` rows per forward
+  pass, or (``packing=False``) cuts it into length-bucketed, right-padded micro-batches.
+- The loss never materialises the (tokens x vocabulary) logits (``fused_loss``: Liger's fused
+  linear cross-entropy on CUDA, a chunked fallback elsewhere) and covers answer tokens only. It is
+  normalised by the number of answer tokens in the whole global batch, so 1 GPU and N GPUs follow
+  the same curve.
+- On CUDA with a bf16 base, Liger's RMSNorm/RoPE/SwiGLU kernels are swapped in and the LoRA
+  matmuls run in bf16 under autocast (fp32 master weights; peft's per-layer fp32 cast of the input
+  is skipped).
+- Activation checkpointing: ``grad_checkpointing=None`` decides from the memory estimate
+  (``plan.checkpointing_needed``: weights + LoRA state + activations of one micro-batch against
+  the device's memory or ``memory_budget_gb``); True/False override it.
+- Several processes (torchrun; NCCL on CUDA, gloo on CPU): DDP when the weights fit one device,
+  FSDP2 when they do not (``distributed``). Checkpoints (LoRA weights + optimizer + scheduler +
+  step) hold full, name-keyed tensors, so they resume on another process count; written to a
+  temporary folder and renamed into place, so a crash never leaves a half-written checkpoint.
 
 Not here: data building (``data``), the registry (``assistant.llm.adapters``), evaluation.
 """
@@ -33,10 +44,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from assistant.errors import ConfigError, ModelError
+from assistant.finetune import distributed as DI
+from assistant.finetune import fused_loss as FL
+from assistant.finetune import packing as PK
 from assistant.finetune.data import messages_of
+from assistant.finetune.distributed import Dist, init_distributed  # noqa: F401  (public here too)
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -58,7 +72,7 @@ class TrainConfig:
     global_batch: int = 16  # examples per optimizer step, over all processes
     micro_batch: int = 4  # examples per forward pass per process
     max_seq_len: int = 1024
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool | None = None  # None: decide from the memory estimate
     bucketing: bool = True
     pad_to_max: bool = False  # pad every sequence to max_seq_len (the plain recipe; for benchmarks)
     # Padding is on the right and attention is causal, so real tokens never see the pads: no mask
@@ -67,6 +81,12 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 50
     min_lr_ratio: float = 0.1
+    packing: bool = True  # several examples per row (micro_batch then counts rows of max_seq_len)
+    loss_impl: str = "auto"  # auto | liger | chunked | none (full logits)
+    liger_kernels: bool = True  # Liger RMSNorm/RoPE/SwiGLU on CUDA when installed
+    lora_autocast: bool = True  # CUDA + bf16 base: LoRA matmuls in bf16 under autocast
+    memory_budget_gb: float | None = None  # for the checkpointing decision (default: the device)
+    strategy: str = "auto"  # several processes: auto | ddp | fsdp
 
     def __post_init__(self) -> None:
         checks = [
@@ -80,6 +100,12 @@ class TrainConfig:
             ("max_seq_len", self.max_seq_len >= 16, ">= 16"),
             ("target_modules", bool(self.target_modules), "a non-empty list such as q_proj,v_proj"),
             ("epochs", self.epochs > 0 or (self.max_steps or 0) > 0, "> 0 (or set max_steps)"),
+            (
+                "loss_impl",
+                self.loss_impl in ("auto", "liger", "chunked", "none"),
+                "auto, liger, chunked or none",
+            ),
+            ("strategy", self.strategy in ("auto", "ddp", "fsdp"), "auto, ddp or fsdp"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -138,20 +164,6 @@ def encode_all(
     return out, dropped
 
 
-def collate(
-    items: list[tuple[list[int], list[int]]], *, pad_id: int, width: int | None = None
-) -> dict[str, torch.Tensor]:
-    width = width or max(len(ids) for ids, _ in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)  # (b, t)
-    labels = torch.full((len(items), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for i, (x, y) in enumerate(items):
-        ids[i, : len(x)] = torch.tensor(x)
-        labels[i, : len(y)] = torch.tensor(y)
-        mask[i, : len(x)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 # ---------------------------------------------------------------- batching
 
 
@@ -173,11 +185,31 @@ def micro_batches(
     return [mine[i : i + micro_batch] for i in range(0, len(mine), micro_batch)]
 
 
+def forward_batches(
+    indices: list[int], lengths: list[int], cfg: TrainConfig, *, rank: int, world: int
+) -> list[list[list[int]]]:
+    """This process's forward passes of one step: passes → rows → example indices.
+
+    Packing: the process's share is packed into rows of ``max_seq_len`` and ``micro_batch`` rows go
+    into each pass. Otherwise one example per row, ``micro_batch`` rows per pass.
+    """
+    if cfg.packing and not cfg.pad_to_max:
+        mine = micro_batches(
+            indices, lengths, rank=rank, world=world, micro_batch=len(indices) or 1, bucketing=True
+        )
+        share = mine[0] if mine else []
+        return PK.packed_micro_batches(share, lengths, width=cfg.max_seq_len, rows_per_batch=cfg.micro_batch)
+    mbs = micro_batches(
+        indices, lengths, rank=rank, world=world, micro_batch=cfg.micro_batch, bucketing=cfg.bucketing
+    )
+    return [[[i] for i in mb] for mb in mbs]
+
+
 # ---------------------------------------------------------------- model preparation
 
 
-def attach_lora(model, cfg: TrainConfig):
-    """Wrap ``model`` with a peft LoRA adapter (after k-bit preparation for QLoRA)."""
+def attach_lora(model, cfg: TrainConfig, *, checkpointing: bool | None = None):
+    """Wrap ``model`` with a peft LoRA adapter; ``checkpointing`` overrides ``cfg.grad_checkpointing``."""
     from peft import LoraConfig, get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -187,7 +219,7 @@ def attach_lora(model, cfg: TrainConfig):
             f"none of the target modules {list(cfg.target_modules)} exist in this model; its linear "
             f"layers are named like {sorted(present)[:12]}"
         )
-    if cfg.grad_checkpointing:
+    if checkpointing if checkpointing is not None else bool(cfg.grad_checkpointing):
         # non-reentrant checkpointing needs no input-grad hooks; for QLoRA we keep norms and
         # embeddings in bf16 (peft's prepare_model_for_kbit_training would upcast them to fp32)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -199,14 +231,15 @@ def attach_lora(model, cfg: TrainConfig):
     return get_peft_model(model, lcfg)
 
 
-def _optimizer(params, cfg: TrainConfig, device: torch.device):
+def _optimizer(params, cfg: TrainConfig, device: torch.device, *, sharded: bool = False):
     if cfg.method == "qlora":
         try:
             import bitsandbytes as bnb
         except ImportError as e:
             raise ModelError("QLoRA needs bitsandbytes on a CUDA machine: pip install bitsandbytes") from e
         return bnb.optim.PagedAdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    fused = device.type == "cuda" and not sharded  # FSDP2's DTensor parameters: the foreach path
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
@@ -221,83 +254,46 @@ def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
     return f
 
 
-# ---------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str = "auto") -> Dist:
-    """Join the process group when started by torchrun; otherwise a single process."""
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_torchelastic_launched()):
-        return Dist(
-            device=torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device)
-        )
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if use_cuda:
-        dev = torch.device("cuda", rank % torch.cuda.device_count())
-        torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
-    return Dist(rank=rank, world=world, device=dev)
-
-
-def _all_sum(x: float, d: Dist) -> float:
-    if d.world == 1:
-        return x
-    import torch.distributed as dist
-
-    t = torch.tensor([x], dtype=torch.float64, device=d.device)
-    dist.all_reduce(t)
-    return float(t.item())
-
-
 # ---------------------------------------------------------------- checkpoints
 
 
-def _save_checkpoint(out_dir: Path, model, opt, sched, step: int, losses: list[float], meta: dict) -> None:
-    """Write out_dir/checkpoint atomically: build in a temp folder, then rename into place."""
-    from peft import get_peft_model_state_dict
+def _save_checkpoint(
+    out_dir: Path, model, opt, sched, step: int, losses: list[float], meta: dict, d: Dist
+) -> dict:
+    """Write out_dir/checkpoint atomically (rank 0); every process must call it (FSDP2 gathers).
+
+    Returns the full trainable weights (complete on rank 0), for the final adapter.
+    """
     from safetensors.torch import save_file
 
-    tmp, final, old = out_dir / ".checkpoint.tmp", out_dir / "checkpoint", out_dir / ".checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(state, str(tmp / "adapter.safetensors"))
-    torch.save(
-        {
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "step": step,
-            "losses": losses,
-            "meta": meta,
-        },
-        tmp / "trainer.pt",
-    )
-    (tmp / "step.json").write_text(json.dumps({"step": step, **meta}) + "\n")
-    if final.exists():
+    weights, optim = DI.trainable_state(model, opt)
+    if d.main:
+        tmp, final, old = out_dir / ".checkpoint.tmp", out_dir / "checkpoint", out_dir / ".checkpoint.old"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "trainable.safetensors"))
+        torch.save(
+            {
+                "optimizer": optim,
+                "scheduler": sched.state_dict(),
+                "step": step,
+                "losses": losses,
+                "meta": meta,
+            },
+            tmp / "trainer.pt",
+        )
+        (tmp / "step.json").write_text(json.dumps({"step": step, "world": d.world, **meta}) + "\n")
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    DI.barrier(d)
+    return weights
 
 
 def _load_checkpoint(out_dir: Path, model, opt, sched, meta: dict) -> tuple[int, list[float]]:
-    from peft import set_peft_model_state_dict
+    """Every process reads the full state and keeps its part; any process count wrote it."""
     from safetensors.torch import load_file
 
     ck = out_dir / "checkpoint"
@@ -309,8 +305,9 @@ def _load_checkpoint(out_dir: Path, model, opt, sched, meta: dict) -> tuple[int,
             f"{ck} was made from other training data ({state['meta'].get('data')} != {meta.get('data')}); "
             "pass --no-resume or another --out"
         )
-    set_peft_model_state_dict(model, load_file(str(ck / "adapter.safetensors")))
-    opt.load_state_dict(state["optimizer"])
+    if not (ck / "trainable.safetensors").exists():
+        raise ConfigError(f"{ck} was written by an older version; pass --no-resume or another --out")
+    DI.load_trainable_state(model, opt, load_file(str(ck / "trainable.safetensors")), state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     return int(state["step"]), list(state["losses"])
 
@@ -386,53 +383,36 @@ def train_encoded(
     gb = min(cfg.global_batch, len(encoded))
     total = total_steps(len(encoded), cfg)
 
-    peft_model = attach_lora(model, cfg)
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = _optimizer(trainable, cfg, d.device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, total))
+    s = setup(model, cfg, d, total=total)
     meta = {"data": data_fingerprint, "config": asdict(cfg)}
     start, losses = (
-        _load_checkpoint(out_dir, peft_model, opt, sched, meta) if (resume and out_dir) else (0, [])
+        _load_checkpoint(out_dir, s.peft_model, s.opt, s.sched, meta) if (resume and out_dir) else (0, [])
     )
-    net = peft_model
-    if d.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(peft_model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    net.train()
+    s.net.train()
     bar = _progress(total, start, enabled=progress and d.main)
     tokens, t0 = 0, time.perf_counter()
     last = total if stop_after is None else min(total, start + stop_after)
     for step in range(start, last):
         idx = step_indices(len(encoded), step, global_batch=gb, seed=cfg.seed)
         denom = max(1, sum(answer_tokens[i] for i in idx))  # answer tokens in the whole global batch
-        mbs = micro_batches(
-            idx, lengths, rank=d.rank, world=d.world, micro_batch=cfg.micro_batch, bucketing=cfg.bucketing
-        )
+        passes = forward_batches(idx, lengths, cfg, rank=d.rank, world=d.world)
+        if s.strategy == "fsdp":  # every process must run as many passes (each one is a collective)
+            most = max(len(forward_batches(idx, lengths, cfg, rank=r, world=d.world)) for r in range(d.world))
+            passes += [[]] * (most - len(passes))
         loss_sum = torch.zeros((), device=d.device)
-        for j, mb in enumerate(mbs):
-            batch = collate(
-                [encoded[i] for i in mb], pad_id=pad_id, width=cfg.max_seq_len if cfg.pad_to_max else None
-            )
+        for j, rows in enumerate(passes):
+            batch = _collate(rows, encoded, cfg, pad_id=pad_id)
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-            with nullcontext() if j == len(mbs) - 1 or d.world == 1 else net.no_sync():
-                mask = batch["attention_mask"] if cfg.attention_mask else None
-                logits = net(input_ids=batch["input_ids"], attention_mask=mask).logits  # (b, t, vocab)
-                nll = F.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(),
-                    batch["labels"][:, 1:].flatten(),
-                    ignore_index=-100,
-                    reduction="sum",
-                )
-                (nll * d.world / denom).backward()  # DDP averages gradients over processes; undo that
-            del logits
+            with _sync_context(s, last_pass=j == len(passes) - 1), s.autocast():
+                nll = s.net(**batch)  # summed CE over this pass's answer tokens
+            (nll * d.world / denom).backward()  # DDP/FSDP average gradients over processes; undo that
             loss_sum += nll.detach()
-            tokens += sum(lengths[i] for i in mb)
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(_all_sum(float(loss_sum), d) / denom)
+            tokens += sum(lengths[i] for row in rows for i in row)
+        torch.nn.utils.clip_grad_norm_(s.trainable, 1.0)
+        s.opt.step()
+        s.sched.step()
+        s.opt.zero_grad(set_to_none=True)
+        losses.append(DI.all_sum(float(loss_sum), d) / denom)
         if on_step is not None:
             on_step(step, losses[-1])
         if bar is not None:
@@ -440,20 +420,20 @@ def train_encoded(
             bar.set_postfix(
                 loss=f"{losses[-1]:.4f}",
                 tok_s=f"{tokens * d.world / max(elapsed, 1e-9):,.0f}",
-                lr=f"{sched.get_last_lr()[0]:.1e}",
+                lr=f"{s.sched.get_last_lr()[0]:.1e}",
             )
             bar.update(1)
-        if out_dir and d.main and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < last:
-            _save_checkpoint(out_dir, peft_model, opt, sched, step + 1, losses, meta)
+        if out_dir and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < last:
+            _save_checkpoint(out_dir, s.peft_model, s.opt, s.sched, step + 1, losses, meta, d)
     seconds = time.perf_counter() - t0
     done = max(last, start)
     if bar is not None:
         bar.close()
     adapter_dir = (out_dir or Path(".")) / "adapter"
-    if out_dir and d.main:
-        _save_checkpoint(out_dir, peft_model, opt, sched, done, losses, meta)
-        if done >= total:
-            peft_model.save_pretrained(str(adapter_dir))
+    if out_dir:
+        weights = _save_checkpoint(out_dir, s.peft_model, s.opt, s.sched, done, losses, meta, d)
+        if done >= total and d.main:
+            s.peft_model.save_pretrained(str(adapter_dir), state_dict=weights)
             (out_dir / "training.json").write_text(
                 json.dumps(
                     {**meta, "steps": done, "losses": losses, "examples": len(encoded), "world": d.world},
@@ -461,13 +441,104 @@ def train_encoded(
                 )
                 + "\n"
             )
-    if d.world > 1:
-        import torch.distributed as dist_mod
-
-        dist_mod.barrier()
+    DI.barrier(d)
     return TrainResult(
         adapter_dir=adapter_dir, steps=done, resumed_from=start, losses=losses, tokens=tokens, seconds=seconds
     )
+
+
+@dataclass
+class Setup:
+    """What ``setup`` built: the peft model, the module the loop calls, optimizer and schedule."""
+
+    peft_model: torch.nn.Module
+    net: torch.nn.Module  # CausalLMLoss, wrapped in DDP or sharded by FSDP2 when world > 1
+    trainable: list
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    strategy: str
+    checkpointing: bool
+    loss_impl: str
+    bf16_lora: bool
+
+    def autocast(self):
+        if not self.bf16_lora:
+            return nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+
+
+def _weight_bytes(model) -> float:
+    return float(sum(p.numel() * p.element_size() for p in model.parameters()))
+
+
+def _checkpointing(model, cfg: TrainConfig, d: Dist, *, impl: str, strategy: str) -> bool:
+    if cfg.grad_checkpointing is not None:
+        return cfg.grad_checkpointing
+    from assistant.finetune import plan as P
+
+    budget = DI.device_bytes(d.device)
+    if cfg.memory_budget_gb is not None:
+        budget = min(budget or math.inf, cfg.memory_budget_gb * P.GB)
+    if budget is None:
+        return False  # the CPU: nothing to plan against
+    try:
+        shapes = P.Shapes.from_config(model.config.to_dict())
+    except (ConfigError, AttributeError):
+        return False
+    shards = d.world if strategy == "fsdp" else 1
+    return P.checkpointing_needed(
+        shapes,
+        weight_bytes=_weight_bytes(model) / shards,
+        tokens=cfg.micro_batch * cfg.max_seq_len,
+        lora_params=shapes.lora_params(cfg.r, cfg.target_modules),
+        fused_loss=impl != "none",
+        budget_bytes=budget,
+    )
+
+
+def setup(model, cfg: TrainConfig, d: Dist, *, total: int) -> Setup:
+    """Kernels, LoRA, the loss module, DDP/FSDP2, optimizer and schedule for ``model`` on ``d``."""
+    impl = FL.resolve_impl(cfg.loss_impl, d.device)  # type: ignore[arg-type]
+    cuda_bf16 = d.device.type == "cuda" and next(model.parameters()).dtype == torch.bfloat16
+    if cfg.liger_kernels and d.device.type == "cuda":
+        FL.apply_liger_kernels(model)
+    strategy = DI.choose_strategy(cfg.strategy, weight_bytes=_weight_bytes(model), device=d.device)  # type: ignore[arg-type]
+    ckpt = _checkpointing(model, cfg, d, impl=impl, strategy=strategy)
+    peft_model = attach_lora(model, cfg, checkpointing=ckpt)
+    bf16_lora = cuda_bf16 and cfg.method == "lora" and cfg.lora_autocast
+    if bf16_lora:  # autocast runs the LoRA matmuls in bf16; peft's cast of x to fp32 would undo that
+        for m in peft_model.modules():
+            if hasattr(m, "cast_input_dtype_enabled"):
+                m.cast_input_dtype_enabled = False
+    net = DI.wrap(FL.CausalLMLoss(peft_model, impl=impl), d, strategy=strategy)
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]  # after wrap: FSDP2 swaps them
+    opt = _optimizer(trainable, cfg, d.device, sharded=strategy == "fsdp" and d.world > 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, total))
+    return Setup(peft_model, net, trainable, opt, sched, strategy, ckpt, impl, bf16_lora)
+
+
+def _collate(rows: list[list[int]], encoded, cfg: TrainConfig, *, pad_id: int) -> dict[str, torch.Tensor]:
+    if not rows:  # an empty pass (FSDP2 keeps process counts of passes equal): one row, no targets
+        b = PK.collate_padded([([pad_id] * 16, [-100] * 16)], pad_id=pad_id)
+        return {"input_ids": b["input_ids"], "targets": b["targets"]}
+    if cfg.packing and not cfg.pad_to_max:
+        return PK.collate_packed([[encoded[i] for i in row] for row in rows], pad_id=pad_id)
+    b = PK.collate_padded(
+        [encoded[row[0]] for row in rows], pad_id=pad_id, width=cfg.max_seq_len if cfg.pad_to_max else None
+    )
+    if not cfg.attention_mask:
+        del b["attention_mask"]
+    return b
+
+
+def _sync_context(s: Setup, *, last_pass: bool):
+    """Gradient all-reduce only on the last pass of a step (DDP ``no_sync``; FSDP2 sync flag)."""
+    net = s.net
+    if hasattr(net, "no_sync") and not last_pass:
+        return net.no_sync()
+    if hasattr(net, "set_requires_gradient_sync"):
+        net.set_requires_gradient_sync(last_pass)
+    return nullcontext()
 
 
 def _progress(total: int, start: int, *, enabled: bool):
