@@ -60,6 +60,19 @@ ARCHS: dict[str, dict] = {
         rope_theta=500000.0,
         max_position_embeddings=131072,
     ),
+    # the answering model (assistant/adapters/qwen15); model_type picks the transformers class
+    "qwen2.5-coder-1.5b": dict(
+        model_type="qwen2",
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        rope_theta=1000000.0,
+        max_position_embeddings=32768,
+    ),
 }
 ARCHS["bundled"] = ARCHS["smollm2-135m"]
 ARCHS["llama-8b"] = ARCHS["llama-3.1-8b"]

@@ -123,6 +123,10 @@ class TrainResult:
     tokens: int = 0  # tokens processed (prompt + answer, no padding) in this process's run
     seconds: float = 0.0
     dropped: int = 0  # examples longer than max_seq_len
+    checkpointing: bool = False  # activation checkpointing as decided (or forced) for this run
+    loss_impl: str = ""  # liger | chunked | none
+    liger: bool = False  # Liger's RMSNorm/RoPE/SwiGLU kernels were swapped in
+    strategy: str = ""  # ddp | fsdp (one process: ddp, meaning no wrapper)
 
     @property
     def tokens_per_s(self) -> float:
@@ -374,8 +378,13 @@ def train_encoded(
     data_fingerprint: str = "",
     stop_after: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    after_wrap: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrainResult:
-    """The training loop over tokenized (input_ids, labels) pairs; ``out_dir=None`` saves nothing."""
+    """The training loop over tokenized (input_ids, labels) pairs; ``out_dir=None`` saves nothing.
+
+    ``after_wrap(net)`` runs once the model is wrapped/sharded and before the optimizer is built:
+    the place to materialise a model built on the meta device (each process fills its shards).
+    """
     d = dist or Dist(device=next(model.parameters()).device)
     torch.manual_seed(cfg.seed)
     lengths = [len(ids) for ids, _ in encoded]
@@ -383,7 +392,7 @@ def train_encoded(
     gb = min(cfg.global_batch, len(encoded))
     total = total_steps(len(encoded), cfg)
 
-    s = setup(model, cfg, d, total=total)
+    s = setup(model, cfg, d, total=total, after_wrap=after_wrap)
     meta = {"data": data_fingerprint, "config": asdict(cfg)}
     start, losses = (
         _load_checkpoint(out_dir, s.peft_model, s.opt, s.sched, meta) if (resume and out_dir) else (0, [])
@@ -443,7 +452,16 @@ def train_encoded(
             )
     DI.barrier(d)
     return TrainResult(
-        adapter_dir=adapter_dir, steps=done, resumed_from=start, losses=losses, tokens=tokens, seconds=seconds
+        adapter_dir=adapter_dir,
+        steps=done,
+        resumed_from=start,
+        losses=losses,
+        tokens=tokens,
+        seconds=seconds,
+        checkpointing=s.checkpointing,
+        loss_impl=s.loss_impl,
+        liger=s.liger,
+        strategy=s.strategy,
     )
 
 
@@ -460,6 +478,7 @@ class Setup:
     checkpointing: bool
     loss_impl: str
     bf16_lora: bool
+    liger: bool
 
     def autocast(self):
         if not self.bf16_lora:
@@ -496,12 +515,18 @@ def _checkpointing(model, cfg: TrainConfig, d: Dist, *, impl: str, strategy: str
     )
 
 
-def setup(model, cfg: TrainConfig, d: Dist, *, total: int) -> Setup:
+def setup(
+    model,
+    cfg: TrainConfig,
+    d: Dist,
+    *,
+    total: int,
+    after_wrap: Callable[[torch.nn.Module], None] | None = None,
+) -> Setup:
     """Kernels, LoRA, the loss module, DDP/FSDP2, optimizer and schedule for ``model`` on ``d``."""
     impl = FL.resolve_impl(cfg.loss_impl, d.device)  # type: ignore[arg-type]
     cuda_bf16 = d.device.type == "cuda" and next(model.parameters()).dtype == torch.bfloat16
-    if cfg.liger_kernels and d.device.type == "cuda":
-        FL.apply_liger_kernels(model)
+    liger = cfg.liger_kernels and d.device.type == "cuda" and FL.apply_liger_kernels(model)
     strategy = DI.choose_strategy(cfg.strategy, weight_bytes=_weight_bytes(model), device=d.device)  # type: ignore[arg-type]
     ckpt = _checkpointing(model, cfg, d, impl=impl, strategy=strategy)
     peft_model = attach_lora(model, cfg, checkpointing=ckpt)
@@ -511,10 +536,12 @@ def setup(model, cfg: TrainConfig, d: Dist, *, total: int) -> Setup:
             if hasattr(m, "cast_input_dtype_enabled"):
                 m.cast_input_dtype_enabled = False
     net = DI.wrap(FL.CausalLMLoss(peft_model, impl=impl), d, strategy=strategy)
+    if after_wrap is not None:
+        after_wrap(net)
     trainable = [p for p in peft_model.parameters() if p.requires_grad]  # after wrap: FSDP2 swaps them
     opt = _optimizer(trainable, cfg, d.device, sharded=strategy == "fsdp" and d.world > 1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, total))
-    return Setup(peft_model, net, trainable, opt, sched, strategy, ckpt, impl, bf16_lora)
+    return Setup(peft_model, net, trainable, opt, sched, strategy, ckpt, impl, bf16_lora, bool(liger))
 
 
 def _collate(rows: list[list[int]], encoded, cfg: TrainConfig, *, pad_id: int) -> dict[str, torch.Tensor]:
