@@ -121,13 +121,23 @@ class CausalLMLoss(torch.nn.Module):
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        lm = self.causal_lm()
-        out = lm.model(
+        hidden = self.hidden_states(input_ids, position_ids=position_ids, attention_mask=attention_mask)
+        weight = self.causal_lm().get_output_embeddings().weight  # (vocab, h)
+        return linear_cross_entropy(hidden, weight, targets, impl=self.impl)
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        position_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(b, t, h) after the final norm. ``use_cache=False`` matters: transformers reads restarting
+        ``position_ids`` as packed sequences only when there is no cache and no attention mask."""
+        out = self.causal_lm().model(
             input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False
         )
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]  # (b, t, h)
-        weight = lm.get_output_embeddings().weight  # (vocab, h)
-        return linear_cross_entropy(hidden, weight, targets, impl=self.impl)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
 def apply_liger_kernels(model: torch.nn.Module) -> bool:

@@ -1,0 +1,196 @@
+"""Fine-tuning speed features on the CPU: the fused-loss fallback, packing, the checkpointing decision.
+
+- The chunked linear cross-entropy (the CPU/no-Liger path) gives the same loss and gradients as
+  plain cross-entropy over full logits.
+- Packed rows: changing example A's tokens does not change example B's loss (no attention across
+  examples), and the packed loss equals the loss of the examples run one by one.
+- Checkpointing is switched on exactly when the memory estimate says the pass would not fit.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from assistant.finetune import fused_loss as FL  # noqa: E402
+from assistant.finetune import packing as PK  # noqa: E402
+from assistant.finetune import plan as P  # noqa: E402
+from assistant.finetune import train as T  # noqa: E402
+
+VOCAB = 97
+
+
+def tiny(attn: str = "sdpa"):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        attn_implementation=attn,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def example(n: int, seed: int, prompt: int = 3) -> tuple[list[int], list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, VOCAB, (n,), generator=g).tolist()
+    return ids, [-100] * prompt + ids[prompt:]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ fused loss
+
+
+def test_chunked_cross_entropy_equals_plain_cross_entropy_and_its_gradients():
+    torch.manual_seed(1)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(VOCAB, 16, requires_grad=True)
+    targets = torch.randint(0, VOCAB, (37,))
+    targets[::4] = -100  # prompt positions carry no loss
+    plain = torch.nn.functional.cross_entropy(
+        hidden @ weight.t(), targets, ignore_index=-100, reduction="sum"
+    )
+    g_plain = torch.autograd.grad(plain, (hidden, weight))
+    keep = targets != -100
+    h2 = hidden.detach().clone().requires_grad_(True)
+    w2 = weight.detach().clone().requires_grad_(True)
+    chunked = FL.chunked_linear_cross_entropy(h2[keep], w2, targets[keep], chunk=5)  # 6 chunks
+    g_chunked = torch.autograd.grad(chunked, (h2, w2))
+    assert chunked.item() == pytest.approx(plain.item(), rel=1e-5)
+    for a, b in zip(g_plain, g_chunked):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_loss_module_matches_the_models_own_logits():
+    model = tiny()
+    ids, labels = example(20, seed=2)
+    batch = PK.collate_padded([(ids, labels)], pad_id=0)
+    logits = model(input_ids=batch["input_ids"]).logits[0]  # (t, vocab)
+    want = torch.nn.functional.cross_entropy(logits, batch["targets"][0], ignore_index=-100, reduction="sum")
+    for impl in ("chunked", "none"):
+        got = FL.CausalLMLoss(model, impl=impl)(batch["input_ids"], batch["targets"])
+        assert got.item() == pytest.approx(want.item(), rel=1e-5), impl
+
+
+def test_auto_picks_the_fallback_without_cuda():
+    assert FL.resolve_impl("auto", torch.device("cpu")) == "chunked"
+    assert FL.resolve_impl("none", torch.device("cpu")) == "none"
+
+
+# ------------------------------------------------------------------ packing
+
+
+def test_pack_fills_rows_without_overflow_and_keeps_every_example():
+    lengths = [900, 300, 1200, 50, 700, 2048, 100, 400]
+    rows = PK.pack(lengths, width=2048)
+    assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in r) <= 2048 for r in rows)
+    assert len(rows) == 3  # 5,698 tokens: the fewest rows of 2048 that can hold them
+
+
+def test_packed_positions_restart_and_targets_stop_at_each_example():
+    a, b = example(5, seed=1, prompt=2), example(4, seed=2, prompt=1)
+    batch = PK.collate_packed([[a, b]], pad_id=0, width=12)
+    assert batch["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 2]
+    t = batch["targets"][0].tolist()
+    assert t[4] == -100  # A's last token does not predict B's first
+    assert t[:4] == [-100, a[0][2], a[0][3], a[0][4]] and t[5:8] == b[0][1:] and t[8:] == [-100] * 4
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_examples_do_not_attend_to_each_other(attn):
+    """Changing example A changes nothing for B in the same row; packed loss = loss one by one."""
+    model = tiny(attn)
+    loss = FL.CausalLMLoss(model, impl="chunked")
+    a, a2, b = example(9, seed=1), example(9, seed=7), example(12, seed=3)
+
+    def per_token(row):
+        batch = PK.collate_packed([row], pad_id=0, width=24)
+        hidden = loss.hidden_states(batch["input_ids"], position_ids=batch["position_ids"])
+        logits = model.lm_head(hidden)[0]  # (t, vocab)
+        return logits, batch
+
+    logits1, _ = per_token([a, b])
+    logits2, _ = per_token([a2, b])
+    assert not torch.allclose(logits1[:9], logits2[:9])  # A itself did change
+    assert torch.allclose(logits1[9:21], logits2[9:21], atol=1e-5)  # B did not
+
+    packed_batch = PK.collate_packed([[a, b]], pad_id=0, width=24)
+    packed = loss(
+        packed_batch["input_ids"], packed_batch["targets"], position_ids=packed_batch["position_ids"]
+    )
+    alone = sum(
+        loss(bb["input_ids"], bb["targets"]) for bb in (PK.collate_padded([x], pad_id=0) for x in (a, b))
+    )
+    assert packed.item() == pytest.approx(alone.item(), rel=1e-4)
+
+
+def test_packed_training_follows_the_padded_curve():
+    """Same data, same steps: packing changes how examples share a forward pass, not the loss."""
+    data = [example(n, seed=i) for i, n in enumerate([12, 30, 7, 22, 16, 9, 27, 14])]
+    curves = {}
+    for packing in (False, True):
+        cfg = T.TrainConfig(
+            r=4, alpha=8, dropout=0.0, lr=1e-2, max_steps=3, global_batch=4, micro_batch=2,
+            max_seq_len=64, save_every=0, packing=packing, loss_impl="chunked",
+        )  # fmt: skip
+        res = T.train_encoded(tiny(), data, cfg, pad_id=0, out_dir=None, progress=False)
+        curves[packing] = res.losses
+        assert res.loss_impl == "chunked" and res.checkpointing is False
+    assert curves[True] == pytest.approx(curves[False], rel=1e-4)
+
+
+def test_forward_batches_pack_each_process_share():
+    lengths = [40, 10, 30, 20, 50, 60, 5, 25]
+    cfg = T.TrainConfig(max_seq_len=64, micro_batch=2, packing=True)
+    idx = list(range(8))
+    seen = []
+    for rank in range(2):
+        passes = T.forward_batches(idx, lengths, cfg, rank=rank, world=2)
+        assert all(len(p) <= 2 for p in passes)  # micro_batch counts rows
+        for p in passes:
+            for row in p:
+                assert sum(lengths[i] for i in row) <= 64
+                seen += row
+    assert sorted(seen) == idx
+
+
+# ------------------------------------------------------------------ checkpointing decision
+
+
+def test_checkpointing_only_when_the_estimate_does_not_fit():
+    s = P.Shapes.from_config(P.ARCHS["llama-3.1-8b"])
+    lora = s.lora_params(16, tuple(s.module_shapes()))
+    common = dict(weight_bytes=16e9, tokens=4 * 2048, lora_params=lora, fused_loss=True)
+    assert not P.checkpointing_needed(s, **common, budget_bytes=141e9)  # one H200: no recompute
+    assert P.checkpointing_needed(s, **common, budget_bytes=24e9)  # a 24 GB card: recompute
+    nf4 = dict(weight_bytes=5.7e9, tokens=2048, lora_params=lora, fused_loss=True)
+    assert P.checkpointing_needed(s, **nf4, budget_bytes=16e9)  # QLoRA held to 16 GB
+    # the fused loss is what lets 8 rows of 2048 run without recompute on one H200
+    big = dict(weight_bytes=16e9, tokens=8 * 2048, lora_params=lora, budget_bytes=141e9)
+    assert P.checkpointing_needed(s, **big, fused_loss=False)
+    assert not P.checkpointing_needed(s, **big, fused_loss=True)
+
+
+def test_explicit_checkpointing_setting_wins(tmp_path):
+    data = [example(12, seed=i) for i in range(4)]
+    cfg = T.TrainConfig(
+        r=2, max_steps=1, global_batch=2, micro_batch=2, save_every=0, grad_checkpointing=True
+    )
+    res = T.train_encoded(tiny(), data, cfg, pad_id=0, out_dir=None, progress=False)
+    assert res.checkpointing is True
