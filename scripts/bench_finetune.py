@@ -191,7 +191,8 @@ def materialize(net: torch.nn.Module, *, device: torch.device, arch: dict) -> No
                 p.normal_(0.0, 0.02)
     lm = net.causal_lm() if hasattr(net, "causal_lm") else net
     rotary = lm.model.rotary_emb
-    lm.model.rotary_emb = type(rotary)(config=_config(arch), device=device)
+    with torch.device("cpu"):  # built for real (the meta copy has no values), then moved
+        lm.model.rotary_emb = type(rotary)(config=rotary.config).to(device)
 
 
 def quantize_nf4_(model) -> None:
