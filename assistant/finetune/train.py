@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
-import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -47,10 +46,11 @@ import torch
 
 from assistant.errors import ConfigError, ModelError
 from assistant.finetune import distributed as DI
-from assistant.finetune import fused_loss as FL
 from assistant.finetune import packing as PK
+from assistant.finetune.checkpoints import load_checkpoint, save_checkpoint
 from assistant.finetune.data import messages_of
 from assistant.finetune.distributed import Dist, init_distributed  # noqa: F401  (public here too)
+from assistant.finetune.runtime import attach_lora, setup, sync_context  # noqa: F401  (attach_lora: public)
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -209,113 +209,6 @@ def forward_batches(
     return [[[i] for i in mb] for mb in mbs]
 
 
-# ---------------------------------------------------------------- model preparation
-
-
-def attach_lora(model, cfg: TrainConfig, *, checkpointing: bool | None = None):
-    """Wrap ``model`` with a peft LoRA adapter; ``checkpointing`` overrides ``cfg.grad_checkpointing``."""
-    from peft import LoraConfig, get_peft_model
-
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in cfg.target_modules if t in present]
-    if not targets:
-        raise ConfigError(
-            f"none of the target modules {list(cfg.target_modules)} exist in this model; its linear "
-            f"layers are named like {sorted(present)[:12]}"
-        )
-    if checkpointing if checkpointing is not None else bool(cfg.grad_checkpointing):
-        # non-reentrant checkpointing needs no input-grad hooks; for QLoRA we keep norms and
-        # embeddings in bf16 (peft's prepare_model_for_kbit_training would upcast them to fp32)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if hasattr(model, "config"):
-        model.config.use_cache = False
-    lcfg = LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
-    )
-    return get_peft_model(model, lcfg)
-
-
-def _optimizer(params, cfg: TrainConfig, device: torch.device, *, sharded: bool = False):
-    if cfg.method == "qlora":
-        try:
-            import bitsandbytes as bnb
-        except ImportError as e:
-            raise ModelError("QLoRA needs bitsandbytes on a CUDA machine: pip install bitsandbytes") from e
-        return bnb.optim.PagedAdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    fused = device.type == "cuda" and not sharded  # FSDP2's DTensor parameters: the foreach path
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-
-
-def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    warm = max(1, int(total * cfg.warmup_ratio))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total - warm)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return f
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def _save_checkpoint(
-    out_dir: Path, model, opt, sched, step: int, losses: list[float], meta: dict, d: Dist
-) -> dict:
-    """Write out_dir/checkpoint atomically (rank 0); every process must call it (FSDP2 gathers).
-
-    Returns the full trainable weights (complete on rank 0), for the final adapter.
-    """
-    from safetensors.torch import save_file
-
-    weights, optim = DI.trainable_state(model, opt)
-    if d.main:
-        tmp, final, old = out_dir / ".checkpoint.tmp", out_dir / "checkpoint", out_dir / ".checkpoint.old"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "trainable.safetensors"))
-        torch.save(
-            {
-                "optimizer": optim,
-                "scheduler": sched.state_dict(),
-                "step": step,
-                "losses": losses,
-                "meta": meta,
-            },
-            tmp / "trainer.pt",
-        )
-        (tmp / "step.json").write_text(json.dumps({"step": step, "world": d.world, **meta}) + "\n")
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    DI.barrier(d)
-    return weights
-
-
-def _load_checkpoint(out_dir: Path, model, opt, sched, meta: dict) -> tuple[int, list[float]]:
-    """Every process reads the full state and keeps its part; any process count wrote it."""
-    from safetensors.torch import load_file
-
-    ck = out_dir / "checkpoint"
-    if not (ck / "trainer.pt").exists():
-        return 0, []
-    state = torch.load(ck / "trainer.pt", map_location="cpu", weights_only=False)
-    if state["meta"].get("data") != meta.get("data"):
-        raise ConfigError(
-            f"{ck} was made from other training data ({state['meta'].get('data')} != {meta.get('data')}); "
-            "pass --no-resume or another --out"
-        )
-    if not (ck / "trainable.safetensors").exists():
-        raise ConfigError(f"{ck} was written by an older version; pass --no-resume or another --out")
-    DI.load_trainable_state(model, opt, load_file(str(ck / "trainable.safetensors")), state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    return int(state["step"]), list(state["losses"])
-
-
 # ---------------------------------------------------------------- the loop
 
 
@@ -395,7 +288,7 @@ def train_encoded(
     s = setup(model, cfg, d, total=total, after_wrap=after_wrap)
     meta = {"data": data_fingerprint, "config": asdict(cfg)}
     start, losses = (
-        _load_checkpoint(out_dir, s.peft_model, s.opt, s.sched, meta) if (resume and out_dir) else (0, [])
+        load_checkpoint(out_dir, s.peft_model, s.opt, s.sched, meta) if (resume and out_dir) else (0, [])
     )
     s.net.train()
     bar = _progress(total, start, enabled=progress and d.main)
@@ -412,7 +305,7 @@ def train_encoded(
         for j, rows in enumerate(passes):
             batch = _collate(rows, encoded, cfg, pad_id=pad_id)
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-            with _sync_context(s, last_pass=j == len(passes) - 1), s.autocast():
+            with sync_context(s, last_pass=j == len(passes) - 1), s.autocast():
                 nll = s.net(**batch)  # summed CE over this pass's answer tokens
             (nll * d.world / denom).backward()  # DDP/FSDP average gradients over processes; undo that
             loss_sum += nll.detach()
@@ -433,19 +326,29 @@ def train_encoded(
             )
             bar.update(1)
         if out_dir and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < last:
-            _save_checkpoint(out_dir, s.peft_model, s.opt, s.sched, step + 1, losses, meta, d)
+            save_checkpoint(out_dir, s.peft_model, s.opt, s.sched, step + 1, losses, meta, d)
     seconds = time.perf_counter() - t0
     done = max(last, start)
     if bar is not None:
         bar.close()
     adapter_dir = (out_dir or Path(".")) / "adapter"
     if out_dir:
-        weights = _save_checkpoint(out_dir, s.peft_model, s.opt, s.sched, done, losses, meta, d)
+        weights = save_checkpoint(out_dir, s.peft_model, s.opt, s.sched, done, losses, meta, d)
         if done >= total and d.main:
             s.peft_model.save_pretrained(str(adapter_dir), state_dict=weights)
             (out_dir / "training.json").write_text(
                 json.dumps(
-                    {**meta, "steps": done, "losses": losses, "examples": len(encoded), "world": d.world},
+                    {
+                        **meta,
+                        "steps": done,
+                        "losses": losses,
+                        "examples": len(encoded),
+                        "world": d.world,
+                        "strategy": s.strategy,
+                        "checkpointing": s.checkpointing,
+                        "loss_impl": s.loss_impl,
+                        "launch_env": {k: os.environ.get(k) for k in DI.NO_MULTICAST},
+                    },
                     indent=1,
                 )
                 + "\n"
@@ -465,85 +368,6 @@ def train_encoded(
     )
 
 
-@dataclass
-class Setup:
-    """What ``setup`` built: the peft model, the module the loop calls, optimizer and schedule."""
-
-    peft_model: torch.nn.Module
-    net: torch.nn.Module  # CausalLMLoss, wrapped in DDP or sharded by FSDP2 when world > 1
-    trainable: list
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LambdaLR
-    strategy: str
-    checkpointing: bool
-    loss_impl: str
-    bf16_lora: bool
-    liger: bool
-
-    def autocast(self):
-        if not self.bf16_lora:
-            return nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-
-
-def _weight_bytes(model) -> float:
-    return float(sum(p.numel() * p.element_size() for p in model.parameters()))
-
-
-def _checkpointing(model, cfg: TrainConfig, d: Dist, *, impl: str, strategy: str) -> bool:
-    if cfg.grad_checkpointing is not None:
-        return cfg.grad_checkpointing
-    from assistant.finetune import plan as P
-
-    budget = DI.device_bytes(d.device)
-    if cfg.memory_budget_gb is not None:
-        budget = min(budget or math.inf, cfg.memory_budget_gb * P.GB)
-    if budget is None:
-        return False  # the CPU: nothing to plan against
-    try:
-        shapes = P.Shapes.from_config(model.config.to_dict())
-    except (ConfigError, AttributeError):
-        return False
-    shards = d.world if strategy == "fsdp" else 1
-    return P.checkpointing_needed(
-        shapes,
-        weight_bytes=_weight_bytes(model) / shards,
-        tokens=cfg.micro_batch * cfg.max_seq_len,
-        lora_params=shapes.lora_params(cfg.r, cfg.target_modules),
-        fused_loss=impl != "none",
-        budget_bytes=budget,
-    )
-
-
-def setup(
-    model,
-    cfg: TrainConfig,
-    d: Dist,
-    *,
-    total: int,
-    after_wrap: Callable[[torch.nn.Module], None] | None = None,
-) -> Setup:
-    """Kernels, LoRA, the loss module, DDP/FSDP2, optimizer and schedule for ``model`` on ``d``."""
-    impl = FL.resolve_impl(cfg.loss_impl, d.device)  # type: ignore[arg-type]
-    cuda_bf16 = d.device.type == "cuda" and next(model.parameters()).dtype == torch.bfloat16
-    liger = cfg.liger_kernels and d.device.type == "cuda" and FL.apply_liger_kernels(model)
-    strategy = DI.choose_strategy(cfg.strategy, weight_bytes=_weight_bytes(model), device=d.device)  # type: ignore[arg-type]
-    ckpt = _checkpointing(model, cfg, d, impl=impl, strategy=strategy)
-    peft_model = attach_lora(model, cfg, checkpointing=ckpt)
-    bf16_lora = cuda_bf16 and cfg.method == "lora" and cfg.lora_autocast
-    if bf16_lora:  # autocast runs the LoRA matmuls in bf16; peft's cast of x to fp32 would undo that
-        for m in peft_model.modules():
-            if hasattr(m, "cast_input_dtype_enabled"):
-                m.cast_input_dtype_enabled = False
-    net = DI.wrap(FL.CausalLMLoss(peft_model, impl=impl), d, strategy=strategy)
-    if after_wrap is not None:
-        after_wrap(net)
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]  # after wrap: FSDP2 swaps them
-    opt = _optimizer(trainable, cfg, d.device, sharded=strategy == "fsdp" and d.world > 1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, total))
-    return Setup(peft_model, net, trainable, opt, sched, strategy, ckpt, impl, bf16_lora, bool(liger))
-
-
 def _collate(rows: list[list[int]], encoded, cfg: TrainConfig, *, pad_id: int) -> dict[str, torch.Tensor]:
     if not rows:  # an empty pass (FSDP2 keeps process counts of passes equal): one row, no targets
         b = PK.collate_padded([([pad_id] * 16, [-100] * 16)], pad_id=pad_id)
@@ -556,16 +380,6 @@ def _collate(rows: list[list[int]], encoded, cfg: TrainConfig, *, pad_id: int) -
     if not cfg.attention_mask:
         del b["attention_mask"]
     return b
-
-
-def _sync_context(s: Setup, *, last_pass: bool):
-    """Gradient all-reduce only on the last pass of a step (DDP ``no_sync``; FSDP2 sync flag)."""
-    net = s.net
-    if hasattr(net, "no_sync") and not last_pass:
-        return net.no_sync()
-    if hasattr(net, "set_requires_gradient_sync"):
-        net.set_requires_gradient_sync(last_pass)
-    return nullcontext()
 
 
 def _progress(total: int, start: int, *, enabled: bool):
@@ -596,9 +410,17 @@ def train(
     d = init_distributed(device)
     if cfg.method == "qlora" and d.device.type != "cuda":
         raise ConfigError("QLoRA (4-bit NF4) needs a CUDA GPU; use --method lora on this machine")
+    on_disk = float(sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")))
+    sharded = (
+        d.world > 1 and DI.choose_strategy(cfg.strategy, weight_bytes=on_disk, device=d.device) == "fsdp"
+    )  # type: ignore[arg-type]
+    # FSDP2: load on the CPU; fully_shard moves only this process's shards to its GPU
+    load_on = "cpu" if sharded else str(d.device)
     model, tok = load_model(
-        model_dir, device=str(d.device), dtype=dtype, quantize="nf4" if cfg.method == "qlora" else "none"
+        model_dir, device=load_on, dtype=dtype, quantize="nf4" if cfg.method == "qlora" else "none"
     )
+    if sharded and cfg.strategy == "auto":
+        cfg = replace(cfg, strategy="fsdp")  # decided from the weights on disk, not the CPU copy
     return train_model(
         model,
         tok,
