@@ -241,7 +241,8 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
                 "--standalone",
                 f"--nproc-per-node={gpus}",
                 "-m",
-                "assistant.cli",
+                "assistant.finetune.torchrun_entry",
+                "--",  # torchrun would otherwise read --r as an abbreviation of its own options
                 *argv,
             ]
             raise typer.Exit(subprocess.call(cmd, env=env))
