@@ -16,7 +16,6 @@ Not here: what a step contains (``train``), the loss (``fused_loss``).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,9 +36,9 @@ class Dist:
         return self.rank == 0
 
 
-def launch_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with NVLink multicast switched off."""
-    return {**(os.environ if base is None else base), **NO_MULTICAST}
+def launch_environment(base: dict[str, str]) -> dict[str, str]:
+    """``base`` (the launcher's environment, from ``settings.child_environment``) with NVLink multicast off."""
+    return {**base, **NO_MULTICAST}
 
 
 def init_distributed(device: str = "auto") -> Dist:
@@ -51,13 +50,11 @@ def init_distributed(device: str = "auto") -> Dist:
         return Dist(
             device=torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device)
         )
-    for k, v in NO_MULTICAST.items():  # also when torchrun was started by hand
-        os.environ.setdefault(k, v)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     if use_cuda:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+        dev = torch.device("cuda", rank % torch.cuda.device_count())  # one host: local rank = rank
         torch.cuda.set_device(dev)
     else:
         dev = torch.device("cpu")

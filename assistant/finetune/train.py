@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from assistant.finetune.checkpoints import load_checkpoint, save_checkpoint
 from assistant.finetune.data import messages_of
 from assistant.finetune.distributed import Dist, init_distributed  # noqa: F401  (public here too)
 from assistant.finetune.runtime import attach_lora, setup, sync_context  # noqa: F401  (attach_lora: public)
+from assistant.settings import environment_values
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -347,7 +347,7 @@ def train_encoded(
                         "strategy": s.strategy,
                         "checkpointing": s.checkpointing,
                         "loss_impl": s.loss_impl,
-                        "launch_env": {k: os.environ.get(k) for k in DI.NO_MULTICAST},
+                        "launch_env": environment_values(*DI.NO_MULTICAST),
                     },
                     indent=1,
                 )
