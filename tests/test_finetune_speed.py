@@ -194,3 +194,57 @@ def test_explicit_checkpointing_setting_wins(tmp_path):
     )
     res = T.train_encoded(tiny(), data, cfg, pad_id=0, out_dir=None, progress=False)
     assert res.checkpointing is True
+
+
+# ------------------------------------------------------------------ plan from measured rates
+
+
+def test_plan_uses_the_measured_rate_of_each_method_and_gpu_count(tmp_path):
+    import json
+
+    from assistant.finetune import rates as R
+
+    rows = [
+        {
+            "config": "8b-all",
+            "model": "llama-3.1-8b",
+            "method": "lora",
+            "gpus": 1,
+            "mfu": 0.40,
+            "tok_s": 12000,
+        },
+        {"config": "8b-plain", "model": "llama-3.1-8b", "method": "lora", "gpus": 1, "mfu": 0.90, "tok_s": 1},
+        {
+            "config": "8b-all-ddp",
+            "model": "llama-3.1-8b",
+            "method": "lora",
+            "gpus": 2,
+            "mfu": 0.36,
+            "tok_s": 21600,
+        },
+        {
+            "config": "8b-qlora-mb1",
+            "model": "llama-3.1-8b",
+            "method": "qlora",
+            "gpus": 1,
+            "mfu": 0.10,
+            "tok_s": 3000,
+        },
+        {"config": "broken", "method": "lora", "gpus": 1, "error": "OOM"},
+    ]
+    (tmp_path / "results.json").write_text(json.dumps({"device": "test", "rows": rows}))
+    measured = R.load_rates([tmp_path / "results.json"])
+    assert len(measured) == 4  # the failed row carries no rate
+    p = P.plan("llama-3.1-8b", data_tokens=1e7, rates=measured)
+    lora, qlora = p["methods"]["lora"], p["methods"]["qlora"]
+    assert lora["mfu"] == 0.40 and "8b-all" in lora["mfu_source"]  # ours, not the plain PEFT row
+    assert qlora["mfu"] == 0.10
+    assert qlora["hours"] == pytest.approx(lora["hours"] * 4)  # same FLOPs, a quarter of the rate
+    two = P.plan("llama-3.1-8b", data_tokens=1e7, rates=measured, gpus=2)["methods"]["lora"]
+    assert two["mfu"] == 0.36 and "assumed" not in two["mfu_source"]
+    hw = {row["setup"]: row["methods"] for row in p["hardware"]}
+    assert hw["1x H200 141 GB"]["lora"]["fits"] and not hw["1x H200 141 GB"]["lora"]["assumed"]
+    assert not hw["1x H200 141 GB"]["full"]["fits"]  # 16 bytes/param of an 8B model: no
+    assert hw["2x H200, FSDP2"]["full"]["fits"]  # sharded over two: yes
+    text = P.format_plan(p)
+    assert "Which method fits which hardware" in text and "| 2x H200, FSDP2 |" in text

@@ -82,12 +82,18 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         batch: int = typer.Option(1, min=1),
         r: int = typer.Option(16, min=1),
         epochs: float = typer.Option(1.0),
-        mfu: float | None = typer.Option(None, help="default: the planner's typical LoRA MFU"),
+        mfu: float | None = typer.Option(
+            None, help="default: each method's MFU measured by scripts/bench_finetune.py (--rates)"
+        ),
+        rates: list[Path] = typer.Option(
+            [], "--rates", help="results.json of bench_finetune runs (default: scripts/results/finetune*)"
+        ),
         checkpointing: bool = typer.Option(True, help="gradient checkpointing in the activation estimate"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Memory, FLOPs and time for full fine-tuning vs LoRA vs QLoRA."""
+        """Memory, FLOPs and time for full fine-tuning vs LoRA vs QLoRA, and which hardware fits each."""
         from assistant.finetune import plan as P
+        from assistant.finetune import rates as R
 
         p = P.plan(
             base,
@@ -96,10 +102,11 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
             seq=seq,
             batch=batch,
             r=r,
-            mfu=mfu or P.DEFAULT_MFU,
+            mfu=mfu,
             epochs=epochs,
             checkpointing=checkpointing,
             gpus=gpus,
+            rates=R.load_rates(list(rates)) if rates else None,
         )
         typer.echo(json.dumps(p, indent=1) if as_json else P.format_plan(p))
 

@@ -192,11 +192,12 @@ def estimate(
     r: int = 16,
     targets: tuple[str, ...] | None = None,
     checkpointing: bool = True,
+    fused_loss: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Memory (GB) and FLOPs/token for full fine-tuning, LoRA and QLoRA."""
+    """Memory (GB) and FLOPs/token for full fine-tuning, LoRA and QLoRA (``fused_loss``: as we train)."""
     targets = targets or tuple(s.module_shapes())
     n, lora = s.params, s.lora_params(r, targets)
-    act = activation_bytes(s, seq=seq, batch=batch, checkpointing=checkpointing)
+    act = activation_bytes(s, seq=seq, batch=batch, checkpointing=checkpointing, fused_loss=fused_loss)
     attn = 12 * s.layers * s.hidden * seq  # attention score/value matmuls, forward + backward, per token
     nf4_bytes = s.linear_params * 4.127 / 8 + (n - s.linear_params) * 2
     rows = {
@@ -239,21 +240,33 @@ def plan(
     seq: int = 2048,
     batch: int = 1,
     r: int = 16,
-    mfu: float = DEFAULT_MFU,
+    mfu: float | None = None,
     epochs: float = 1.0,
     checkpointing: bool = True,
     gpus: int = 1,
+    rates: list[dict] | None = None,
 ) -> dict:
+    """``mfu=None``: each method's measured MFU from ``rates`` (default: ``rates.load_rates()``)."""
+    from assistant.finetune import rates as R
+
     if gpu.lower() not in GPUS:
         raise ConfigError(f"unknown GPU {gpu!r}; use one of {sorted(GPUS)}")
-    if not 0 < mfu <= 1:
+    if mfu is not None and not 0 < mfu <= 1:
         raise ConfigError(f"mfu={mfu} must be in (0, 1]")
     name, s = load_shapes(base)
     peak, mem = GPUS[gpu.lower()]
+    measured = R.load_rates() if rates is None else rates
     rows = estimate(s, seq=seq, batch=batch, r=r, checkpointing=checkpointing)
-    for row in rows.values():
+    for method, row in rows.items():
+        found = (
+            None if mfu is not None else R.measured_mfu(measured, method=method, gpus=gpus, params=s.params)
+        )
+        row["mfu"] = mfu if mfu is not None else (found[0] if found else DEFAULT_MFU)
+        row["mfu_source"] = (
+            "given" if mfu is not None else (found[1] if found else "default (nothing measured)")
+        )
         flops = row["flops"] * data_tokens * epochs
-        row["hours"] = flops / (peak * 1e12 * mfu * gpus) / 3600
+        row["hours"] = flops / (peak * 1e12 * row["mfu"] * gpus) / 3600
         row["fits"] = row["total"] <= mem
     return {
         "base": name,
@@ -269,6 +282,9 @@ def plan(
         "tokens": data_tokens,
         "epochs": epochs,
         "methods": rows,
+        "hardware": R.hardware_table(
+            base, data_tokens=data_tokens * epochs, seq=seq, batch=batch, r=r, rows=measured
+        ),
         "pretraining_heuristics": data_guidance(s.params),
     }
 
@@ -279,19 +295,26 @@ def format_plan(p: dict) -> str:
         f"{p['epochs']} epoch(s); "
         f"seq {p['seq']}, micro-batch {p['batch']}, LoRA r={p['r']} on all linear layers",
         f"{p['gpus']} x {p['gpu'].upper()} ({p['gpu_gb']:.0f} GB, {p['peak_tflops']:.0f} TFLOP/s bf16 "
-        f"peak) at MFU {p['mfu']:.0%}",
+        "peak)"
+        + (
+            f" at MFU {p['mfu']:.0%} (given)" if p["mfu"] is not None else ", each method at its measured MFU"
+        ),
         "",
         "| method | trainable | weights GB | grads GB | optimizer GB | activations GB | total GB | fits | "
-        "FLOPs/token | hours |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "FLOPs/token | MFU | hours |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for m, r in p["methods"].items():
         lines.append(
             f"| {m} | {r['trainable'] / 1e6:,.2f}M | {r['weights']:.2f} | {r['grads']:.2f} | "
             f"{r['optimizer']:.2f} | "
             f"{r['activations']:.2f} | {r['total']:.2f} | {'yes' if r['fits'] else 'NO'} | "
-            f"{r['flops']:.3g} | {r['hours']:.3g} |"
+            f"{r['flops']:.3g} | {r['mfu']:.0%} | {r['hours']:.3g} |"
         )
+    lines += ["", "MFU from: " + "; ".join(f"{m}: {r['mfu_source']}" for m, r in p["methods"].items())]
+    from assistant.finetune import rates as R
+
+    lines += ["", R.format_hardware(p["hardware"])]
     h = p["pretraining_heuristics"]
     lines += [
         "",
