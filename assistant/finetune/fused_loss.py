@@ -74,10 +74,12 @@ def liger_linear_cross_entropy(
 ) -> torch.Tensor:
     from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
 
-    out = LigerFusedLinearCrossEntropyLoss(reduction="sum")(weight, hidden, targets)
+    # "mean" over rows that all carry a target, times their number: the sum in every Liger version
+    # (some ignore ``reduction``); every target here is a real token, none is -100
+    out = LigerFusedLinearCrossEntropyLoss(reduction="mean")(weight, hidden, targets)
     if isinstance(out, tuple):  # (loss, z_loss) in some versions
         out = out[0]
-    return getattr(out, "loss", out).float()
+    return getattr(out, "loss", out).float() * targets.numel()
 
 
 def linear_cross_entropy(
