@@ -17,7 +17,8 @@ Configurations (``--configs``, default ``1gpu``; every row is the same call into
 - ``8b-packing`` / ``8b-liger`` / ``8b-liger-packing``: + padding-free packing (4 rows of 2048 per
   pass), + Liger (RMSNorm/RoPE/SwiGLU kernels and the fused linear cross-entropy on answer tokens),
   + both.
-- ``8b-all`` (and ``8b-all-mb8``): both, plus the LoRA matmuls in bf16 under autocast.
+- ``8b-all`` (and ``8b-all-mb8``): both, plus the LoRA matmuls in bf16 under autocast; 8 rows per
+  pass; ``8b-all-mb8-nodrop``: the same with LoRA dropout 0 (no dropout masks on 7 inputs per layer).
 - ``8b-qlora-mb1``: QLoRA (bitsandbytes NF4 + double quantization, paged 8-bit AdamW), one packed
   row of 2048 per pass, memory budget 16 GB (checkpointing decided from the estimate).
 - ``qwen1.5b``: Qwen2.5-Coder-1.5B shapes, the answering adapter's recipe (r=16 on q/k/v/o, global
@@ -93,6 +94,7 @@ CONFIGS: dict[str, tuple[str, str, int, dict, int, dict]] = {
     "8b-liger-packing": ("llama-3.1-8b", "lora", 1, {**BASE, **LIGER, "packing": True}, 16, {}),
     "8b-all": ("llama-3.1-8b", "lora", 1, ALL, 16, {}),
     "8b-all-mb8": ("llama-3.1-8b", "lora", 1, {**ALL, "micro_batch": 8}, 32, {}),
+    "8b-all-mb8-nodrop": ("llama-3.1-8b", "lora", 1, {**ALL, "micro_batch": 8, "dropout": 0.0}, 32, {}),
     "8b-qlora-mb1": (
         "llama-3.1-8b",
         "qlora",
@@ -128,6 +130,7 @@ GROUPS = {
         "8b-liger-packing",
         "8b-all",
         "8b-all-mb8",
+        "8b-all-mb8-nodrop",
         "8b-qlora-mb1",
         "qwen1.5b",
     ],
@@ -307,6 +310,7 @@ def run_one(name: str, *, seq: int, steps: int, warmup: int, dist: T.Dist, smoke
         loss=res_info(res),
         r=cfg.r,
         targets=len(cfg.target_modules),
+        dropout=cfg.dropout,
         tok_s=statistics.median(rates),
         tok_s_min=min(rates),
         tok_s_max=max(rates),
@@ -366,7 +370,7 @@ def to_markdown(rows: list[dict], *, command: str, device: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        "| config | model | method | GPUs | global / micro | packing | ckpt | loss | LoRA r / modules | "
+        "| config | model | method | GPUs | global / micro | packing | ckpt | loss | LoRA r / modules / dropout | "
         "tokens/s median (min–max) | MFU | peak GiB | loss first → last |",
         "|---|---|---|---:|---|---|---|---|---|---:|---:|---:|---|",
     ]
@@ -377,14 +381,16 @@ def to_markdown(rows: list[dict], *, command: str, device: str) -> str:
         lines.append(
             f"| {r['config']} | {r['model']} | {r['method']} | {r['gpus']} | {r['global_batch']} / {r['micro']} | "
             f"{'yes' if r['packing'] else 'no'} | {'on' if r.get('checkpointing') else 'off'} | "
-            f"{r.get('loss_impl', '?')}{' +liger' if r.get('liger') else ''} | {r['r']} / {r['targets']} | "
+            f"{r.get('loss_impl', '?')}{' +liger' if r.get('liger') else ''} | {r['r']} / {r['targets']} / {r.get('dropout', 0):g} | "
             f"{r['tok_s']:,.0f} ({r['tok_s_min']:,.0f}–{r['tok_s_max']:,.0f}) | {r['mfu']:.1%} | "
             f"{r['peak_gib']:.1f} | {r['loss']} |"
         )
     ok = {r["config"]: r for r in rows if "error" not in r}
     notes = []
     if "8b-plain" in ok:
-        for name in ("8b-base", "8b-packing", "8b-liger", "8b-liger-packing", "8b-all", "8b-all-mb8"):
+        for name in [
+            n for n in GROUPS["1gpu"] if n.startswith("8b-") and n not in ("8b-plain", "8b-qlora-mb1")
+        ]:
             if name in ok:
                 notes.append(
                     f"- {name}: {ok[name]['tok_s'] / ok['8b-plain']['tok_s']:.2f}x plain PEFT tokens/s"

@@ -248,3 +248,35 @@ def test_plan_uses_the_measured_rate_of_each_method_and_gpu_count(tmp_path):
     assert hw["2x H200, FSDP2"]["full"]["fits"]  # sharded over two: yes
     text = P.format_plan(p)
     assert "Which method fits which hardware" in text and "| 2x H200, FSDP2 |" in text
+
+
+# ------------------------------------------------------------------ the GPU benchmark's script, on the CPU
+
+
+def test_bench_finetune_smoke_writes_json_and_markdown(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [
+        sys.executable,
+        str(repo / "scripts" / "bench_finetune.py"),
+        "--smoke",
+        "--configs",
+        "8b-plain,8b-all",
+    ]
+    cmd += ["--warmup", "1", "--out-dir", str(tmp_path)]
+    p = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [r["config"] for r in rows] == ["8b-plain", "8b-all"]
+    assert all("error" not in r and r["tok_s_min"] <= r["tok_s"] <= r["tok_s_max"] for r in rows)
+    assert all(len(r["losses"]) == 9 for r in rows)  # 1 warm-up + 8 timed steps
+    assert rows[0]["checkpointing"] and rows[1]["packing"] and rows[1]["loss_impl"] == "chunked"
+    md = (tmp_path / "results.md").read_text()
+    assert "| 8b-all |" in md and "x plain PEFT tokens/s" in md
