@@ -352,9 +352,9 @@ def worker(names: list[str], args) -> list[dict]:
             )
         except Exception as e:  # one failing row must not lose the others
             row = dict(config=name, gpus=dist.world, error=f"{type(e).__name__}: {e}"[:400])
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        gc.collect()  # after the except block: the traceback no longer holds the failed row's model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         if dist.main:
             print(json.dumps(row), flush=True)
         rows.append(row)
