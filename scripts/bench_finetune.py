@@ -17,12 +17,15 @@ Configurations (``--configs``, default ``1gpu``; every row is the same call into
 - ``8b-packing`` / ``8b-liger`` / ``8b-liger-packing``: + padding-free packing (4 rows of 2048 per
   pass), + Liger (RMSNorm/RoPE/SwiGLU kernels and the fused linear cross-entropy on answer tokens),
   + both.
-- ``8b-all`` (and ``8b-all-mb8``): both, plus the LoRA matmuls in bf16 under autocast; 8 rows per
-  pass; ``8b-all-mb8-nodrop``: the same with LoRA dropout 0 (no dropout masks on 7 inputs per layer).
+- ``8b-all``: both, plus the LoRA matmuls in bf16 under autocast. ``8b-all-varlen``: the same with
+  per-example flash attention (``finetune.varlen``) instead of transformers' dense packed mask.
+  ``8b-all-mb8-nodrop``: 8 rows per pass and LoRA dropout 0 (no dropout masks on 7 inputs per
+  layer). ``8b-fast``: that plus varlen attention.
 - ``8b-qlora-mb1``: QLoRA (bitsandbytes NF4 + double quantization, paged 8-bit AdamW), one packed
   row of 2048 per pass, memory budget 16 GB (checkpointing decided from the estimate).
-- ``qwen1.5b``: Qwen2.5-Coder-1.5B shapes, the answering adapter's recipe (r=16 on q/k/v/o, global
-  batch 32, 8 rows per pass); the table adds the time of 200 steps of that adapter's training.
+- ``qwen1.5b`` (and ``qwen1.5b-varlen``): Qwen2.5-Coder-1.5B shapes, the answering adapter's recipe
+  (r=16 on q/k/v/o, global batch 32, 8 rows per pass); the table adds the time of 200 steps of that
+  adapter's training. (``8b-all-mb8-nodrop``, not in the default group: ``8b-fast`` without varlen.)
 - ``2gpu`` (``--configs 2gpu``, needs 2 GPUs): ``8b-all`` on one GPU, then under torchrun on two:
   ``8b-all`` with DDP (scaling efficiency and the loss curve against the 1-GPU row) and
   ``70b-fsdp`` (Llama-3.1-70B shapes, 141 GB of bf16 weights, built on the meta device and
@@ -84,6 +87,7 @@ PLAIN = dict(
 BASE = dict(micro_batch=4, packing=False, loss_impl="none", liger_kernels=False, lora_autocast=False)
 LIGER = dict(loss_impl="auto", liger_kernels=True)
 ALL = dict(micro_batch=4, packing=True, loss_impl="auto", liger_kernels=True, lora_autocast=True)
+FAST = {**ALL, "micro_batch": 8, "dropout": 0.0}
 
 # name → (arch, method, GPUs, TrainConfig options, global batch, bench options)
 CONFIGS: dict[str, tuple[str, str, int, dict, int, dict]] = {
@@ -93,8 +97,9 @@ CONFIGS: dict[str, tuple[str, str, int, dict, int, dict]] = {
     "8b-liger": ("llama-3.1-8b", "lora", 1, {**BASE, **LIGER}, 16, {}),
     "8b-liger-packing": ("llama-3.1-8b", "lora", 1, {**BASE, **LIGER, "packing": True}, 16, {}),
     "8b-all": ("llama-3.1-8b", "lora", 1, ALL, 16, {}),
-    "8b-all-mb8": ("llama-3.1-8b", "lora", 1, {**ALL, "micro_batch": 8}, 32, {}),
-    "8b-all-mb8-nodrop": ("llama-3.1-8b", "lora", 1, {**ALL, "micro_batch": 8, "dropout": 0.0}, 32, {}),
+    "8b-all-varlen": ("llama-3.1-8b", "lora", 1, {**ALL, "attention": "varlen"}, 16, {}),
+    "8b-all-mb8-nodrop": ("llama-3.1-8b", "lora", 1, FAST, 32, {}),
+    "8b-fast": ("llama-3.1-8b", "lora", 1, {**FAST, "attention": "varlen"}, 32, {}),
     "8b-qlora-mb1": (
         "llama-3.1-8b",
         "qlora",
@@ -108,6 +113,14 @@ CONFIGS: dict[str, tuple[str, str, int, dict, int, dict]] = {
         "lora",
         1,
         {**ALL, "micro_batch": 8, "target_modules": QKVO},
+        32,
+        {"mean_len": 820, "adapter_steps": 200},
+    ),
+    "qwen1.5b-varlen": (
+        "qwen2.5-coder-1.5b",
+        "lora",
+        1,
+        {**ALL, "micro_batch": 8, "target_modules": QKVO, "attention": "varlen"},
         32,
         {"mean_len": 820, "adapter_steps": 200},
     ),
@@ -129,10 +142,11 @@ GROUPS = {
         "8b-liger",
         "8b-liger-packing",
         "8b-all",
-        "8b-all-mb8",
-        "8b-all-mb8-nodrop",
+        "8b-all-varlen",
+        "8b-fast",
         "8b-qlora-mb1",
         "qwen1.5b",
+        "qwen1.5b-varlen",
     ],
     "2gpu": ["8b-all", "8b-all-ddp", "70b-fsdp"],
 }
@@ -307,6 +321,7 @@ def run_one(name: str, *, seq: int, steps: int, warmup: int, dist: T.Dist, smoke
         global_batch=global_batch,
         micro=cfg.micro_batch,
         packing=cfg.packing,
+        attention=cfg.attention,
         loss=res_info(res),
         r=cfg.r,
         targets=len(cfg.target_modules),
@@ -370,7 +385,7 @@ def to_markdown(rows: list[dict], *, command: str, device: str) -> str:
         "",
         f"Command: `{command}`",
         "",
-        "| config | model | method | GPUs | global / micro | packing | ckpt | loss | LoRA r / modules / dropout | "
+        "| config | model | method | GPUs | global / micro | packing (attention) | ckpt | loss | LoRA r / modules / dropout | "
         "tokens/s median (min–max) | MFU | peak GiB | loss first → last |",
         "|---|---|---|---:|---|---|---|---|---|---:|---:|---:|---|",
     ]
@@ -380,7 +395,7 @@ def to_markdown(rows: list[dict], *, command: str, device: str) -> str:
             continue
         lines.append(
             f"| {r['config']} | {r['model']} | {r['method']} | {r['gpus']} | {r['global_batch']} / {r['micro']} | "
-            f"{'yes' if r['packing'] else 'no'} | {'on' if r.get('checkpointing') else 'off'} | "
+            f"{('yes, ' + r.get('attention', 'sdpa')) if r['packing'] else 'no'} | {'on' if r.get('checkpointing') else 'off'} | "
             f"{r.get('loss_impl', '?')}{' +liger' if r.get('liger') else ''} | {r['r']} / {r['targets']} / {r.get('dropout', 0):g} | "
             f"{r['tok_s']:,.0f} ({r['tok_s_min']:,.0f}–{r['tok_s_max']:,.0f}) | {r['mfu']:.1%} | "
             f"{r['peak_gib']:.1f} | {r['loss']} |"

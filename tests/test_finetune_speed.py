@@ -140,19 +140,47 @@ def test_packed_examples_do_not_attend_to_each_other(attn):
     assert packed.item() == pytest.approx(alone.item(), rel=1e-4)
 
 
+def test_varlen_backend_matches_the_library_packed_path():
+    """Our per-example attention backend (CPU reference of the flash varlen path) = transformers' mask."""
+    from assistant.finetune import varlen
+
+    a, b, c = example(9, seed=1), example(12, seed=3), example(20, seed=5)
+    batch = PK.collate_packed([[a, b], [c]], pad_id=0, width=24)
+    assert batch["cu_seq_lens"].tolist() == [0, 9, 21, 24, 44, 48] and batch["max_length"] == 20
+    lib = FL.CausalLMLoss(tiny("sdpa"), impl="chunked")
+    want = lib.hidden_states(batch["input_ids"], position_ids=batch["position_ids"])
+    model = tiny("sdpa")
+    varlen.enable(model)
+    ours = FL.CausalLMLoss(model, impl="chunked")
+    got = ours.hidden_states(
+        batch["input_ids"],
+        position_ids=batch["position_ids"],
+        cu_seq_lens=batch["cu_seq_lens"],
+        max_length=batch["max_length"],
+    )
+    assert model.config._attn_implementation == varlen.NAME
+    assert torch.allclose(got, want, atol=1e-5)
+    # and without boundaries a row is one causal sequence (plain right-padded batches)
+    padded = PK.collate_padded([a, c], pad_id=0)
+    assert torch.allclose(
+        ours.hidden_states(padded["input_ids"]), lib.hidden_states(padded["input_ids"]), atol=1e-5
+    )
+
+
 def test_packed_training_follows_the_padded_curve():
     """Same data, same steps: packing changes how examples share a forward pass, not the loss."""
     data = [example(n, seed=i) for i, n in enumerate([12, 30, 7, 22, 16, 9, 27, 14])]
     curves = {}
-    for packing in (False, True):
+    for packing, attention in ((False, "sdpa"), (True, "sdpa"), (True, "varlen")):
         cfg = T.TrainConfig(
             r=4, alpha=8, dropout=0.0, lr=1e-2, max_steps=3, global_batch=4, micro_batch=2,
-            max_seq_len=64, save_every=0, packing=packing, loss_impl="chunked",
+            max_seq_len=64, save_every=0, packing=packing, loss_impl="chunked", attention=attention,
         )  # fmt: skip
         res = T.train_encoded(tiny(), data, cfg, pad_id=0, out_dir=None, progress=False)
-        curves[packing] = res.losses
+        curves[packing, attention] = res.losses
         assert res.loss_impl == "chunked" and res.checkpointing is False
-    assert curves[True] == pytest.approx(curves[False], rel=1e-4)
+    assert curves[True, "sdpa"] == pytest.approx(curves[False, "sdpa"], rel=1e-4)
+    assert curves[True, "varlen"] == pytest.approx(curves[False, "sdpa"], rel=1e-4)
 
 
 def test_forward_batches_pack_each_process_share():

@@ -122,8 +122,16 @@ class CausalLMLoss(torch.nn.Module):
         targets: torch.Tensor,
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        cu_seq_lens: torch.Tensor | None = None,
+        max_length: int | None = None,
     ) -> torch.Tensor:
-        hidden = self.hidden_states(input_ids, position_ids=position_ids, attention_mask=attention_mask)
+        hidden = self.hidden_states(
+            input_ids,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            cu_seq_lens=cu_seq_lens,
+            max_length=max_length,
+        )
         weight = self.causal_lm().get_output_embeddings().weight  # (vocab, h)
         return linear_cross_entropy(hidden, weight, targets, impl=self.impl)
 
@@ -133,11 +141,26 @@ class CausalLMLoss(torch.nn.Module):
         *,
         position_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        cu_seq_lens: torch.Tensor | None = None,
+        max_length: int | None = None,
     ) -> torch.Tensor:
         """(b, t, h) after the final norm. ``use_cache=False`` matters: transformers reads restarting
-        ``position_ids`` as packed sequences only when there is no cache and no attention mask."""
+        ``position_ids`` as packed sequences only when there is no cache and no attention mask.
+        ``cu_seq_lens``/``max_length``: example boundaries for the varlen backend (``varlen``)."""
+        extra = {}
+        if cu_seq_lens is not None:
+            extra = dict(
+                cu_seq_lens_q=cu_seq_lens,
+                cu_seq_lens_k=cu_seq_lens,
+                max_length_q=max_length,
+                max_length_k=max_length,
+            )
         out = self.causal_lm().model(
-            input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask, use_cache=False
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            use_cache=False,
+            **extra,
         )
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 

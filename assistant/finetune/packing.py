@@ -53,7 +53,13 @@ def pack(lengths: list[int], *, width: int) -> list[list[int]]:
 def collate_packed(
     rows: list[list[Example]], *, pad_id: int, width: int | None = None
 ) -> dict[str, torch.Tensor]:
-    """(b, width) input_ids / targets / position_ids of packed rows; positions restart per example."""
+    """(b, width) input_ids / targets / position_ids of packed rows; positions restart per example.
+
+    Also ``cu_seq_lens`` (int32 example boundaries over the flattened rows) and ``max_length`` (an
+    int) for the varlen attention backend (``varlen``); the sdpa path does not use them.
+    """
+    from assistant.finetune.varlen import boundaries
+
     width = width or max(sum(len(x) for x, _ in row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (b, t)
     targets = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -67,7 +73,14 @@ def collate_packed(
             pos[b, t : t + n] = torch.arange(n)
             t += n
         pos[b, t:] = torch.arange(width - t)  # the padding tail: a segment of its own, no targets
-    return {"input_ids": ids, "targets": targets, "position_ids": pos}
+    cu, longest = boundaries([[len(x) for x, _ in row] for row in rows], width)
+    return {
+        "input_ids": ids,
+        "targets": targets,
+        "position_ids": pos,
+        "cu_seq_lens": cu,
+        "max_length": longest,
+    }
 
 
 def collate_padded(items: list[Example], *, pad_id: int, width: int | None = None) -> dict[str, torch.Tensor]:

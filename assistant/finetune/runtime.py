@@ -135,6 +135,10 @@ def setup(
     impl = FL.resolve_impl(cfg.loss_impl, d.device)  # type: ignore[arg-type]
     cuda_bf16 = d.device.type == "cuda" and next(model.parameters()).dtype == torch.bfloat16
     liger = cfg.liger_kernels and d.device.type == "cuda" and FL.apply_liger_kernels(model)
+    if cfg.attention == "varlen":
+        from assistant.finetune import varlen
+
+        varlen.enable(model)
     strategy = DI.choose_strategy(cfg.strategy, weight_bytes=_weight_bytes(model), device=d.device)  # type: ignore[arg-type]
     ckpt = _checkpointing(model, cfg, d, impl=impl, strategy=strategy)
     peft_model = attach_lora(model, cfg, checkpointing=ckpt)

@@ -87,6 +87,7 @@ class TrainConfig:
     lora_autocast: bool = True  # CUDA + bf16 base: LoRA matmuls in bf16 under autocast
     memory_budget_gb: float | None = None  # for the checkpointing decision (default: the device)
     strategy: str = "auto"  # several processes: auto | ddp | fsdp
+    attention: str = "sdpa"  # packed rows: sdpa (transformers' mask) | varlen (per-example flash kernel)
 
     def __post_init__(self) -> None:
         checks = [
@@ -106,6 +107,7 @@ class TrainConfig:
                 "auto, liger, chunked or none",
             ),
             ("strategy", self.strategy in ("auto", "ddp", "fsdp"), "auto, ddp or fsdp"),
+            ("attention", self.attention in ("sdpa", "varlen"), "sdpa or varlen"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -304,7 +306,9 @@ def train_encoded(
         loss_sum = torch.zeros((), device=d.device)
         for j, rows in enumerate(passes):
             batch = _collate(rows, encoded, cfg, pad_id=pad_id)
-            batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
+            batch = {
+                k: v.to(d.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
             with sync_context(s, last_pass=j == len(passes) - 1), s.autocast():
                 nll = s.net(**batch)  # summed CE over this pass's answer tokens
             (nll * d.world / denom).backward()  # DDP/FSDP average gradients over processes; undo that
@@ -373,7 +377,10 @@ def _collate(rows: list[list[int]], encoded, cfg: TrainConfig, *, pad_id: int) -
         b = PK.collate_padded([([pad_id] * 16, [-100] * 16)], pad_id=pad_id)
         return {"input_ids": b["input_ids"], "targets": b["targets"]}
     if cfg.packing and not cfg.pad_to_max:
-        return PK.collate_packed([[encoded[i] for i in row] for row in rows], pad_id=pad_id)
+        b = PK.collate_packed([[encoded[i] for i in row] for row in rows], pad_id=pad_id)
+        if cfg.attention != "varlen":  # transformers' sdpa path finds the boundaries in position_ids
+            del b["cu_seq_lens"], b["max_length"]
+        return b
     b = PK.collate_padded(
         [encoded[row[0]] for row in rows], pad_id=pad_id, width=cfg.max_seq_len if cfg.pad_to_max else None
     )
