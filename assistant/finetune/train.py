@@ -309,9 +309,10 @@ def train_encoded(
             batch = {
                 k: v.to(d.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
             }
-            with sync_context(s, last_pass=j == len(passes) - 1), s.autocast():
-                nll = s.net(**batch)  # summed CE over this pass's answer tokens
-            (nll * d.world / denom).backward()  # DDP/FSDP average gradients over processes; undo that
+            with sync_context(s, last_pass=j == len(passes) - 1):  # forward and backward inside
+                with s.autocast():  # the forward only, as autocast wants
+                    nll = s.net(**batch)  # summed CE over this pass's answer tokens
+                (nll * d.world / denom).backward()  # DDP/FSDP average gradients over processes; undo that
             loss_sum += nll.detach()
             tokens += sum(lengths[i] for row in rows for i in row)
         torch.nn.utils.clip_grad_norm_(s.trainable, 1.0)
