@@ -19,13 +19,13 @@ Configurations (``--configs``, default ``1gpu``; every row is the same call into
   + both.
 - ``8b-all``: both, plus the LoRA matmuls in bf16 under autocast. ``8b-all-varlen``: the same with
   per-example flash attention (``finetune.varlen``) instead of transformers' dense packed mask.
-  ``8b-all-mb8-nodrop``: 8 rows per pass and LoRA dropout 0 (no dropout masks on 7 inputs per
-  layer). ``8b-fast``: that plus varlen attention.
+  ``8b-fast``: that with LoRA dropout 0 (no dropout masks on 7 inputs per layer).
 - ``8b-qlora-mb1``: QLoRA (bitsandbytes NF4 + double quantization, paged 8-bit AdamW), one packed
   row of 2048 per pass, memory budget 16 GB (checkpointing decided from the estimate).
 - ``qwen1.5b`` (and ``qwen1.5b-varlen``): Qwen2.5-Coder-1.5B shapes, the answering adapter's recipe
   (r=16 on q/k/v/o, global batch 32, 8 rows per pass); the table adds the time of 200 steps of that
-  adapter's training. (``8b-all-mb8-nodrop``, not in the default group: ``8b-fast`` without varlen.)
+  adapter's training. (``8b-fast-mb8``, not in the default group: 8 rows per pass, where the
+  memory estimate turns activation checkpointing on.)
 - ``2gpu`` (``--configs 2gpu``, needs 2 GPUs): ``8b-all`` on one GPU, then under torchrun on two:
   ``8b-all`` with DDP (scaling efficiency and the loss curve against the 1-GPU row) and
   ``70b-fsdp`` (Llama-3.1-70B shapes, 141 GB of bf16 weights, built on the meta device and
@@ -37,8 +37,8 @@ hidden) for the output projection on answer tokens only (the only positions with
 recipe that recomputes (checkpointing) or projects every position does more work than it is
 credited with.
 
-    # one H200, ~6 min (the lead's command; bitsandbytes and liger-kernel on PYTHONPATH):
-    python scripts/bench_finetune.py --out-dir scripts/results/finetune_h200
+    # one H200, ~7 min (the lead's command; bitsandbytes and liger-kernel on PYTHONPATH):
+    PYTHONPATH=. python scripts/bench_finetune.py --out-dir scripts/results/finetune_h200_run3
     # two H200s (not lent this session): 8B DDP scaling + 70B FSDP2
     python scripts/bench_finetune.py --configs 2gpu --out-dir scripts/results/finetune_2xh200
     # tiny shapes on the CPU, to test the script (add --configs 2gpu for the gloo DDP/FSDP2 path)
@@ -87,7 +87,7 @@ PLAIN = dict(
 BASE = dict(micro_batch=4, packing=False, loss_impl="none", liger_kernels=False, lora_autocast=False)
 LIGER = dict(loss_impl="auto", liger_kernels=True)
 ALL = dict(micro_batch=4, packing=True, loss_impl="auto", liger_kernels=True, lora_autocast=True)
-FAST = {**ALL, "micro_batch": 8, "dropout": 0.0}
+FAST = {**ALL, "dropout": 0.0, "attention": "varlen"}
 
 # name → (arch, method, GPUs, TrainConfig options, global batch, bench options)
 CONFIGS: dict[str, tuple[str, str, int, dict, int, dict]] = {
@@ -98,8 +98,8 @@ CONFIGS: dict[str, tuple[str, str, int, dict, int, dict]] = {
     "8b-liger-packing": ("llama-3.1-8b", "lora", 1, {**BASE, **LIGER, "packing": True}, 16, {}),
     "8b-all": ("llama-3.1-8b", "lora", 1, ALL, 16, {}),
     "8b-all-varlen": ("llama-3.1-8b", "lora", 1, {**ALL, "attention": "varlen"}, 16, {}),
-    "8b-all-mb8-nodrop": ("llama-3.1-8b", "lora", 1, FAST, 32, {}),
-    "8b-fast": ("llama-3.1-8b", "lora", 1, {**FAST, "attention": "varlen"}, 32, {}),
+    "8b-fast": ("llama-3.1-8b", "lora", 1, FAST, 16, {}),
+    "8b-fast-mb8": ("llama-3.1-8b", "lora", 1, {**FAST, "micro_batch": 8}, 32, {}),
     "8b-qlora-mb1": (
         "llama-3.1-8b",
         "qlora",
