@@ -424,6 +424,8 @@ def train(
     )  # type: ignore[arg-type]
     # FSDP2: load on the CPU; fully_shard moves only this process's shards to its GPU
     load_on = "cpu" if sharded else str(d.device)
+    if sharded and dtype == "auto" and d.device.type == "cuda":
+        dtype = "bfloat16"  # the dtype it will train in on the GPU, not the CPU's float32
     model, tok = load_model(
         model_dir, device=load_on, dtype=dtype, quantize="nf4" if cfg.method == "qlora" else "none"
     )
