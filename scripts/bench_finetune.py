@@ -39,8 +39,8 @@ credited with.
 
     # one H200, ~7 min (the lead's command; bitsandbytes and liger-kernel on PYTHONPATH):
     PYTHONPATH=. python scripts/bench_finetune.py --out-dir scripts/results/finetune_h200_run3
-    # two H200s (not lent this session): 8B DDP scaling + 70B FSDP2
-    python scripts/bench_finetune.py --configs 2gpu --out-dir scripts/results/finetune_2xh200
+    # two H200s (not lent this session): 8B DDP scaling + 70B FSDP2 (= --configs 2gpu)
+    PYTHONPATH=. python scripts/bench_finetune.py --gpus 2 --out-dir scripts/results/finetune_2xh200
     # tiny shapes on the CPU, to test the script (add --configs 2gpu for the gloo DDP/FSDP2 path)
     python scripts/bench_finetune.py --smoke --out-dir /tmp/bench-smoke
 """
@@ -427,7 +427,10 @@ def to_markdown(rows: list[dict], *, command: str, device: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default="1gpu", help="comma-separated names or groups (1gpu, 2gpu)")
+    ap.add_argument("--configs", default=None, help="comma-separated names or groups (1gpu, 2gpu)")
+    ap.add_argument(
+        "--gpus", type=int, default=1, choices=(1, 2), help="without --configs: the 1gpu or 2gpu group"
+    )
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=8, help="timed steps per configuration (>= 8)")
     ap.add_argument("--warmup", type=int, default=2)
@@ -437,6 +440,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     names: list[str] = []
+    args.configs = args.configs or ("1gpu" if args.gpus == 1 else "2gpu")
     for part in args.configs.split(","):
         for n in GROUPS.get(part, [part]):
             if n not in CONFIGS:
