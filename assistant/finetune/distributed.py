@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 
 Strategy = Literal["auto", "ddp", "fsdp"]
+PLAIN = "index_keyed_state"  # marks an optimizer state saved by opt.state_dict() (see trainable_state)
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 
@@ -146,9 +147,14 @@ def trainable_state(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -
     weights = get_model_state_dict(model, options=opts)
     optim = None
     if opt is not None:
-        optim = get_optimizer_state_dict(
-            model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
+        try:
+            optim = get_optimizer_state_dict(
+                model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        except Exception:  # an optimizer the name-keyed API cannot read (bitsandbytes' paged 8-bit)
+            if any(getattr(p, "device_mesh", None) is not None for p in model.parameters()):
+                raise  # sharded: only the name-keyed form can move between process counts
+            optim = {PLAIN: opt.state_dict()}  # index-keyed: same parameters on any DDP world size
     return weights, optim
 
 
@@ -163,5 +169,7 @@ def load_trainable_state(
     )
 
     set_model_state_dict(model, weights, options=StateDictOptions(full_state_dict=True, strict=False))
-    if opt is not None and optim is not None:
+    if opt is not None and optim is not None and PLAIN in optim:
+        opt.load_state_dict(optim[PLAIN])
+    elif opt is not None and optim is not None:
         set_optimizer_state_dict(model, opt, optim, options=StateDictOptions(full_state_dict=True))
