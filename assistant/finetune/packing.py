@@ -10,6 +10,8 @@ packed row never asks example A's last token to predict example B's first.
   ``find_packed_sequence_indices``) reads restarting position ids with ``attention_mask=None`` as
   packed sequences and builds a causal mask that cannot cross example boundaries (for sdpa, eager
   and flex attention); the tests prove it (changing example A does not change example B's loss).
+  That path computes a dense (t x t) mask per row; ``attention="varlen"`` (``varlen``) uses the
+  example boundaries (``cu_seq_lens``) with a per-example flash kernel instead.
   Row padding at the end is its own segment with no targets.
 - ``collate_padded``: one example per row, right padding, no mask (causal attention means real
   tokens never see the pads), for length-bucketed batches where packing does not apply.
