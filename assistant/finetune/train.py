@@ -12,6 +12,8 @@ and the loss is the cross-entropy on the answer tokens only (prompt labels are -
   its share into rows of ``max_seq_len`` tokens (``packing``: several examples per row, positions
   restart per example, attention cannot cross examples) and runs ``micro_batch`` rows per forward
   pass, or (``packing=False``) cuts it into length-bucketed, right-padded micro-batches.
+  Packed rows use transformers' own packed-sequence mask (``attention="sdpa"``) or per-example
+  flash attention over the example boundaries (``attention="varlen"``, ``varlen``).
 - The loss never materialises the (tokens x vocabulary) logits (``fused_loss``: Liger's fused
   linear cross-entropy on CUDA, a chunked fallback elsewhere) and covers answer tokens only. It is
   normalised by the number of answer tokens in the whole global batch, so 1 GPU and N GPUs follow
