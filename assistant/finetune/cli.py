@@ -217,6 +217,9 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
             "auto",
             help="with --gpus > 1: auto | ddp | fsdp (auto: FSDP2 when the weights do not fit one GPU)",
         ),
+        attention: str = typer.Option(
+            "sdpa", help="packed rows: sdpa (transformers' packed mask) | varlen (per-example flash kernel)"
+        ),
         memory_budget_gb: float | None = typer.Option(
             None, help="memory per GPU the checkpointing decision plans against (default: the GPU's)"
         ),
@@ -276,6 +279,7 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
             loss_impl=loss,
             strategy=strategy,
             memory_budget_gb=memory_budget_gb,
+            attention=attention,
         )
         manifest = D.read_manifest(data)
         run_dir = out or Path(settings.data_dir) / "finetune" / name
