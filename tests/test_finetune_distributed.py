@@ -154,3 +154,16 @@ def _tokenizer():
         "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
     return tok
+
+
+@pytest.mark.slow
+def test_bench_70b_path_builds_on_meta_shards_with_fsdp2_then_trains(tmp_path):
+    """The 2-GPU benchmark's FSDP2 row, tiny shapes on 2 gloo processes: meta → fully_shard → fill."""
+    cmd = [sys.executable, str(REPO / "scripts" / "bench_finetune.py"), "--smoke", "--configs", "70b-fsdp"]
+    cmd += ["--warmup", "1", "--out-dir", str(tmp_path)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=ENV)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert "error" not in row, row
+    assert row["gpus"] == 2 and row["strategy"] == "fsdp" and len(row["losses"]) == 9
+    assert all(x == x and 0 < x < 20 for x in row["losses"])  # finite: the shards were filled
