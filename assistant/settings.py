@@ -460,3 +460,9 @@ def load_settings(
         return Settings(**data)
     except ValidationError as e:
         raise explain(Settings, e, where) from None
+
+
+def environment_values(*names: str) -> dict[str, str | None]:
+    """The current values of the environment variables ``names`` (None when unset), for run records:
+    e.g. the NCCL switches a training process was started with (``finetune.train``'s training.json)."""
+    return {n: os.environ.get(n) for n in names}

@@ -82,12 +82,18 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         batch: int = typer.Option(1, min=1),
         r: int = typer.Option(16, min=1),
         epochs: float = typer.Option(1.0),
-        mfu: float | None = typer.Option(None, help="default: the planner's typical LoRA MFU"),
+        mfu: float | None = typer.Option(
+            None, help="default: each method's MFU measured by scripts/bench_finetune.py (--rates)"
+        ),
+        rates: list[Path] = typer.Option(
+            [], "--rates", help="results.json of bench_finetune runs (default: scripts/results/finetune*)"
+        ),
         checkpointing: bool = typer.Option(True, help="gradient checkpointing in the activation estimate"),
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
-        """Memory, FLOPs and time for full fine-tuning vs LoRA vs QLoRA."""
+        """Memory, FLOPs and time for full fine-tuning vs LoRA vs QLoRA, and which hardware fits each."""
         from assistant.finetune import plan as P
+        from assistant.finetune import rates as R
 
         p = P.plan(
             base,
@@ -96,10 +102,11 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
             seq=seq,
             batch=batch,
             r=r,
-            mfu=mfu or P.DEFAULT_MFU,
+            mfu=mfu,
             epochs=epochs,
             checkpointing=checkpointing,
             gpus=gpus,
+            rates=R.load_rates(list(rates)) if rates else None,
         )
         typer.echo(json.dumps(p, indent=1) if as_json else P.format_plan(p))
 
@@ -187,12 +194,34 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
             4, help="examples per forward pass per GPU; the rest is gradient accumulation"
         ),
         seq_len: int = typer.Option(1024),
-        grad_checkpointing: bool = typer.Option(False),
+        grad_checkpointing: bool | None = typer.Option(
+            None,
+            "--grad-checkpointing/--no-grad-checkpointing",
+            help="default: on only when the memory estimate says a micro-batch would not fit",
+        ),
         save_every: int = typer.Option(50, help="checkpoint every N steps (0: only at the end)"),
         out: Path | None = typer.Option(None, help="run folder (default: DATA_DIR/finetune/NAME)"),
         resume: bool = typer.Option(True, help="continue from the run folder's checkpoint if there is one"),
         gpus: int = typer.Option(
-            1, min=1, help="more than 1: relaunch under torchrun (DDP), NCCL_NVLS_ENABLE=0"
+            1,
+            min=1,
+            help="more than 1: relaunch under torchrun (NCCL on GPUs, gloo on CPU; NVLink multicast off)",
+        ),
+        packing: bool = typer.Option(
+            True, help="several examples per row of --seq-len (then --micro-batch counts rows)"
+        ),
+        loss: str = typer.Option(
+            "auto", help="auto | liger | chunked | none (full logits); auto: Liger on CUDA when installed"
+        ),
+        strategy: str = typer.Option(
+            "auto",
+            help="with --gpus > 1: auto | ddp | fsdp (auto: FSDP2 when the weights do not fit one GPU)",
+        ),
+        attention: str = typer.Option(
+            "sdpa", help="packed rows: sdpa (transformers' packed mask) | varlen (per-example flash kernel)"
+        ),
+        memory_budget_gb: float | None = typer.Option(
+            None, help="memory per GPU the checkpointing decision plans against (default: the GPU's)"
         ),
         use: bool = typer.Option(False, "--use", help="make it the active adapter afterwards"),
         evaluate_after: bool = typer.Option(
@@ -211,15 +240,19 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
                 for i, a in enumerate(sys.argv[1:])
                 if not (a.startswith("--gpus") or (i and sys.argv[i] == "--gpus"))
             ]
+            from assistant.finetune.distributed import NO_MULTICAST
+
             # NVLink multicast can take a shared host's GPUs out of service: always off for our children
-            env = child_environment(NCCL_NVLS_ENABLE="0")
+            env = child_environment(**NO_MULTICAST)
             cmd = [
                 sys.executable,
                 "-m",
                 "torch.distributed.run",
+                "--standalone",
                 f"--nproc-per-node={gpus}",
                 "-m",
-                "assistant.cli",
+                "assistant.finetune.torchrun_entry",
+                "--",  # torchrun would otherwise read --r as an abbreviation of its own options
                 *argv,
             ]
             raise typer.Exit(subprocess.call(cmd, env=env))
@@ -242,6 +275,11 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
             max_seq_len=seq_len,
             grad_checkpointing=grad_checkpointing,
             save_every=save_every,
+            packing=packing,
+            loss_impl=loss,
+            strategy=strategy,
+            memory_budget_gb=memory_budget_gb,
+            attention=attention,
         )
         manifest = D.read_manifest(data)
         run_dir = out or Path(settings.data_dir) / "finetune" / name

@@ -60,6 +60,19 @@ ARCHS: dict[str, dict] = {
         rope_theta=500000.0,
         max_position_embeddings=131072,
     ),
+    # the answering model (assistant/adapters/qwen15); model_type picks the transformers class
+    "qwen2.5-coder-1.5b": dict(
+        model_type="qwen2",
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        rope_theta=1000000.0,
+        max_position_embeddings=32768,
+    ),
 }
 ARCHS["bundled"] = ARCHS["smollm2-135m"]
 ARCHS["llama-8b"] = ARCHS["llama-3.1-8b"]
@@ -156,11 +169,22 @@ def load_shapes(base: str) -> tuple[str, Shapes]:
     raise ConfigError(f"unknown base {base!r}: use a model folder with config.json or one of {sorted(ARCHS)}")
 
 
-def activation_bytes(s: Shapes, *, seq: int, batch: int, checkpointing: bool) -> float:
-    """Activations kept for the backward pass (bf16, SDPA/flash attention: no seq² scores stored)."""
+def block_bytes_per_token(s: Shapes) -> int:
+    """Bytes one decoder block keeps per token for the backward pass (bf16): attention in/out, q/k/v,
+    the MLP's gate/up/act (without LoRA's extra inputs, see ``LORA_SAVED_FACTOR``)."""
+    return 2 * (8 * s.hidden + 2 * s.kv_dim + 4 * s.inter)
+
+
+def activation_bytes(
+    s: Shapes, *, seq: int, batch: int, checkpointing: bool, fused_loss: bool = False
+) -> float:
+    """Activations kept for the backward pass (bf16, SDPA/flash attention: no seq² scores stored).
+
+    ``fused_loss``: the logits exist one chunk (4096 rows) at a time instead of for every token.
+    """
     tokens = seq * batch
-    per_layer = 2 * (8 * s.hidden + 2 * s.kv_dim + 4 * s.inter)  # bytes per token per block
-    logits = tokens * s.vocab * (2 + 4 + 4)  # bf16 logits, fp32 copy for the loss, its gradient
+    per_layer = block_bytes_per_token(s)
+    logits = min(tokens, 4096) * s.vocab * 4 * 2 if fused_loss else tokens * s.vocab * (2 + 4 + 4)
     if checkpointing:
         return tokens * (s.layers * 2 * s.hidden + per_layer) + logits
     return tokens * s.layers * per_layer + logits
@@ -174,11 +198,12 @@ def estimate(
     r: int = 16,
     targets: tuple[str, ...] | None = None,
     checkpointing: bool = True,
+    fused_loss: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Memory (GB) and FLOPs/token for full fine-tuning, LoRA and QLoRA."""
+    """Memory (GB) and FLOPs/token for full fine-tuning, LoRA and QLoRA (``fused_loss``: as we train)."""
     targets = targets or tuple(s.module_shapes())
     n, lora = s.params, s.lora_params(r, targets)
-    act = activation_bytes(s, seq=seq, batch=batch, checkpointing=checkpointing)
+    act = activation_bytes(s, seq=seq, batch=batch, checkpointing=checkpointing, fused_loss=fused_loss)
     attn = 12 * s.layers * s.hidden * seq  # attention score/value matmuls, forward + backward, per token
     nf4_bytes = s.linear_params * 4.127 / 8 + (n - s.linear_params) * 2
     rows = {
@@ -221,21 +246,33 @@ def plan(
     seq: int = 2048,
     batch: int = 1,
     r: int = 16,
-    mfu: float = DEFAULT_MFU,
+    mfu: float | None = None,
     epochs: float = 1.0,
     checkpointing: bool = True,
     gpus: int = 1,
+    rates: list[dict] | None = None,
 ) -> dict:
+    """``mfu=None``: each method's measured MFU from ``rates`` (default: ``rates.load_rates()``)."""
+    from assistant.finetune import rates as R
+
     if gpu.lower() not in GPUS:
         raise ConfigError(f"unknown GPU {gpu!r}; use one of {sorted(GPUS)}")
-    if not 0 < mfu <= 1:
+    if mfu is not None and not 0 < mfu <= 1:
         raise ConfigError(f"mfu={mfu} must be in (0, 1]")
     name, s = load_shapes(base)
     peak, mem = GPUS[gpu.lower()]
+    measured = R.load_rates() if rates is None else rates
     rows = estimate(s, seq=seq, batch=batch, r=r, checkpointing=checkpointing)
-    for row in rows.values():
+    for method, row in rows.items():
+        found = (
+            None if mfu is not None else R.measured_mfu(measured, method=method, gpus=gpus, params=s.params)
+        )
+        row["mfu"] = mfu if mfu is not None else (found[0] if found else DEFAULT_MFU)
+        row["mfu_source"] = (
+            "given" if mfu is not None else (found[1] if found else "default (nothing measured)")
+        )
         flops = row["flops"] * data_tokens * epochs
-        row["hours"] = flops / (peak * 1e12 * mfu * gpus) / 3600
+        row["hours"] = flops / (peak * 1e12 * row["mfu"] * gpus) / 3600
         row["fits"] = row["total"] <= mem
     return {
         "base": name,
@@ -251,6 +288,9 @@ def plan(
         "tokens": data_tokens,
         "epochs": epochs,
         "methods": rows,
+        "hardware": R.hardware_table(
+            base, data_tokens=data_tokens * epochs, seq=seq, batch=batch, r=r, rows=measured
+        ),
         "pretraining_heuristics": data_guidance(s.params),
     }
 
@@ -261,19 +301,26 @@ def format_plan(p: dict) -> str:
         f"{p['epochs']} epoch(s); "
         f"seq {p['seq']}, micro-batch {p['batch']}, LoRA r={p['r']} on all linear layers",
         f"{p['gpus']} x {p['gpu'].upper()} ({p['gpu_gb']:.0f} GB, {p['peak_tflops']:.0f} TFLOP/s bf16 "
-        f"peak) at MFU {p['mfu']:.0%}",
+        "peak)"
+        + (
+            f" at MFU {p['mfu']:.0%} (given)" if p["mfu"] is not None else ", each method at its measured MFU"
+        ),
         "",
         "| method | trainable | weights GB | grads GB | optimizer GB | activations GB | total GB | fits | "
-        "FLOPs/token | hours |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "FLOPs/token | MFU | hours |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for m, r in p["methods"].items():
         lines.append(
             f"| {m} | {r['trainable'] / 1e6:,.2f}M | {r['weights']:.2f} | {r['grads']:.2f} | "
             f"{r['optimizer']:.2f} | "
             f"{r['activations']:.2f} | {r['total']:.2f} | {'yes' if r['fits'] else 'NO'} | "
-            f"{r['flops']:.3g} | {r['hours']:.3g} |"
+            f"{r['flops']:.3g} | {r['mfu']:.0%} | {r['hours']:.3g} |"
         )
+    lines += ["", "MFU from: " + "; ".join(f"{m}: {r['mfu_source']}" for m, r in p["methods"].items())]
+    from assistant.finetune import rates as R
+
+    lines += ["", R.format_hardware(p["hardware"])]
     h = p["pretraining_heuristics"]
     lines += [
         "",
@@ -285,3 +332,33 @@ def format_plan(p: dict) -> str:
         "  watch the validation metrics (assistant finetune eval) rather than a token budget.",
     ]
     return "\n".join(lines)
+
+
+LORA_SAVED_FACTOR = 1.75  # measured activations / formula, 8B LoRA on an H200 (see checkpointing_needed)
+
+
+def checkpointing_needed(
+    s: Shapes,
+    *,
+    weight_bytes: float,
+    tokens: int,
+    lora_params: int,
+    fused_loss: bool,
+    budget_bytes: float,
+    headroom: float = 0.85,
+) -> bool:
+    """True when weights + LoRA state + activations of one forward pass (no checkpointing) exceed
+    ``headroom`` x ``budget_bytes``.
+
+    ``tokens`` is the tokens of one forward pass (micro-batch x sequence length). Activations come
+    from ``activation_bytes`` (per token and layer, bf16) times ``LORA_SAVED_FACTOR``: peft keeps
+    more than the plain block (each LoRA module's input, dropout masks); calibrated on one H200,
+    where 8B LoRA at 8,192 tokens per pass held 84 GB of activations against 48 GB from the
+    formula. With a fused loss the logits term is one chunk, not every token. The LoRA state is
+    fp32 weight + grad + Adam m and v (16 bytes/param). Every pass is counted at full length, so
+    the estimate errs high and a "no" is safe.
+    """
+    blocks = tokens * s.layers * block_bytes_per_token(s) * LORA_SAVED_FACTOR
+    logits = min(tokens, 4096) * s.vocab * 4 * 2 if fused_loss else tokens * s.vocab * (2 + 4 + 4)
+    act = blocks + logits
+    return weight_bytes + 16 * lora_params + act > headroom * budget_bytes

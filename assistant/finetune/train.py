@@ -8,13 +8,26 @@ and the loss is the cross-entropy on the answer tokens only (prompt labels are -
   ``qlora``), then calls it.
 - Batches are built from a deterministic permutation: a step always covers the same examples, on
   any number of processes, so a checkpoint resumes on a different GPU count. Inside a step the
-  examples are sorted by length (length bucketing) and dealt round-robin to the processes, then
-  cut into micro-batches (gradient accumulation); padding per micro-batch is minimal.
-- The loss is normalised by the number of answer tokens in the whole global batch, so 1 GPU and
-  N GPUs follow the same curve.
-- DDP runs when started by ``torchrun`` (NCCL on CUDA, gloo on CPU); only rank 0 writes.
-- Checkpoints (adapter + optimizer + scheduler + step) are written to a temporary folder and
-  renamed into place, so a crash never leaves a half-written checkpoint.
+  examples are sorted by length and dealt round-robin to the processes; each process then packs
+  its share into rows of ``max_seq_len`` tokens (``packing``: several examples per row, positions
+  restart per example, attention cannot cross examples) and runs ``micro_batch`` rows per forward
+  pass, or (``packing=False``) cuts it into length-bucketed, right-padded micro-batches.
+  Packed rows use transformers' own packed-sequence mask (``attention="sdpa"``) or per-example
+  flash attention over the example boundaries (``attention="varlen"``, ``varlen``).
+- The loss never materialises the (tokens x vocabulary) logits (``fused_loss``: Liger's fused
+  linear cross-entropy on CUDA, a chunked fallback elsewhere) and covers answer tokens only. It is
+  normalised by the number of answer tokens in the whole global batch, so 1 GPU and N GPUs follow
+  the same curve.
+- On CUDA with a bf16 base, Liger's RMSNorm/RoPE/SwiGLU kernels are swapped in and the LoRA
+  matmuls run in bf16 under autocast (fp32 master weights; peft's per-layer fp32 cast of the input
+  is skipped).
+- Activation checkpointing: ``grad_checkpointing=None`` decides from the memory estimate
+  (``plan.checkpointing_needed``: weights + LoRA state + activations of one micro-batch against
+  the device's memory or ``memory_budget_gb``); True/False override it.
+- Several processes (torchrun; NCCL on CUDA, gloo on CPU): DDP when the weights fit one device,
+  FSDP2 when they do not (``distributed``). Checkpoints (LoRA weights + optimizer + scheduler +
+  step) hold full, name-keyed tensors, so they resume on another process count; written to a
+  temporary folder and renamed into place, so a crash never leaves a half-written checkpoint.
 
 Not here: data building (``data``), the registry (``assistant.llm.adapters``), evaluation.
 """
@@ -24,19 +37,22 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from assistant.errors import ConfigError, ModelError
+from assistant.finetune import distributed as DI
+from assistant.finetune import packing as PK
+from assistant.finetune.checkpoints import load_checkpoint, save_checkpoint
 from assistant.finetune.data import messages_of
+from assistant.finetune.distributed import Dist, init_distributed  # noqa: F401  (public here too)
+from assistant.finetune.runtime import attach_lora, setup, sync_context  # noqa: F401  (attach_lora: public)
+from assistant.settings import environment_values
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -58,7 +74,7 @@ class TrainConfig:
     global_batch: int = 16  # examples per optimizer step, over all processes
     micro_batch: int = 4  # examples per forward pass per process
     max_seq_len: int = 1024
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool | None = None  # None: decide from the memory estimate
     bucketing: bool = True
     pad_to_max: bool = False  # pad every sequence to max_seq_len (the plain recipe; for benchmarks)
     # Padding is on the right and attention is causal, so real tokens never see the pads: no mask
@@ -67,6 +83,13 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 50
     min_lr_ratio: float = 0.1
+    packing: bool = True  # several examples per row (micro_batch then counts rows of max_seq_len)
+    loss_impl: str = "auto"  # auto | liger | chunked | none (full logits)
+    liger_kernels: bool = True  # Liger RMSNorm/RoPE/SwiGLU on CUDA when installed
+    lora_autocast: bool = True  # CUDA + bf16 base: LoRA matmuls in bf16 under autocast
+    memory_budget_gb: float | None = None  # for the checkpointing decision (default: the device)
+    strategy: str = "auto"  # several processes: auto | ddp | fsdp
+    attention: str = "sdpa"  # packed rows: sdpa (transformers' mask) | varlen (per-example flash kernel)
 
     def __post_init__(self) -> None:
         checks = [
@@ -80,6 +103,13 @@ class TrainConfig:
             ("max_seq_len", self.max_seq_len >= 16, ">= 16"),
             ("target_modules", bool(self.target_modules), "a non-empty list such as q_proj,v_proj"),
             ("epochs", self.epochs > 0 or (self.max_steps or 0) > 0, "> 0 (or set max_steps)"),
+            (
+                "loss_impl",
+                self.loss_impl in ("auto", "liger", "chunked", "none"),
+                "auto, liger, chunked or none",
+            ),
+            ("strategy", self.strategy in ("auto", "ddp", "fsdp"), "auto, ddp or fsdp"),
+            ("attention", self.attention in ("sdpa", "varlen"), "sdpa or varlen"),
         ]
         for name, ok, want in checks:
             if not ok:
@@ -97,6 +127,10 @@ class TrainResult:
     tokens: int = 0  # tokens processed (prompt + answer, no padding) in this process's run
     seconds: float = 0.0
     dropped: int = 0  # examples longer than max_seq_len
+    checkpointing: bool = False  # activation checkpointing as decided (or forced) for this run
+    loss_impl: str = ""  # liger | chunked | none
+    liger: bool = False  # Liger's RMSNorm/RoPE/SwiGLU kernels were swapped in
+    strategy: str = ""  # ddp | fsdp (one process: ddp, meaning no wrapper)
 
     @property
     def tokens_per_s(self) -> float:
@@ -138,20 +172,6 @@ def encode_all(
     return out, dropped
 
 
-def collate(
-    items: list[tuple[list[int], list[int]]], *, pad_id: int, width: int | None = None
-) -> dict[str, torch.Tensor]:
-    width = width or max(len(ids) for ids, _ in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)  # (b, t)
-    labels = torch.full((len(items), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    for i, (x, y) in enumerate(items):
-        ids[i, : len(x)] = torch.tensor(x)
-        labels[i, : len(y)] = torch.tensor(y)
-        mask[i, : len(x)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 # ---------------------------------------------------------------- batching
 
 
@@ -173,146 +193,24 @@ def micro_batches(
     return [mine[i : i + micro_batch] for i in range(0, len(mine), micro_batch)]
 
 
-# ---------------------------------------------------------------- model preparation
+def forward_batches(
+    indices: list[int], lengths: list[int], cfg: TrainConfig, *, rank: int, world: int
+) -> list[list[list[int]]]:
+    """This process's forward passes of one step: passes → rows → example indices.
 
-
-def attach_lora(model, cfg: TrainConfig):
-    """Wrap ``model`` with a peft LoRA adapter (after k-bit preparation for QLoRA)."""
-    from peft import LoraConfig, get_peft_model
-
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in cfg.target_modules if t in present]
-    if not targets:
-        raise ConfigError(
-            f"none of the target modules {list(cfg.target_modules)} exist in this model; its linear "
-            f"layers are named like {sorted(present)[:12]}"
+    Packing: the process's share is packed into rows of ``max_seq_len`` and ``micro_batch`` rows go
+    into each pass. Otherwise one example per row, ``micro_batch`` rows per pass.
+    """
+    if cfg.packing and not cfg.pad_to_max:
+        mine = micro_batches(
+            indices, lengths, rank=rank, world=world, micro_batch=len(indices) or 1, bucketing=True
         )
-    if cfg.grad_checkpointing:
-        # non-reentrant checkpointing needs no input-grad hooks; for QLoRA we keep norms and
-        # embeddings in bf16 (peft's prepare_model_for_kbit_training would upcast them to fp32)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if hasattr(model, "config"):
-        model.config.use_cache = False
-    lcfg = LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets, task_type="CAUSAL_LM"
+        share = mine[0] if mine else []
+        return PK.packed_micro_batches(share, lengths, width=cfg.max_seq_len, rows_per_batch=cfg.micro_batch)
+    mbs = micro_batches(
+        indices, lengths, rank=rank, world=world, micro_batch=cfg.micro_batch, bucketing=cfg.bucketing
     )
-    return get_peft_model(model, lcfg)
-
-
-def _optimizer(params, cfg: TrainConfig, device: torch.device):
-    if cfg.method == "qlora":
-        try:
-            import bitsandbytes as bnb
-        except ImportError as e:
-            raise ModelError("QLoRA needs bitsandbytes on a CUDA machine: pip install bitsandbytes") from e
-        return bnb.optim.PagedAdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
-
-
-def _schedule(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    warm = max(1, int(total * cfg.warmup_ratio))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total - warm)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return f
-
-
-# ---------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str = "auto") -> Dist:
-    """Join the process group when started by torchrun; otherwise a single process."""
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_torchelastic_launched()):
-        return Dist(
-            device=torch.device("cuda" if use_cuda else "cpu") if device == "auto" else torch.device(device)
-        )
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if use_cuda:
-        dev = torch.device("cuda", rank % torch.cuda.device_count())
-        torch.cuda.set_device(dev)
-    else:
-        dev = torch.device("cpu")
-    return Dist(rank=rank, world=world, device=dev)
-
-
-def _all_sum(x: float, d: Dist) -> float:
-    if d.world == 1:
-        return x
-    import torch.distributed as dist
-
-    t = torch.tensor([x], dtype=torch.float64, device=d.device)
-    dist.all_reduce(t)
-    return float(t.item())
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def _save_checkpoint(out_dir: Path, model, opt, sched, step: int, losses: list[float], meta: dict) -> None:
-    """Write out_dir/checkpoint atomically: build in a temp folder, then rename into place."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save_file
-
-    tmp, final, old = out_dir / ".checkpoint.tmp", out_dir / "checkpoint", out_dir / ".checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(state, str(tmp / "adapter.safetensors"))
-    torch.save(
-        {
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "step": step,
-            "losses": losses,
-            "meta": meta,
-        },
-        tmp / "trainer.pt",
-    )
-    (tmp / "step.json").write_text(json.dumps({"step": step, **meta}) + "\n")
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(out_dir: Path, model, opt, sched, meta: dict) -> tuple[int, list[float]]:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    ck = out_dir / "checkpoint"
-    if not (ck / "trainer.pt").exists():
-        return 0, []
-    state = torch.load(ck / "trainer.pt", map_location="cpu", weights_only=False)
-    if state["meta"].get("data") != meta.get("data"):
-        raise ConfigError(
-            f"{ck} was made from other training data ({state['meta'].get('data')} != {meta.get('data')}); "
-            "pass --no-resume or another --out"
-        )
-    set_peft_model_state_dict(model, load_file(str(ck / "adapter.safetensors")))
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    return int(state["step"]), list(state["losses"])
+    return [[[i] for i in mb] for mb in mbs]
 
 
 # ---------------------------------------------------------------- the loop
@@ -377,8 +275,13 @@ def train_encoded(
     data_fingerprint: str = "",
     stop_after: int | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    after_wrap: Callable[[torch.nn.Module], None] | None = None,
 ) -> TrainResult:
-    """The training loop over tokenized (input_ids, labels) pairs; ``out_dir=None`` saves nothing."""
+    """The training loop over tokenized (input_ids, labels) pairs; ``out_dir=None`` saves nothing.
+
+    ``after_wrap(net)`` runs once the model is wrapped/sharded and before the optimizer is built:
+    the place to materialise a model built on the meta device (each process fills its shards).
+    """
     d = dist or Dist(device=next(model.parameters()).device)
     torch.manual_seed(cfg.seed)
     lengths = [len(ids) for ids, _ in encoded]
@@ -386,53 +289,39 @@ def train_encoded(
     gb = min(cfg.global_batch, len(encoded))
     total = total_steps(len(encoded), cfg)
 
-    peft_model = attach_lora(model, cfg)
-    trainable = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = _optimizer(trainable, cfg, d.device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, total))
+    s = setup(model, cfg, d, total=total, after_wrap=after_wrap)
     meta = {"data": data_fingerprint, "config": asdict(cfg)}
     start, losses = (
-        _load_checkpoint(out_dir, peft_model, opt, sched, meta) if (resume and out_dir) else (0, [])
+        load_checkpoint(out_dir, s.peft_model, s.opt, s.sched, meta) if (resume and out_dir) else (0, [])
     )
-    net = peft_model
-    if d.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(peft_model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    net.train()
+    s.net.train()
     bar = _progress(total, start, enabled=progress and d.main)
     tokens, t0 = 0, time.perf_counter()
     last = total if stop_after is None else min(total, start + stop_after)
     for step in range(start, last):
         idx = step_indices(len(encoded), step, global_batch=gb, seed=cfg.seed)
         denom = max(1, sum(answer_tokens[i] for i in idx))  # answer tokens in the whole global batch
-        mbs = micro_batches(
-            idx, lengths, rank=d.rank, world=d.world, micro_batch=cfg.micro_batch, bucketing=cfg.bucketing
-        )
+        passes = forward_batches(idx, lengths, cfg, rank=d.rank, world=d.world)
+        if s.strategy == "fsdp":  # every process must run as many passes (each one is a collective)
+            most = max(len(forward_batches(idx, lengths, cfg, rank=r, world=d.world)) for r in range(d.world))
+            passes += [[]] * (most - len(passes))
         loss_sum = torch.zeros((), device=d.device)
-        for j, mb in enumerate(mbs):
-            batch = collate(
-                [encoded[i] for i in mb], pad_id=pad_id, width=cfg.max_seq_len if cfg.pad_to_max else None
-            )
-            batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-            with nullcontext() if j == len(mbs) - 1 or d.world == 1 else net.no_sync():
-                mask = batch["attention_mask"] if cfg.attention_mask else None
-                logits = net(input_ids=batch["input_ids"], attention_mask=mask).logits  # (b, t, vocab)
-                nll = F.cross_entropy(
-                    logits[:, :-1].flatten(0, 1).float(),
-                    batch["labels"][:, 1:].flatten(),
-                    ignore_index=-100,
-                    reduction="sum",
-                )
-                (nll * d.world / denom).backward()  # DDP averages gradients over processes; undo that
-            del logits
+        for j, rows in enumerate(passes):
+            batch = _collate(rows, encoded, cfg, pad_id=pad_id)
+            batch = {
+                k: v.to(d.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
+            with sync_context(s, last_pass=j == len(passes) - 1):  # forward and backward inside
+                with s.autocast():  # the forward only, as autocast wants
+                    nll = s.net(**batch)  # summed CE over this pass's answer tokens
+                (nll * d.world / denom).backward()  # DDP/FSDP average gradients over processes; undo that
             loss_sum += nll.detach()
-            tokens += sum(lengths[i] for i in mb)
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(_all_sum(float(loss_sum), d) / denom)
+            tokens += sum(lengths[i] for row in rows for i in row)
+        torch.nn.utils.clip_grad_norm_(s.trainable, 1.0)
+        s.opt.step()
+        s.sched.step()
+        s.opt.zero_grad(set_to_none=True)
+        losses.append(DI.all_sum(float(loss_sum), d) / denom)
         if on_step is not None:
             on_step(step, losses[-1])
         if bar is not None:
@@ -440,34 +329,67 @@ def train_encoded(
             bar.set_postfix(
                 loss=f"{losses[-1]:.4f}",
                 tok_s=f"{tokens * d.world / max(elapsed, 1e-9):,.0f}",
-                lr=f"{sched.get_last_lr()[0]:.1e}",
+                lr=f"{s.sched.get_last_lr()[0]:.1e}",
             )
             bar.update(1)
-        if out_dir and d.main and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < last:
-            _save_checkpoint(out_dir, peft_model, opt, sched, step + 1, losses, meta)
+        if out_dir and cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < last:
+            save_checkpoint(out_dir, s.peft_model, s.opt, s.sched, step + 1, losses, meta, d)
     seconds = time.perf_counter() - t0
     done = max(last, start)
     if bar is not None:
         bar.close()
     adapter_dir = (out_dir or Path(".")) / "adapter"
-    if out_dir and d.main:
-        _save_checkpoint(out_dir, peft_model, opt, sched, done, losses, meta)
-        if done >= total:
-            peft_model.save_pretrained(str(adapter_dir))
+    if out_dir:
+        weights = save_checkpoint(out_dir, s.peft_model, s.opt, s.sched, done, losses, meta, d)
+        if done >= total and d.main:
+            s.peft_model.save_pretrained(str(adapter_dir), state_dict=weights)
             (out_dir / "training.json").write_text(
                 json.dumps(
-                    {**meta, "steps": done, "losses": losses, "examples": len(encoded), "world": d.world},
+                    {
+                        **meta,
+                        "steps": done,
+                        "losses": losses,
+                        "examples": len(encoded),
+                        "world": d.world,
+                        "strategy": s.strategy,
+                        "checkpointing": s.checkpointing,
+                        "loss_impl": s.loss_impl,
+                        "launch_env": environment_values(*DI.NO_MULTICAST),
+                    },
                     indent=1,
                 )
                 + "\n"
             )
-    if d.world > 1:
-        import torch.distributed as dist_mod
-
-        dist_mod.barrier()
+    DI.barrier(d)
     return TrainResult(
-        adapter_dir=adapter_dir, steps=done, resumed_from=start, losses=losses, tokens=tokens, seconds=seconds
+        adapter_dir=adapter_dir,
+        steps=done,
+        resumed_from=start,
+        losses=losses,
+        tokens=tokens,
+        seconds=seconds,
+        checkpointing=s.checkpointing,
+        loss_impl=s.loss_impl,
+        liger=s.liger,
+        strategy=s.strategy,
     )
+
+
+def _collate(rows: list[list[int]], encoded, cfg: TrainConfig, *, pad_id: int) -> dict[str, torch.Tensor]:
+    if not rows:  # an empty pass (FSDP2 keeps process counts of passes equal): one row, no targets
+        b = PK.collate_padded([([pad_id] * 16, [-100] * 16)], pad_id=pad_id)
+        return {"input_ids": b["input_ids"], "targets": b["targets"]}
+    if cfg.packing and not cfg.pad_to_max:
+        b = PK.collate_packed([[encoded[i] for i in row] for row in rows], pad_id=pad_id)
+        if cfg.attention != "varlen":  # transformers' sdpa path finds the boundaries in position_ids
+            del b["cu_seq_lens"], b["max_length"]
+        return b
+    b = PK.collate_padded(
+        [encoded[row[0]] for row in rows], pad_id=pad_id, width=cfg.max_seq_len if cfg.pad_to_max else None
+    )
+    if not cfg.attention_mask:
+        del b["attention_mask"]
+    return b
 
 
 def _progress(total: int, start: int, *, enabled: bool):
@@ -498,9 +420,19 @@ def train(
     d = init_distributed(device)
     if cfg.method == "qlora" and d.device.type != "cuda":
         raise ConfigError("QLoRA (4-bit NF4) needs a CUDA GPU; use --method lora on this machine")
+    on_disk = float(sum(f.stat().st_size for f in Path(model_dir).glob("*.safetensors")))
+    sharded = (
+        d.world > 1 and DI.choose_strategy(cfg.strategy, weight_bytes=on_disk, device=d.device) == "fsdp"
+    )  # type: ignore[arg-type]
+    # FSDP2: load on the CPU; fully_shard moves only this process's shards to its GPU
+    load_on = "cpu" if sharded else str(d.device)
+    if sharded and dtype == "auto" and d.device.type == "cuda":
+        dtype = "bfloat16"  # the dtype it will train in on the GPU, not the CPU's float32
     model, tok = load_model(
-        model_dir, device=str(d.device), dtype=dtype, quantize="nf4" if cfg.method == "qlora" else "none"
+        model_dir, device=load_on, dtype=dtype, quantize="nf4" if cfg.method == "qlora" else "none"
     )
+    if sharded and cfg.strategy == "auto":
+        cfg = replace(cfg, strategy="fsdp")  # decided from the weights on disk, not the CPU copy
     return train_model(
         model,
         tok,
