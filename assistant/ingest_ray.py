@@ -104,6 +104,8 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
 
     An instance the caller already initialised (a test fixture, a notebook) is used and left running."""
     ray = import_ray()
+    if options.address:
+        check_address(options.address)  # a wrong flag is reported even when Ray is already running
     if ray.is_initialized():
         yield ray
         return
@@ -111,7 +113,6 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
     temp_dir = None
     try:
         if options.address:
-            check_address(options.address)
             ray.init(address=options.address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             temp_dir = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit 107 bytes
