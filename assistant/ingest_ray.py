@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import socket
 import tempfile
@@ -98,6 +97,14 @@ def check_address(address: str, *, timeout_s: float = 3.0) -> None:
         ) from None
 
 
+def _no_usage_stats() -> None:
+    """Ray reports usage statistics by default; an ingest never phones home (Ray's own switch: it sets
+    RAY_USAGE_STATS_ENABLED=0 for this process and the processes ray.init starts)."""
+    from ray._common.usage import usage_lib
+
+    usage_lib.set_usage_stats_enabled_via_env_var(False)
+
+
 @contextmanager
 def ray_session(options: RayOptions) -> Iterator[Any]:
     """Ray, initialised for one ingestion: a local instance, or a connection to ``options.address``.
@@ -109,7 +116,7 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home (read by ray.init)
+    _no_usage_stats()
     temp_dir = None
     try:
         if options.address:
