@@ -78,6 +78,8 @@ class Embedder:
         self.texts_embedded = 0
         self.calls = 0
         self._lock = threading.Lock()
+        # on CUDA: tokenize the next batches while the GPU runs this one (assistant.embeddings_cuda)
+        self.pipelined = dev.startswith("cuda")
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(n, dim) float32, L2-normalized."""
@@ -86,6 +88,10 @@ class Embedder:
         with self._lock:
             self.calls += 1
             self.texts_embedded += len(texts)
+            if self.pipelined:
+                from assistant.embeddings_cuda import encode_pipelined
+
+                return encode_pipelined(self.model, list(texts), batch_size=self.batch_size)
             vecs = self.model.encode(
                 list(texts),
                 batch_size=self.batch_size,
