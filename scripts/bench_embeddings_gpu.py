@@ -2,7 +2,7 @@
 length-sorted by sentence-transformers) — the whole-handbook ingest with it, chunks/s on the handbook's
 chunks, and chunks/s at scale on synthetic chunks of the handbook's length.
 
-On the H200 (the command in GPU_READY.md; about 3 minutes):
+On the H200 (the command in GPU_READY.md; about 3–5 minutes, most of it the 5 handbook ingests):
 
     PYTHONPATH=. python scripts/bench_embeddings_gpu.py --model BUNDLE/minilm --corpus BUNDLE/handbook \\
         --out results/gpu_embed
@@ -217,13 +217,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder for embed_gpu.json and embed_gpu.md")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per embedding shape")
     ap.add_argument("--ingest-runs", type=int, default=5, help="timed whole-handbook ingests")
-    ap.add_argument("--sample", type=int, default=200_000, help="synthetic chunks per timed run")
+    ap.add_argument("--sample", type=int, default=100_000, help="synthetic chunks per timed run")
+    ap.add_argument("--breakdown-runs", type=int, default=3, help="timed runs of each breakdown step")
     ap.add_argument("--full", type=int, default=1_000_000, help="the one large run (chunks)")
     ap.add_argument("--full-max-s", type=float, default=60.0, help="run --full only if predicted this fast")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, for a CPU check of the script")
     a = ap.parse_args()
     if a.smoke:
-        a.runs, a.ingest_runs, a.sample, a.full, a.full_max_s = 2, 1, 64, 128, 60.0
+        a.runs, a.ingest_runs, a.sample, a.full, a.full_max_s, a.breakdown_runs = 2, 1, 64, 128, 60.0, 1
     a.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="embed-gpu-"))
     import torch
@@ -312,7 +313,9 @@ def main() -> None:
     log(f"fp16 vs fp32 cosine: min {cos.min():.5f}")
 
     log("breakdown on the sample: tokenizer alone, forward alone")
-    res["breakdown"] = breakdown(inner, texts[: min(len(texts), 100_000)], a.runs, model_path=a.model)
+    res["breakdown"] = breakdown(
+        inner, texts[: min(len(texts), 100_000)], a.breakdown_runs, model_path=a.model
+    )
 
     (a.out / "embed_gpu.json").write_text(json.dumps(res, indent=1))
     (a.out / "embed_gpu.md").write_text(markdown(res))
