@@ -30,8 +30,10 @@ def encode_pipelined(model, texts: list[str], *, batch_size: int, threads: int |
     threads = threads or max(1, min(4, (os.cpu_count() or 2) // 2))
     pin = dev.type == "cuda"
 
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers >= 6 | 5
+
     def tokenize(batch: list[str]) -> dict:
-        features = model.tokenize(batch)
+        features = prepare(batch)
         return {k: v.pin_memory() if pin and hasattr(v, "pin_memory") else v for k, v in features.items()}
 
     out = None  # (n, dim) float32 on the device, in length order

@@ -58,6 +58,7 @@ class RayOptions:
         200  # the local instance's object store (pages of chunks, not files, pass through it)
     )
     items_per_task: int = 32  # at most this many items in one slice (one actor call)
+    start_timeout_s: float = 300.0  # workers (placed, model loaded) must answer within this
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -228,7 +229,14 @@ class RayStage:
             for _ in range(options.workers)
         ]
         try:
-            infos = ray.get([a.info.remote() for a in self.actors])
+            infos = ray.get([a.info.remote() for a in self.actors], timeout=options.start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise ConfigError(
+                f"{options.workers} Ray workers (1 CPU each) did not start within {options.start_timeout_s:.0f} s; "
+                f"the cluster has {ray.cluster_resources().get('CPU', 0):.0f} CPUs in all, other jobs may hold "
+                "them. Use fewer --workers or a larger cluster."
+            ) from None
         except Exception as e:
             self.close()
             raise AssistantError(f"A Ray ingestion worker could not start: {_cause(e)}") from None
