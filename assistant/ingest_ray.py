@@ -131,6 +131,9 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
                 log_to_driver=False,
                 logging_level=logging.WARNING,
                 _temp_dir=temp_dir,
+                # Ray's own OOM killer acts on the whole machine's memory: on a shared host another
+                # program's peak would kill our workers; the kernel's OOM killer still applies
+                _system_config={"memory_monitor_refresh_ms": 0},
             )
     except ConnectionError as e:
         raise ConfigError(
@@ -275,8 +278,9 @@ class RayStage:
 
 
 def _cause(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[-1] if text else type(e).__name__
+    """The first line of a Ray error (its headline; the rest is a traceback or advice), at most 500 chars."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:500]
 
 
 def _picklable(ray, connector) -> Callable[[], Any]:

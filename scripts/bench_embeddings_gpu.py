@@ -193,7 +193,9 @@ def breakdown(emb: Embedder, texts: list[str], runs: int, *, model_path: str, sm
             return out
         batches = batches[:1]  # a CPU smoke run still goes through the forward-only code, on one batch
     dev = next(model.parameters()).device
-    gpu = [{k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in batches]
+    gpu = [
+        {k: v.to(dev, non_blocking=True) if hasattr(v, "to") else v for k, v in b.items()} for b in batches
+    ]
     for dtype in (torch.float16, torch.bfloat16):
         m = model if dtype == torch.float16 else Embedder(model_path, device="cpu").model.to(dev, dtype=dtype)
         with torch.inference_mode():
