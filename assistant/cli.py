@@ -197,7 +197,8 @@ def ingest(
         None,
         "--workers",
         min=1,
-        help="fetch, parse, chunk and embed on N Ray workers (a local Ray instance; needs the [ray] extra)",
+        help="fetch, parse, chunk and embed on N Ray workers (a local Ray instance unless --ray-address; "
+        "2 when only --ray-address is given; needs the [ray] extra)",
     ),
     ray_address: str | None = typer.Option(
         None,

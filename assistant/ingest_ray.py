@@ -255,7 +255,8 @@ class RayStage:
     def __call__(self, todo: Todo) -> Iterator[PreparedGroup]:
         if not todo:
             return
-        size = max(1, min(self.options.items_per_task, math.ceil(len(todo) / len(self.actors))))
+        # about three slices per worker: the driver commits the first slices while later ones still run
+        size = max(1, min(self.options.items_per_task, math.ceil(len(todo) / (3 * len(self.actors)))))
         slices = [todo[i : i + size] for i in range(0, len(todo), size)]
         payloads = [[(ref, None if row is None else row.content_hash) for ref, row in s] for s in slices]
         results = self.pool.map(lambda a, items: a.prepare.remote(items), payloads)  # in submission order
