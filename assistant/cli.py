@@ -213,9 +213,11 @@ def ingest(
 
     ray_opts = None
     if workers is not None or ray_address is not None:
-        from assistant.ingest_ray import RayOptions, import_ray
+        from assistant.ingest_ray import RayOptions, check_address, import_ray
 
-        import_ray()  # a missing install is reported before anything else happens
+        import_ray()  # a missing install or a wrong address is reported before anything else happens
+        if ray_address:
+            check_address(ray_address)
         ray_opts = RayOptions(workers=workers or 2, address=ray_address)
 
     settings = get_settings()

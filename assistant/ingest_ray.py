@@ -137,7 +137,7 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
             )
     except ConnectionError as e:
         raise ConfigError(
-            f"Could not connect to the Ray cluster at {options.address!r}: {e}. With auto, run on a node "
+            f"Could not connect to the Ray cluster at {options.address!r}: {str(e).rstrip('.')}. With auto, run on a node "
             "of a running cluster (`ray start --head` starts one); or leave out --ray-address to start a "
             "local instance with --workers N."
         ) from None

@@ -203,6 +203,14 @@ def test_without_ray_installed_the_flags_say_how_to_install_it(tmp_path):
     assert not (tmp_path / "data" / "store.sqlite").exists()  # refused before anything was written
 
 
+def test_cli_refuses_an_unreachable_ray_address_before_writing_anything(tmp_path):
+    addr = f"ray://127.0.0.1:{_closed_port()}"
+    p = _cli(["ingest", str(SAMPLE_DOCS), "--ray-address", addr], tmp_path / "data")
+    assert p.returncode == 2, p.stderr
+    assert f"No Ray cluster answers at {addr}" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "data" / "store.sqlite").exists()
+
+
 def test_cli_ingest_on_a_ray_cluster_with_the_configured_embedder(ray_address, tmp_path):
     # one worker loads the configured model (MiniLM, torch) itself; this process never loads it
     data = tmp_path / "data"
