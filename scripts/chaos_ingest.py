@@ -6,7 +6,8 @@ With ``--workers N`` the children ingest on Ray (``assistant.ingest_ray``): N wo
 parse, chunk and embed, the child (the driver) writes. Each child starts its own local Ray instance,
 or connects to the cluster at ``--ray-address`` (the test does this, so one Ray instance serves every
 child). The same checks apply; a worker of the killed child still downloading after the kill would
-show up as an extra download in the rerun.
+show up as an extra download in the rerun. (A child's own local instance dies with it: raylet and
+workers at once; Ray's dashboard and runtime-env agents notice within about a minute.)
 
 For each seed: a world of ``--docs`` small documents, four fifths in a fake Google Drive (the local
 HTTP fake of ``tests/fakes/gdrive.py``, served by this process; My Drive and a shared drive, Docs,
