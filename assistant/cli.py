@@ -193,9 +193,32 @@ def ingest(
     ),
     full: bool = typer.Option(False, "--full", help="ignore the saved cursor and re-enumerate everything"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=1,
+        help="fetch, parse, chunk and embed on N Ray workers (a local Ray instance unless --ray-address; "
+        "2 when only --ray-address is given; needs the [ray] extra)",
+    ),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="run the workers on an existing Ray cluster: auto, HOST:PORT or ray://HOST:PORT",
+    ),
 ) -> None:
     """Ingest a folder or a configured source into the index (incremental and resumable)."""
+    from functools import partial
+
     from assistant.registry import build_connector
+
+    ray_opts = None
+    if workers is not None or ray_address is not None:
+        from assistant.ingest_ray import RayOptions, check_address, import_ray
+
+        import_ray()  # a missing install or a wrong address is reported before anything else happens
+        if ray_address:
+            check_address(ray_address)
+        ray_opts = RayOptions(workers=workers or 2, address=ray_address)
 
     settings = get_settings()
     folder_flags = [
@@ -237,9 +260,15 @@ def ingest(
         bar, tick = _progress_bar(f"ingest {connector.name}", total=plan.total_files if plan else None)
         try:
             rep = (
-                plan.run(engine, full=full, progress=tick)
+                plan.run(engine, full=full, progress=tick, ray=ray_opts)
                 if plan
-                else engine.sync(connector, full=full, progress=tick)
+                else engine.sync(
+                    connector,
+                    full=full,
+                    progress=tick,
+                    ray=ray_opts,
+                    connector_factory=partial(build_connector, settings, path=None, source=source),
+                )
             )
         finally:
             bar.close()

@@ -160,21 +160,37 @@ class Engine:
 
     # -- operations -----------------------------------------------------------------------------
     def sync(
-        self, connector, *, full: bool = False, progress: Callable[[int, str], None] | None = None
+        self,
+        connector,
+        *,
+        full: bool = False,
+        progress: Callable[[int, str], None] | None = None,
+        ray=None,
+        connector_factory: Callable[[], object] | None = None,
     ) -> SyncReport:
+        """Ingest ``connector``. ``ray`` (``assistant.ingest_ray.RayOptions``) runs fetch, parse, chunk
+        and embed on Ray workers (``connector_factory`` rebuilds the connector there when it cannot be
+        pickled); this process still writes, in order, either way."""
         with self._lock:
-            syncer = Syncer(
-                connector,
-                store=self.store,
-                index=self.index,
-                embedder=self.embedder,
-                chunker=self.chunker,
-                fetch_workers=self.settings.sync.fetch_workers,
-                save_index=self.save_index,
-                max_parse_bytes=int(self.settings.sync.max_file_mb * 1e6),
-                progress=progress,
-            )
-            report = syncer.run(full=full)
+            if ray is not None:
+                from assistant.ingest_ray import sync_on_ray
+
+                report = sync_on_ray(
+                    self, connector, ray, full=full, progress=progress, connector_factory=connector_factory
+                )
+            else:
+                syncer = Syncer(
+                    connector,
+                    store=self.store,
+                    index=self.index,
+                    embedder=self.embedder,
+                    chunker=self.chunker,
+                    fetch_workers=self.settings.sync.fetch_workers,
+                    save_index=self.save_index,
+                    max_parse_bytes=int(self.settings.sync.max_file_mb * 1e6),
+                    progress=progress,
+                )
+                report = syncer.run(full=full)
             from assistant.summary_changes import update_ledger
 
             try:  # so "what changed" summaries see this version's sections; never a reason to fail an ingest
@@ -235,3 +251,19 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    # -- ingestion on other processes (assistant.ingest_ray) ----------------------------------------
+    def embedder_factory(self) -> Callable[[], object]:
+        """A picklable no-argument function that builds the configured embedder (on a Ray worker)."""
+        from functools import partial
+
+        return partial(load_embedder, self.settings.embedding, cache_dir=self.settings.model_cache_dir)
+
+    def check_embedder(self, info) -> None:
+        """Refuse an embedder (``name``, ``dim``) loaded elsewhere that does not fit this index."""
+        if int(info.dim) != self.dim:
+            raise StoreError(
+                f"The index in {self.data_dir} holds {self.dim}-dimensional vectors; the workers' embedder "
+                f"{info.name} makes {info.dim}. Use another data_dir or configure the same embedding model."
+            )
+        self._check_model(info)

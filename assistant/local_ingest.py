@@ -47,11 +47,11 @@ class LocalPlan:
     def save(self, store: Store) -> None:
         store.set_source_settings(self.connector.name, KIND, self.saved)
 
-    def run(self, engine, *, full: bool = False, progress=None) -> SyncReport:
+    def run(self, engine, *, full: bool = False, progress=None, ray=None) -> SyncReport:
         """Sync the folder into ``engine`` and keep its folder and rules with the source (also when the
-        run fails half-way: the documents already written carry these rules)."""
+        run fails half-way: the documents already written carry these rules). ``ray``: see ``Engine.sync``."""
         try:
-            return engine.sync(self.connector, full=full, progress=progress)
+            return engine.sync(self.connector, full=full, progress=progress, ray=ray)
         finally:
             self.save(engine.store)
 

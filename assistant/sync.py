@@ -21,9 +21,10 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -88,8 +89,76 @@ def content_hash(doc: Document, text: str) -> str:
     return h.hexdigest()
 
 
+Todo = list[tuple[ItemRef, object]]  # (item, its stored row or None), in listing order
+# (the items of one group, their prepared results, (n chunks of the group, dim) float32 vectors)
+PreparedGroup = tuple[Todo, list[_Prepared], np.ndarray]
+
+
+class PrepareStage(Protocol):
+    """Fetch, parse, chunk and embed a page's items; yield them in groups, IN ORDER.
+
+    The in-process default is ``Syncer.prepare_local``; ``assistant.ingest_ray.RayStage`` runs the
+    same steps on Ray workers. A stage never writes: the Syncer commits each group it yields."""
+
+    def __call__(self, todo: Todo) -> Iterator[PreparedGroup]: ...
+
+
+def prepare_item(
+    connector, ref: ItemRef, known_hash: str | None, *, source: str, chunker: Chunker, max_parse_bytes: int
+) -> _Prepared:
+    """Fetch, parse and chunk one item (touches no shared state). ``known_hash`` is the stored content
+    hash: when the parsed text and title hash to it, the chunks (and vectors) are kept."""
+    p = _Prepared(ref)
+    stage = "fetch"
+    try:
+        doc = connector.fetch(ref)
+        if doc.source != source:
+            doc = replace(doc, source=source)
+        stage = "parse"
+        if len(doc.content) > max_parse_bytes:
+            raise AssistantError(
+                f"{len(doc.content) / 1e6:.1f} MB is over the parse limit of {max_parse_bytes / 1e6:.0f} MB"
+            )
+        try:
+            text = parse(doc.content, doc.mime, name=doc.path, max_bytes=max_parse_bytes)
+        except EmptyDocument:
+            text = ""  # known and listed, but nothing to search: no chunks, not a failure
+        except UnsupportedFormat as e:
+            # an image or archive: recorded once with its version, so the next run skips it unread
+            # instead of failing it again on every run
+            text, p.skipped = "", str(e)
+            doc = replace(doc, metadata={**doc.metadata, "skipped": str(e)[:300]})
+        if doc.metadata.get("title_from") == "filename" and (m := _H1.search(text[:2000])):
+            doc = replace(doc, title=m.group(1).strip()[:200])  # the parsed document's own title wins
+        p.doc, p.text = doc, text
+        p.content_hash = content_hash(doc, text)
+        if known_hash is not None and known_hash == p.content_hash:
+            p.chunks = None  # same text and title: keep the vectors, update rows and access only
+        else:
+            stage = "chunk"
+            p.chunks = chunker.chunk(doc.id, doc.title, text)
+    except NotFound:
+        p.gone = True
+    except AssistantError as e:
+        p.failure = Failure(source, ref.id, stage, f"{type(e).__name__}: {e}")
+    except Exception as e:  # a bug or an unexpected library error: still only this item fails
+        log.exception("%s: %s failed at %s", source, ref.id, stage)
+        p.failure = Failure(source, ref.id, stage, f"{type(e).__name__}: {e}")
+    return p
+
+
+def embedding_texts(prepared: list[_Prepared]) -> list[str]:
+    """The texts to embed for a group, in order: every chunk of every item that has new chunks."""
+    return [c.embedding_text(p.doc.title) for p in prepared if p.chunks for c in p.chunks]
+
+
 class Syncer:
-    """Runs one connector into one store and index. Built by ``Engine.sync``."""
+    """Runs one connector into one store and index. Built by ``Engine.sync``.
+
+    ``stage`` (default: ``prepare_local``, threads in this process) prepares the items; whatever the
+    stage, this object alone writes, group by group in listing order, and saves each page's cursor
+    after its last group is committed. ``embedder`` may be None when the stage embeds elsewhere
+    (then ``dim`` is required)."""
 
     def __init__(
         self,
@@ -103,6 +172,8 @@ class Syncer:
         save_index: Callable[[bool], None],
         max_parse_bytes: int = 50 * 1024 * 1024,
         progress: Callable[[int, str], None] | None = None,
+        stage: PrepareStage | None = None,
+        dim: int | None = None,
     ) -> None:
         self.c = connector
         self.source = connector.name
@@ -112,6 +183,8 @@ class Syncer:
         self.max_parse_bytes = max_parse_bytes
         self.progress = progress or (lambda n, what: None)
         self._failed_on_retry: set[str] = set()
+        self.stage: PrepareStage = stage or self.prepare_local
+        self.dim = int(dim if dim is not None else embedder.dim)
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, *, full: bool = False) -> SyncReport:
@@ -180,6 +253,13 @@ class Syncer:
                 self.progress(1, "unchanged")
             else:
                 todo.append((ref, row))
+        for group, prepared, vectors in self.stage(todo):
+            self._write(prepared, group, vectors, rep)
+
+    def prepare_local(self, todo: Todo) -> Iterator[PreparedGroup]:
+        """The in-process stage: fetch and parse the page's items in a thread pool, then embed in
+        groups of about EMBED_GROUP chunks (as efficient as one call per page) so the Syncer writes
+        each group's documents at once and progress advances per file, not per page."""
         if not todo:
             return
         workers = max(1, min(self.fetch_workers, len(todo)))
@@ -188,23 +268,21 @@ class Syncer:
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix=f"fetch-{self.source}") as pool:
                 prepared = list(pool.map(lambda t: self._prepare(*t), todo))
-        rep.fetched += sum(1 for p in prepared if p.doc is not None or p.gone)
-        # Embed in groups of about EMBED_GROUP chunks (batching is as efficient as one call per page) and
-        # write each group's documents at once, so progress advances per file, not per page.
         group: list[int] = []
         n_texts = 0
         for i, p in enumerate(prepared):
             group.append(i)
             n_texts += len(p.chunks or ())
             if n_texts >= EMBED_GROUP or i == len(prepared) - 1:
-                self._write([prepared[j] for j in group], [todo[j] for j in group], rep)
+                ps = [prepared[j] for j in group]
+                texts = embedding_texts(ps)
+                vectors = self.embedder.embed(texts) if texts else np.zeros((0, self.dim), dtype=np.float32)
+                yield [todo[j] for j in group], ps, vectors
                 group, n_texts = [], 0
 
-    def _write(self, prepared: list[_Prepared], todo: list[tuple[ItemRef, object]], rep: SyncReport) -> None:
-        need = [p for p in prepared if p.chunks]
-        texts = [c.embedding_text(p.doc.title) for p in need for c in p.chunks]
-        vectors = self.embedder.embed(texts) if texts else np.zeros((0, 1), dtype=np.float32)
-        rep.chunks += len(texts)
+    def _write(self, prepared: list[_Prepared], todo: Todo, vectors: np.ndarray, rep: SyncReport) -> None:
+        rep.fetched += sum(1 for p in prepared if p.doc is not None or p.gone)
+        rep.chunks += sum(len(p.chunks) for p in prepared if p.chunks)
         offset = 0
         for p, (ref, row) in zip(prepared, todo):
             if p.gone:
@@ -221,7 +299,7 @@ class Syncer:
                 vecs = vectors[offset : offset + len(p.chunks)]
                 offset += len(p.chunks)
             elif p.chunks is not None:
-                vecs = np.zeros((0, self.embedder.dim), dtype=np.float32)  # an empty document: no chunks
+                vecs = np.zeros((0, self.dim), dtype=np.float32)  # an empty document: no chunks
             _, removed, added = self.store.upsert_document(p.doc, p.content_hash, p.chunks, vecs)
             self.index.remove(removed)
             if added:
@@ -241,41 +319,11 @@ class Syncer:
 
     def _prepare(self, ref: ItemRef, row) -> _Prepared:
         """Fetch, parse and chunk one item (runs in a worker thread; touches no shared state)."""
-        p = _Prepared(ref)
-        stage = "fetch"
-        try:
-            doc = self.c.fetch(ref)
-            if doc.source != self.source:
-                doc = replace(doc, source=self.source)
-            stage = "parse"
-            if len(doc.content) > self.max_parse_bytes:
-                raise AssistantError(
-                    f"{len(doc.content) / 1e6:.1f} MB is over the parse limit of "
-                    f"{self.max_parse_bytes / 1e6:.0f} MB"
-                )
-            try:
-                text = parse(doc.content, doc.mime, name=doc.path, max_bytes=self.max_parse_bytes)
-            except EmptyDocument:
-                text = ""  # known and listed, but nothing to search: no chunks, not a failure
-            except UnsupportedFormat as e:
-                # an image or archive: recorded once with its version, so the next run skips it unread
-                # instead of failing it again on every run
-                text, p.skipped = "", str(e)
-                doc = replace(doc, metadata={**doc.metadata, "skipped": str(e)[:300]})
-            if doc.metadata.get("title_from") == "filename" and (m := _H1.search(text[:2000])):
-                doc = replace(doc, title=m.group(1).strip()[:200])  # the parsed document's own title wins
-            p.doc, p.text = doc, text
-            p.content_hash = content_hash(doc, text)
-            if row is not None and row.content_hash == p.content_hash:
-                p.chunks = None  # same text and title: keep the vectors, update rows and access only
-            else:
-                stage = "chunk"
-                p.chunks = self.chunker.chunk(doc.id, doc.title, text)
-        except NotFound:
-            p.gone = True
-        except AssistantError as e:
-            p.failure = Failure(self.source, ref.id, stage, f"{type(e).__name__}: {e}")
-        except Exception as e:  # a bug or an unexpected library error: still only this item fails
-            log.exception("%s: %s failed at %s", self.source, ref.id, stage)
-            p.failure = Failure(self.source, ref.id, stage, f"{type(e).__name__}: {e}")
-        return p
+        return prepare_item(
+            self.c,
+            ref,
+            None if row is None else row.content_hash,
+            source=self.source,
+            chunker=self.chunker,
+            max_parse_bytes=self.max_parse_bytes,
+        )

@@ -1,6 +1,13 @@
 """Crash-safety check: ingestion killed with SIGKILL at a random moment, then rerun to completion.
 
-Usage: ``python scripts/chaos_ingest.py --seeds 20 [--docs 5000] [--page-size 200]``
+Usage: ``python scripts/chaos_ingest.py --seeds 20 [--docs 5000] [--page-size 200] [--workers 2 [--ray-address A]]``
+
+With ``--workers N`` the children ingest on Ray (``assistant.ingest_ray``): N worker actors fetch,
+parse, chunk and embed, the child (the driver) writes. Each child starts its own local Ray instance,
+or connects to the cluster at ``--ray-address`` (the test does this, so one Ray instance serves every
+child). The same checks apply; a worker of the killed child still downloading after the kill would
+show up as an extra download in the rerun. (A child's own local instance dies with it: raylet and
+workers at once; Ray's dashboard and runtime-env agents notice within about a minute.)
 
 For each seed: a world of ``--docs`` small documents, four fifths in a fake Google Drive (the local
 HTTP fake of ``tests/fakes/gdrive.py``, served by this process; My Drive and a shared drive, Docs,
@@ -134,6 +141,8 @@ def child_main(config_path: str) -> None:
         acl_file=Path(cfg["folder"]) / "acl.toml",
         page_size=cfg["page_size"],
     )
+    from contextlib import nullcontext
+
     out = sys.stdout
 
     def progress(n: int, what: str) -> None:
@@ -142,9 +151,22 @@ def child_main(config_path: str) -> None:
 
     engine = Engine.open(settings, embedder=HashEmbedder())
     out.write("REPAIRED " + json.dumps(engine.repaired) + "\n")  # what reconcile fixed after a kill
+    ray_kw = {}
+    if cfg.get("workers"):
+        from functools import partial
+
+        from assistant.ingest_ray import RayOptions, ray_session
+
+        ray_kw["ray"] = RayOptions(
+            workers=cfg["workers"], address=cfg.get("ray_address"), embedder_factory=HashEmbedder
+        )
     reports = {}
-    for conn in [drive, local] if cfg["drive_first"] else [local, drive]:
-        reports[conn.name] = engine.sync(conn, progress=progress).as_dict()
+    with ray_session(ray_kw["ray"]) if ray_kw else nullcontext():  # one Ray start for both sources
+        for conn in [drive, local] if cfg["drive_first"] else [local, drive]:
+            if ray_kw and conn is drive:  # the Drive client holds locks: workers rebuild it from its config
+                ray_kw["connector_factory"] = partial(GoogleDriveConnector, drive.config)
+            reports[conn.name] = engine.sync(conn, progress=progress, **ray_kw).as_dict()
+            ray_kw.pop("connector_factory", None)
     engine.close()
     out.write(
         "DONE "
@@ -247,7 +269,15 @@ class SeedResult:
         return not self.problems
 
 
-def run_seed(seed: int, *, docs: int = 5000, page_size: int = 200, workdir: Path | None = None) -> SeedResult:
+def run_seed(
+    seed: int,
+    *,
+    docs: int = 5000,
+    page_size: int = 200,
+    workdir: Path | None = None,
+    workers: int = 0,
+    ray_address: str | None = None,
+) -> SeedResult:
     import numpy as np
 
     from assistant.engine import Engine
@@ -276,6 +306,8 @@ def run_seed(seed: int, *, docs: int = 5000, page_size: int = 200, workdir: Path
             "folder": str(tmp / "folder"),
             "page_size": page_size,
             "drive_first": rng.random() < 0.75,
+            "workers": workers,
+            "ray_address": ray_address,
         }
         cfg_path = tmp / "child.json"
         cfg_path.write_text(json.dumps(cfg))
@@ -387,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--docs", type=int, default=5000)
     ap.add_argument("--page-size", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=0, help="ingest on Ray with N worker actors")
+    ap.add_argument(
+        "--ray-address", default=None, help="with --workers: an existing cluster (else one per child)"
+    )
     ap.add_argument(
         "--index-kills", type=int, default=None, help="kills during index writes (default: --seeds)"
     )
@@ -402,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = []
     for seed in range(a.first_seed, a.first_seed + a.seeds):
-        r = run_seed(seed, docs=a.docs, page_size=a.page_size)
+        r = run_seed(seed, docs=a.docs, page_size=a.page_size, workers=a.workers, ray_address=a.ray_address)
         results.append(r)
         print(
             f"seed {seed}: {'consistent' if r.consistent else 'INCONSISTENT'}; killed={r.killed} after "

@@ -51,6 +51,8 @@ class SentenceTransformerEmbedder:
         self.texts_embedded = 0
         self.calls = 0
         self._lock = threading.Lock()
+        # on CUDA: tokenize the next batches while the GPU runs this one (assistant.embeddings_cuda)
+        self.pipelined = dev.startswith("cuda")
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """(n, dim) float32, L2-normalized."""
@@ -59,6 +61,10 @@ class SentenceTransformerEmbedder:
         with self._lock:
             self.calls += 1
             self.texts_embedded += len(texts)
+            if self.pipelined:
+                from assistant.embeddings_cuda import encode_pipelined
+
+                return encode_pipelined(self.model, list(texts), batch_size=self.batch_size)
             vecs = self.model.encode(
                 list(texts),
                 batch_size=self.batch_size,
