@@ -25,7 +25,7 @@ shape is warmed up first and reported apart):
    ``--full`` (1,000,000) chunks if the sample's median rate predicts it finishes within
    ``--full-max-s``; otherwise the 1M figure is an extrapolation from the sample, and the output says so;
 5. where the time goes on the sample (up to 100k chunks): tokenizing alone (CPU), sentence-transformers'
-   plain ``encode`` (what the Embedder did before ``assistant.embeddings_cuda``: tokenize, then run,
+   plain ``encode`` (what the Embedder did before ``assistant.embeddings.cuda``: tokenize, then run,
    batch after batch) and the model's forward pass alone on pre-tokenized, length-sorted batches
    already on the GPU (fp16 and bf16);
 6. fp16 vs fp32 cosine on 256 chunks (quality check of the fp16 path).

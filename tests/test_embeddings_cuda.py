@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from assistant.embeddings_cuda import encode_pipelined
+from assistant.embeddings.cuda import encode_pipelined
 
 
 def test_pipelined_encoding_matches_sentence_transformers_in_the_callers_order(embedder):

@@ -51,7 +51,7 @@ class SentenceTransformerEmbedder:
         self.texts_embedded = 0
         self.calls = 0
         self._lock = threading.Lock()
-        # on CUDA: tokenize the next batches while the GPU runs this one (assistant.embeddings_cuda)
+        # on CUDA: tokenize the next batches while the GPU runs this one (assistant.embeddings.cuda)
         self.pipelined = dev.startswith("cuda")
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -62,7 +62,7 @@ class SentenceTransformerEmbedder:
             self.calls += 1
             self.texts_embedded += len(texts)
             if self.pipelined:
-                from assistant.embeddings_cuda import encode_pipelined
+                from assistant.embeddings.cuda import encode_pipelined
 
                 return encode_pipelined(self.model, list(texts), batch_size=self.batch_size)
             vecs = self.model.encode(
