@@ -50,6 +50,7 @@ class SoloDecoder:
         self.fused = fused
         self.peft = hasattr(model, "peft_config")
         self.pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+        self._compile_config = None  # one instance: generate() recompiles when the config changes
 
     def fits(self, seq: _Seq) -> bool:
         """Whether ``seq`` (prompt + every token it may generate) fits the static cache."""
@@ -72,9 +73,11 @@ class SoloDecoder:
         if force_length:  # warm-up: no early EOS, so the decode step really runs (and compiles)
             kw["min_new_tokens"] = n
         if self.compiled:
+            if self._compile_config is None:
+                self._compile_config = CompileConfig(fullgraph=True, mode="reduce-overhead")
             kw.update(
                 cache_implementation="static",
-                compile_config=CompileConfig(fullgraph=True, mode="reduce-overhead"),
+                compile_config=self._compile_config,
                 max_cache_len=self.max_cache_len,  # newer transformers: one cache size for every call
             )
         else:
@@ -119,14 +122,24 @@ class SoloDecoder:
                 return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
         ids = torch.tensor([seq.prompt + seq.extra], device=self.device)
-        with self._adapter(seq.adapter):
-            self.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                generation_config=self.generation_config(seq, force_length=force_length),
-                streamer=Stream(),
-                stopping_criteria=StoppingCriteriaList([Stop()]),
-            )
+        before = len(seq.extra)
+        try:
+            with self._adapter(seq.adapter):
+                self.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    generation_config=self.generation_config(seq, force_length=force_length),
+                    streamer=Stream(),
+                    stopping_criteria=StoppingCriteriaList([Stop()]),
+                )
+        except Exception:
+            if not self.compiled or len(seq.extra) != before:
+                raise
+            # compilation failed (an op torch.compile cannot trace, e.g. some quantized layers):
+            # serve eagerly from now on rather than fail every request
+            log.exception("compiled decoding failed; continuing without torch.compile")
+            self.compiled = False
+            return self.run(seq, should_yield=should_yield, force_length=force_length)
         if state["yield"] and not state["reason"]:
             return None
         return state["reason"] or "length"
