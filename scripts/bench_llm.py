@@ -18,21 +18,27 @@ Methodology (every figure in the output follows it):
   * Concurrency c: c requests (prompt 1,000, output 200) submitted at once; tok/s over all of them.
     The naive loop (``model.generate`` per request, dynamic cache, eager) serves one request at a
     time, so its throughput is the same at every c: measured once at c=1.
-  * Engines: "server" = ``assistant.llm.serving.ServingEngine`` exactly as ``serve-llm`` builds it
-    (compiled solo path when alone, our continuous batching otherwise; warmed up at start-up — the
-    start-up cost is reported); "batch" = ``BatchEngine`` alone; "hf-static" = transformers
-    ``generate`` with the static cache + ``torch.compile`` (reduce-overhead, fullgraph), the prompts
-    of one run as one batch; "hf-cb" = transformers continuous batching (``generate_batch``, paged
-    attention); "naive" = the loop above.
+  * Engines: "server-slots" = ``assistant.llm.slots.SlotEngine`` (continuous batching, fixed KV
+    slots, decode step compiled with CUDA graphs per batch bucket; ``serve-llm --engine slots``);
+    "server-auto" = ``assistant.llm.serving.ServingEngine`` (compiled solo path when alone, eager
+    continuous batching otherwise; the default); both built and warmed up as ``build_engine`` does
+    (the start-up cost is reported). "eager batch engine" = ``BatchEngine`` alone (the engine before
+    this change); "hf-static" = transformers ``generate`` with the static cache + ``torch.compile``
+    (reduce-overhead, fullgraph), the prompts of one run as one batch (``--static-levels``, one
+    compile each); "hf-cb" = transformers continuous batching (``generate_batch``, paged attention);
+    "naive" = the loop above.
   * Adapters: 4 LoRA adapters (r=16, all linear layers) on the same model, 32 concurrent requests
     (output 100) mixed round-robin vs the same engine with base requests; the cost's spread is the
     range between the runs' extremes.
-  * Sections run in this order: bw, server start-up, b1, ttft, curve (server, hf-static, naive),
-    adapters, cb, qwen, nf4; a section is skipped when it would start after ``--budget-s``.
+  * Sections run in this order: bw, servers' start-up, b1, ttft, curve (server-slots at every c,
+    server-auto at the lowest and highest c, hf-static, naive), adapters, cb, qwen (server-slots),
+    nf4 (server-auto's solo path); a section is skipped when it would start after ``--budget-s``.
 
 Run on the H200 (the lead's command; ~8 minutes):
 
     PYTHONPATH=. python scripts/bench_llm.py --out $OUT/bench_llm [--qwen /path/to/qwen-hf-folder]
+
+(``--adapter-engine`` picks the engine of the adapter section: slots (default) or auto.)
 
 ``--parts`` picks sections (default: all): bw,b1,ttft,curve,static,naive,adapters,nf4,cb,qwen.
 ``--budget-s`` skips sections that would start after that many seconds (reported as skipped).
@@ -59,6 +65,7 @@ import torch
 
 from assistant.llm.batching import BatchEngine
 from assistant.llm.serving import ServingEngine
+from assistant.llm.slots import SlotEngine
 
 T0 = time.perf_counter()
 RESULTS: list[dict] = []  # one dict per measured configuration
@@ -258,7 +265,9 @@ def due(part: str) -> bool:
     return True
 
 
-def bench_model(model, label: str, *, levels: list[int], full: bool, bandwidth: float | None = None) -> dict:
+def bench_model(
+    model, label: str, *, levels: list[int], full: bool, engine_kinds: tuple[str, ...], bandwidth: float | None = None
+) -> dict:
     """Every section for one model; returns facts (floor, b1 rate) for the notes."""
     runs, vocab, device = ARGS.runs, model.config.vocab_size, model.device.type
     P, N, B1 = ARGS.prompt, ARGS.new, ARGS.b1_new
@@ -271,49 +280,64 @@ def bench_model(model, label: str, *, levels: list[int], full: bool, bandwidth: 
     floor = facts.get("bandwidth", 0) / wbytes if facts.get("bandwidth") else None
     floor_note = (lambda r: f"{r / floor:.0%} of the {floor:.0f} tok/s floor") if floor else (lambda r: "")
 
-    t = time.perf_counter()
-    server = ServingEngine(model, StubTokenizer(), max_batch=64, max_queue=1024, eos_token_ids=set(),
-                           context_tokens=min(4096, max(2 * P, 2048) + N + 64))  # fmt: skip
-    took = server.warm_up(prompt_lengths=(P,), batch_sizes=tuple(c for c in levels if c > 1), new_tokens=4)
-    RESULTS.append({"name": f"{label}: server start-up (engine + warm-up: compile, served shapes)",
-                    "seconds": time.perf_counter() - t, "warm_up_s": took})  # fmt: skip
-    say(f"{label}: server engine warm-up {took:.1f} s")
+    cap = min(4096, max(ARGS.ttft_prompt, P) + N + 64)
+    engines = {}
+    for kind in engine_kinds:
+        t = time.perf_counter()
+        engines[kind] = make_engine(kind, model, cap=cap, max_batch=max(levels))
+        took = engines[kind].warm_up(prompt_lengths=(P,), **({"batch_sizes": tuple(c for c in levels if c > 1)}
+                                     if kind == "auto" else {}), new_tokens=4)  # fmt: skip
+        RESULTS.append({"name": f"{label}: server-{kind} start-up (engine + warm-up: compile, served shapes)",
+                        "seconds": time.perf_counter() - t, "warm_up_s": took})  # fmt: skip
+        say(f"{label}: server-{kind} warm-up {took:.1f} s")
     p128 = prompts(1, 128, vocab, seed=1)
     if due("b1"):
-        r = measure(f"{label}: batch-1 decode, server (compiled solo path)", engine_run(server, p128, B1), runs=runs)
-        r["note"] = floor_note(r["median"])
-        facts["b1"] = r["median"]
+        for kind, eng in engines.items():
+            r = measure(f"{label}: batch-1 decode, server-{kind}", engine_run(eng, p128, B1), runs=runs)
+            r["note"] = floor_note(r["median"])
+            facts["b1"] = max(facts.get("b1", 0), r["median"])
         if full:
             batch = BatchEngine(model, StubTokenizer(), max_batch=64, max_queue=1024, eos_token_ids=set())
-            r = measure(f"{label}: batch-1 decode, our batch engine alone (eager)", engine_run(batch, p128, B1), runs=runs)
+            r = measure(f"{label}: batch-1 decode, our eager batch engine alone", engine_run(batch, p128, B1), runs=runs)
             r["note"] = floor_note(r["median"])
             batch.close()
         if "static" in ARGS.parts:
             r = measure(f"{label}: batch-1 decode, hf-static (generate, static cache + compile)",
                         generate_run(model, p128, B1, static=True), runs=runs)  # fmt: skip
             r["note"] = floor_note(r["median"])
-    if full and due("ttft"):
+    if due("ttft"):
         p2k = prompts(1, ARGS.ttft_prompt, vocab, seed=2)
-        measure(f"{label}: first token, {ARGS.ttft_prompt}-token prompt, server", ttft_run(engine_run(server, p2k, 1)),
-                unit="ms", runs=runs)  # fmt: skip
+        for kind, eng in engines.items():
+            measure(f"{label}: first token, {ARGS.ttft_prompt}-token prompt, server-{kind}",
+                    ttft_run(engine_run(eng, p2k, 1)), unit="ms", runs=runs)  # fmt: skip
     if due("curve"):
         ps = prompts(max(levels), P, vocab, seed=3)
-        for c in levels:
-            ttfts: list[float] = []
-            r = measure(f"{label}: {c} concurrent, server", engine_run(server, ps[:c], N, ttfts=ttfts), runs=runs)
-            r["ttft_ms_median"] = statistics.median(ttfts[1:]) * 1000
-            r["note"] = f"median first token {r['ttft_ms_median']:.0f} ms"
-            facts[f"c{c}"] = r["median"]
+        for kind, eng in engines.items():
+            for c in levels if kind == engine_kinds[0] else [levels[0], levels[-1]]:
+                ttfts: list[float] = []
+                r = measure(f"{label}: {c} concurrent, server-{kind}", engine_run(eng, ps[:c], N, ttfts=ttfts), runs=runs)
+                r["ttft_ms_median"] = statistics.median(ttfts[1:]) * 1000
+                r["note"] = f"median first token {r['ttft_ms_median']:.0f} ms"
         if "static" in ARGS.parts:
-            for c in levels:
+            for c in ARGS.static_levels:
                 if due("static"):
                     measure(f"{label}: {c} concurrent, hf-static (one batch)", generate_run(model, ps[:c], N, static=True),
                             runs=runs)  # fmt: skip
         if "naive" in ARGS.parts and due("naive"):
             measure(f"{label}: 1 concurrent, naive generate() loop (same at every c)",
                     generate_run(model, ps[:1], N, static=False), runs=runs)  # fmt: skip
-    server.close()
+    for eng in engines.values():
+        eng.close()
     return facts
+
+
+def make_engine(kind: str, model, *, cap: int, max_batch: int, adapters: list[str] | None = None):
+    """The server's engines as ``build_engine`` makes them: "slots" (SlotEngine) or "auto" (ServingEngine)."""
+    if kind == "slots":
+        return SlotEngine(model, StubTokenizer(), adapters=adapters, max_batch=max_batch, max_queue=1024,
+                          capacity=cap, eos_token_ids=set())  # fmt: skip
+    return ServingEngine(model, StubTokenizer(), adapters=adapters, max_batch=64, max_queue=1024, eos_token_ids=set(),
+                         context_tokens=cap)  # fmt: skip
 
 
 def bench_adapters(model, label: str, c: int) -> None:
@@ -328,13 +352,16 @@ def bench_adapters(model, label: str, c: int) -> None:
     if model.device.type == "cuda":
         pmodel.to(torch.bfloat16)
     names = [f"a{i}" for i in range(4)]
-    eng = ServingEngine(pmodel, StubTokenizer(), adapters=names, max_batch=64, max_queue=1024, eos_token_ids=set(),
-                        solo=False)  # fmt: skip
+    eng = make_engine(ARGS.adapter_engine, pmodel, cap=ARGS.prompt + ARGS.new + 64, max_batch=c, adapters=names)
+    if ARGS.adapter_engine == "slots":  # compile with the LoRA hooks in the graph (not timed: start-up)
+        say(f"{label}: adapters engine warm-up {eng.warm_up(prompt_lengths=(ARGS.prompt,), new_tokens=4):.1f} s")
+    else:
+        eng.solo = None  # 32 concurrent: the batch path
     ps = prompts(c, ARGS.prompt, model.config.vocab_size, seed=3)
     new = max(1, ARGS.new // 2)  # half the output length: two configurations fit the time budget
-    base = measure(f"{label}: {c} concurrent, batch path, base requests (LoRA model loaded), output {new}",
+    base = measure(f"{label}: {c} concurrent, server-{ARGS.adapter_engine}, base requests (LoRA model loaded), output {new}",
                    engine_run(eng, ps, new), runs=ARGS.runs)  # fmt: skip
-    mixed = measure(f"{label}: {c} concurrent, batch path, 4 adapters mixed (r=16, all linear), output {new}",
+    mixed = measure(f"{label}: {c} concurrent, server-{ARGS.adapter_engine}, 4 adapters mixed (r=16, all linear), output {new}",
                     engine_run(eng, ps, new, adapters=[names[i % 4] for i in range(c)]), runs=ARGS.runs)  # fmt: skip
     mixed["note"] = (f"cost {1 - mixed['median'] / base['median']:.0%} vs base (min-max runs: "
                      f"{1 - mixed['max'] / base['min']:.0%} to {1 - mixed['min'] / base['max']:.0%})")  # fmt: skip
@@ -429,6 +456,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="timed warm runs per configuration (>= 5)")
     ap.add_argument("--budget-s", type=float, default=500, help="sections starting after this are skipped")
     ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--static-levels", default="1,32", help="concurrency levels for hf-static (a compile each)")
+    ap.add_argument("--adapter-engine", default="slots", choices=["slots", "auto"])
     ap.add_argument("--prompt", type=int, default=1000)
     ap.add_argument("--new", type=int, default=200)
     ap.add_argument("--b1-new", type=int, default=128, help="tokens generated in the batch-1 decode runs")
@@ -439,12 +468,14 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() and not ARGS.tiny else "cpu"
     if ARGS.tiny:
         ARGS.prompt, ARGS.new, ARGS.b1_new, ARGS.ttft_prompt, ARGS.concurrency = 48, 8, 8, 100, "1,4"
+        ARGS.static_levels = "1,4"
     levels = [int(x) for x in ARGS.concurrency.split(",")]
+    ARGS.static_levels = [int(x) for x in ARGS.static_levels.split(",")]
     import transformers
 
     say(f"torch {torch.__version__}, transformers {transformers.__version__}, device {device}")
     model = build_model(ARGS.tiny, device)
-    facts = bench_model(model, "8B" if not ARGS.tiny else "tiny", levels=levels, full=True)
+    facts = bench_model(model, "8B" if not ARGS.tiny else "tiny", levels=levels, full=True, engine_kinds=("slots", "auto"))
     label = "8B" if not ARGS.tiny else "tiny"
     if due("adapters"):
         try:
@@ -468,7 +499,8 @@ def main() -> None:
 
         qwen = AutoModelForCausalLM.from_pretrained(ARGS.qwen, dtype=torch.bfloat16, local_files_only=True).to(device)
         ARGS.parts -= {"static", "naive"}
-        bench_model(_no_eos(qwen.eval()), "Qwen2.5-Coder-1.5B", levels=levels, full=False, bandwidth=facts["bandwidth"])
+        bench_model(_no_eos(qwen.eval()), "Qwen2.5-Coder-1.5B", levels=levels, full=False, engine_kinds=("slots",),
+                    bandwidth=facts["bandwidth"])  # fmt: skip
         del qwen
         gc.collect()
         torch.cuda.empty_cache()

@@ -4,8 +4,10 @@ Endpoints: ``POST /v1/chat/completions`` (SSE streaming and plain JSON; temperat
 max_tokens / max_completion_tokens, stop), ``GET /v1/models`` (the base id and one id per adapter),
 ``GET /health`` (no auth; queue depth). The request's ``model`` picks the adapter: the base id (or
 ``base``) runs the plain model, an adapter name runs that adapter; requests for different adapters
-share one batch. The engine under it is ``serving.ServingEngine`` (a compiled single-sequence path
-when alone, continuous batching otherwise) or, with ``engine="batch"``, ``batching.BatchEngine``. Bearer-token auth when an API key is set, a request size
+share one batch. The engine under it (``build_engine(engine=...)``): "auto" = ``serving.ServingEngine``
+(a compiled single-sequence path when alone, eager continuous batching otherwise), "slots" =
+``slots.SlotEngine`` (continuous batching with a compiled decode step at every batch size), "batch" =
+``batching.BatchEngine`` (eager continuous batching only). Bearer-token auth when an API key is set, a request size
 limit, and every error in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 Back-pressure: a full queue answers 429 with ``Retry-After``; a client that disconnects cancels
 its generation.
@@ -346,9 +348,10 @@ def build_engine(
 
     Returns (engine, tokenizer, base_id). Adapters trained on another base are refused. GGUF
     conversions are cached under ``cache_dir`` (settings.model_cache_dir; default: ``data_dir``).
-    ``engine``: "auto" (``ServingEngine``: compiled solo path + batching) or "batch" (batching only).
-    ``context_tokens`` sizes the solo path's static cache (default: the model's context, at most
-    4096); ``warm_up`` (default: on CUDA) compiles and runs the served shapes before returning.
+    ``engine``: "auto" (``ServingEngine``: compiled solo path + batching), "slots" (``SlotEngine``:
+    compiled continuous batching) or "batch" (eager batching only). ``context_tokens`` sizes the
+    static KV caches (default: the model's context, at most 4096); ``warm_up`` (default: on CUDA)
+    compiles and runs the served shapes before returning (the start-up cost is logged).
     """
     from pathlib import Path
 
@@ -370,14 +373,29 @@ def build_engine(
     base_id = "bundled" if base == "bundled" else Path(base).name.removesuffix(".gguf")
     if base_id in adapters:
         raise ModelError(f"Adapter name {base_id!r} is the base model's id; pick another adapter name.")
-    if engine not in ("auto", "batch"):
-        raise ModelError(f"Unknown engine {engine!r}; use 'auto' or 'batch'.")
+    if engine not in ("auto", "slots", "batch"):
+        raise ModelError(f"Unknown engine {engine!r}; use 'auto', 'slots' or 'batch'.")
     if engine == "batch":
         eng: BatchEngine | ServingEngine = BatchEngine(
             model, tok, adapters=list(adapters), max_batch=max_batch, max_queue=max_queue
         )
         return eng, tok, base_id
     limit = getattr(model.config, "max_position_embeddings", None) or 4096
+    warm = warm_up if warm_up is not None else next(model.parameters()).device.type == "cuda"
+    if engine == "slots":
+        from assistant.llm.slots import SlotEngine
+
+        slots = SlotEngine(
+            model,
+            tok,
+            adapters=list(adapters),
+            max_batch=max_batch,
+            max_queue=max_queue,
+            capacity=context_tokens or min(limit, 4096),
+        )
+        if warm:
+            log.warning("warm-up (compile + every batch bucket) took %.1f s", slots.warm_up())
+        return slots, tok, base_id
     eng = ServingEngine(
         model,
         tok,
@@ -386,7 +404,7 @@ def build_engine(
         max_queue=max_queue,
         context_tokens=context_tokens or min(limit, 4096),
     )
-    if warm_up if warm_up is not None else eng.batch._device.type == "cuda":
+    if warm:
         took = eng.warm_up()
         log.warning("warm-up (compile + served shapes) took %.1f s", took)
     return eng, tok, base_id

@@ -101,6 +101,12 @@ class SlotEngine(BatchEngine):
             eos_token_ids=eos_token_ids,
             slabs=False,
         )
+        if self._peft and self.adapters and self._fused is None:
+            self.close()
+            raise ModelError(
+                "The slots engine needs plain LoRA adapters on linear layers (no DoRA or embedding LoRA); "
+                "serve these adapters with --engine auto or batch."
+            )
 
     def new_seq(self, prompt_ids: list[int], *, max_new_tokens: int, **kw) -> _Seq:
         if len(prompt_ids) + max_new_tokens > self.capacity:
