@@ -88,7 +88,9 @@ class SlotEngine(BatchEngine):
         self._pos = torch.zeros(max_batch, dtype=torch.long, device=device)  # tokens in each slot
         self._cols = torch.arange(capacity, device=device)
         self._slot_cache = _SlotCache(self._K, self._V)
-        self._buckets = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b < max_batch] + [max_batch]
+        # batch 1 runs as bucket 2 (one padding row; decode is memory-bound, so it costs ~nothing): then
+        # one compile with a dynamic batch size serves every bucket, instead of a second for batch 1
+        self._buckets = [b for b in (2, 4, 8, 16, 32, 64, 128, 256) if b < max_batch] + [max_batch]
         self.compiled = device.type == "cuda" if compiled is None else compiled
         self._step_fn = None
         super().__init__(
@@ -116,12 +118,18 @@ class SlotEngine(BatchEngine):
             )
         return super().new_seq(prompt_ids, max_new_tokens=max_new_tokens, **kw)
 
-    def warm_up(self, *, prompt_lengths: tuple[int, ...] = (16,), new_tokens: int = 4) -> float:
-        """Run every batch-size bucket (compile, CUDA-graph capture) and the given prompt lengths."""
+    def warm_up(
+        self,
+        *,
+        prompt_lengths: tuple[int, ...] = (16,),
+        new_tokens: int = 4,
+        batch_sizes: tuple[int, ...] | None = None,
+    ) -> float:
+        """Run every batch-size bucket (compile, CUDA-graph capture) at the given prompt lengths: seconds."""
         t = time.perf_counter()
         tok = 5
         for n in prompt_lengths:
-            for b in self._buckets:
+            for b in batch_sizes or self._buckets:
                 if n + new_tokens > self.capacity:
                     continue
                 handles = [self.submit([tok] * n, max_new_tokens=new_tokens) for _ in range(b)]
@@ -168,7 +176,13 @@ class SlotEngine(BatchEngine):
         if self._fused is not None:
             self._fused.set_rows(rows, self._device, always=True)
         self._pos[n:b] = 0  # padding rows write harmlessly at column 0 of free slots
-        logits = self._step()(ids.to(self._device), self._pos[:b])
+        ids, positions = ids.to(self._device), self._pos[:b]
+        if self.compiled:
+            import torch._dynamo
+
+            torch._dynamo.maybe_mark_dynamic(ids, 0)  # one graph for every bucket (CUDA graphs per size)
+            torch._dynamo.maybe_mark_dynamic(positions, 0)
+        logits = self._step()(ids, positions)
         self._pos[:n] += 1
         for s in self._running:
             s.pos += 1
