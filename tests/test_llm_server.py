@@ -1,4 +1,8 @@
-"""The OpenAI-compatible server, driven by the official ``openai`` client and by our RemoteLLM."""
+"""The OpenAI-compatible server, driven by the official ``openai`` client and by our RemoteLLM.
+
+Every test runs against each decoding engine the server offers, on CPU (their non-compiled paths):
+"auto" (solo ``generate`` when alone, continuous batching otherwise) and "slots" (fixed KV slots).
+"""
 # ruff: noqa: F811  (pytest fixtures imported from tests.llm_fixtures are parameters here)
 
 from __future__ import annotations
@@ -19,15 +23,27 @@ Q = [{"role": "user", "content": "What is the capital of France?"}]
 QS = ["What is the capital of France?", "Name three colors.", "What is 2+2?", "Say hello."]
 
 
-@pytest.fixture(scope="module")
-def server(llm_model_dir, lora_dirs):
-    from assistant.llm.adapters import attach_adapter
+def make_engine(kind: str, model, tok, *, adapters=(), max_batch: int = 8, max_queue: int = 16):
     from assistant.llm.batching import BatchEngine
+    from assistant.llm.serving import ServingEngine
+    from assistant.llm.slots import SlotEngine
+
+    kw = {"adapters": list(adapters), "max_batch": max_batch, "max_queue": max_queue}
+    if kind == "auto":
+        return ServingEngine(model, tok, context_tokens=2048, **kw)
+    if kind == "slots":
+        return SlotEngine(model, tok, capacity=2048, **kw)
+    return BatchEngine(model, tok, **kw)
+
+
+@pytest.fixture(scope="module", params=["auto", "slots"])
+def server(request, llm_model_dir, lora_dirs):
+    from assistant.llm.adapters import attach_adapter
 
     model, tok = fresh_model(llm_model_dir)
     for name, path in lora_dirs.items():
         model = attach_adapter(model, path, name)
-    engine = BatchEngine(model, tok, adapters=list(lora_dirs), max_batch=8, max_queue=16)
+    engine = make_engine(request.param, model, tok, adapters=list(lora_dirs))
     srv = ServerThread(
         create_app(
             engine,
@@ -133,11 +149,10 @@ def test_concurrent_requests_match_their_results_alone(client):
     assert together == alone
 
 
-def test_full_queue_answers_429_and_disconnect_cancels(llm_model_dir):
-    from assistant.llm.batching import BatchEngine
-
+@pytest.mark.parametrize("kind", ["batch", "auto", "slots"])
+def test_full_queue_answers_429_and_disconnect_cancels(llm_model_dir, kind):
     model, tok = fresh_model(llm_model_dir)
-    engine = BatchEngine(model, tok, max_batch=1, max_queue=1)
+    engine = make_engine(kind, model, tok, max_batch=1, max_queue=1)
     srv = ServerThread(create_app(engine, tok, ServerConfig(base_id="bundled")))
     c = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
     try:

@@ -41,12 +41,16 @@ class _SlotCache:
         self.positions = None  # (b,) long: where each row's new token goes (decode)
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        import torch
+
         b = key_states.shape[0]  # (b, kv_heads, 1, head_dim)
-        K, V = self.keys[layer_idx][:b], self.values[layer_idx][:b]
-        idx = self.positions.view(b, 1, 1, 1).expand(b, K.shape[1], 1, K.shape[3])
-        K.scatter_(2, idx, key_states)
-        V.scatter_(2, idx, value_states)
-        return K, V
+        K, V = self.keys[layer_idx], self.values[layer_idx]  # (slots, kv_heads, capacity, head_dim)
+        rows = torch.arange(b, device=K.device)
+        # written in place into the whole buffer (like StaticCache's index_copy_), so the compiled
+        # graph updates the static buffer instead of copying a slice of it back
+        K[rows, :, self.positions] = key_states[:, :, 0]
+        V[rows, :, self.positions] = value_states[:, :, 0]
+        return K[:b], V[:b]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0
@@ -180,8 +184,9 @@ class SlotEngine(BatchEngine):
         if self.compiled:
             import torch._dynamo
 
-            torch._dynamo.maybe_mark_dynamic(ids, 0)  # one graph for every bucket (CUDA graphs per size)
-            torch._dynamo.maybe_mark_dynamic(positions, 0)
+            # one graph for every bucket (CUDA graphs are still recorded per size)
+            for t in [ids, positions, *(self._fused._masks or {}).values()] if self._fused else [ids, positions]:
+                torch._dynamo.maybe_mark_dynamic(t, 0)
         logits = self._step()(ids, positions)
         self._pos[:n] += 1
         for s in self._running:
