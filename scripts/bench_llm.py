@@ -242,7 +242,16 @@ def cb_run(model, ps: list[list[int]], new: int):
     from transformers import GenerationConfig
 
     gcfg = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=-1, pad_token_id=0)
-    kw = {"persistent_manager": True} if "persistent_manager" in inspect.signature(model.generate_batch).parameters else {}
+    params = inspect.signature(model.generate_batch).parameters
+    kw: dict = {"persistent_manager": True} if "persistent_manager" in params else {}
+    if "continuous_batching_config" in params:
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        # a KV cache sized for this workload (by default it takes 80-90 % of the free memory)
+        blocks = -(-len(ps) * (len(ps[0]) + new) // 256) + 2 * len(ps)
+        kw["continuous_batching_config"] = ContinuousBatchingConfig(
+            num_blocks=blocks, max_batch_tokens=8192, max_memory_percent=0.3, allow_block_sharing=False
+        )
 
     def run() -> float:
         sync()
@@ -492,6 +501,9 @@ def main() -> None:
                         runs=ARGS.runs)  # fmt: skip
             except Exception as e:  # noqa: BLE001  (a library reference; its failure is data)
                 skipped(f"{label}: {c} concurrent, hf-cb", f"failed: {e!r}"[:300])
+            if hasattr(model, "destroy_cached_continuous_batching_manager"):
+                model.destroy_cached_continuous_batching_manager()  # sized for this c; frees its cache
+            gc.collect()
     del model
     gc.collect()
     if device == "cuda":
