@@ -218,7 +218,10 @@ def generate_run(model, ps: list[list[int]], new: int, *, static: bool):
     ids = torch.tensor(ps, device=model.device)
     kw: dict = {"attention_mask": torch.ones_like(ids), "do_sample": False, "pad_token_id": 0}
     if static:
-        kw.update(cache_implementation="static", compile_config=CompileConfig(fullgraph=True, mode="reduce-overhead"))
+        kw.update(
+            cache_implementation="static",
+            compile_config=CompileConfig(fullgraph=True, mode="reduce-overhead"),
+        )
 
     def run() -> float:
         sync()
@@ -241,7 +244,9 @@ def cb_run(model, ps: list[list[int]], new: int):
 
     from transformers import GenerationConfig
 
-    gcfg = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    gcfg = GenerationConfig(
+        max_new_tokens=new, min_new_tokens=new, do_sample=False, eos_token_id=-1, pad_token_id=0
+    )
     params = inspect.signature(model.generate_batch).parameters
     kw: dict = {"persistent_manager": True} if "persistent_manager" in params else {}
     if "continuous_batching_config" in params:
@@ -275,23 +280,33 @@ def due(part: str) -> bool:
 
 
 def bench_model(
-    model, label: str, *, levels: list[int], full: bool, engine_kinds: tuple[str, ...], bandwidth: float | None = None
+    model,
+    label: str,
+    *,
+    levels: list[int],
+    full: bool,
+    engine_kinds: tuple[str, ...],
+    bandwidth: float | None = None,
 ) -> dict:
     """Every section for one model; returns facts (floor, b1 rate) for the notes."""
     runs, vocab, device = ARGS.runs, model.config.vocab_size, model.device.type
     P, N, B1 = ARGS.prompt, ARGS.new, ARGS.b1_new
     facts: dict = {"bandwidth": bandwidth}
     wbytes = weight_bytes_per_token(model)
-    say(f"{label}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters, {wbytes / 1e9:.2f} GB per step")
+    say(
+        f"{label}: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters, {wbytes / 1e9:.2f} GB per step"
+    )
     if device == "cuda" and full and due("bw"):
         facts["bandwidth"] = copy_bandwidth()
-        RESULTS.append({"name": "copy bandwidth (device-to-device, read+write)", "value_TBps": facts["bandwidth"] / 1e12})
+        RESULTS.append(
+            {"name": "copy bandwidth (device-to-device, read+write)", "value_TBps": facts["bandwidth"] / 1e12}
+        )
     floor = facts.get("bandwidth", 0) / wbytes if facts.get("bandwidth") else None
     floor_note = (lambda r: f"{r / floor:.0%} of the {floor:.0f} tok/s floor") if floor else (lambda r: "")
 
     cap = min(4096, max(ARGS.ttft_prompt, P) + N + 64)
     engines = {}
-    for kind in engine_kinds:
+    for kind in engine_kinds if ARGS.parts & {"b1", "ttft", "curve"} else ():
         t = time.perf_counter()
         engines[kind] = make_engine(kind, model, cap=cap, max_batch=max(levels))
         took = engines[kind].warm_up(prompt_lengths=(P,), **({"batch_sizes": tuple(c for c in levels if c > 1)}
@@ -307,7 +322,11 @@ def bench_model(
             facts["b1"] = max(facts.get("b1", 0), r["median"])
         if full:
             batch = BatchEngine(model, StubTokenizer(), max_batch=64, max_queue=1024, eos_token_ids=set())
-            r = measure(f"{label}: batch-1 decode, our eager batch engine alone", engine_run(batch, p128, B1), runs=runs)
+            r = measure(
+                f"{label}: batch-1 decode, our eager batch engine alone",
+                engine_run(batch, p128, B1),
+                runs=runs,
+            )
             r["note"] = floor_note(r["median"])
             batch.close()
         if "static" in ARGS.parts:
@@ -324,7 +343,11 @@ def bench_model(
         for kind, eng in engines.items():
             for c in levels if kind == engine_kinds[0] else levels[:1]:
                 ttfts: list[float] = []
-                r = measure(f"{label}: {c} concurrent, server-{kind}", engine_run(eng, ps[:c], N, ttfts=ttfts), runs=runs)
+                r = measure(
+                    f"{label}: {c} concurrent, server-{kind}",
+                    engine_run(eng, ps[:c], N, ttfts=ttfts),
+                    runs=runs,
+                )
                 r["ttft_ms_median"] = statistics.median(ttfts[1:]) * 1000
                 r["note"] = f"median first token {r['ttft_ms_median']:.0f} ms"
         if "static" in ARGS.parts:
@@ -361,7 +384,9 @@ def bench_adapters(model, label: str, c: int) -> None:
     if model.device.type == "cuda":
         pmodel.to(torch.bfloat16)
     names = [f"a{i}" for i in range(4)]
-    eng = make_engine(ARGS.adapter_engine, pmodel, cap=ARGS.prompt + ARGS.new + 64, max_batch=c, adapters=names)
+    eng = make_engine(
+        ARGS.adapter_engine, pmodel, cap=ARGS.prompt + ARGS.new + 64, max_batch=c, adapters=names
+    )
     if ARGS.adapter_engine == "slots":  # compile with the LoRA hooks in the graph (not timed: start-up)
         took = eng.warm_up(prompt_lengths=(ARGS.prompt,), new_tokens=4, batch_sizes=(c,))
         say(f"{label}: adapters engine warm-up {took:.1f} s")
@@ -402,11 +427,15 @@ def bench_nf4(label: str) -> None:
     torch.cuda.empty_cache()
     p128 = prompts(1, 128, qmodel.config.vocab_size, seed=1)
     for compiled in (True, False):
-        eng = ServingEngine(qmodel, StubTokenizer(), eos_token_ids=set(), context_tokens=1024, compiled=compiled)
+        eng = ServingEngine(
+            qmodel, StubTokenizer(), eos_token_ids=set(), context_tokens=1024, compiled=compiled
+        )
         try:
             r = measure(f"{label}: batch-1 decode, NF4, server-auto solo path", engine_run(eng, p128, ARGS.b1_new),
                         runs=ARGS.runs)  # fmt: skip
-            r["note"] = "compiled" if eng.solo.compiled else "eager (torch.compile failed on the 4-bit layers)"
+            r["note"] = (
+                "compiled" if eng.solo.compiled else "eager (torch.compile failed on the 4-bit layers)"
+            )
             break
         except Exception as e:  # noqa: BLE001  (one failed configuration must not lose the rest)
             skipped(f"{label}: NF4 compiled={compiled}", f"failed: {e!r}"[:300])
@@ -427,7 +456,9 @@ def write() -> None:
 
     meta = {
         "command": "python " + " ".join(sys.argv),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else platform.processor() or "cpu",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "elapsed_s": time.perf_counter() - T0,
@@ -467,7 +498,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="timed warm runs per configuration (>= 5)")
     ap.add_argument("--budget-s", type=float, default=470, help="sections starting after this are skipped")
     ap.add_argument("--concurrency", default="1,8,32")
-    ap.add_argument("--static-levels", default="1,32", help="concurrency levels for hf-static (a compile each)")
+    ap.add_argument(
+        "--static-levels", default="1,32", help="concurrency levels for hf-static (a compile each)"
+    )
     ap.add_argument("--adapter-engine", default="slots", choices=["slots", "auto"])
     ap.add_argument("--prompt", type=int, default=1000)
     ap.add_argument("--new", type=int, default=200)
@@ -486,7 +519,10 @@ def main() -> None:
 
     say(f"torch {torch.__version__}, transformers {transformers.__version__}, device {device}")
     model = build_model(ARGS.tiny, device)
-    facts = bench_model(model, "8B" if not ARGS.tiny else "tiny", levels=levels, full=True, engine_kinds=("slots", "auto"))
+    facts: dict = {"bandwidth": None}
+    if ARGS.parts & {"bw", "b1", "ttft", "curve", "static", "naive"}:
+        facts = bench_model(model, "8B" if not ARGS.tiny else "tiny", levels=levels, full=True,
+                            engine_kinds=("slots", "auto"))  # fmt: skip
     label = "8B" if not ARGS.tiny else "tiny"
     if due("adapters"):
         try:
@@ -511,8 +547,10 @@ def main() -> None:
     if ARGS.qwen and due("qwen"):
         from transformers import AutoModelForCausalLM
 
-        qwen = AutoModelForCausalLM.from_pretrained(ARGS.qwen, dtype=torch.bfloat16, local_files_only=True).to(device)
-        ARGS.parts -= {"static", "naive"}
+        qwen = AutoModelForCausalLM.from_pretrained(
+            ARGS.qwen, dtype=torch.bfloat16, local_files_only=True
+        ).to(device)
+        ARGS.parts = (ARGS.parts - {"static", "naive", "ttft", "bw"}) | {"b1", "curve"}
         bench_model(_no_eos(qwen.eval()), "Qwen2.5-Coder-1.5B", levels=levels, full=False, engine_kinds=("slots",),
                     bandwidth=facts["bandwidth"])  # fmt: skip
         del qwen

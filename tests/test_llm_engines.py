@@ -51,7 +51,9 @@ def model():
     cfg.eos_token_id, cfg.pad_token_id = None, 0
     m = AutoModelForCausalLM.from_config(cfg).eval()
     m.generation_config.eos_token_id, m.generation_config.pad_token_id = None, 0
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False
+    )
     pm = get_peft_model(m, lora, adapter_name="hr")
     pm.add_adapter("eng", lora)
     return pm.eval()
@@ -146,10 +148,10 @@ def test_warm_up_runs_every_bucket_and_reports_its_cost(model):
 
 
 def test_slots_refuse_a_request_beyond_their_capacity(model):
-    eng = SlotEngine(model, Tok(), eos_token_ids=set(), max_batch=2, capacity=32)
+    eng = SlotEngine(model, Tok(), eos_token_ids=set(), max_batch=2, capacity=50)  # rounded up to 64
     try:
-        with pytest.raises(ModelError, match="KV capacity of 32"):
-            eng.submit(list(range(3, 30)), max_new_tokens=10)
-        assert eng.submit(list(range(3, 20)), max_new_tokens=10).result().count("<") == 10
+        with pytest.raises(ModelError, match="KV capacity of 64"):
+            eng.submit(list(range(3, 60)), max_new_tokens=10)
+        assert eng.submit(list(range(3, 50)), max_new_tokens=10).result().count("<") == 10
     finally:
         eng.close()

@@ -215,3 +215,30 @@ def test_answering_path_uses_the_server_through_llm_endpoint(server, tmp_path, e
         assert ans.citations[0].path == "handbook/parental-leave.md"
     finally:
         eng.close()
+
+
+@pytest.mark.parametrize("kind", ["auto", "slots", "batch"])
+def test_build_engine_builds_each_engine_and_refuses_unknown_ones(llm_model_dir, tmp_path, kind):
+    from assistant.errors import ModelError
+    from assistant.llm.base import encode_chat
+    from assistant.llm.server import build_engine
+
+    engine, tok, base_id = build_engine(
+        str(llm_model_dir),
+        {},
+        data_dir=tmp_path,
+        device="cpu",
+        engine=kind,
+        context_tokens=1024,
+        warm_up=False,
+    )
+    try:
+        assert (
+            type(engine).__name__
+            == {"auto": "ServingEngine", "slots": "SlotEngine", "batch": "BatchEngine"}[kind]
+        )
+        assert "Paris" in engine.submit(encode_chat(tok, Q), max_new_tokens=8).result()
+    finally:
+        engine.close()
+    with pytest.raises(ModelError, match="Unknown engine"):
+        build_engine(str(llm_model_dir), {}, data_dir=tmp_path, device="cpu", engine="vllm")

@@ -77,6 +77,7 @@ class SlotEngine(BatchEngine):
     ) -> None:
         import torch
 
+        capacity = -(-capacity // 64) * 64  # aligned rows for the attention kernels' masks
         self.capacity = capacity
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
@@ -185,7 +186,9 @@ class SlotEngine(BatchEngine):
             import torch._dynamo
 
             # one graph for every bucket (CUDA graphs are still recorded per size)
-            for t in [ids, positions, *(self._fused._masks or {}).values()] if self._fused else [ids, positions]:
+            for t in (
+                [ids, positions, *(self._fused._masks or {}).values()] if self._fused else [ids, positions]
+            ):
                 torch._dynamo.maybe_mark_dynamic(t, 0)
         logits = self._step()(ids, positions)
         self._pos[:n] += 1
