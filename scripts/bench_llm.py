@@ -28,8 +28,8 @@ Methodology (every figure in the output follows it):
     compile each); "hf-cb" = transformers continuous batching (``generate_batch``, paged attention);
     "naive" = the loop above.
   * Adapters: 4 LoRA adapters (r=16, all linear layers) on the same model, 32 concurrent requests
-    (output 100) mixed round-robin vs the same engine with base requests; the cost's spread is the
-    range between the runs' extremes.
+    (output 100) mixed round-robin, vs the same engine kind on the plain model (no LoRA) at the same
+    shapes, measured in the curve section; the cost's spread comes from the runs' extremes.
   * Sections run in this order: bw, servers' start-up, b1, ttft, curve (server-slots at every c,
     server-auto at c=1 — its higher c is the eager batch engine, measured before — hf-static, naive), adapters, cb, qwen (server-slots),
     nf4 (server-auto's solo path); a section is skipped when it would start after ``--budget-s``.
@@ -70,6 +70,7 @@ from assistant.llm.slots import SlotEngine
 T0 = time.perf_counter()
 RESULTS: list[dict] = []  # one dict per measured configuration
 ARGS: argparse.Namespace
+CAP = 4096  # the engines' KV capacity (set from the arguments)
 
 
 def say(msg: str) -> None:
@@ -94,11 +95,19 @@ def sync() -> None:
 def measure(name: str, fn, *, unit: str = "tok/s", runs: int, note: str = "", **extra) -> dict:
     """One cold call of ``fn`` (reported apart), then ``runs`` warm calls: median and min–max."""
     say(f"{name}: cold run ...")
-    cold = fn()
-    warm = []
-    for i in range(runs):
-        warm.append(fn())
-        say(f"{name}: run {i + 1}/{runs}: {warm[-1]:.1f} {unit}")
+    try:
+        cold = fn()
+        warm = []
+        for i in range(runs):
+            warm.append(fn())
+            say(f"{name}: run {i + 1}/{runs}: {warm[-1]:.1f} {unit}")
+    except Exception as e:  # noqa: BLE001  (one failed configuration must not lose the rest)
+        nan = float("nan")
+        failed = {"name": name, "skipped": f"failed: {e!r}"[:300], "median": nan, "min": nan, "max": nan}
+        say(f"{name}: {failed['skipped']}")
+        RESULTS.append(failed)
+        write()
+        return failed
     r = {
         "name": name,
         "unit": unit,
@@ -304,16 +313,25 @@ def bench_model(
     floor = facts.get("bandwidth", 0) / wbytes if facts.get("bandwidth") else None
     floor_note = (lambda r: f"{r / floor:.0%} of the {floor:.0f} tok/s floor") if floor else (lambda r: "")
 
-    cap = min(4096, max(ARGS.ttft_prompt, P) + N + 64)
+    cap = CAP
     engines = {}
     for kind in engine_kinds if ARGS.parts & {"b1", "ttft", "curve"} else ():
         t = time.perf_counter()
-        engines[kind] = make_engine(kind, model, cap=cap, max_batch=max(levels))
-        took = engines[kind].warm_up(prompt_lengths=(P,), **({"batch_sizes": tuple(c for c in levels if c > 1)}
-                                     if kind == "auto" else {}), new_tokens=4)  # fmt: skip
+        try:
+            eng = make_engine(kind, model, cap=cap, max_batch=max(levels))
+            sizes = {"batch_sizes": tuple(c for c in levels if c > 1)} if kind == "auto" else {}
+            took = eng.warm_up(prompt_lengths=(P,), new_tokens=4, **sizes)
+        except Exception as e:  # noqa: BLE001  (one failed engine must not lose the rest)
+            skipped(f"{label}: server-{kind}", f"failed at start-up: {e!r}"[:300])
+            continue
+        engines[kind] = eng
+        compiled = getattr(eng, "compiled", None)
+        if compiled is None and getattr(eng, "solo", None) is not None:
+            compiled = eng.solo.compiled
         RESULTS.append({"name": f"{label}: server-{kind} start-up (engine + warm-up: compile, served shapes)",
-                        "seconds": time.perf_counter() - t, "warm_up_s": took})  # fmt: skip
-        say(f"{label}: server-{kind} warm-up {took:.1f} s")
+                        "seconds": time.perf_counter() - t, "warm_up_s": took,
+                        "compiled": compiled})  # fmt: skip
+        say(f"{label}: server-{kind} warm-up {took:.1f} s (compiled: {compiled})")
     p128 = prompts(1, 128, vocab, seed=1)
     if due("b1"):
         for kind, eng in engines.items():
@@ -348,8 +366,16 @@ def bench_model(
                     engine_run(eng, ps[:c], N, ttfts=ttfts),
                     runs=runs,
                 )
-                r["ttft_ms_median"] = statistics.median(ttfts[1:]) * 1000
-                r["note"] = f"median first token {r['ttft_ms_median']:.0f} ms"
+                if "skipped" not in r:
+                    r["ttft_ms_median"] = statistics.median(ttfts[1:]) * 1000
+                    r["note"] = f"median first token {r['ttft_ms_median']:.0f} ms"
+            if full and "adapters" in ARGS.parts and kind == ARGS.adapter_engine:
+                c = max(levels)  # the base of the adapter comparison: same engine, no LoRA, same lengths
+                facts["adapter_base"] = measure(
+                    f"{label}: {c} concurrent, server-{kind}, base model (no LoRA), output {N // 2}",
+                    engine_run(eng, ps[:c], N // 2),
+                    runs=runs,
+                )
         if "static" in ARGS.parts:
             for c in ARGS.static_levels:
                 if due("static"):
@@ -372,7 +398,8 @@ def make_engine(kind: str, model, *, cap: int, max_batch: int, adapters: list[st
                          context_tokens=cap)  # fmt: skip
 
 
-def bench_adapters(model, label: str, c: int) -> None:
+def bench_adapters(model, label: str, c: int, base: dict | None) -> None:
+    """4 mixed adapters at ``c`` concurrent vs ``base``: the same engine kind on the plain model (bench_model)."""
     from peft import LoraConfig, get_peft_model
 
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -384,24 +411,23 @@ def bench_adapters(model, label: str, c: int) -> None:
     if model.device.type == "cuda":
         pmodel.to(torch.bfloat16)
     names = [f"a{i}" for i in range(4)]
-    eng = make_engine(
-        ARGS.adapter_engine, pmodel, cap=ARGS.prompt + ARGS.new + 64, max_batch=c, adapters=names
-    )
-    if ARGS.adapter_engine == "slots":  # compile with the LoRA hooks in the graph (not timed: start-up)
-        took = eng.warm_up(prompt_lengths=(ARGS.prompt,), new_tokens=4, batch_sizes=(c,))
-        say(f"{label}: adapters engine warm-up {took:.1f} s")
-    else:
-        eng.solo = None  # 32 concurrent: the batch path
-    ps = prompts(c, ARGS.prompt, model.config.vocab_size, seed=3)
-    new = max(1, ARGS.new // 2)  # half the output length: two configurations fit the time budget
-    base = measure(f"{label}: {c} concurrent, server-{ARGS.adapter_engine}, base requests (LoRA model loaded), output {new}",
-                   engine_run(eng, ps, new), runs=ARGS.runs)  # fmt: skip
-    mixed = measure(f"{label}: {c} concurrent, server-{ARGS.adapter_engine}, 4 adapters mixed (r=16, all linear), output {new}",
-                    engine_run(eng, ps, new, adapters=[names[i % 4] for i in range(c)]), runs=ARGS.runs)  # fmt: skip
-    mixed["note"] = (f"cost {1 - mixed['median'] / base['median']:.0%} vs base (min-max runs: "
-                     f"{1 - mixed['max'] / base['min']:.0%} to {1 - mixed['min'] / base['max']:.0%})")  # fmt: skip
-    eng.close()
-    pmodel.unload()
+    eng = make_engine(ARGS.adapter_engine, pmodel, cap=CAP, max_batch=c, adapters=names)
+    try:
+        if ARGS.adapter_engine == "slots":  # compile with the LoRA hooks in the graph (not timed: start-up)
+            took = eng.warm_up(prompt_lengths=(ARGS.prompt,), new_tokens=4, batch_sizes=(c,))
+            say(f"{label}: adapters engine warm-up {took:.1f} s")
+        ps = prompts(c, ARGS.prompt, model.config.vocab_size, seed=3)
+        mixed = measure(f"{label}: {c} concurrent, server-{ARGS.adapter_engine}, 4 adapters mixed (r=16, all linear), "
+                        f"output {ARGS.new // 2}",
+                        engine_run(eng, ps, ARGS.new // 2, adapters=[names[i % 4] for i in range(c)]),
+                        runs=ARGS.runs)  # fmt: skip
+        if base and "skipped" not in base and "skipped" not in mixed:
+            mixed["note"] = (f"cost {1 - mixed['median'] / base['median']:.0%} vs the base model on the same "
+                             f"engine (run extremes: {1 - mixed['max'] / base['min']:.0%} to "
+                             f"{1 - mixed['min'] / base['max']:.0%})")  # fmt: skip
+    finally:
+        eng.close()
+        pmodel.unload()
 
 
 def quantize_nf4(model):
@@ -433,15 +459,14 @@ def bench_nf4(label: str) -> None:
         try:
             r = measure(f"{label}: batch-1 decode, NF4, server-auto solo path", engine_run(eng, p128, ARGS.b1_new),
                         runs=ARGS.runs)  # fmt: skip
+        finally:
+            eng.close()
+        if "skipped" not in r:
             r["note"] = (
                 "compiled" if eng.solo.compiled else "eager (torch.compile failed on the 4-bit layers)"
             )
             break
-        except Exception as e:  # noqa: BLE001  (one failed configuration must not lose the rest)
-            skipped(f"{label}: NF4 compiled={compiled}", f"failed: {e!r}"[:300])
-            torch._dynamo.reset()
-        finally:
-            eng.close()
+        torch._dynamo.reset()
     del qmodel
     gc.collect()
     torch.cuda.empty_cache()
@@ -484,7 +509,8 @@ def write() -> None:
         elif "value_TBps" in r:
             lines.append(f"| {r['name']} | {r['value_TBps']:.2f} TB/s | | median of 5 |")
         elif "seconds" in r:
-            lines.append(f"| {r['name']} | {r['seconds']:.1f} s | | warm_up() {r['warm_up_s']:.1f} s |")
+            lines.append(f"| {r['name']} | {r['seconds']:.1f} s | | warm_up() {r['warm_up_s']:.1f} s; "
+                         f"compiled after warm-up: {r.get('compiled')} |")  # fmt: skip
     (out / "bench_llm.md").write_text("\n".join(lines) + "\n")
 
 
@@ -514,6 +540,8 @@ def main() -> None:
         ARGS.prompt, ARGS.new, ARGS.b1_new, ARGS.ttft_prompt, ARGS.concurrency = 48, 8, 8, 100, "1,4"
         ARGS.static_levels = "1,4"
     levels = [int(x) for x in ARGS.concurrency.split(",")]
+    global CAP
+    CAP = min(4096, max(ARGS.ttft_prompt, ARGS.prompt) + ARGS.new + 64)  # the engines' KV capacity
     ARGS.static_levels = [int(x) for x in ARGS.static_levels.split(",")]
     import transformers
 
@@ -526,7 +554,7 @@ def main() -> None:
     label = "8B" if not ARGS.tiny else "tiny"
     if due("adapters"):
         try:
-            bench_adapters(model, label, max(levels))
+            bench_adapters(model, label, max(levels), facts.get("adapter_base"))
         except Exception as e:  # noqa: BLE001  (one failed section must not lose the rest)
             skipped(f"{label}: adapters", f"failed: {e!r}"[:300])
     if due("cb"):

@@ -190,7 +190,15 @@ class SlotEngine(BatchEngine):
                 [ids, positions, *(self._fused._masks or {}).values()] if self._fused else [ids, positions]
             ):
                 torch._dynamo.maybe_mark_dynamic(t, 0)
-        logits = self._step()(ids, positions)
+        try:
+            logits = self._step()(ids, positions)
+        except Exception:
+            if not self.compiled:
+                raise
+            # compilation failed on this setup: decode eagerly from now on rather than fail every request
+            log.exception("compiled decode step failed; continuing without torch.compile")
+            self.compiled, self._step_fn = False, None
+            logits = self._step()(ids, positions)
         self._pos[:n] += 1
         for s in self._running:
             s.pos += 1
