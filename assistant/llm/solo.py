@@ -122,7 +122,6 @@ class SoloDecoder:
                 return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
         ids = torch.tensor([seq.prompt + seq.extra], device=self.device)
-        before = len(seq.extra)
         try:
             with self._adapter(seq.adapter):
                 self.model.generate(
@@ -133,10 +132,11 @@ class SoloDecoder:
                     stopping_criteria=StoppingCriteriaList([Stop()]),
                 )
         except Exception:
-            if not self.compiled or len(seq.extra) != before:
+            if not self.compiled:
                 raise
-            # compilation failed (an op torch.compile cannot trace, e.g. some quantized layers):
-            # serve eagerly from now on rather than fail every request
+            # compilation failed (an op torch.compile cannot trace, e.g. some quantized layers): serve
+            # eagerly from now on rather than fail every request; this one resumes after the tokens
+            # it already streamed (they are in seq.extra)
             log.exception("compiled decoding failed; continuing without torch.compile")
             self.compiled = False
             return self.run(seq, should_yield=should_yield, force_length=force_length)
