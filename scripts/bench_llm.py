@@ -31,8 +31,9 @@ Methodology (every figure in the output follows it):
     (output 100) mixed round-robin, vs the same engine kind on the plain model (no LoRA) at the same
     shapes, measured in the curve section; the cost's spread comes from the runs' extremes.
   * Sections run in this order: bw, servers' start-up, b1, ttft, curve (server-slots at every c,
-    server-auto at c=1 — its higher c is the eager batch engine, measured before — hf-static, naive), adapters, cb, qwen (server-slots),
-    nf4 (server-auto's solo path); a section is skipped when it would start after ``--budget-s``.
+    server-auto at c=1 — its higher c is the eager batch engine, measured before — hf-static,
+    naive), adapters, qwen (server-slots), nf4 (server-auto's solo path), cb (least predictable:
+    last); a section is skipped when it would start after ``--budget-s``.
 
 Run on the H200 (the lead's command; ~8 minutes):
 
@@ -557,21 +558,6 @@ def main() -> None:
             bench_adapters(model, label, max(levels), facts.get("adapter_base"))
         except Exception as e:  # noqa: BLE001  (one failed section must not lose the rest)
             skipped(f"{label}: adapters", f"failed: {e!r}"[:300])
-    if due("cb"):
-        ps = prompts(max(levels), ARGS.prompt, model.config.vocab_size, seed=3)
-        for c in [c for c in levels if c > 1]:
-            try:
-                measure(f"{label}: {c} concurrent, hf-cb (generate_batch, paged)", cb_run(model, ps[:c], ARGS.new),
-                        runs=ARGS.runs)  # fmt: skip
-            except Exception as e:  # noqa: BLE001  (a library reference; its failure is data)
-                skipped(f"{label}: {c} concurrent, hf-cb", f"failed: {e!r}"[:300])
-            if hasattr(model, "destroy_cached_continuous_batching_manager"):
-                model.destroy_cached_continuous_batching_manager()  # sized for this c; frees its cache
-            gc.collect()
-    del model
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
     if ARGS.qwen and due("qwen"):
         from transformers import AutoModelForCausalLM
 
@@ -586,6 +572,19 @@ def main() -> None:
         torch.cuda.empty_cache()
     if device == "cuda" and due("nf4"):
         bench_nf4(label)
+    if due("cb"):
+        ps = prompts(max(levels), ARGS.prompt, model.config.vocab_size, seed=3)
+        for c in [c for c in levels if c > 1]:
+            try:
+                measure(f"{label}: {c} concurrent, hf-cb (generate_batch, paged)", cb_run(model, ps[:c], ARGS.new),
+                        runs=ARGS.runs)  # fmt: skip
+            except Exception as e:  # noqa: BLE001  (a library reference; its failure is data)
+                skipped(f"{label}: {c} concurrent, hf-cb", f"failed: {e!r}"[:300])
+            if hasattr(model, "destroy_cached_continuous_batching_manager"):
+                model.destroy_cached_continuous_batching_manager()  # sized for this c; frees its cache
+            gc.collect()
+    del model
+    gc.collect()
     say("done")
     write()
     if ARGS.out:
