@@ -242,3 +242,22 @@ def test_build_engine_builds_each_engine_and_refuses_unknown_ones(llm_model_dir,
         engine.close()
     with pytest.raises(ModelError, match="Unknown engine"):
         build_engine(str(llm_model_dir), {}, data_dir=tmp_path, device="cpu", engine="vllm")
+
+
+def test_a_fixed_kv_capacity_bounds_requests_with_clean_answers(llm_model_dir):
+    from assistant.llm.slots import SlotEngine
+
+    model, tok = fresh_model(llm_model_dir)
+    engine = SlotEngine(model, tok, max_batch=2, capacity=64)
+    srv = ServerThread(create_app(engine, tok, ServerConfig(base_id="bundled", context_tokens=2048)))
+    c = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+    try:
+        r = c.chat.completions.create(model="bundled", messages=Q, max_tokens=500, temperature=0)
+        assert r.usage.prompt_tokens + r.usage.completion_tokens <= 64  # clamped to the capacity, not a 500
+        with pytest.raises(openai.BadRequestError, match="context is 64"):
+            c.chat.completions.create(
+                model="bundled", messages=[{"role": "user", "content": "word " * 80}], max_tokens=5
+            )
+    finally:
+        srv.stop()
+        engine.close()

@@ -122,6 +122,8 @@ def create_app(engine: BatchEngine | ServingEngine, tokenizer, config: ServerCon
     """The FastAPI app serving ``engine`` (which already holds the model and its adapters)."""
     app = FastAPI(title="assistant LLM server", docs_url=None, redoc_url=None)
     adapters = sorted(engine.adapters)
+    # an engine with a fixed KV capacity (slots) bounds prompt + answer below the model's context
+    context_tokens = min(config.context_tokens, getattr(engine, "capacity", config.context_tokens))
 
     @app.middleware("http")
     async def guard(request: Request, call_next):  # auth and size limit before any parsing
@@ -193,12 +195,12 @@ def create_app(engine: BatchEngine | ServingEngine, tokenizer, config: ServerCon
             prompt = encode_chat(tokenizer, [m.as_dict() for m in req.messages])
         except ModelError as e:
             raise APIError(400, str(e), param="messages") from e
-        room = config.context_tokens - len(prompt)
+        room = context_tokens - len(prompt)
         if room < 1:
             raise APIError(
                 400,
                 f"The messages are {len(prompt)} tokens; this model's context is "
-                f"{config.context_tokens}. Send less text.",
+                f"{context_tokens}. Send less text.",
                 code="context_length_exceeded",
                 param="messages",
             )
@@ -231,6 +233,8 @@ def create_app(engine: BatchEngine | ServingEngine, tokenizer, config: ServerCon
                 code="queue_full",
                 headers={"Retry-After": str(int(e.retry_after))},
             ) from e
+        except ModelError as e:  # the engine refused this request (e.g. beyond its KV capacity)
+            raise APIError(400, str(e), param="messages") from e
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
