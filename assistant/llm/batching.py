@@ -14,7 +14,8 @@ LoRA adapter and no streaming of text deltas per request, which the server needs
 is the better memory layout; ours is transformers' ``DynamicCache`` with one row per sequence,
 which is simple and exact (a request's greedy output does not depend on its neighbours).
 
-Not here: HTTP (``server``), tokenization of chat messages (``base``), model loading (``loading``).
+Not here: HTTP (``server``), tokenization of chat messages (``base``), model loading (``loading``),
+the KV slabs (``kv_slabs``), compiled decoding (``solo``, ``slots``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from dataclasses import dataclass, field
 from assistant.errors import ModelError
 from assistant.llm.base import IncrementalDetokenizer, TextStopper, eos_ids
 from assistant.llm.fused_lora import FusedLoRA
+from assistant.llm.kv_slabs import cache_layers as _layers
+from assistant.llm.kv_slabs import readopt as _readopt
+from assistant.llm.kv_slabs import use_slabs as _use_slabs
 
 log = logging.getLogger(__name__)
 
@@ -428,77 +432,6 @@ class BatchEngine:
             layer.values = layer.values[idx, :, start:]
             _readopt(layer)
         self._mask = mask[:, start:]
-
-
-def _layers(cache) -> list:
-    layers = getattr(cache, "layers", None)
-    if layers is None:
-        raise ModelError(
-            "This transformers version's KV cache has no per-layer objects; use transformers >= 5.0."
-        )
-    return layers
-
-
-def _use_slabs(cache) -> None:
-    """Give every layer of ``cache`` spare capacity, so each decode step writes in place."""
-    from transformers.cache_utils import DynamicLayer
-
-    cls = _slab_class()
-    for i, layer in enumerate(_layers(cache)):
-        if type(layer) is DynamicLayer and getattr(layer, "keys", None) is not None and layer.keys.dim() == 4:
-            slab = cls.__new__(cls)
-            slab.__dict__.update(layer.__dict__)
-            slab.adopt(layer.keys, layer.values)
-            cache.layers[i] = slab
-
-
-def _readopt(layer) -> None:
-    if hasattr(layer, "adopt"):
-        layer.adopt(layer.keys, layer.values)
-
-
-_SLAB = None
-
-
-def _slab_class():
-    """A DynamicLayer whose keys/values are views into a buffer with spare room (built on first use).
-
-    transformers' DynamicLayer concatenates on every step: a copy of the whole KV cache and a new,
-    slightly larger allocation each time. Here the new key/value is written into spare room; the
-    buffer grows by ``CHUNK`` positions when full.
-    """
-    global _SLAB
-    if _SLAB is not None:
-        return _SLAB
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    class SlabLayer(DynamicLayer):
-        CHUNK = 256
-
-        def adopt(self, keys, values) -> None:
-            self._n = keys.shape[-2]
-            self._kbuf, self._vbuf = self._grow(keys), self._grow(values)
-            self.keys, self.values = self._kbuf[:, :, : self._n], self._vbuf[:, :, : self._n]
-
-        def _grow(self, t):
-            b, h, n, d = t.shape  # (batch, kv heads, positions, head dim)
-            buf = torch.empty((b, h, n + self.CHUNK, d), dtype=t.dtype, device=t.device)
-            buf[:, :, :n] = t
-            return buf
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            k = key_states.shape[-2]
-            if self._n + k > self._kbuf.shape[-2]:
-                self._kbuf, self._vbuf = self._grow(self.keys), self._grow(self.values)
-            self._kbuf[:, :, self._n : self._n + k] = key_states
-            self._vbuf[:, :, self._n : self._n + k] = value_states
-            self._n += k
-            self.keys, self.values = self._kbuf[:, :, : self._n], self._vbuf[:, :, : self._n]
-            return self.keys, self.values
-
-    _SLAB = SlabLayer
-    return _SLAB
 
 
 def _sample(logits, temperatures: list[float], top_ps: list[float]) -> list[int]:
