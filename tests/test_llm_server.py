@@ -1,4 +1,8 @@
-"""The OpenAI-compatible server, driven by the official ``openai`` client and by our RemoteLLM."""
+"""The OpenAI-compatible server, driven by the official ``openai`` client and by our RemoteLLM.
+
+Every test runs against each decoding engine the server offers, on CPU (their non-compiled paths):
+"auto" (solo ``generate`` when alone, continuous batching otherwise) and "slots" (fixed KV slots).
+"""
 # ruff: noqa: F811  (pytest fixtures imported from tests.llm_fixtures are parameters here)
 
 from __future__ import annotations
@@ -19,15 +23,27 @@ Q = [{"role": "user", "content": "What is the capital of France?"}]
 QS = ["What is the capital of France?", "Name three colors.", "What is 2+2?", "Say hello."]
 
 
-@pytest.fixture(scope="module")
-def server(llm_model_dir, lora_dirs):
-    from assistant.llm.adapters import attach_adapter
+def make_engine(kind: str, model, tok, *, adapters=(), max_batch: int = 8, max_queue: int = 16):
     from assistant.llm.batching import BatchEngine
+    from assistant.llm.serving import ServingEngine
+    from assistant.llm.slots import SlotEngine
+
+    kw = {"adapters": list(adapters), "max_batch": max_batch, "max_queue": max_queue}
+    if kind == "auto":
+        return ServingEngine(model, tok, context_tokens=2048, **kw)
+    if kind == "slots":
+        return SlotEngine(model, tok, capacity=2048, **kw)
+    return BatchEngine(model, tok, **kw)
+
+
+@pytest.fixture(scope="module", params=["auto", "slots"])
+def server(request, llm_model_dir, lora_dirs):
+    from assistant.llm.adapters import attach_adapter
 
     model, tok = fresh_model(llm_model_dir)
     for name, path in lora_dirs.items():
         model = attach_adapter(model, path, name)
-    engine = BatchEngine(model, tok, adapters=list(lora_dirs), max_batch=8, max_queue=16)
+    engine = make_engine(request.param, model, tok, adapters=list(lora_dirs))
     srv = ServerThread(
         create_app(
             engine,
@@ -133,11 +149,10 @@ def test_concurrent_requests_match_their_results_alone(client):
     assert together == alone
 
 
-def test_full_queue_answers_429_and_disconnect_cancels(llm_model_dir):
-    from assistant.llm.batching import BatchEngine
-
+@pytest.mark.parametrize("kind", ["batch", "auto", "slots"])
+def test_full_queue_answers_429_and_disconnect_cancels(llm_model_dir, kind):
     model, tok = fresh_model(llm_model_dir)
-    engine = BatchEngine(model, tok, max_batch=1, max_queue=1)
+    engine = make_engine(kind, model, tok, max_batch=1, max_queue=1)
     srv = ServerThread(create_app(engine, tok, ServerConfig(base_id="bundled")))
     c = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
     try:
@@ -200,3 +215,49 @@ def test_answering_path_uses_the_server_through_llm_endpoint(server, tmp_path, e
         assert ans.citations[0].path == "handbook/parental-leave.md"
     finally:
         eng.close()
+
+
+@pytest.mark.parametrize("kind", ["auto", "slots", "batch"])
+def test_build_engine_builds_each_engine_and_refuses_unknown_ones(llm_model_dir, tmp_path, kind):
+    from assistant.errors import ModelError
+    from assistant.llm.base import encode_chat
+    from assistant.llm.server import build_engine
+
+    engine, tok, base_id = build_engine(
+        str(llm_model_dir),
+        {},
+        data_dir=tmp_path,
+        device="cpu",
+        engine=kind,
+        context_tokens=1024,
+        warm_up=False,
+    )
+    try:
+        assert (
+            type(engine).__name__
+            == {"auto": "ServingEngine", "slots": "SlotEngine", "batch": "BatchEngine"}[kind]
+        )
+        assert "Paris" in engine.submit(encode_chat(tok, Q), max_new_tokens=8).result()
+    finally:
+        engine.close()
+    with pytest.raises(ModelError, match="Unknown engine"):
+        build_engine(str(llm_model_dir), {}, data_dir=tmp_path, device="cpu", engine="vllm")
+
+
+def test_a_fixed_kv_capacity_bounds_requests_with_clean_answers(llm_model_dir):
+    from assistant.llm.slots import SlotEngine
+
+    model, tok = fresh_model(llm_model_dir)
+    engine = SlotEngine(model, tok, max_batch=2, capacity=64)
+    srv = ServerThread(create_app(engine, tok, ServerConfig(base_id="bundled", context_tokens=2048)))
+    c = openai.OpenAI(base_url=srv.url + "/v1", api_key="none", max_retries=0)
+    try:
+        r = c.chat.completions.create(model="bundled", messages=Q, max_tokens=500, temperature=0)
+        assert r.usage.prompt_tokens + r.usage.completion_tokens <= 64  # clamped to the capacity, not a 500
+        with pytest.raises(openai.BadRequestError, match="context is 64"):
+            c.chat.completions.create(
+                model="bundled", messages=[{"role": "user", "content": "word " * 80}], max_tokens=5
+            )
+    finally:
+        srv.stop()
+        engine.close()

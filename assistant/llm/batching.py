@@ -14,7 +14,8 @@ LoRA adapter and no streaming of text deltas per request, which the server needs
 is the better memory layout; ours is transformers' ``DynamicCache`` with one row per sequence,
 which is simple and exact (a request's greedy output does not depend on its neighbours).
 
-Not here: HTTP (``server``), tokenization of chat messages (``base``), model loading (``loading``).
+Not here: HTTP (``server``), tokenization of chat messages (``base``), model loading (``loading``),
+the KV slabs (``kv_slabs``), compiled decoding (``solo``, ``slots``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from dataclasses import dataclass, field
 from assistant.errors import ModelError
 from assistant.llm.base import IncrementalDetokenizer, TextStopper, eos_ids
 from assistant.llm.fused_lora import FusedLoRA
+from assistant.llm.kv_slabs import cache_layers as _layers
+from assistant.llm.kv_slabs import readopt as _readopt
+from assistant.llm.kv_slabs import use_slabs as _use_slabs
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,19 @@ class _Seq:
     pending: int = -1  # sampled token not yet fed to the model
     pos: int = 0  # real tokens already in this row's KV cache
     enqueued: float = field(default_factory=time.perf_counter)
+    extra: list[int] = field(default_factory=list)  # tokens generated (and streamed) before joining
+
+    def accept(self, tok: int, eos: set[int]) -> str | None:
+        """Take one sampled token: stream its text; the finish reason when the sequence is done."""
+        self.generated += 1
+        if tok in eos:
+            return "stop"
+        delta = self.stopper.feed(self.detok.add(tok))
+        if delta:
+            self.handle.sink(Event("delta", text=delta))
+        if self.stopper.stopped:
+            return "stop"
+        return "length" if self.generated >= self.max_new else None
 
 
 class BatchEngine:
@@ -117,6 +134,7 @@ class BatchEngine:
         prefill_tokens: int = 16384,
         eos_token_ids: set[int] | None = None,
         slabs: bool = True,
+        model_lock: threading.Lock | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -142,6 +160,14 @@ class BatchEngine:
             except ModelError as e:
                 log.info("%s", e)
         self._device = next(model.parameters()).device
+        # held for each step; shared with the single-sequence decoder so only one uses the model at a time
+        self.model_lock = model_lock or threading.Lock()
+        if self._device.type == "cuda":
+            import torch
+
+            # cuDNN attention sets up per shape (a 2-3x slower first step at every new length); the other
+            # SDPA kernels do not
+            torch.backends.cuda.enable_cudnn_sdp(False)
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         # transformers renamed the forward's `past_key_values` to `cache` (5.2x); use whichever it takes
         self._cache_kw = (
@@ -162,12 +188,36 @@ class BatchEngine:
         adapter: str | None = None,
         sink: Callable[[Event], None] | None = None,
     ) -> RequestHandle:
+        seq = self.new_seq(
+            prompt_ids,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            adapter=adapter,
+            sink=sink,
+        )
+        self.enqueue(seq)
+        return seq.handle
+
+    def new_seq(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: list[str] | None = None,
+        adapter: str | None = None,
+        sink: Callable[[Event], None] | None = None,
+    ) -> _Seq:
+        """A checked request, not yet queued (``enqueue`` queues it; the serving router may run it elsewhere)."""
         if adapter is not None and adapter not in self.adapters:
             raise ModelError(f"Unknown adapter {adapter!r}; loaded: {sorted(self.adapters) or 'none'}.")
         if not prompt_ids:
             raise ModelError("Empty prompt.")
         handle = RequestHandle(sink)
-        seq = _Seq(
+        return _Seq(
             handle=handle,
             prompt=list(prompt_ids),
             max_new=max(1, max_new_tokens),
@@ -177,17 +227,26 @@ class BatchEngine:
             detok=IncrementalDetokenizer(self.tokenizer),
             stopper=TextStopper(stop),
         )
+
+    def enqueue(self, seq: _Seq, *, resumed: bool = False) -> None:
+        """Queue ``seq``; a ``resumed`` one (already running elsewhere) skips the queue limit, goes first."""
         with self._cond:
             if self._closed:
                 raise ModelError("The generation engine is shut down.")
-            if len(self._waiting) >= self.max_queue:
+            if not resumed and len(self._waiting) >= self.max_queue:
                 raise QueueFull(
                     f"{len(self._waiting)} requests are already waiting; try again shortly.",
                     retry_after=self._retry_after(),
                 )
-            self._waiting.append(seq)
+            if resumed:
+                self._waiting.appendleft(seq)
+            else:
+                self._waiting.append(seq)
             self._cond.notify()
-        return handle
+
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._waiting and not self._running
 
     def stats(self) -> dict:
         with self._cond:
@@ -224,10 +283,11 @@ class BatchEngine:
                         break
                     new = self._admit()
                 try:
-                    if new:
-                        self._prefill(new)
-                    if self._running:
-                        self._decode()
+                    with self.model_lock:
+                        if new:
+                            self._prefill(new)
+                        if self._running:
+                            self._decode()
                 except Exception as e:  # a failed step fails the requests in it, never the engine
                     log.exception("generation step failed")
                     for s in self._running + new:
@@ -245,7 +305,7 @@ class BatchEngine:
                 self._waiting.popleft()
                 self._finish(s, "cancelled")
                 continue
-            longest2 = max(longest, len(s.prompt))
+            longest2 = max(longest, len(s.prompt) + len(s.extra))
             if new and longest2 * (len(new) + 1) > self.prefill_tokens:
                 break
             new.append(self._waiting.popleft())
@@ -284,14 +344,15 @@ class BatchEngine:
     def _prefill(self, new: list[_Seq]) -> None:
         import torch
 
-        L = max(len(s.prompt) for s in new)
+        L = max(len(s.prompt) + len(s.extra) for s in new)
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((len(new), L), pad, dtype=torch.long)
         mask = torch.zeros((len(new), L), dtype=torch.long)
         for i, s in enumerate(new):  # left padding: every row's last token is at column L-1
-            ids[i, L - len(s.prompt) :] = torch.tensor(s.prompt)
-            mask[i, L - len(s.prompt) :] = 1
-            s.pos = len(s.prompt)
+            toks = s.prompt + s.extra
+            ids[i, L - len(toks) :] = torch.tensor(toks)
+            mask[i, L - len(toks) :] = 1
+            s.pos = len(toks)
         ids, mask = ids.to(self._device), mask.to(self._device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits, cache = self._forward(ids, mask, positions, None, [s.adapter for s in new])
@@ -342,18 +403,7 @@ class BatchEngine:
                 self._finish(s, "cancelled")
                 done.add(id(s))
                 continue
-            s.generated += 1
-            reason = None
-            if tok in self._eos:
-                reason = "stop"
-            else:
-                delta = s.stopper.feed(s.detok.add(tok))
-                if delta:
-                    s.handle.sink(Event("delta", text=delta))
-                if s.stopper.stopped:
-                    reason = "stop"
-                elif s.generated >= s.max_new:
-                    reason = "length"
+            reason = s.accept(tok, self._eos)
             if reason:
                 self._finish(s, reason)
                 done.add(id(s))
@@ -364,12 +414,7 @@ class BatchEngine:
 
     def _finish(self, s: _Seq, reason: str) -> None:
         self._served += 1
-        rest = s.stopper.final()
-        if rest and reason != "cancelled":
-            s.handle.sink(Event("delta", text=rest))
-        s.handle.sink(
-            Event("done", finish_reason=reason, prompt_tokens=len(s.prompt), completion_tokens=s.generated)
-        )
+        finish_seq(s, reason)
 
     def _select(self, keep: list[int]) -> None:
         """Keep only rows ``keep`` and drop padding columns that no remaining row uses."""
@@ -389,77 +434,6 @@ class BatchEngine:
         self._mask = mask[:, start:]
 
 
-def _layers(cache) -> list:
-    layers = getattr(cache, "layers", None)
-    if layers is None:
-        raise ModelError(
-            "This transformers version's KV cache has no per-layer objects; use transformers >= 5.0."
-        )
-    return layers
-
-
-def _use_slabs(cache) -> None:
-    """Give every layer of ``cache`` spare capacity, so each decode step writes in place."""
-    from transformers.cache_utils import DynamicLayer
-
-    cls = _slab_class()
-    for i, layer in enumerate(_layers(cache)):
-        if type(layer) is DynamicLayer and getattr(layer, "keys", None) is not None and layer.keys.dim() == 4:
-            slab = cls.__new__(cls)
-            slab.__dict__.update(layer.__dict__)
-            slab.adopt(layer.keys, layer.values)
-            cache.layers[i] = slab
-
-
-def _readopt(layer) -> None:
-    if hasattr(layer, "adopt"):
-        layer.adopt(layer.keys, layer.values)
-
-
-_SLAB = None
-
-
-def _slab_class():
-    """A DynamicLayer whose keys/values are views into a buffer with spare room (built on first use).
-
-    transformers' DynamicLayer concatenates on every step: a copy of the whole KV cache and a new,
-    slightly larger allocation each time. Here the new key/value is written into spare room; the
-    buffer grows by ``CHUNK`` positions when full.
-    """
-    global _SLAB
-    if _SLAB is not None:
-        return _SLAB
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    class SlabLayer(DynamicLayer):
-        CHUNK = 256
-
-        def adopt(self, keys, values) -> None:
-            self._n = keys.shape[-2]
-            self._kbuf, self._vbuf = self._grow(keys), self._grow(values)
-            self.keys, self.values = self._kbuf[:, :, : self._n], self._vbuf[:, :, : self._n]
-
-        def _grow(self, t):
-            b, h, n, d = t.shape  # (batch, kv heads, positions, head dim)
-            buf = torch.empty((b, h, n + self.CHUNK, d), dtype=t.dtype, device=t.device)
-            buf[:, :, :n] = t
-            return buf
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            k = key_states.shape[-2]
-            if self._n + k > self._kbuf.shape[-2]:
-                self._kbuf, self._vbuf = self._grow(self.keys), self._grow(self.values)
-            self._kbuf[:, :, self._n : self._n + k] = key_states
-            self._vbuf[:, :, self._n : self._n + k] = value_states
-            self._n += k
-            self.keys, self.values = self._kbuf[:, :, : self._n], self._vbuf[:, :, : self._n]
-            return self.keys, self.values
-
-    _SLAB = SlabLayer
-    return _SLAB
-
-
 def _sample(logits, temperatures: list[float], top_ps: list[float]) -> list[int]:
     """(B, vocab) logits → one token per row: argmax at temperature 0, else temperature + top-p."""
     import torch
@@ -477,3 +451,13 @@ def _sample(logits, temperatures: list[float], top_ps: list[float]) -> list[int]
         choice = torch.multinomial(sorted_p, 1).squeeze(-1)
         out[idx] = order.gather(-1, choice[:, None]).squeeze(-1)
     return out.tolist()
+
+
+def finish_seq(s: _Seq, reason: str) -> None:
+    """Flush ``s``'s held-back text (unless cancelled) and send its "done" event."""
+    rest = s.stopper.final()
+    if rest and reason != "cancelled":
+        s.handle.sink(Event("delta", text=rest))
+    s.handle.sink(
+        Event("done", finish_reason=reason, prompt_tokens=len(s.prompt), completion_tokens=s.generated)
+    )

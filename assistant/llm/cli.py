@@ -62,6 +62,11 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
         context_tokens: int | None = typer.Option(
             None, "--context-tokens", help="prompt + answer limit (default: the model's)"
         ),
+        engine_kind: str = typer.Option(
+            "auto",
+            "--engine",
+            help="auto (compiled solo decoding + batching) | slots (compiled continuous batching) | batch",
+        ),
     ) -> None:
         """Serve the model over an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models)."""
         import uvicorn
@@ -95,6 +100,8 @@ def register(app: typer.Typer, get_settings: Callable[[], object]) -> None:
             quantize=q,
             max_batch=max_batch,
             max_queue=max_queue,
+            engine=engine_kind,
+            context_tokens=context_tokens,
         )
         limit = getattr(engine.model.config, "max_position_embeddings", None) or 4096
         config = ServerConfig(

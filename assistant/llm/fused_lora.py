@@ -74,11 +74,15 @@ class FusedLoRA:
 
         return add_lora
 
-    def set_rows(self, adapters: list[str | None], device) -> None:
-        """Choose each row's adapter for the next forward (None = base model)."""
+    def set_rows(self, adapters: list[str | None], device, *, always: bool = False) -> None:
+        """Choose each row's adapter for the next forward (None = base model).
+
+        ``always``: build masks even for an all-base batch (zero masks), so a compiled graph sees the
+        same structure for the base model and every adapter (one graph, no recompilation).
+        """
         import torch
 
-        if all(a is None for a in adapters):
+        if all(a is None for a in adapters) and not always:
             self._masks = None
             return
         idx = torch.tensor([self.index[a] if a is not None else -1 for a in adapters], device=device)

@@ -4,7 +4,10 @@ Endpoints: ``POST /v1/chat/completions`` (SSE streaming and plain JSON; temperat
 max_tokens / max_completion_tokens, stop), ``GET /v1/models`` (the base id and one id per adapter),
 ``GET /health`` (no auth; queue depth). The request's ``model`` picks the adapter: the base id (or
 ``base``) runs the plain model, an adapter name runs that adapter; requests for different adapters
-share one batch (``batching.BatchEngine``). Bearer-token auth when an API key is set, a request size
+share one batch. The engine under it (``build_engine(engine=...)``): "auto" = ``serving.ServingEngine``
+(a compiled single-sequence path when alone, eager continuous batching otherwise), "slots" =
+``slots.SlotEngine`` (continuous batching with a compiled decode step at every batch size), "batch" =
+``batching.BatchEngine`` (eager continuous batching only). Bearer-token auth when an API key is set, a request size
 limit, and every error in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 Back-pressure: a full queue answers 429 with ``Retry-After``; a client that disconnects cancels
 its generation.
@@ -33,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from assistant.errors import ModelError
 from assistant.llm.base import encode_chat
 from assistant.llm.batching import BatchEngine, Event, QueueFull
+from assistant.llm.serving import ServingEngine
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +118,12 @@ class ServerConfig:
     max_body_bytes: int = 2_000_000
 
 
-def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
+def create_app(engine: BatchEngine | ServingEngine, tokenizer, config: ServerConfig) -> FastAPI:
     """The FastAPI app serving ``engine`` (which already holds the model and its adapters)."""
     app = FastAPI(title="assistant LLM server", docs_url=None, redoc_url=None)
     adapters = sorted(engine.adapters)
+    # an engine with a fixed KV capacity (slots) bounds prompt + answer below the model's context
+    context_tokens = min(config.context_tokens, getattr(engine, "capacity", config.context_tokens))
 
     @app.middleware("http")
     async def guard(request: Request, call_next):  # auth and size limit before any parsing
@@ -189,12 +195,12 @@ def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
             prompt = encode_chat(tokenizer, [m.as_dict() for m in req.messages])
         except ModelError as e:
             raise APIError(400, str(e), param="messages") from e
-        room = config.context_tokens - len(prompt)
+        room = context_tokens - len(prompt)
         if room < 1:
             raise APIError(
                 400,
                 f"The messages are {len(prompt)} tokens; this model's context is "
-                f"{config.context_tokens}. Send less text.",
+                f"{context_tokens}. Send less text.",
                 code="context_length_exceeded",
                 param="messages",
             )
@@ -227,6 +233,8 @@ def create_app(engine: BatchEngine, tokenizer, config: ServerConfig) -> FastAPI:
                 code="queue_full",
                 headers={"Retry-After": str(int(e.retry_after))},
             ) from e
+        except ModelError as e:  # the engine refused this request (e.g. beyond its KV capacity)
+            raise APIError(400, str(e), param="messages") from e
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
 
@@ -336,11 +344,18 @@ def build_engine(
     max_batch: int = 64,
     max_queue: int = 256,
     cache_dir=None,
-) -> tuple[BatchEngine, Any, str]:
+    engine: str = "auto",
+    context_tokens: int | None = None,
+    warm_up: bool | None = None,
+) -> tuple[BatchEngine | ServingEngine, Any, str]:
     """Load ``base`` ('bundled', .gguf or HF folder) and attach ``adapters`` {name: registered name or folder}.
 
     Returns (engine, tokenizer, base_id). Adapters trained on another base are refused. GGUF
     conversions are cached under ``cache_dir`` (settings.model_cache_dir; default: ``data_dir``).
+    ``engine``: "auto" (``ServingEngine``: compiled solo path + batching), "slots" (``SlotEngine``:
+    compiled continuous batching) or "batch" (eager batching only). ``context_tokens`` sizes the
+    static KV caches (default: the model's context, at most 4096); ``warm_up`` (default: on CUDA)
+    compiles and runs the served shapes before returning (the start-up cost is logged).
     """
     from pathlib import Path
 
@@ -362,8 +377,41 @@ def build_engine(
     base_id = "bundled" if base == "bundled" else Path(base).name.removesuffix(".gguf")
     if base_id in adapters:
         raise ModelError(f"Adapter name {base_id!r} is the base model's id; pick another adapter name.")
-    engine = BatchEngine(model, tok, adapters=list(adapters), max_batch=max_batch, max_queue=max_queue)
-    return engine, tok, base_id
+    if engine not in ("auto", "slots", "batch"):
+        raise ModelError(f"Unknown engine {engine!r}; use 'auto', 'slots' or 'batch'.")
+    if engine == "batch":
+        eng: BatchEngine | ServingEngine = BatchEngine(
+            model, tok, adapters=list(adapters), max_batch=max_batch, max_queue=max_queue
+        )
+        return eng, tok, base_id
+    limit = getattr(model.config, "max_position_embeddings", None) or 4096
+    warm = warm_up if warm_up is not None else next(model.parameters()).device.type == "cuda"
+    if engine == "slots":
+        from assistant.llm.slots import SlotEngine
+
+        slots = SlotEngine(
+            model,
+            tok,
+            adapters=list(adapters),
+            max_batch=max_batch,
+            max_queue=max_queue,
+            capacity=context_tokens or min(limit, 4096),
+        )
+        if warm:
+            log.warning("warm-up (compile + every batch bucket) took %.1f s", slots.warm_up())
+        return slots, tok, base_id
+    eng = ServingEngine(
+        model,
+        tok,
+        adapters=list(adapters),
+        max_batch=max_batch,
+        max_queue=max_queue,
+        context_tokens=context_tokens or min(limit, 4096),
+    )
+    if warm:
+        took = eng.warm_up()
+        log.warning("warm-up (compile + served shapes) took %.1f s", took)
+    return eng, tok, base_id
 
 
 class ServerThread:
