@@ -272,6 +272,9 @@ class BatchEngine:
 
     # -- engine thread ------------------------------------------------------------------------
     def _loop(self) -> None:
+        from assistant.llm.cudagraph_tls import init_thread
+
+        init_thread()
         import torch
 
         with torch.inference_mode():

@@ -166,6 +166,9 @@ class ServingEngine:
         seq.handle.result()
 
     def _solo_loop(self) -> None:
+        from assistant.llm.cudagraph_tls import init_thread
+
+        init_thread()
         while True:
             item = self._solo_q.get()
             if item is None:
