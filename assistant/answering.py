@@ -35,6 +35,7 @@ from assistant.passages import Excerpt, build_excerpts
 from assistant.prompting import REFUSAL, Passage, build_messages
 from assistant.relevance_protocol import EmbeddingRelevance, RelevanceScorer
 from assistant.retrieval import Audience, Hit
+from assistant.verification import verify_claims
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,15 @@ class Answerer:
             timings["generate"] = (time.perf_counter() - t2) * 1e3
 
         t3 = time.perf_counter()
-        kept, used = self._verify(question, model_text, [s.hit for s in sources])
+        kept, used = verify_claims(
+            question,
+            model_text,
+            [s.hit for s in sources],
+            embedder=self.embedder,
+            scorer=self.scorer,
+            calibrated=self.calibrated,
+            settings=a,
+        )
         model_refused = bool(_REFUSAL_HINT.search(model_text)) and not kept
         floor = a.min_answer_relevance if self.calibrated else a.min_quote_score
         if model_refused and not self.calibrated:
@@ -441,67 +450,3 @@ class Answerer:
                 return chosen
             chosen.pop()
         return chosen
-
-    def _verify(self, question: str, model_text: str, sources: list[Hit]) -> tuple[list[str], set[int]]:
-        """Keep the model's sentences that their cited (or best) source supports and that address the
-        question; return them and the sources used."""
-        kept: list[str] = []
-        used: set[int] = set()
-        a = self.s.answering
-        if not model_text.strip():
-            return kept, used
-        claims = [s.text for s in g.sentences(model_text, min_chars=8)]
-        if not claims:
-            return kept, used
-        texts = [g.strip_instructions(h.text) for h in sources]  # injected instructions support nothing
-        claim_vecs = self.embedder.embed([g.strip_citations(c) for c in claims])
-        qv = self.embedder.embed_query(question)
-        qwords = g.content_words(question)
-        cited_anywhere = sorted({n - 1 for c in claims for n in g.citations_in(c) if 1 <= n <= len(sources)})
-        on_topic = (
-            self.scorer.score(question, [g.strip_citations(c) for c in claims]) if self.calibrated else None
-        )
-        for ci, (claim, cv) in enumerate(zip(claims, claim_vecs)):
-            if _REFUSAL_HINT.search(claim) or g.looks_like_instruction(claim):
-                continue
-            plain = g.strip_citations(claim)
-            # a true statement that does not address the question is noise, not an answer
-            if on_topic is not None:
-                if float(on_topic[ci]) < a.min_answer_relevance / 2:
-                    continue
-            elif float(cv @ qv) < a.min_claim_similarity and not (qwords & g.content_words(plain)):
-                continue
-            cited = [n - 1 for n in g.citations_in(claim) if 1 <= n <= len(sources)]
-            candidates = cited or cited_anywhere or list(range(len(sources)))
-            best, best_support = None, 0.0
-            for i in candidates:
-                lex = max([g.lexical_support(plain, texts[i])] + self._row_support(plain, texts[i]))
-                if lex > best_support:
-                    best, best_support = i, lex
-            ok = best is not None and best_support >= a.min_lexical_support
-            if not ok:
-                # meaning check against individual source sentences (numbers must still match)
-                for i in candidates:
-                    spans = g.sentences(texts[i])
-                    if not spans or (g.numbers(plain) - g.numbers(texts[i])):
-                        continue
-                    sims = self.embedder.embed([sp.text for sp in spans]) @ cv
-                    if float(np.max(sims)) >= a.support_threshold:
-                        best, ok = i, True
-                        break
-            if ok and best is not None:
-                used.add(best)
-                kept.append(f"{g.clean_quote(plain)} [{best + 1}]")
-        return kept, used
-
-    @staticmethod
-    def _row_support(claim: str, text: str) -> list[float]:
-        """Support of a table-shaped claim ("Mid-Market | 100 - 500 devs") by one table row read with its header."""
-        if "|" not in claim and ":" not in claim:
-            return []
-        out = []
-        for line in text.split("\n"):
-            if line.strip().startswith("|"):
-                header = quoting.table_header(text, text.find(line)) or ""
-                out.append(g.lexical_support(claim, f"{header} {line}"))
-        return out
