@@ -54,6 +54,13 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         as_email: str | None = typer.Option(None, "--as", help="evaluate with this person's permissions"),
         retrieval_only: bool = typer.Option(False, "--retrieval-only", help="skip answering (fast)"),
         limit: int = typer.Option(0, "--limit", help="only the first N questions"),
+        concurrency: int = typer.Option(
+            1,
+            "--concurrency",
+            min=1,
+            help="questions answered at once (threads; for a batching llm.endpoint); "
+            "latencies then include queueing",
+        ),
     ) -> None:
         """Score retrieval and answers on a question set, for one or more configurations."""
         from tqdm import tqdm
@@ -92,11 +99,19 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
                     **({"llm": shared[("llm", llm_key)]} if ("llm", llm_key) in shared else {}),
                 )
                 engine.set_retrieval(s.retrieval)  # retrieval settings differ per configuration
-                recs = ev.run_config(name, a, qs, who=who, answer=not retrieval_only, progress=bar.update)
+                recs = ev.run_config(
+                    name,
+                    a,
+                    qs,
+                    who=who,
+                    answer=not retrieval_only,
+                    progress=bar.update,
+                    concurrency=concurrency,
+                )
                 if not retrieval_only:
                     shared[("llm", llm_key)] = a.llm
                 all_records[name] = recs
-                metrics.append(ev.score(name, recs, shown=s.answering.sources))
+                metrics.append(ev.score(name, recs, shown=s.answering.sources, concurrency=concurrency))
         with (out / "answers.jsonl").open("w") as f:
             for recs in all_records.values():
                 for r in recs:
