@@ -61,6 +61,13 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
             help="questions answered at once (threads; for a batching llm.endpoint); "
             "latencies then include queueing",
         ),
+        warmup: int = typer.Option(
+            0,
+            "--warmup",
+            min=0,
+            help="answer the first N questions once per configuration before the timed run (not recorded), "
+            "so model loading and first-call costs stay out of the latencies",
+        ),
     ) -> None:
         """Score retrieval and answers on a question set, for one or more configurations."""
         from tqdm import tqdm
@@ -99,6 +106,10 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
                     **({"llm": shared[("llm", llm_key)]} if ("llm", llm_key) in shared else {}),
                 )
                 engine.set_retrieval(s.retrieval)  # retrieval settings differ per configuration
+                for q in qs[:warmup]:
+                    a.search(q.question, who=who, k=10)
+                    if not retrieval_only:
+                        a.ask(q.question, who=who)
                 recs = ev.run_config(
                     name,
                     a,
