@@ -21,17 +21,19 @@
 # Steps (each prints a timestamp): setup → convert (once) → ingest (unless BUNDLE/hb) → build the adapter
 # data (CPU, verified targets) → train (≤ ~3 min) → serve-llm (base + adapter "ours", batching) →
 # `assistant eval --concurrency CONC` over the dev set → a sequential pass on SEQ_N questions → table.
-# Expected on an H200: ~8-9 minutes in all. Knobs (environment): CONC=8 SEQ_N=20 STEPS=90 MB=8 LIMIT=0
+# Expected on an H200: ~8-9 minutes in all. Every step before the eval is skipped when its output is in WORK,
+# so a run cut at 10 minutes is resumed by running the same command again.
+# Knobs (environment): CONC=16 SEQ_N=20 STEPS=70 MB=8 LIMIT=0
 # (0 = every dev question) DEVICE=cuda PORT=8765 BUNDLED=0 PYTHON=python3 SEQ_LEN=3072 CTX=12000 SOURCES=8
-# PASSAGE_CHARS=3000 MAX_NEW=200 QUESTIONS=tests/data/dev_questions.jsonl; the CPU smoke test
+# PASSAGE_CHARS=3000 MAX_NEW=160 QUESTIONS=tests/data/dev_questions.jsonl; the CPU smoke test
 # (tests/test_gpu_answers_script.py) shrinks them all.
 set -euo pipefail
 BUNDLE=$(realpath "$1"); WORK=$(realpath -m "$2"); OUT=$(realpath -m "$3")
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
-CONC=${CONC:-8}; SEQ_N=${SEQ_N:-20}; STEPS=${STEPS:-90}; MB=${MB:-8}; LIMIT=${LIMIT:-0}
+CONC=${CONC:-16}; SEQ_N=${SEQ_N:-20}; STEPS=${STEPS:-70}; MB=${MB:-8}; LIMIT=${LIMIT:-0}
 DEVICE=${DEVICE:-cuda}; PORT=${PORT:-8765}; BUNDLED=${BUNDLED:-0}; SEQ_LEN=${SEQ_LEN:-3072}
-GB=${GB:-32}; MAX_NEW=${MAX_NEW:-200}; QUESTIONS=${QUESTIONS:-tests/data/dev_questions.jsonl}
+GB=${GB:-32}; MAX_NEW=${MAX_NEW:-160}; QUESTIONS=${QUESTIONS:-tests/data/dev_questions.jsonl}
 mkdir -p "$WORK" "$OUT/logs" "$OUT/train"
 export PYTHONPATH="$WORK/site:$REPO" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -62,15 +64,16 @@ if [ ! -e "$WORK/hb/store.sqlite" ]; then
 fi
 
 step "adapter data"
-$PY scripts/train_qwen_adapter.py build --handbook "$BUNDLE/handbook/content" --questions "$BUNDLE/questions.jsonl" \
-    --out "$WORK/qdata" ${BUILD_EXTRA:-} 2>&1 | tail -3
+[ -e "$WORK/qdata/manifest.json" ] || $PY scripts/train_qwen_adapter.py build --handbook "$BUNDLE/handbook/content" \
+    --questions "$BUNDLE/questions.jsonl" --out "$WORK/qdata" ${BUILD_EXTRA:-} 2>&1 | tail -3
 cp "$WORK/qdata/manifest.json" "$OUT/train/data_manifest.json"
 
 step "adapter train"
-$PY scripts/train_qwen_adapter.py train --data "$WORK/qdata" --model "$MODEL" --out "$WORK/qrun" --device "$DEVICE" \
+[ -e "$WORK/qrun/summary.json" ] || $PY scripts/train_qwen_adapter.py train --data "$WORK/qdata" --model "$MODEL" --out "$WORK/qrun" --device "$DEVICE" \
     --r 16 --targets q_proj,k_proj,v_proj,o_proj --lr 2e-4 --epochs 1 --max-steps "$STEPS" \
     --global-batch "$GB" --micro-batch "$MB" --seq-len "$SEQ_LEN" --eval-limit 0 ${TRAIN_EXTRA:-} 2>&1 | tail -4
 rm -rf "$OUT/adapter"; cp -r "$WORK/qrun/adapter" "$OUT/adapter"; cp "$WORK/qrun/summary.json" "$OUT/train/summary.json"
+[ "${STOP_AFTER:-}" = train ] && { step "stopped after training (STOP_AFTER=train)"; exit 0; }
 
 step serve
 export ASSISTANT_DATA_DIR="$WORK/hb" ASSISTANT_LLM__DEVICE="$DEVICE"
@@ -99,7 +102,7 @@ tail -28 "$OUT/logs/eval-concurrent.log"
 
 step "eval sequential ($SEQ_N questions, latency)"
 $PY -m assistant eval "$QUESTIONS" --out "$OUT/eval-sequential" --concurrency 1 --warmup 2 --limit "$SEQ_N" \
-    --variant "$V_EXT" --variant "$V_BASE" --variant "$V_OURS" > "$OUT/logs/eval-sequential.log" 2>&1 \
+    --variant "$V_EXT" --variant "$V_OURS" ${SEQ_BASE:+--variant "$V_BASE"} > "$OUT/logs/eval-sequential.log" 2>&1 \
   || { tail -30 "$OUT/logs/eval-sequential.log"; exit 1; }
 kill $SERVER 2>/dev/null || true
 
