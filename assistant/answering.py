@@ -256,6 +256,7 @@ class Answerer:
             scorer=self.scorer,
             calibrated=self.calibrated,
             settings=a,
+            parts=parts,
         )
         model_refused = bool(_REFUSAL_HINT.search(model_text)) and not kept
         floor = a.min_answer_relevance if self.calibrated else a.min_quote_score

@@ -30,13 +30,19 @@ def verify_claims(
     sources: list[Hit],
     *,
     embedder,
-    scorer: RelevanceScorer,
+    scorer: RelevanceScorer | None,
     calibrated: bool,
     settings,
+    parts: list[str] | None = None,
 ) -> tuple[list[str], set[int]]:
     """Keep the model's sentences that their cited (or best) source supports and that address the
     question; return them (each ending in its citation) and the indexes of the sources used.
-    ``settings`` is the ``answering`` section."""
+
+    ``settings`` is the ``answering`` section. ``parts`` are the parts of a multi-part question: a
+    sentence needs to address one of them, not the whole question. Numbers the question itself states
+    ("a company with 300 engineers") may be repeated when the sentence also carries a number from its
+    source. A sentence supported by a table row counts the row's header as its context, so
+    "Mid-Market | 100 - 500 devs" addresses "which segment…" through the row it restates."""
     kept: list[str] = []
     used: set[int] = set()
     a = settings
@@ -45,29 +51,27 @@ def verify_claims(
     claims = [s.text for s in g.sentences(model_text, min_chars=8)]
     if not claims:
         return kept, used
+    asks = [p for p in (parts or []) if p.strip()] or [question]
     texts = [g.strip_instructions(h.text) for h in sources]  # injected instructions support nothing
-    claim_vecs = embedder.embed([g.strip_citations(c) for c in claims])
-    qv = embedder.embed_query(question)
+    plains = [g.strip_citations(c) for c in claims]
+    claim_vecs = embedder.embed(plains)
+    ask_vecs = np.stack([embedder.embed_query(q) for q in dict.fromkeys([question, *asks])])  # (k, dim)
     qwords = g.content_words(question)
+    qnums = g.numbers(question)
     cited_anywhere = sorted({n - 1 for c in claims for n in g.citations_in(c) if 1 <= n <= len(sources)})
-    on_topic = scorer.score(question, [g.strip_citations(c) for c in claims]) if calibrated else None
-    for ci, (claim, cv) in enumerate(zip(claims, claim_vecs)):
+    for claim, plain, cv in zip(claims, plains, claim_vecs):
         if _REFUSAL_HINT.search(claim) or g.looks_like_instruction(claim):
-            continue
-        plain = g.strip_citations(claim)
-        # a true statement that does not address the question is noise, not an answer
-        if on_topic is not None:
-            if float(on_topic[ci]) < a.min_answer_relevance / 2:
-                continue
-        elif float(cv @ qv) < a.min_claim_similarity and not (qwords & g.content_words(plain)):
             continue
         cited = [n - 1 for n in g.citations_in(claim) if 1 <= n <= len(sources)]
         candidates = cited or cited_anywhere or list(range(len(sources)))
-        best, best_support = None, 0.0
+        best, best_support, context = None, 0.0, ""
         for i in candidates:
-            lex = max([g.lexical_support(plain, texts[i])] + row_support(plain, texts[i]))
+            lex = support(plain, texts[i], question_numbers=qnums)
             if lex > best_support:
-                best, best_support = i, lex
+                best, best_support, context = i, lex, ""
+            for row, score in row_support(plain, texts[i], question_numbers=qnums):
+                if score > best_support:
+                    best, best_support, context = i, score, row
         ok = best is not None and best_support >= a.min_lexical_support
         if not ok:
             # meaning check against individual source sentences (numbers must still match)
@@ -79,19 +83,44 @@ def verify_claims(
                 if float(np.max(sims)) >= a.support_threshold:
                     best, ok = i, True
                     break
-        if ok and best is not None:
-            used.add(best)
-            kept.append(f"{g.clean_quote(plain)} [{best + 1}]")
+        if not ok or best is None:
+            continue
+        # a true statement that does not address the question (or any of its parts) is noise, not an answer
+        about = f"{plain} ({context})" if context else plain
+        if calibrated and scorer is not None:
+            on_topic = max(float(scorer.score(q, [about])[0]) for q in asks)
+            if on_topic < a.min_answer_relevance / 2:
+                continue
+        elif float(np.max(ask_vecs @ cv)) < a.min_claim_similarity and not (qwords & g.content_words(about)):
+            continue
+        used.add(best)
+        kept.append(f"{g.clean_quote(plain)} [{best + 1}]")
     return kept, used
 
 
-def row_support(claim: str, text: str) -> list[float]:
-    """Support of a table-shaped claim ("Mid-Market | 100 - 500 devs") by each table row read with its header."""
-    if "|" not in claim and ":" not in claim:
-        return []
+def support(claim: str, text: str, *, question_numbers: set[str] = frozenset()) -> float:
+    """0..1: the share of the claim's content words ``text`` holds; 0 when a number is missing from it.
+    A number the question states may be repeated, provided some other number comes from ``text``."""
+    nums = g.numbers(claim)
+    have = g.numbers(text)
+    from_text = nums & have
+    if nums - have and not (from_text and (nums - have) <= question_numbers):
+        return 0.0
+    words = g.content_words(claim)
+    if not words:
+        return 1.0 if nums else 0.0
+    return len(words & g.content_words(text)) / len(words)
+
+
+def row_support(
+    claim: str, text: str, *, question_numbers: set[str] = frozenset()
+) -> list[tuple[str, float]]:
+    """Support of a claim by each Markdown table row of ``text`` read with its header:
+    [(header + row, score)] ("Mid-Market | 100 - 500 devs" against "| Segment | Size |" + its row)."""
     out = []
     for line in text.split("\n"):
-        if line.strip().startswith("|"):
+        if line.strip().startswith("|") and not re.fullmatch(r"[\s|:\-]+", line):
             header = quoting.table_header(text, text.find(line)) or ""
-            out.append(g.lexical_support(claim, f"{header} {line}"))
+            row = f"{header} {line}".strip()
+            out.append((row, support(claim, row, question_numbers=question_numbers)))
     return out
