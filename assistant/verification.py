@@ -39,8 +39,8 @@ def verify_claims(
     question; return them (each ending in its citation) and the indexes of the sources used.
 
     ``settings`` is the ``answering`` section. ``parts`` are the parts of a multi-part question: a
-    sentence needs to address one of them, not the whole question. Numbers the question itself states
-    ("a company with 300 engineers") may be repeated when the sentence also carries a number from its
+    sentence needs to address one of them, not the whole question. What the question itself states
+    ("a company with 300 engineers") may be repeated when the sentence also says something from its
     source. A sentence supported by a table row counts the row's header as its context, so
     "Mid-Market | 100 - 500 devs" addresses "which segment…" through the row it restates."""
     kept: list[str] = []
@@ -57,7 +57,6 @@ def verify_claims(
     claim_vecs = embedder.embed(plains)
     ask_vecs = np.stack([embedder.embed_query(q) for q in dict.fromkeys([question, *asks])])  # (k, dim)
     qwords = g.content_words(question)
-    qnums = g.numbers(question)
     cited_anywhere = sorted({n - 1 for c in claims for n in g.citations_in(c) if 1 <= n <= len(sources)})
     for claim, plain, cv in zip(claims, plains, claim_vecs):
         if _REFUSAL_HINT.search(claim) or g.looks_like_instruction(claim):
@@ -66,18 +65,25 @@ def verify_claims(
         candidates = cited or cited_anywhere or list(range(len(sources)))
         best, best_support, context = None, 0.0, ""
         for i in candidates:
-            lex = support(plain, texts[i], question_numbers=qnums)
+            lex = support(plain, prose_of(texts[i]), question=question)
             if lex > best_support:
                 best, best_support, context = i, lex, ""
-            for row, score in row_support(plain, texts[i], question_numbers=qnums):
+            for row, score in row_support(plain, texts[i], question=question):
                 if score > best_support:
                     best, best_support, context = i, score, row
         ok = best is not None and best_support >= a.min_lexical_support
         if not ok:
-            # meaning check against individual source sentences (numbers must still match)
+            # meaning check against individual prose sentences, each holding the claim's numbers itself
+            # (beside any the question states); table rows were checked word by word above: an embedding
+            # cannot tell "Enterprise | 100 - 500 devs" from the Mid-Market row it copies
+            qnums = g.numbers(question)
             for i in candidates:
-                spans = g.sentences(texts[i])
-                if not spans or (g.numbers(plain) - g.numbers(texts[i])):
+                spans = [
+                    sp
+                    for sp in g.sentences(texts[i])
+                    if not sp.text.lstrip().startswith("|") and numbers_ok(plain, sp.text, qnums)
+                ]
+                if not spans:
                     continue
                 sims = embedder.embed([sp.text for sp in spans]) @ cv
                 if float(np.max(sims)) >= a.support_threshold:
@@ -98,29 +104,57 @@ def verify_claims(
     return kept, used
 
 
-def support(claim: str, text: str, *, question_numbers: set[str] = frozenset()) -> float:
+def support(claim: str, text: str, *, question: str = "") -> float:
     """0..1: the share of the claim's content words ``text`` holds; 0 when a number is missing from it.
-    A number the question states may be repeated, provided some other number comes from ``text``."""
-    nums = g.numbers(claim)
-    have = g.numbers(text)
-    from_text = nums & have
-    if nums - have and not (from_text and (nums - have) <= question_numbers):
+
+    The question's own words and numbers are the asker's premise ("a company with 300 engineers"):
+    they count as supported, provided the claim also carries something from ``text`` the question
+    does not (a word or a number), so restating the question alone supports nothing; a number from the
+    question is allowed only beside a number from ``text``."""
+    nums, have = g.numbers(claim), g.numbers(text)
+    qnums, qwords = g.numbers(question), g.content_words(question)
+    words, twords = g.content_words(claim), g.content_words(text)
+    new_info = bool((nums & have) - qnums or (words & twords) - qwords)
+    if not numbers_ok(claim, text, qnums):
         return 0.0
-    words = g.content_words(claim)
     if not words:
         return 1.0 if nums else 0.0
-    return len(words & g.content_words(text)) / len(words)
+    plain = len(words & twords) / len(words)
+    return max(plain, len(words & (twords | qwords)) / len(words)) if new_info else plain
 
 
-def row_support(
-    claim: str, text: str, *, question_numbers: set[str] = frozenset()
-) -> list[tuple[str, float]]:
-    """Support of a claim by each Markdown table row of ``text`` read with its header:
-    [(header + row, score)] ("Mid-Market | 100 - 500 devs" against "| Segment | Size |" + its row)."""
+def _is_row(line: str) -> bool:
+    return line.strip().startswith("|") and not re.fullmatch(r"[\s|:\-]+", line)
+
+
+def numbers_ok(claim: str, text: str, question_numbers: set[str]) -> bool:
+    """Every number of the claim is in ``text``, or is one the question states while another number
+    of the claim comes from ``text`` ("300 engineers: Mid-Market, 100 - 500 devs"); a bare label next
+    to the question's number ("300 engineers is Enterprise") cannot be checked and fails."""
+    nums, have = g.numbers(claim), g.numbers(text)
+    missing = nums - have
+    return not missing or (bool((nums & have) - question_numbers) and missing <= question_numbers)
+
+
+def row_support(claim: str, text: str, *, question: str = "") -> list[tuple[str, float]]:
+    """Support of a claim by each Markdown table row of ``text`` read with its header and the prose
+    around the table, never with the other rows: [(header + row, score)]. Words and numbers collected
+    from several rows ("Enterprise | 100 - 500 devs" when 100 - 500 is Mid-Market's row) support nothing."""
+    lines = text.split("\n")
+    rows = [i for i, line in enumerate(lines) if _is_row(line)]
+    if not rows:
+        return []
+    prose = "\n".join(line for line in lines if not line.strip().startswith("|"))
     out = []
-    for line in text.split("\n"):
-        if line.strip().startswith("|") and not re.fullmatch(r"[\s|:\-]+", line):
-            header = quoting.table_header(text, text.find(line)) or ""
-            row = f"{header} {line}".strip()
-            out.append((row, support(claim, row, question_numbers=question_numbers)))
+    for i in rows:
+        header = quoting.table_header(text, text.find(lines[i])) or ""
+        if header.strip() == lines[i].strip():
+            continue  # the header row itself states nothing
+        row = f"{header} {lines[i]}".strip()
+        out.append((row, support(claim, f"{prose}\n{row}", question=question)))
     return out
+
+
+def prose_of(text: str) -> str:
+    """``text`` without its table rows: the view a claim that is not about one row is checked against."""
+    return "\n".join(line for line in text.split("\n") if not line.strip().startswith("|"))
