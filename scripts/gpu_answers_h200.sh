@@ -10,6 +10,8 @@
 #   handbook/        the corpus root (handbook/content/...)
 #   minilm/          all-MiniLM-L6-v2 (optional: else the bundled embedder)
 #   hb/              an ingested index of handbook/ (optional: else it is ingested, ~26 s on the H200)
+#   qdata/           the adapter data built beforehand on a CPU (optional: else built here, ~1-2 min):
+#                    python scripts/train_qwen_adapter.py build --questions questions.jsonl --out qdata
 #   whl/             wheels of our pure-Python deps missing on the host (optional; unpacked to WORK/site)
 # WORK: scratch (conversion, index copy, training data, run). OUT: everything worth keeping:
 #   OUT/table.md        one Markdown table: extractive, Qwen base, Qwen + adapter (and the bundled 135M +
@@ -64,6 +66,7 @@ if [ ! -e "$WORK/hb/store.sqlite" ]; then
 fi
 
 step "adapter data"
+[ -e "$WORK/qdata/manifest.json" ] || [ ! -e "$BUNDLE/qdata/manifest.json" ] || cp -r "$BUNDLE/qdata" "$WORK/qdata"
 [ -e "$WORK/qdata/manifest.json" ] || $PY scripts/train_qwen_adapter.py build --handbook "$BUNDLE/handbook/content" \
     --questions "$BUNDLE/questions.jsonl" --out "$WORK/qdata" ${BUILD_EXTRA:-} 2>&1 | tail -3
 cp "$WORK/qdata/manifest.json" "$OUT/train/data_manifest.json"

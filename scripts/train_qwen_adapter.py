@@ -164,6 +164,7 @@ def verify_targets(examples: list[dict]) -> tuple[list[dict], dict]:
     what verification keeps, so the adapter learns answers that reach the person unchanged."""
     from types import SimpleNamespace
 
+    from assistant.grounding import strip_citations as g_strip
     from assistant.settings import AnsweringSettings
     from assistant.verification import verify_claims
 
@@ -192,6 +193,16 @@ def verify_targets(examples: list[dict]) -> tuple[list[dict], dict]:
         facts = ex.get("key_facts") or [ex.get("key_fact", "")]
         if not kept or not all(M.norm(f) in said for f in facts if f):
             continue
+        # a sentence another kept sentence already says ("16 weeks [2]. Primary caregivers get 16 weeks…")
+        # is dropped: the adapter learns to say each fact once
+        keys = [M.norm(g_strip(k)) for k in kept]
+        kept = [
+            k
+            for i, k in enumerate(kept)
+            if not any(
+                i != j and keys[i] in keys[j] and (keys[i] != keys[j] or j < i) for j in range(len(kept))
+            )
+        ]
         if ex["kind"] == "multi" and len(kept) < 2:
             continue
         ex["answer"] = " ".join(kept)
@@ -414,7 +425,12 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--questions", type=Path, default=None, help="JSONL from scripts/gen_questions.py")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--per-doc", type=int, default=1, help="template questions per page at most (the generated ones read better)")
+    b.add_argument(
+        "--per-doc",
+        type=int,
+        default=1,
+        help="template questions per page at most (the generated ones read better)",
+    )
     b.add_argument("--max-chars", type=int, default=1200, help="characters per passage at most")
     b.add_argument("--heldout", type=int, default=400)
     b.add_argument(
