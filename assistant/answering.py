@@ -176,7 +176,7 @@ class Answerer:
         if not question.strip():
             return self._refuse(question, [], timings, t0)
         parts = split_question(question) if a.split_questions else [question]
-        n_sources = k or a.sources
+        n_sources, passage_chars = self._passage_budget(k)
         sources: list[Excerpt] = []
         hits_all: list[Hit] = []
         picks: list[_Pick | None] = []
@@ -203,7 +203,7 @@ class Answerer:
                 self.retriever.store,
                 self._rank_chunks(query, hits),
                 max_docs=n_sources,
-                max_chars=a.passage_chars,
+                max_chars=passage_chars,
                 windows_per_doc=a.windows_per_doc,
             )
             index = []
@@ -451,3 +451,14 @@ class Answerer:
                 return chosen
             chosen.pop()
         return chosen
+
+    def _passage_budget(self, k: int | None) -> tuple[int, int]:
+        """(sources, characters per excerpt window): a model whose usable context holds at least
+        ``answering.model_context_tokens`` (Qwen's 32k, with ``llm.context_tokens`` raised to match) reads
+        more and larger passages than the CPU default; ``k`` still overrides the number of sources."""
+        a = self.s.answering
+        if self.llm is not None:
+            usable = min(self.llm.context_tokens, self.s.llm.context_tokens)
+            if usable >= a.model_context_tokens:
+                return k or a.model_sources, a.model_passage_chars
+        return k or a.sources, a.passage_chars

@@ -92,7 +92,8 @@ done
 BASE_ID=$(basename "$MODEL")
 # the long-context model reads more and larger passages than the CPU default (5 × 2,000 characters)
 LONG="llm.endpoint=http://127.0.0.1:$PORT/v1,llm.model=$BASE_ID,llm.context_tokens=${CTX:-12000},llm.max_new_tokens=$MAX_NEW"
-LONG="$LONG,answering.sources=${SOURCES:-8},answering.passage_chars=${PASSAGE_CHARS:-3000},answering.windows_per_doc=2"
+# (answering.model_* apply because llm.context_tokens >= answering.model_context_tokens = 8192)
+LONG="$LONG,answering.model_sources=${SOURCES:-8},answering.model_passage_chars=${PASSAGE_CHARS:-3000}"
 V_EXT="extractive:llm.model=none"
 V_BASE="qwen-base:$LONG,llm.adapter=none"
 V_OURS="qwen-adapter:$LONG,llm.adapter=ours"
