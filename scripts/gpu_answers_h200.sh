@@ -25,7 +25,7 @@
 # `assistant eval --concurrency CONC` over the dev set → a sequential pass on SEQ_N questions → table.
 # Expected on an H200: ~8-9 minutes in all. Every step before the eval is skipped when its output is in WORK,
 # so a run cut at 10 minutes is resumed by running the same command again.
-# Knobs (environment): CONC=16 SEQ_N=20 STEPS=70 MB=8 LIMIT=0
+# Knobs (environment): CONC=16 SEQ_N=20 STEPS=100 MB=8 LIMIT=0
 # (0 = every dev question) DEVICE=cuda PORT=8765 BUNDLED=0 PYTHON=python3 SEQ_LEN=3072 CTX=12000 SOURCES=8
 # PASSAGE_CHARS=3000 MAX_NEW=160 QUESTIONS=tests/data/dev_questions.jsonl; the CPU smoke test
 # (tests/test_gpu_answers_script.py) shrinks them all.
@@ -33,7 +33,7 @@ set -euo pipefail
 BUNDLE=$(realpath "$1"); WORK=$(realpath -m "$2"); OUT=$(realpath -m "$3")
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
-CONC=${CONC:-16}; SEQ_N=${SEQ_N:-20}; STEPS=${STEPS:-70}; MB=${MB:-8}; LIMIT=${LIMIT:-0}
+CONC=${CONC:-16}; SEQ_N=${SEQ_N:-20}; STEPS=${STEPS:-100}; MB=${MB:-8}; LIMIT=${LIMIT:-0}
 DEVICE=${DEVICE:-cuda}; PORT=${PORT:-8765}; BUNDLED=${BUNDLED:-0}; SEQ_LEN=${SEQ_LEN:-3072}
 GB=${GB:-32}; MAX_NEW=${MAX_NEW:-160}; QUESTIONS=${QUESTIONS:-tests/data/dev_questions.jsonl}
 mkdir -p "$WORK" "$OUT/logs" "$OUT/train"
