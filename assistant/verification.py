@@ -48,7 +48,7 @@ def verify_claims(
     a = settings
     if not model_text.strip():
         return kept, used
-    claims = [s.text for s in g.sentences(model_text, min_chars=8)]
+    claims = [s.text for s in g.sentences(cites_inside(model_text), min_chars=8)]
     if not claims:
         return kept, used
     asks = [p for p in (parts or []) if p.strip()] or [question]
@@ -102,6 +102,15 @@ def verify_claims(
         used.add(best)
         kept.append(f"{g.clean_quote(plain)} [{best + 1}]")
     return kept, used
+
+
+_CITE_AFTER_STOP = re.compile(r"([.!?])[ \t]*(\[\d{1,2}\](?:[ \t]*\[\d{1,2}\])*)")
+
+
+def cites_inside(text: str) -> str:
+    """ "X. [1] Y. [2]" → "X [1]. Y [2].": a citation written after the full stop belongs to the sentence
+    before it, not to the next one (the sentence splitter would hand it to the next)."""
+    return _CITE_AFTER_STOP.sub(lambda m: " " + m.group(2) + m.group(1), text)
 
 
 def support(claim: str, text: str, *, question: str = "") -> float:

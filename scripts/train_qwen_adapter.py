@@ -166,7 +166,7 @@ def verify_targets(examples: list[dict]) -> tuple[list[dict], dict]:
 
     from assistant.grounding import strip_citations as g_strip
     from assistant.settings import AnsweringSettings
-    from assistant.verification import verify_claims
+    from assistant.verification import cites_inside, verify_claims
 
     settings = AnsweringSettings()
     emb = _LexicalEmbedder()
@@ -205,7 +205,7 @@ def verify_targets(examples: list[dict]) -> tuple[list[dict], dict]:
         ]
         if ex["kind"] == "multi" and len(kept) < 2:
             continue
-        ex["answer"] = " ".join(kept)
+        ex["answer"] = " ".join(cites_inside(k) for k in kept)  # "X [2]." as the prompt asks
         ex["cite"] = sorted(n + 1 for n in used)
         kept_out.append(ex)
         c["kept"] += 1

@@ -135,3 +135,12 @@ def test_nothing_survives_and_no_quote_answers_so_the_answer_is_a_refusal(sample
     ans = a.ask("Who won the company chess tournament in 2019?", who=BOB)
     assert ans.refused and ans.answer.startswith(REFUSAL) and "closest documents" in ans.answer
     assert "Dana" not in ans.answer and ans.citations == []
+
+
+def test_a_citation_after_the_full_stop_belongs_to_the_sentence_before_it(embedder):
+    q = "How many weeks of paid leave do primary caregivers get, and how many PTO days do we have per year?"
+    reply = (
+        "Primary caregivers get 16 weeks of fully paid leave. [1] Everyone gets 25 days of PTO per year. [2]"
+    )
+    kept, used = _verify(embedder, q, reply, [LEAVE, PTO])
+    assert len(kept) == 2 and kept[0].endswith("[1]") and kept[1].endswith("[2]") and used == {0, 1}
