@@ -72,9 +72,15 @@ step "adapter data"
 cp "$WORK/qdata/manifest.json" "$OUT/train/data_manifest.json"
 
 step "adapter train"
-[ -e "$WORK/qrun/summary.json" ] || $PY scripts/train_qwen_adapter.py train --data "$WORK/qdata" --model "$MODEL" --out "$WORK/qrun" --device "$DEVICE" \
+train() {  # $1 = micro-batch
+  $PY scripts/train_qwen_adapter.py train --data "$WORK/qdata" --model "$MODEL" --out "$WORK/qrun" --device "$DEVICE" \
     --r 16 --targets q_proj,k_proj,v_proj,o_proj --lr 2e-4 --epochs 1 --max-steps "$STEPS" \
-    --global-batch "$GB" --micro-batch "$MB" --seq-len "$SEQ_LEN" --eval-limit 0 ${TRAIN_EXTRA:-} 2>&1 | tail -4
+    --global-batch "$GB" --micro-batch "$1" --seq-len "$SEQ_LEN" --eval-limit 0 ${TRAIN_EXTRA:-} > "$OUT/logs/train.log" 2>&1
+}
+if [ ! -e "$WORK/qrun/summary.json" ]; then
+  train "$MB" || { tail -5 "$OUT/logs/train.log"; echo "retrying at micro-batch $((MB / 2))"; rm -rf "$WORK/qrun"; train $((MB / 2)); }
+fi
+grep -E "^trained|^adapter written" "$OUT/logs/train.log" || true
 rm -rf "$OUT/adapter"; cp -r "$WORK/qrun/adapter" "$OUT/adapter"; cp "$WORK/qrun/summary.json" "$OUT/train/summary.json"
 [ "${STOP_AFTER:-}" = train ] && { step "stopped after training (STOP_AFTER=train)"; exit 0; }
 
