@@ -100,10 +100,12 @@ def verify_claims(
         elif float(np.max(ask_vecs @ cv)) < a.min_claim_similarity and not (qwords & g.content_words(about)):
             continue
         used.add(best)
-        kept.append(f"{g.clean_quote(plain)} [{best + 1}]")
+        shown = _DOUBLE_STOP.sub(r"\1", g.clean_quote(plain))  # "product.." (a stop before and after "[6]")
+        kept.append(f"{shown} [{best + 1}]")
     return kept, used
 
 
+_DOUBLE_STOP = re.compile(r"([.!?])\.+$")
 _CITE_AFTER_STOP = re.compile(r"([.!?])[ \t]*(\[\d{1,2}\](?:[ \t]*\[\d{1,2}\])*)")
 
 
