@@ -205,6 +205,8 @@ def verify_targets(examples: list[dict]) -> tuple[list[dict], dict]:
         ]
         if ex["kind"] == "multi" and len(kept) < 2:
             continue
+        if any(x in " ".join(kept) for x in ("](", "http", "[ ]", "[x]")):
+            continue  # the prompt says "never include links"; a checklist box is not an answer
         ex["answer"] = " ".join(cites_inside(k) for k in kept)  # "X [2]." as the prompt asks
         ex["cite"] = sorted(n + 1 for n in used)
         kept_out.append(ex)
