@@ -1,15 +1,21 @@
 """Build the data for, train, and evaluate the Qwen2.5-Coder-1.5B answering adapter (assistant/adapters/qwen15).
 
-The base model over-refuses (25 of 53 answerable held-out questions), so the mix
-(``assistant.finetune.mix``) teaches answering as much as refusing: paraphrased questions from
-``scripts/gen_questions.py`` (when given) plus template and table questions, 4-8 passages with the
-gold one(s) at random positions, multi-part questions, and refusals whose passages are NEAR MISSES
-(same page / same folder, answer absent). Same split as the default adapter
-(``scripts/train_default_adapter.py``): the handbook's top-level content folders sorted, [0::2]
-(+ the sample corpus) for training, [1::2] for the held-out table. Nothing here reads settings, so
-it runs on a bare GPU host with torch, transformers, peft (and gguf to convert).
+The base model over-refuses (25 of 53 answerable held-out questions), and the first adapter (refusals a
+third of its mix, 700-character passages) refused even more, so the mix (``assistant.finetune.mix``
+plus the steps here) teaches answering: paraphrased questions from ``scripts/gen_questions.py`` (when
+given) plus template and table questions, 3-6 passages of up to 1,200 characters with the gold one(s)
+at random positions, multi-part questions (two pages, and two questions about one page joined the way
+people ask them), a share of questions reworded as people type them, and refusals whose passages are
+NEAR MISSES (same page / same folder, answer absent), capped at 15 % of the mix. Every answer target
+is run through the answerer's own verification (``assistant.verification.verify_claims``) and kept
+only when it survives whole with its key fact(s); the target becomes exactly what verification keeps
+("<fact sentence> [n]." per part), so what the adapter learns to say reaches the person unchanged.
+Same split as the default adapter (``assistant.finetune.data.split_folders``): the handbook's
+top-level content folders sorted, [0::2] (+ the sample corpus) for training, [1::2] held out. The
+build imports our settings model (for verification's thresholds); training needs only torch,
+transformers, peft (and gguf to convert).
 
-    # 1. here (CPU, ~1 min): the training set and the held-out set
+    # 1. here (CPU, 1-3 min): the training set and the held-out set
     python scripts/train_qwen_adapter.py build --out data/qwen-adapter \
         [--questions data/relevance/questions.jsonl]
     # 2. the base model as a bf16 HF folder (once; `assistant models pull qwen2.5-coder-1.5b` does both)
