@@ -144,3 +144,27 @@ def test_a_citation_after_the_full_stop_belongs_to_the_sentence_before_it(embedd
     )
     kept, used = _verify(embedder, q, reply, [LEAVE, PTO])
     assert len(kept) == 2 and kept[0].endswith("[1]") and kept[1].endswith("[2]") and used == {0, 1}
+
+
+def _sources_in(prompt: list[dict]) -> int:
+    import re
+
+    return len(re.findall(r"^\[\d+\] ", prompt[-1]["content"], re.M))
+
+
+def test_a_long_context_model_reads_more_and_larger_passages(sample):
+    settings, engine = sample
+    question = "When do carried-over PTO days expire?"
+    long_settings = make_settings(
+        settings.data_dir,
+        llm={"context_tokens": 32768},
+        answering={"model_sources": 8, "model_passage_chars": 6000, "sources": 2, "passage_chars": 300},
+    )
+    wide = ScriptedLLM("Everyone gets 25 days of PTO per year [1].")
+    wide.context_tokens = 32768
+    Assistant(long_settings, engine=engine, llm=wide).ask(question, who=BOB)
+    narrow_settings = make_settings(settings.data_dir, answering={"sources": 2, "passage_chars": 300})
+    narrow = ScriptedLLM("Everyone gets 25 days of PTO per year [1].")
+    Assistant(narrow_settings, engine=engine, llm=narrow).ask(question, who=BOB)  # 2048-token context
+    assert _sources_in(narrow.prompts[0]) <= 2 < _sources_in(wide.prompts[0])
+    assert len(wide.prompts[0][-1]["content"]) > 2 * len(narrow.prompts[0][-1]["content"])
