@@ -26,7 +26,7 @@ def _f(v, pct: bool = True) -> str:
     return "–" if v is None else (f"{v:.2f}" if pct else f"{v:.0f}")
 
 
-def table(out: Path, *, concurrency: int, seq_n: int) -> str:
+def table(out: Path, *, concurrency: int, seq_n: int, where: str = "behind `assistant serve-llm`") -> str:
     conc = _load(out / "eval-concurrent" / "metrics.json")
     conc.update(_load(out / "eval-bundled" / "metrics.json"))
     seq = _load(out / "eval-sequential" / "metrics.json")
@@ -61,7 +61,7 @@ def table(out: Path, *, concurrency: int, seq_n: int) -> str:
     ]
     head = "| metric | " + " | ".join(names) + " |\n|---|" + "---|" * len(names) + "\n"
     body = "\n".join(f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows)
-    notes = [f"\nQuality from every question answered {concurrency} at a time against `assistant serve-llm`."]
+    notes = [f"\nQuality from every question answered {concurrency} at a time, the model {where}."]
     summary = out / "train" / "summary.json"
     if summary.is_file():
         s = json.loads(summary.read_text())
@@ -80,8 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seq-n", type=int, default=20)
+    ap.add_argument(
+        "--where", default="behind `assistant serve-llm`", help="how the model was run (for the note)"
+    )
     args = ap.parse_args(argv)
-    print(table(args.out, concurrency=args.concurrency, seq_n=args.seq_n), end="")
+    print(table(args.out, concurrency=args.concurrency, seq_n=args.seq_n, where=args.where), end="")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@
 # Expected on an H200: ~8-9 minutes in all. Every step before the eval is skipped when its output is in WORK,
 # so a run cut at 10 minutes is resumed by running the same command again.
 # Knobs (environment): CONC=16 SEQ_N=20 STEPS=100 MB=8 LIMIT=0
-# (0 = every dev question) DEVICE=cuda PORT=8765 BUNDLED=0 PYTHON=python3 SEQ_LEN=3072 CTX=12000 SOURCES=8
+# (0 = every dev question) NO_SERVER=0 (1: Qwen in-process, as when fastapi is missing) DEVICE=cuda PORT=8765 BUNDLED=0 PYTHON=python3 SEQ_LEN=3072 CTX=12000 SOURCES=8
 # PASSAGE_CHARS=3000 MAX_NEW=160 QUESTIONS=tests/data/dev_questions.jsonl; the CPU smoke test
 # (tests/test_gpu_answers_script.py) shrinks them all.
 set -euo pipefail
@@ -80,29 +80,39 @@ train() {  # $1 = micro-batch
 if [ ! -e "$WORK/qrun/summary.json" ]; then
   train "$MB" || { tail -5 "$OUT/logs/train.log"; echo "retrying at micro-batch $((MB / 2))"; rm -rf "$WORK/qrun"; train $((MB / 2)); }
 fi
-grep -E "^trained|^adapter written" "$OUT/logs/train.log" || true
+grep -E "^trained|^adapter written" "$OUT/logs/train.log" 2>/dev/null || true
 rm -rf "$OUT/adapter"; cp -r "$WORK/qrun/adapter" "$OUT/adapter"; cp "$WORK/qrun/summary.json" "$OUT/train/summary.json"
 [ "${STOP_AFTER:-}" = train ] && { step "stopped after training (STOP_AFTER=train)"; exit 0; }
 
 step serve
 export ASSISTANT_DATA_DIR="$WORK/hb" ASSISTANT_LLM__DEVICE="$DEVICE"
-$PY -m assistant serve-llm --base "$MODEL" --adapter "ours=$WORK/qrun/adapter" --port "$PORT" \
-    --max-batch 32 > "$OUT/logs/serve-llm.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
-for _ in $(seq 300); do
-  $PY -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null && break
-  kill -0 $SERVER 2>/dev/null || { tail -20 "$OUT/logs/serve-llm.log"; exit 1; }
-  sleep 1
-done
 BASE_ID=$(basename "$MODEL")
-# the long-context model reads more and larger passages than the CPU default (5 × 2,000 characters)
-LONG="llm.endpoint=http://127.0.0.1:$PORT/v1,llm.model=$BASE_ID,llm.context_tokens=${CTX:-12000},llm.max_new_tokens=$MAX_NEW"
-# (answering.model_* apply because llm.context_tokens >= answering.model_context_tokens = 8192)
-LONG="$LONG,answering.model_sources=${SOURCES:-8},answering.model_passage_chars=${PASSAGE_CHARS:-3000}"
+# the long-context model reads more and larger passages than the CPU default (5 × 2,000 characters):
+# answering.model_* apply because llm.context_tokens >= answering.model_context_tokens (8192)
+COMMON="llm.context_tokens=${CTX:-12000},llm.max_new_tokens=$MAX_NEW"
+COMMON="$COMMON,answering.model_sources=${SOURCES:-8},answering.model_passage_chars=${PASSAGE_CHARS:-3000}"
+if [ "${NO_SERVER:-0}" != 1 ] && $PY -c "import fastapi, uvicorn, httpx" 2>/dev/null; then
+  $PY -m assistant serve-llm --base "$MODEL" --adapter "ours=$WORK/qrun/adapter" --port "$PORT" \
+      --max-batch 32 > "$OUT/logs/serve-llm.log" 2>&1 &
+  SERVER=$!
+  trap 'kill $SERVER 2>/dev/null || true' EXIT
+  for _ in $(seq 300); do
+    $PY -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null && break
+    kill -0 $SERVER 2>/dev/null || { tail -20 "$OUT/logs/serve-llm.log"; exit 1; }
+    sleep 1
+  done
+  LONG="llm.endpoint=http://127.0.0.1:$PORT/v1,llm.model=$BASE_ID,$COMMON"
+  V_BASE="qwen-base:$LONG,llm.adapter=none"
+  V_OURS="qwen-adapter:$LONG,llm.adapter=ours"
+else
+  # no fastapi/uvicorn/httpx on this host (carry their wheels in BUNDLE/whl): the model answers in-process,
+  # one question at a time, so only the first 40 questions fit the time budget
+  echo "!! fastapi/uvicorn/httpx missing: evaluating Qwen in-process, one at a time, LIMIT=${LIMIT_INPROC:-40}"
+  LIMIT=${LIMIT_INPROC:-40}; CONC=1; WHERE="in-process (no server), one question at a time"
+  V_BASE="qwen-base:llm.model=$MODEL,llm.adapter=none,llm.device=$DEVICE,$COMMON"
+  V_OURS="qwen-adapter:llm.model=$MODEL,llm.adapter=$WORK/qrun/adapter,llm.device=$DEVICE,$COMMON"
+fi
 V_EXT="extractive:llm.model=none"
-V_BASE="qwen-base:$LONG,llm.adapter=none"
-V_OURS="qwen-adapter:$LONG,llm.adapter=ours"
 
 step "eval (concurrency $CONC)"
 $PY -m assistant eval "$QUESTIONS" --out "$OUT/eval-concurrent" --concurrency "$CONC" --warmup 2 --limit "$LIMIT" \
@@ -114,7 +124,7 @@ step "eval sequential ($SEQ_N questions, latency)"
 $PY -m assistant eval "$QUESTIONS" --out "$OUT/eval-sequential" --concurrency 1 --warmup 2 --limit "$SEQ_N" \
     --variant "$V_EXT" --variant "$V_OURS" ${SEQ_BASE:+--variant "$V_BASE"} > "$OUT/logs/eval-sequential.log" 2>&1 \
   || { tail -30 "$OUT/logs/eval-sequential.log"; exit 1; }
-kill $SERVER 2>/dev/null || true
+[ -n "${SERVER:-}" ] && kill $SERVER 2>/dev/null || true
 
 if [ "$BUNDLED" = 1 ]; then
   step "eval bundled 135M + default adapter (in-process)"
@@ -124,5 +134,5 @@ if [ "$BUNDLED" = 1 ]; then
 fi
 
 step table
-$PY scripts/answers_table.py "$OUT" --concurrency "$CONC" --seq-n "$SEQ_N" | tee "$OUT/table.md"
+$PY scripts/answers_table.py "$OUT" --concurrency "$CONC" --seq-n "$SEQ_N" --where "${WHERE:-behind \`assistant serve-llm\`}" | tee "$OUT/table.md"
 step "done in $(( $(date +%s) - T0 )) s"
