@@ -35,6 +35,7 @@ from assistant.passages import Excerpt, build_excerpts
 from assistant.prompting import REFUSAL, Passage, build_messages
 from assistant.relevance_protocol import EmbeddingRelevance, RelevanceScorer
 from assistant.retrieval import Audience, Hit
+from assistant.verification import verify_claims
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class Answerer:
         if not question.strip():
             return self._refuse(question, [], timings, t0)
         parts = split_question(question) if a.split_questions else [question]
-        n_sources = k or a.sources
+        n_sources, passage_chars = self._passage_budget(k)
         sources: list[Excerpt] = []
         hits_all: list[Hit] = []
         picks: list[_Pick | None] = []
@@ -202,7 +203,7 @@ class Answerer:
                 self.retriever.store,
                 self._rank_chunks(query, hits),
                 max_docs=n_sources,
-                max_chars=a.passage_chars,
+                max_chars=passage_chars,
                 windows_per_doc=a.windows_per_doc,
             )
             index = []
@@ -247,7 +248,16 @@ class Answerer:
             timings["generate"] = (time.perf_counter() - t2) * 1e3
 
         t3 = time.perf_counter()
-        kept, used = self._verify(question, model_text, [s.hit for s in sources])
+        kept, used = verify_claims(
+            question,
+            model_text,
+            [s.hit for s in sources],
+            embedder=self.embedder,
+            scorer=self.scorer,
+            calibrated=self.calibrated,
+            settings=a,
+            parts=parts,
+        )
         model_refused = bool(_REFUSAL_HINT.search(model_text)) and not kept
         floor = a.min_answer_relevance if self.calibrated else a.min_quote_score
         if model_refused and not self.calibrated:
@@ -442,66 +452,13 @@ class Answerer:
             chosen.pop()
         return chosen
 
-    def _verify(self, question: str, model_text: str, sources: list[Hit]) -> tuple[list[str], set[int]]:
-        """Keep the model's sentences that their cited (or best) source supports and that address the
-        question; return them and the sources used."""
-        kept: list[str] = []
-        used: set[int] = set()
+    def _passage_budget(self, k: int | None) -> tuple[int, int]:
+        """(sources, characters per excerpt window): a model whose usable context holds at least
+        ``answering.model_context_tokens`` (Qwen's 32k, with ``llm.context_tokens`` raised to match) reads
+        more and larger passages than the CPU default; ``k`` still overrides the number of sources."""
         a = self.s.answering
-        if not model_text.strip():
-            return kept, used
-        claims = [s.text for s in g.sentences(model_text, min_chars=8)]
-        if not claims:
-            return kept, used
-        texts = [g.strip_instructions(h.text) for h in sources]  # injected instructions support nothing
-        claim_vecs = self.embedder.embed([g.strip_citations(c) for c in claims])
-        qv = self.embedder.embed_query(question)
-        qwords = g.content_words(question)
-        cited_anywhere = sorted({n - 1 for c in claims for n in g.citations_in(c) if 1 <= n <= len(sources)})
-        on_topic = (
-            self.scorer.score(question, [g.strip_citations(c) for c in claims]) if self.calibrated else None
-        )
-        for ci, (claim, cv) in enumerate(zip(claims, claim_vecs)):
-            if _REFUSAL_HINT.search(claim) or g.looks_like_instruction(claim):
-                continue
-            plain = g.strip_citations(claim)
-            # a true statement that does not address the question is noise, not an answer
-            if on_topic is not None:
-                if float(on_topic[ci]) < a.min_answer_relevance / 2:
-                    continue
-            elif float(cv @ qv) < a.min_claim_similarity and not (qwords & g.content_words(plain)):
-                continue
-            cited = [n - 1 for n in g.citations_in(claim) if 1 <= n <= len(sources)]
-            candidates = cited or cited_anywhere or list(range(len(sources)))
-            best, best_support = None, 0.0
-            for i in candidates:
-                lex = max([g.lexical_support(plain, texts[i])] + self._row_support(plain, texts[i]))
-                if lex > best_support:
-                    best, best_support = i, lex
-            ok = best is not None and best_support >= a.min_lexical_support
-            if not ok:
-                # meaning check against individual source sentences (numbers must still match)
-                for i in candidates:
-                    spans = g.sentences(texts[i])
-                    if not spans or (g.numbers(plain) - g.numbers(texts[i])):
-                        continue
-                    sims = self.embedder.embed([sp.text for sp in spans]) @ cv
-                    if float(np.max(sims)) >= a.support_threshold:
-                        best, ok = i, True
-                        break
-            if ok and best is not None:
-                used.add(best)
-                kept.append(f"{g.clean_quote(plain)} [{best + 1}]")
-        return kept, used
-
-    @staticmethod
-    def _row_support(claim: str, text: str) -> list[float]:
-        """Support of a table-shaped claim ("Mid-Market | 100 - 500 devs") by one table row read with its header."""
-        if "|" not in claim and ":" not in claim:
-            return []
-        out = []
-        for line in text.split("\n"):
-            if line.strip().startswith("|"):
-                header = quoting.table_header(text, text.find(line)) or ""
-                out.append(g.lexical_support(claim, f"{header} {line}"))
-        return out
+        if self.llm is not None:
+            usable = min(self.llm.context_tokens, self.s.llm.context_tokens)
+            if usable >= a.model_context_tokens:
+                return k or a.model_sources, a.model_passage_chars
+        return k or a.sources, a.passage_chars

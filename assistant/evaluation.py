@@ -125,6 +125,7 @@ class Metrics:
     answer_p50_ms: float = 0.0
     answer_p95_ms: float = 0.0
     search_p50_ms: float = 0.0
+    concurrency: int = 1  # questions answered at once when the latencies were measured
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -157,12 +158,12 @@ def _share(flags: list[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
-def score(config: str, records: list[Record], *, shown: int = 5) -> Metrics:
+def score(config: str, records: list[Record], *, shown: int = 5, concurrency: int = 1) -> Metrics:
     """Compute every metric over one configuration's records (see the module docstring).
 
     ``shown`` is how many retrieved hits count as "passages shown" for answers without ``passages``.
     """
-    m = Metrics(config, n=len(records))
+    m = Metrics(config, n=len(records), concurrency=concurrency)
     with_gold = [r for r in records if r.q.gold_docs]
     if with_gold:
         ranks = [first_gold_rank(r.ranked_paths, r.q.gold_docs) for r in with_gold]
@@ -224,6 +225,7 @@ def table(metrics: list[Metrics]) -> str:
         ("answer p50 (ms)", [_f(m.answer_p50_ms, False) for m in metrics]),
         ("answer p95 (ms)", [_f(m.answer_p95_ms, False) for m in metrics]),
         ("search p50 (ms)", [f"{m.search_p50_ms:.1f}" for m in metrics]),
+        ("questions answered at once", [str(m.concurrency) for m in metrics]),
     ]
     head = "| metric | " + " | ".join(m.config for m in metrics) + " |\n|---|" + "---|" * len(metrics) + "\n"
     return head + "\n".join(f"| {name} | " + " | ".join(vals) + " |" for name, vals in rows) + "\n"
@@ -263,15 +265,37 @@ def plots(metrics: list[Metrics], records: dict[str, list[Record]], out: Path) -
 
 
 def run_config(
-    name: str, assistant, questions: list[Question], *, who, answer: bool = True, progress=None
+    name: str,
+    assistant,
+    questions: list[Question],
+    *,
+    who,
+    answer: bool = True,
+    progress=None,
+    concurrency: int = 1,
 ) -> list[Record]:
-    recs = []
-    for q in questions:
+    """Search and answer every question; the records come back in question order.
+
+    ``concurrency`` > 1 answers that many questions at once from threads (worth it against a batching
+    ``llm.endpoint`` such as ``assistant serve-llm``); each record's latency is still its own question's
+    wall time, which under concurrency includes waiting for the shared model.
+    """
+
+    def one(q: Question) -> Record:
         t = time.perf_counter()
         hits = assistant.search(q.question, who=who, k=10)
         search_ms = (time.perf_counter() - t) * 1e3
-        ans = assistant.ask(q.question, who=who).as_json() if answer else {}
-        recs.append(Record(name, q, ans, [h.path for h in hits], search_ms))
+        ans: dict = {}
+        if answer:
+            a = assistant.ask(q.question, who=who)
+            ans = a.as_json() | {"model_answer": a.model_answer}
         if progress:
             progress(1)
-    return recs
+        return Record(name, q, ans, [h.path for h in hits], search_ms)
+
+    if concurrency <= 1:
+        return [one(q) for q in questions]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="eval") as pool:
+        return list(pool.map(one, questions))  # map keeps the question order

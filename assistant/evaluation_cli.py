@@ -54,6 +54,20 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         as_email: str | None = typer.Option(None, "--as", help="evaluate with this person's permissions"),
         retrieval_only: bool = typer.Option(False, "--retrieval-only", help="skip answering (fast)"),
         limit: int = typer.Option(0, "--limit", help="only the first N questions"),
+        concurrency: int = typer.Option(
+            1,
+            "--concurrency",
+            min=1,
+            help="questions answered at once (threads; for a batching llm.endpoint); "
+            "latencies then include queueing",
+        ),
+        warmup: int = typer.Option(
+            0,
+            "--warmup",
+            min=0,
+            help="answer the first N questions once per configuration before the timed run (not recorded), "
+            "so model loading and first-call costs stay out of the latencies",
+        ),
     ) -> None:
         """Score retrieval and answers on a question set, for one or more configurations."""
         from tqdm import tqdm
@@ -92,11 +106,23 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
                     **({"llm": shared[("llm", llm_key)]} if ("llm", llm_key) in shared else {}),
                 )
                 engine.set_retrieval(s.retrieval)  # retrieval settings differ per configuration
-                recs = ev.run_config(name, a, qs, who=who, answer=not retrieval_only, progress=bar.update)
+                for q in qs[:warmup]:
+                    a.search(q.question, who=who, k=10)
+                    if not retrieval_only:
+                        a.ask(q.question, who=who)
+                recs = ev.run_config(
+                    name,
+                    a,
+                    qs,
+                    who=who,
+                    answer=not retrieval_only,
+                    progress=bar.update,
+                    concurrency=concurrency,
+                )
                 if not retrieval_only:
                     shared[("llm", llm_key)] = a.llm
                 all_records[name] = recs
-                metrics.append(ev.score(name, recs, shown=s.answering.sources))
+                metrics.append(ev.score(name, recs, shown=s.answering.sources, concurrency=concurrency))
         with (out / "answers.jsonl").open("w") as f:
             for recs in all_records.values():
                 for r in recs:

@@ -198,6 +198,20 @@ class AnsweringSettings(_Section):
         le=2.0,
         description="without a relevance model: weight of the share of question words a sentence repeats, beside its embedding similarity",
     )
+    model_context_tokens: int = Field(
+        8192,
+        ge=512,
+        description="a model whose usable context (its own and llm.context_tokens) holds at least this many tokens reads model_sources excerpts of model_passage_chars instead of sources × passage_chars",
+    )
+    model_sources: int = Field(
+        8, ge=1, le=20, description="numbered sources for a long-context model (see model_context_tokens)"
+    )
+    model_passage_chars: int = Field(
+        3000,
+        ge=200,
+        le=50000,
+        description="most characters of one excerpt window for a long-context model (see model_context_tokens)",
+    )
 
 
 class ConnectorsSettings(_Section):

@@ -1,15 +1,21 @@
 """Build the data for, train, and evaluate the Qwen2.5-Coder-1.5B answering adapter (assistant/adapters/qwen15).
 
-The base model over-refuses (25 of 53 answerable held-out questions), so the mix
-(``assistant.finetune.mix``) teaches answering as much as refusing: paraphrased questions from
-``scripts/gen_questions.py`` (when given) plus template and table questions, 4-8 passages with the
-gold one(s) at random positions, multi-part questions, and refusals whose passages are NEAR MISSES
-(same page / same folder, answer absent). Same split as the default adapter
-(``scripts/train_default_adapter.py``): the handbook's top-level content folders sorted, [0::2]
-(+ the sample corpus) for training, [1::2] for the held-out table. Nothing here reads settings, so
-it runs on a bare GPU host with torch, transformers, peft (and gguf to convert).
+The base model over-refuses (25 of 53 answerable held-out questions), and the first adapter (refusals a
+third of its mix, 700-character passages) refused even more, so the mix (``assistant.finetune.mix``
+plus the steps here) teaches answering: paraphrased questions from ``scripts/gen_questions.py`` (when
+given) plus template and table questions, 3-6 passages of up to 1,200 characters with the gold one(s)
+at random positions, multi-part questions (two pages, and two questions about one page joined the way
+people ask them), a share of questions reworded as people type them, and refusals whose passages are
+NEAR MISSES (same page / same folder, answer absent), capped at 15 % of the mix. Every answer target
+is run through the answerer's own verification (``assistant.verification.verify_claims``) and kept
+only when it survives whole with its key fact(s); the target becomes exactly what verification keeps
+("<fact sentence> [n]." per part), so what the adapter learns to say reaches the person unchanged.
+Same split as the default adapter (``assistant.finetune.data.split_folders``): the handbook's
+top-level content folders sorted, [0::2] (+ the sample corpus) for training, [1::2] held out. The
+build imports our settings model (for verification's thresholds); training needs only torch,
+transformers, peft (and gguf to convert).
 
-    # 1. here (CPU, ~1 min): the training set and the held-out set
+    # 1. here (CPU, 1-3 min): the training set and the held-out set
     python scripts/train_qwen_adapter.py build --out data/qwen-adapter \
         [--questions data/relevance/questions.jsonl]
     # 2. the base model as a bf16 HF folder (once; `assistant models pull qwen2.5-coder-1.5b` does both)
@@ -38,6 +44,7 @@ import json
 import random
 import sys
 import time
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -66,6 +73,163 @@ def items_for(
     return items
 
 
+# ---------------------------------------------------------------- the mix, made to pass verification
+
+_QWORDS = ("how", "what", "when", "where", "who", "which", "why", "is", "are", "can", "do", "does", "should")
+_REWORD = (
+    lambda q: q[0].lower() + q[1:].rstrip("?"),  # typed in a hurry
+    lambda q: "Quick question: " + q[0].lower() + q[1:],
+    lambda q: "Hey, " + q[0].lower() + q[1:] + " Thanks!",
+    lambda q: "Do you know " + q[0].lower() + q[1:].rstrip("?") + "?",
+)
+
+
+def _range(spec: str) -> tuple[int, int]:
+    lo, _, hi = spec.partition(",")
+    return int(lo), int(hi or lo)
+
+
+class _LexicalEmbedder:
+    """Hashed bag-of-words vectors: enough for verification's "does this sentence address the question"
+    check on the targets, with no model to load (the build runs on a CPU in a minute)."""
+
+    dim = 1024
+
+    def _vec(self, text: str):
+        import numpy as np
+
+        v = np.zeros(self.dim, dtype=np.float32)
+        for w in M._WORD.findall(text.lower()):
+            v[zlib.crc32(w.encode()) % self.dim] += 1.0
+        n = float(np.linalg.norm(v))
+        return v / n if n else v
+
+    def embed(self, texts: list[str]):
+        import numpy as np
+
+        return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def embed_query(self, text: str):
+        return self._vec(text)
+
+
+def same_doc_multi(
+    items: list[M.Item], pool: M.Pool, *, rng: random.Random, n: int, max_chars: int
+) -> list[dict]:
+    """Two questions about ONE page joined the way people ask them ("How long is X, and who approves Y?"),
+    the gold passage(s) among near misses, the target answering part by part."""
+    by_doc: dict[str, list[M.Item]] = {}
+    for it in items:
+        if it.kind in ("answer", "table"):
+            by_doc.setdefault(it.doc_id, []).append(it)
+    docs = [d for d, its in by_doc.items() if len(its) >= 2]
+    out: list[dict] = []
+    for _ in range(n if docs else 0):
+        a, b = rng.sample(by_doc[rng.choice(docs)], 2)
+        if M.norm(a.needles[0]) == M.norm(b.needles[0]) or a.question == b.question:
+            continue
+        q2 = b.question.strip()
+        if q2.lower().startswith(_QWORDS):
+            question = f"{a.question.strip().rstrip('?')}, and {q2[0].lower() + q2[1:]}"
+        else:
+            question = f"{a.question.strip()} {q2}"
+        same = M.norm(b.passage) in M.norm(a.passage) or M.norm(a.passage) in M.norm(b.passage)
+        golds = (
+            [(a.title, a.passage if len(a.passage) >= len(b.passage) else b.passage)]
+            if same
+            else [
+                (a.title, a.passage),
+                (b.title, b.passage),
+            ]
+        )
+        needles = [M.norm(b.needles[0]), M.norm(a.needles[0])]
+        noise = [
+            p
+            for p in pool.near_misses(a, rng.randint(2, 4), rng=rng, max_chars=max_chars)
+            if not any(x and x in M.norm(p[1]) for x in needles)
+        ]
+        ps, nums = M._place(golds, noise, rng)
+        na, nb = (nums[0], nums[0]) if same else (nums[0], nums[1])
+        answer = f"{M._cite(a.target, na)} {M._cite(b.target, nb)}"
+        out.append(M._example(a.doc_id, "multi", question, ps, answer, sorted({na, nb}), a.needles[0]))
+        out[-1]["key_facts"] = [a.needles[0], b.needles[0]]
+    return out
+
+
+def paraphrase(examples: list[dict], *, rng: random.Random, rate: float) -> list[dict]:
+    """Reword a share of the single questions as people type them (lower case, no "?", a greeting)."""
+    for ex in examples:
+        if ex["kind"] != "multi" and len(ex["question"]) > 1 and rng.random() < rate:
+            ex["question"] = rng.choice(_REWORD)(ex["question"].strip())
+    return examples
+
+
+def verify_targets(examples: list[dict]) -> tuple[list[dict], dict]:
+    """Keep the answer examples whose target survives the answerer's own verification
+    (``assistant.verification.verify_claims``) with its key fact(s) intact; the target becomes exactly
+    what verification keeps, so the adapter learns answers that reach the person unchanged."""
+    from types import SimpleNamespace
+
+    from assistant.grounding import strip_citations as g_strip
+    from assistant.settings import AnsweringSettings
+    from assistant.verification import cites_inside, verify_claims
+
+    settings = AnsweringSettings()
+    emb = _LexicalEmbedder()
+    kept_out: list[dict] = []
+    counts: dict[str, dict[str, int]] = {}
+    for ex in examples:
+        c = counts.setdefault(ex["kind"], {"in": 0, "kept": 0})
+        c["in"] += 1
+        if ex["kind"] == "refusal":
+            kept_out.append(ex)
+            c["kept"] += 1
+            continue
+        sources = [SimpleNamespace(text=p["text"]) for p in ex["passages"]]
+        kept, used = verify_claims(
+            ex["question"],
+            ex["answer"],
+            sources,
+            embedder=emb,
+            scorer=None,
+            calibrated=False,
+            settings=settings,
+        )
+        said = M.norm(" ".join(kept))
+        facts = ex.get("key_facts") or [ex.get("key_fact", "")]
+        if not kept or not all(M.norm(f) in said for f in facts if f):
+            continue
+        # a sentence another kept sentence already says ("16 weeks [2]. Primary caregivers get 16 weeks…")
+        # is dropped: the adapter learns to say each fact once
+        keys = [M.norm(g_strip(k)) for k in kept]
+        kept = [
+            k
+            for i, k in enumerate(kept)
+            if not any(
+                i != j and keys[i] in keys[j] and (keys[i] != keys[j] or j < i) for j in range(len(kept))
+            )
+        ]
+        if ex["kind"] == "multi" and len(kept) < 2:
+            continue
+        if any(x in " ".join(kept) for x in ("](", "http", "[ ]", "[x]")):
+            continue  # the prompt says "never include links"; a checklist box is not an answer
+        ex["answer"] = " ".join(cites_inside(k) for k in kept)  # "X [2]." as the prompt asks
+        ex["cite"] = sorted(n + 1 for n in used)
+        kept_out.append(ex)
+        c["kept"] += 1
+    return kept_out, counts
+
+
+def cap_refusals(examples: list[dict], *, share: float, rng: random.Random) -> list[dict]:
+    """Drop refusals at random until they are ``share`` of the mix (they are near misses already)."""
+    refusals = [e for e in examples if e["kind"] == "refusal"]
+    others = [e for e in examples if e["kind"] != "refusal"]
+    room = int(share / (1 - share) * len(others)) if share < 1 else len(refusals)
+    out = others + rng.sample(refusals, min(room, len(refusals)))
+    rng.shuffle(out)
+    return out
+
+
 def build(args) -> None:
     rng = random.Random(args.seed)
     train_folders, held_folders = D.split_folders(args.handbook)
@@ -82,14 +246,23 @@ def build(args) -> None:
     )
     sample = D.documents_from_files(REPO / "assistant" / "sample_docs", prefix="sample/")
     items += M.synthesised_items(sample, rng=rng, per_doc=args.per_doc, max_chars=args.max_chars)
+    pool = M.Pool(docs + sample)
     examples = M.build_mix(
         items,
-        M.Pool(docs + sample),
+        pool,
         seed=args.seed,
+        passages=_range(args.passages),
         max_chars=args.max_chars,
         refusal_rate=args.refusal_rate,
         multi_rate=args.multi_rate,
     )
+    examples += same_doc_multi(
+        items, pool, rng=rng, n=int(len(items) * args.same_doc_multi), max_chars=args.max_chars
+    )
+    examples = paraphrase(examples, rng=rng, rate=args.paraphrase_rate)
+    examples, verification = verify_targets(examples)
+    examples = cap_refusals(examples, share=args.refusal_share, rng=rng)
+    examples = D._with_ids(examples)
     train, val = D.split_by_document(examples, validation=0.05, seed=args.seed)
     held_docs = D.documents_from_markdown(args.handbook, folders=held_folders)
     held_items = items_for(
@@ -121,7 +294,11 @@ def build(args) -> None:
             "seed": args.seed,
             "questions_file": str(args.questions or ""),
             "questions_used": sum(1 for it in items if it.question in {q.get("question") for q in questions}),
-            "builder": "assistant.finetune.mix",
+            "builder": "assistant.finetune.mix + scripts/train_qwen_adapter.py (verified targets)",
+            "verification": verification,
+            "refusal_share": args.refusal_share,
+            "passages": args.passages,
+            "max_chars": args.max_chars,
         },
     )
     (args.out / "heldout.jsonl").write_text(
@@ -137,6 +314,7 @@ def build(args) -> None:
                 "validation": report.validation,
                 "heldout": len(held),
                 "kinds": report.kinds,
+                "verification": verification,
                 "heldout_kinds": held_kinds,
                 "fingerprint": report.fingerprint,
                 "train_folders": train_folders,
@@ -255,8 +433,13 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--questions", type=Path, default=None, help="JSONL from scripts/gen_questions.py")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--per-doc", type=int, default=4, help="template questions per page at most")
-    b.add_argument("--max-chars", type=int, default=700, help="characters per passage at most")
+    b.add_argument(
+        "--per-doc",
+        type=int,
+        default=1,
+        help="template questions per page at most (the generated ones read better)",
+    )
+    b.add_argument("--max-chars", type=int, default=1200, help="characters per passage at most")
     b.add_argument("--heldout", type=int, default=400)
     b.add_argument(
         "--refusal-rate",
@@ -264,7 +447,25 @@ def main(argv: list[str] | None = None) -> None:
         default=0.7,
         help="near-miss refusal per answerable question with one specific answer",
     )
-    b.add_argument("--multi-rate", type=float, default=0.12, help="multi-part questions per question")
+    b.add_argument(
+        "--multi-rate", type=float, default=0.12, help="multi-part questions (two pages) per question"
+    )
+    b.add_argument(
+        "--same-doc-multi",
+        type=float,
+        default=0.1,
+        help="multi-part questions (two of one page) per question",
+    )
+    b.add_argument(
+        "--paraphrase-rate", type=float, default=0.3, help="questions reworded as people type them"
+    )
+    b.add_argument(
+        "--refusal-share",
+        type=float,
+        default=0.15,
+        help="share of refusals (near-miss passages only) in the final mix; extra ones are dropped",
+    )
+    b.add_argument("--passages", default="3,6", help="passages per example, MIN,MAX")
     t = sub.add_parser("train", help="train, evaluate before/after, write the adapter")
     t.add_argument("--data", type=Path, required=True)
     t.add_argument(

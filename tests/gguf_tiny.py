@@ -36,6 +36,7 @@ def write_tiny_qwen2_gguf(
     kv_heads: int = 2,
     ffn: int = 64,
     seed: int = 0,
+    context: int = 512,
 ) -> Path:
     import gguf
     import numpy as np
@@ -50,7 +51,7 @@ def write_tiny_qwen2_gguf(
     vocab = len(tokens)
     w = gguf.GGUFWriter(str(path), "qwen2")
     w.add_name("tiny-qwen2")
-    w.add_context_length(512)
+    w.add_context_length(context)
     w.add_embedding_length(hidden)
     w.add_block_count(layers)
     w.add_feed_forward_length(ffn)
