@@ -22,7 +22,8 @@ base of ``connectors/<name>/config.py``'s section, which ``assistant.settings`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import importlib
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -71,3 +72,15 @@ class Connector(Protocol):
     def fetch(self, ref: ItemRef) -> Document: ...
 
     def list_ids(self) -> Iterator[str]: ...
+
+
+def lazy_exports(package: str, home: dict[str, str]) -> Callable[[str], Any]:
+    """A package ``__getattr__`` that imports ``name`` from ``package.<home[name]>`` on first use, so
+    importing a connector package (e.g. for its settings section) loads no client library."""
+
+    def __getattr__(name: str) -> Any:
+        if name in home:
+            return getattr(importlib.import_module(f"{package}.{home[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -7,7 +7,7 @@ so ``assistant.settings`` can import ``connectors.google_drive.config`` without 
 
 from __future__ import annotations
 
-import importlib
+from connectors.base import lazy_exports
 
 _HOME = {
     "SCOPES": "client",
@@ -22,8 +22,4 @@ _HOME = {
 }
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _HOME)

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-import importlib
+from connectors.base import lazy_exports
 
 _HOME = {
     "GRAPH_SCOPE": "auth",
@@ -21,8 +21,4 @@ _HOME = {
 }
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _HOME)

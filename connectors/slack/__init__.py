@@ -10,7 +10,7 @@ users:read, users:read.email, files:read.
 
 from __future__ import annotations
 
-import importlib
+from connectors.base import lazy_exports
 
 _HOME = {
     "SlackClient": "client",
@@ -22,8 +22,4 @@ _HOME = {
 }
 __all__ = sorted(_HOME)
 
-
-def __getattr__(name: str):
-    if name in _HOME:
-        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _HOME)
