@@ -31,7 +31,7 @@ import numpy as np
 from assistant import grounding as g
 from assistant import summary_changes as sc
 from assistant.retrieval import Audience
-from assistant.summary_facts import Fact, facts_of, info_score, select_facts
+from assistant.summary_facts import Fact, compact, facts_of, info_score, select_facts
 from assistant.summary_verify import supported, write_with_model
 
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
@@ -40,6 +40,9 @@ _PER_DOC = 40  # candidates per document considered (the most informative)
 _SHORTLIST = (
     60  # facts embedded one by one for the final choice (the rest are judged by their chunk's vector)
 )
+import json as _j, os as _o
+_TUNE = _j.loads(_o.environ.get("SUMTUNE", "{}"))
+_SHORTLIST = int(_o.environ.get("SUMSHORT", _SHORTLIST))
 Scorer = Callable[[str, list[str]], list[float]]
 
 
@@ -320,6 +323,9 @@ class Summarizer:
                     facts = [f for f in facts if any(a <= f.start < b for a, b in spans)] or facts
         starts = [c.start for c in chunks]
         for f in facts:
+            short = compact(f.text)
+            if short != f.text and supported(short, f.text):
+                f.text = short  # the reference keeps the whole sentence it is checked against
             f.info = info_score(f)
             f.words = len(f.text.split())
             f.tokens = frozenset(g.content_words(f.text))
@@ -355,7 +361,8 @@ class Summarizer:
         doc_cent = {d: _unit(fvec[doc_of == d].mean(axis=0)) for d in set(doc_of.tolist())}
         info = np.clip(np.array([f.info for f in facts]), -1.5, 2.5) / 2.5  # (n,)
         local = np.array([float(fvec[i] @ doc_cent[f.doc]) for i, f in enumerate(facts)])
-        rel = 0.55 * info + 0.35 * (fvec @ centroid) + 0.25 * local
+        lead = prominence([d.row.path for d in docs])  # (docs,) 1 for the scope's overview page, less deeper
+        rel = 0.55 * info + 0.35 * (fvec @ centroid) + 0.25 * local + _TUNE.get("lead", 0.15) * lead[doc_of]
         qvec = embedder.embed_query(focus) if focus else None
         if focus and scorer is not None:
             fs = np.asarray(scorer(focus, [f.text for f in facts]), dtype=np.float32)
@@ -388,7 +395,10 @@ class Summarizer:
         ranked = sorted({f.doc for f in cand}, key=lambda d: -max(f.score for f in cand if f.doc == d))[
             :max_docs
         ]
-        size = {d: np.sqrt(len(docs[d].text) / 1000 + 1) * np.sqrt(worth[d] + 1) ** 0.5 for d in ranked}
+        size = {
+            d: np.sqrt(len(docs[d].text) / 1000 + 1) * np.sqrt(worth[d] + 1) ** 0.5 * (1 + _TUNE.get("leadw", 0.5) * lead[d])
+            for d in ranked
+        }
         total = sum(size.values()) or 1.0
         weights = {d: float(size[d] / total) for d in ranked}
         pool = [k for k, f in enumerate(cand) if f.doc in weights]
@@ -401,6 +411,7 @@ class Summarizer:
             max_words=max_words,
             word_cost=cost,
             each=max_words // 50,
+            **{k: v for k, v in _TUNE.items() if k in ("per_word", "max_facts", "words_per_fact", "mmr")},
         )
 
     def _readable(self, key: int, audience: Audience) -> bool:
@@ -433,6 +444,28 @@ class Summarizer:
             top = sorted((p for p in dirs if p.count("/") == 1), key=lambda p: -dirs[p])[:3]
             msg += " Scopes that exist: " + ", ".join(top) + "." if top else ""
         return msg
+
+
+_OVERVIEW = frozenset({"index", "readme", "_index", "overview", "home"})
+
+
+def prominence(paths: list[str]) -> np.ndarray:
+    """(n,) 0..1 per page: how close it sits to the top of the scope. The scope's overview page
+    (index.md / README at the common folder) is 1; a page beside it 0.5; one folder down half that, and so
+    on. Overview pages state a team's or topic's rules first; deep pages hold the details."""
+    if not paths:
+        return np.zeros(0, np.float32)
+    parts = [p.strip("/").split("/") for p in paths]
+    common = 0
+    while all(len(x) > common + 1 for x in parts) and len({x[common] for x in parts}) == 1:
+        common += 1
+    out = []
+    for x in parts:
+        depth = len(x) - common - 1  # folders below the common one
+        stem = x[-1].rsplit(".", 1)[0].lower()
+        overview = stem in _OVERVIEW
+        out.append(0.5 ** (depth - (1 if overview and depth > 0 else 0)) * (1.0 if overview else 0.5))
+    return np.asarray(out, dtype=np.float32)
 
 
 def model_writes(settings) -> bool:

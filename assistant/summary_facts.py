@@ -252,26 +252,105 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
     return out
 
 
+_FILLER_LEAD = re.compile(
+    r"^(?:(?:please\s+)?(?:remember|note|be aware|keep in mind|bear in mind)(?:\s+that)?[:,]?\s+|"
+    r"it is (?:important|worth noting|good|helpful) (?:to (?:note|remember|know) )?that\s+|"
+    r"(?:important|note|nota bene|tip|reminder|fyi)\s*[:!-]\s+|"
+    r"(?:additionally|in addition|also|finally|generally speaking|in general|of course|as a reminder|"
+    r"as such|furthermore|moreover|overall|currently|today)\s*,\s+|"
+    r"(?:we|you) (?:understand|know|believe|think|expect|ask) that\s+|"
+    r"(?:please\s+)?be sure (?:that|to)\s+(?=[a-z]+\s))",
+    re.I,
+)
+_FILLER_WORD = re.compile(r"\s+(?:unfortunately|generally|usually|typically|simply|just|really|actually),?(?=\s)", re.I)
+_TAIL = re.compile(
+    r"[,;]\s+(?:so (?:that )?(?:you|we|they|it|everyone|teammates|people)|in order to|to (?:ensure|make sure|help|avoid|"
+    r"keep|allow|give)|which (?:means|helps|allows|makes|is why)|as (?:this|that|it|they|we)|because|since|"
+    r"e\.g\.|i\.e\.|for example|for instance|such as|and past|where (?:you|we)|allowing|helping|making sure)\b.*$",
+    re.I,
+)
+_PAREN = re.compile(r"\s*\(([^()]{2,80})\)")
+_KEEP = re.compile(
+    r"\d|[#@$€£%]|\b(?:not|no|never|only|unless|except|without|cannot|must|required?|excluding|including)\b", re.I
+)
+
+
+def compact(text: str) -> str:
+    """A shorter statement of the same fact: lead-in fillers ("Please remember that", "Additionally,"),
+    hedges ("unfortunately"), purpose/reason tails (", so you can …", ", to ensure …") and asides in
+    parentheses are dropped — never a number, an amount, a channel or address, a negation or a
+    condition (``unless``, ``only``, ``except`` …), which stay with the rest of the sentence."""
+    t = text.strip()
+    end = t[-1] if t and t[-1] in ".!" else "."
+    body = t.rstrip(".!").strip()
+    for _ in range(2):
+        body = _FILLER_LEAD.sub("", body, count=1)
+    body = _FILLER_WORD.sub("", body)
+    tail = _TAIL.search(body)
+    if tail and not _KEEP.search(tail.group(0)) and len(body[: tail.start()].split()) >= 6:
+        body = body[: tail.start()]
+    body = _PAREN.sub(lambda m: m.group(0) if _KEEP.search(m.group(1)) else "", body)
+    body = body.strip(" ,;:-")
+    if len(body.split()) < 4 or not body:
+        return text
+    body = body[0].upper() + body[1:]
+    return body + end
+
+
+_QUANTITY = re.compile(
+    r"[$€£¥]\s?\d|\d(?:[\d,.]*\d)?\s?(?:%|k\b|x\b|USD|EUR|GBP|percent|hr?s?\b|mins?\b)|"
+    r"\b\d(?:[\d,.]*\d)?(?:st|nd|rd|th)?[\s-]+(?:business\s+|working\s+|calendar\s+|full\s+)?"
+    r"(?:seconds?|minutes?|hours?|days?|weeks?|months?|quarters?|years?|people|persons?|participants?|"
+    r"teammates?|employees?|users?|customers?|engineers?|members?|instances?|times?|percentile|levels?|"
+    r"nights?|GB|TB|MB|seats?|licen[cs]es?|attempts?|reviewers?|approvals?|interviews?|sessions?|"
+    r"one-on-ones?|1-1s?|cliff|anniversary)\b|"
+    r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|fifteen|twenty|thirty|sixty|ninety)[\s-]+"
+    r"(?:business\s+|working\s+)?(?:minutes?|hours?|days?|weeks?|months?|quarters?|years?|people|times)\b",
+    re.I,
+)
+_DATE = re.compile(
+    r"\b(?:19|20)\d\d-\d\d-\d\d\b|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+(?:19|20)\d\d\b|"
+    r"\bv?\d+\.\d+(?:\.\d+)+\b",
+    re.I,
+)
+_STRONG_RULE = re.compile(
+    r"\b(?:must|required?|requires|mandatory|need to|needs to|have to|has to|only|never|always|at least|at most|"
+    r"up to|no more than|not more than|no later than|within|maximum|minimum|deadline|not (?:be )?(?:allowed|"
+    r"permitted|eligible|reimburs\w*|accepted|approved|covered)|will not|cannot|may not|must not|do not|"
+    r"pre-approv\w*|requires? approval|approv\w+ (?:by|from)|is responsible|are responsible|owns|expires?|"
+    r"automatically|by default)\b",
+    re.I,
+)
+
+
 def info_score(fact: Fact) -> float:
-    """How much a statement says: numbers, amounts, rules and limits, time, people/channels. About 0..3."""
+    """How much a statement says: quantities (amounts, limits, durations), rules and conditions, time,
+    people/channels. About -2..3.5. A bare number (a date, a version, "Objective 4") says less than a
+    quantity with its unit ("$300 USD per night", "within 2 business days")."""
     t = fact.text
     words = len(t.split())
     s = 0.0
-    digits = _DIGIT.search(re.sub(r"^\d+[.)]\s", "", t))
-    if digits:
-        s += 0.9
-    if _MONEY.search(t):
-        s += 0.5
-    rules = len(_RULE.findall(t))
-    s += min(rules, 2) * 0.45
-    if _TIME.search(t):
+    plain = _DATE.sub(" ", re.sub(r"^\d+[.)]\s", "", t))
+    quantities = len(_QUANTITY.findall(plain))
+    if quantities:
+        s += 0.9 + 0.25 * min(quantities - 1, 2)
+    elif _DIGIT.search(plain):
         s += 0.35
+    if _MONEY.search(plain):
+        s += 0.4
+    strong = len(_STRONG_RULE.findall(t))
+    rules = len(_RULE.findall(t))
+    s += min(strong, 2) * 0.45 + min(max(rules - strong, 0), 2) * 0.2
+    if _TIME.search(t):
+        s += 0.3
     if _WHO.search(t):
-        s += 0.45  # where to go and whom to ask: what a new reader needs most
+        s += 0.5  # where to go and whom to ask: what a new reader needs most
     if _PROPER.search(t):
-        s += 0.15
-    if fact.kind == "row" and digits:
+        s += 0.1
+    if fact.kind == "row" and quantities:
         s += 0.2
+    if _DATE.search(t) and not quantities:
+        s -= 0.3  # "Effective October 25, 2023", "version 1.2.3": bookkeeping, not a rule
     # statements too short to stand alone, questions, lead-ins and pointers say little
     if words < 6:
         s -= 0.8
@@ -309,6 +388,8 @@ def select_facts(
     dup_jaccard: float = 0.6,
     max_facts: int = 16,
     each: int = 0,
+    per_word: float = 0.0,
+    words_per_fact: int = 22,
 ) -> list[Fact]:
     """Greedy MMR over ``facts`` (relevance ``rel`` (n,), unit vectors ``vecs`` (n, dim)).
 
@@ -322,7 +403,8 @@ def select_facts(
     chosen: list[int] = []
     per_doc: dict[int, int] = {}
     used = 0
-    target = min(max_facts, max(3, max_words // 22))
+    target = min(max_facts, max(3, max_words // words_per_fact))
+    rel = rel - per_word * np.array([f.words for f in facts], dtype=np.float32)  # (n,) a long fact costs
     caps = {d: max(1, int(round(w * target + 0.49))) for d, w in doc_weights.items()}
     max_sim = np.full(n, 0.0, dtype=np.float32)  # (n,) similarity to the closest chosen fact
     alive = np.ones(n, dtype=bool)
