@@ -40,9 +40,7 @@ _PER_DOC = 40  # candidates per document considered (the most informative)
 _SHORTLIST = (
     60  # facts embedded one by one for the final choice (the rest are judged by their chunk's vector)
 )
-import json as _j, os as _o
-_TUNE = _j.loads(_o.environ.get("SUMTUNE", "{}"))
-_SHORTLIST = int(_o.environ.get("SUMSHORT", _SHORTLIST))
+_MAX_FACT_WORDS = 45  # longer "facts" are tables or lists flattened into one line
 Scorer = Callable[[str, list[str]], list[float]]
 
 
@@ -241,12 +239,15 @@ class Summarizer:
         if not facts:
             return summary
         say(f"summarize: scoring {len(facts)} candidate facts…")
+        limit = max_words or conf.max_words
+        writes = use_llm and self.llm is not None and model_writes(self.s)
         chosen = self._choose(
             docs,
             facts,
             focus=focus,
             scorer=scorer,
-            max_words=max_words or conf.max_words,
+            # a model states facts more briefly than the pages do: it is given more of them to fit
+            max_words=int(limit * conf.model_overselect) if writes else limit,
             max_docs=max_docs or self.max_docs,
         )
         summary.timings_ms["select"] = (time.perf_counter() - t0) * 1e3 - summary.timings_ms["read"]
@@ -257,48 +258,54 @@ class Summarizer:
             groups, key=lambda d: (-(docs[d].row.modified or 0), d) if since else (docs[d].row.path, d)
         )
         texts = {d: [f.text for f in sorted(groups[d], key=lambda f: f.pos)] for d in order}
-        limit = max_words or conf.max_words
-        if use_llm and self.llm is not None and model_writes(self.s):
+        if writes:
             say(f"summarize: writing {len(order)} bullet{'s' * (len(order) != 1)} with the model…")
+            t1 = time.perf_counter()
+            size = {d: sum(len(t.split()) for t in texts[d]) for d in order}
+            total = sum(size.values()) or 1
             written, dropped = write_with_model(
                 self.llm,
                 [(docs[d].row.title, texts[d], docs[d].reference) for d in order],
                 context_tokens=min(self.llm.context_tokens, self.s.llm.context_tokens),
+                adapter=self._adapter(),
+                words=[max(12, int(limit * size[d] / total) - len(docs[d].row.title.split())) for d in order],
+                workers=conf.model_workers if self.s.llm.endpoint else 1,
             )
             texts = dict(zip(order, written))
             summary.checked += dropped  # the model's unsupported sentences were checked, and dropped
-        for _n, d in enumerate(order, start=1):
-            row = docs[d].row
-            allowed = {row.url} if row.url else set()
+            summary.timings_ms["write"] = (time.perf_counter() - t1) * 1e3
+        shown: list[tuple[int, list[str]]] = []
+        for d in order:
+            allowed = {docs[d].row.url} if docs[d].row.url else set()
             kept = []
             for sentence in texts[d]:
-                summary.checked += 1
                 if supported(sentence, docs[d].reference):
-                    summary.verified += 1
                     kept.append(g.sanitize(sentence, allowed_urls=allowed))
+                else:
+                    summary.checked += 1  # checked and dropped
             kept = [k for k in kept if len(g.content_words(k)) >= 2]
-            room = limit - summary.words - len(f"{row.title}:".split())
-            while (
-                kept and sum(len(k.split()) for k in kept) > room
-            ):  # sanitizing may have added a word or two
-                kept.pop()
             if kept:
-                summary.bullets.append(
-                    Bullet(
-                        " ".join(kept),
-                        len(summary.bullets) + 1,
-                        row.doc_id,
-                        row.source,
-                        row.path,
-                        row.title,
-                        row.url,
-                        row.modified,
-                        docs[d].new,
-                        row.key,
-                        dict(row.metadata),
-                        kept,
-                    )
+                shown.append((d, kept))
+        for d, kept in _fit(shown, {d: docs[d].row.title for d in order}, limit):
+            row = docs[d].row
+            summary.checked += len(kept)
+            summary.verified += len(kept)
+            summary.bullets.append(
+                Bullet(
+                    " ".join(kept),
+                    len(summary.bullets) + 1,
+                    row.doc_id,
+                    row.source,
+                    row.path,
+                    row.title,
+                    row.url,
+                    row.modified,
+                    docs[d].new,
+                    row.key,
+                    dict(row.metadata),
+                    kept,
                 )
+            )
         summary.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return summary
 
@@ -330,6 +337,9 @@ class Summarizer:
             f.words = len(f.text.split())
             f.tokens = frozenset(g.content_words(f.text))
             f.chunk = chunks[max(0, bisect_right(starts, f.start) - 1)].id if chunks else -1
+        # a table flattened into one run-on line is no fact
+        if any(f.words <= _MAX_FACT_WORDS for f in facts):
+            facts = [f for f in facts if f.words <= _MAX_FACT_WORDS]
         if len(facts) > _PER_DOC:
             facts = sorted(sorted(facts, key=lambda f: -f.info)[:_PER_DOC], key=lambda f: f.pos)
         return _Doc(row, text, facts, reference, new)
@@ -362,7 +372,7 @@ class Summarizer:
         info = np.clip(np.array([f.info for f in facts]), -1.5, 2.5) / 2.5  # (n,)
         local = np.array([float(fvec[i] @ doc_cent[f.doc]) for i, f in enumerate(facts)])
         lead = prominence([d.row.path for d in docs])  # (docs,) 1 for the scope's overview page, less deeper
-        rel = 0.55 * info + 0.35 * (fvec @ centroid) + 0.25 * local + _TUNE.get("lead", 0.15) * lead[doc_of]
+        rel = 0.55 * info + 0.35 * (fvec @ centroid) + 0.25 * local
         qvec = embedder.embed_query(focus) if focus else None
         if focus and scorer is not None:
             fs = np.asarray(scorer(focus, [f.text for f in facts]), dtype=np.float32)
@@ -396,7 +406,7 @@ class Summarizer:
             :max_docs
         ]
         size = {
-            d: np.sqrt(len(docs[d].text) / 1000 + 1) * np.sqrt(worth[d] + 1) ** 0.5 * (1 + _TUNE.get("leadw", 0.5) * lead[d])
+            d: np.sqrt(len(docs[d].text) / 1000 + 1) * np.sqrt(worth[d] + 1) ** 0.5 * (1 + 0.5 * lead[d])
             for d in ranked
         }
         total = sum(size.values()) or 1.0
@@ -411,8 +421,18 @@ class Summarizer:
             max_words=max_words,
             word_cost=cost,
             each=max_words // 50,
-            **{k: v for k, v in _TUNE.items() if k in ("per_word", "max_facts", "words_per_fact", "mmr")},
         )
+
+    def _adapter(self) -> str | None:
+        """The adapter the model writes with: ``llm.adapter`` when the model offers it (on a server, the
+        adapter's model id; 'default' there means the server's base model)."""
+        spec = self.s.llm.adapter
+        if not spec or spec.lower() in ("none", "default" if self.s.llm.endpoint else "none"):
+            return None
+        if self.s.llm.endpoint:
+            return spec
+        names = getattr(self.llm, "adapter_names", lambda: [])()
+        return spec if spec in names else None
 
     def _readable(self, key: int, audience: Audience) -> bool:
         if audience.everything:
@@ -444,6 +464,24 @@ class Summarizer:
             top = sorted((p for p in dirs if p.count("/") == 1), key=lambda p: -dirs[p])[:3]
             msg += " Scopes that exist: " + ", ".join(top) + "." if top else ""
         return msg
+
+
+def _fit(
+    shown: list[tuple[int, list[str]]], titles: dict[int, str], limit: int
+) -> list[tuple[int, list[str]]]:
+    """Bullets within ``limit`` words (titles count): the last sentence of the longest bullet goes first,
+    so every document keeps its lead statement as long as possible; a bullet left empty goes."""
+    out = [(d, list(kept)) for d, kept in shown]
+
+    def words() -> int:
+        return sum(len(titles[d].split()) + sum(len(k.split()) for k in kept) for d, kept in out)
+
+    while out and words() > limit:
+        i = max(range(len(out)), key=lambda j: (len(out[j][1]) > 1, sum(len(k.split()) for k in out[j][1])))
+        out[i][1].pop()
+        if not out[i][1]:
+            out.pop(i)
+    return out
 
 
 _OVERVIEW = frozenset({"index", "readme", "_index", "overview", "home"})

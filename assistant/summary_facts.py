@@ -262,7 +262,9 @@ _FILLER_LEAD = re.compile(
     r"(?:please\s+)?be sure (?:that|to)\s+(?=[a-z]+\s))",
     re.I,
 )
-_FILLER_WORD = re.compile(r"\s+(?:unfortunately|generally|usually|typically|simply|just|really|actually),?(?=\s)", re.I)
+_FILLER_WORD = re.compile(
+    r"\s+(?:unfortunately|generally|usually|typically|simply|just|really|actually),?(?=\s)", re.I
+)
 _TAIL = re.compile(
     r"[,;]\s+(?:so (?:that )?(?:you|we|they|it|everyone|teammates|people)|in order to|to (?:ensure|make sure|help|avoid|"
     r"keep|allow|give)|which (?:means|helps|allows|makes|is why)|as (?:this|that|it|they|we)|because|since|"
@@ -271,7 +273,8 @@ _TAIL = re.compile(
 )
 _PAREN = re.compile(r"\s*\(([^()]{2,80})\)")
 _KEEP = re.compile(
-    r"\d|[#@$€£%]|\b(?:not|no|never|only|unless|except|without|cannot|must|required?|excluding|including)\b", re.I
+    r"\d|[#@$€£%]|\b(?:not|no|never|only|unless|except|without|cannot|must|required?|excluding|including)\b",
+    re.I,
 )
 
 
@@ -302,7 +305,7 @@ _QUANTITY = re.compile(
     r"\b\d(?:[\d,.]*\d)?(?:st|nd|rd|th)?[\s-]+(?:business\s+|working\s+|calendar\s+|full\s+)?"
     r"(?:seconds?|minutes?|hours?|days?|weeks?|months?|quarters?|years?|people|persons?|participants?|"
     r"teammates?|employees?|users?|customers?|engineers?|members?|instances?|times?|percentile|levels?|"
-    r"nights?|GB|TB|MB|seats?|licen[cs]es?|attempts?|reviewers?|approvals?|interviews?|sessions?|"
+    r"nights?|GB|TB|MB|seats?|licen[cs]es?|attempts?|reviewers?|approvals?|interviews?|sessions?|characters?|"
     r"one-on-ones?|1-1s?|cliff|anniversary)\b|"
     r"\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|fifteen|twenty|thirty|sixty|ninety)[\s-]+"
     r"(?:business\s+|working\s+)?(?:minutes?|hours?|days?|weeks?|months?|quarters?|years?|people|times)\b",
@@ -319,6 +322,11 @@ _STRONG_RULE = re.compile(
     r"permitted|eligible|reimburs\w*|accepted|approved|covered)|will not|cannot|may not|must not|do not|"
     r"pre-approv\w*|requires? approval|approv\w+ (?:by|from)|is responsible|are responsible|owns|expires?|"
     r"automatically|by default)\b",
+    re.I,
+)
+_DIRECTIVE = re.compile(
+    r"\b(?:post|ask|reach out|contact|refer|send|report|announce\w*|follow up|direct\w*|flag|escalat\w*|"
+    r"notify|questions?|requests?|inquir\w+|help|join|submit\w*|file)\b",
     re.I,
 )
 
@@ -345,6 +353,8 @@ def info_score(fact: Fact) -> float:
         s += 0.3
     if _WHO.search(t):
         s += 0.5  # where to go and whom to ask: what a new reader needs most
+        if _DIRECTIVE.search(t):
+            s += 0.2  # "ask in #x", "report to y@": a direction, not a passing mention
     if _PROPER.search(t):
         s += 0.1
     if fact.kind == "row" and quantities:
