@@ -126,22 +126,54 @@ def _cells(line: str) -> list[str]:
 
 
 def _row_text(header: list[str], cells: list[str]) -> str:
-    cells = [c for c in cells]
+    """One table row as one terse statement: "IC4-IC6 — Annual budget: $2,500." A header of more than
+    four words is left out (the value says it), and so is a cell that runs on as prose (over 20 words)
+    when the row has other cells to say something."""
     if not any(cells):
         return ""
     if header and len(header) == len(cells):
         first = cells[0]
+        pairs = [(h, c) for h, c in zip(header[1:], cells[1:]) if c]
+        short = [(h, c) for h, c in pairs if len(c.split()) <= 20]
+        if short and (first or len(short) > 1):
+            pairs = short
         rest = [
-            f"{h}: {c}" if h and h.lower() != c.lower() else c for h, c in zip(header[1:], cells[1:]) if c
+            f"{h}: {c}" if h and h.lower() != c.lower() and len(h.split()) <= 4 else c for h, c in pairs
         ]
         lead = f"{header[0]} {first}" if first and first.replace(".", "").isdigit() and header[0] else first
         return _finish(" — ".join(x for x in (lead, "; ".join(rest)) if x))
     return _finish(" — ".join(c for c in cells if c))
 
 
+_HTML_TABLE = re.compile(r"<table\b[^>]*>(.*?)</table\s*>", re.I | re.S)
+_HTML_ROW = re.compile(r"<tr\b[^>]*>(.*?)(?=<tr\b|</table|$)", re.I | re.S)
+_HTML_CELL = re.compile(r"<t[dh]\b[^>]*>(.*?)(?=<t[dh]\b|</tr|$)", re.I | re.S)
+
+
+def html_tables_as_rows(text: str) -> str:
+    """HTML tables (``<table><tr><td>``, common in Markdown exported from docs) → pipe-table rows, so each
+    row becomes one fact with its header instead of the cells running together into one "sentence".
+    Offsets after a table stay where they were (the rows are padded with blank lines)."""
+
+    def rows(m: re.Match) -> str:
+        out = []
+        for r in _HTML_ROW.findall(m.group(1)):
+            cells = [clean_markdown(c).replace("|", "/") for c in _HTML_CELL.findall(r)]
+            if any(cells):
+                out.append("| " + " | ".join(cells) + " |")
+        if len(out) < 2:
+            return m.group(0)
+        width = out[0].count("|") - 1
+        table = "\n".join([out[0], "|" + "---|" * width] + out[1:]) + "\n"
+        pad = len(m.group(0)) - len(table)
+        return table + "\n" * max(0, pad)
+
+    return _HTML_TABLE.sub(rows, text) if "<t" in text.lower() else text
+
+
 def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
     """Candidate statements of one document, in document order."""
-    text = g.strip_instructions(text)
+    text = html_tables_as_rows(g.strip_instructions(text))
     lines = text.split("\n")
     offs = [0]
     for line in lines:
