@@ -143,6 +143,7 @@ def _write_one(
     while len(body) > 1 and llm.count_message_tokens(msgs) > budget:
         body = body[:-1]
         msgs = _messages(title, body, allowance)
+    max_new_tokens = min(max_new_tokens, 2 * allowance + 24)  # about 1.3 tokens a word, with room
     try:
         said = llm.generate(
             msgs,

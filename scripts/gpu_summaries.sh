@@ -17,8 +17,9 @@
 #   OUT/C-timing/ (the 30-page "cloud" scope: 1 warm-up + 5 timed runs, median and min–max),
 #   OUT/server.log, OUT/summary.md (every table in one file).
 # Expected on one H200: ~1 min server start, ~1 min extractive, ~2–3 min per Qwen configuration.
-# CPU smoke test (tiny model, no GPU): QWEN=<SmolLM2 HF folder> DEVICE=cpu TASKS_EXTRA="--task travel" \
-#   bash scripts/gpu_summaries.sh BUNDLE WORK OUT
+# CPU smoke test (tiny model, no GPU; TIMING=0 skips the timed runs):
+#   QWEN=<SmolLM2 HF folder> DEVICE=cpu OMP_NUM_THREADS=1 ASSISTANT_SUMMARIES__MAX_WORDS=60 TIMING=0 \
+#   TASKS_EXTRA="--task expenses" bash scripts/gpu_summaries.sh BUNDLE WORK OUT
 set -euo pipefail
 BUNDLE=$(realpath "$1"); WORK=$(realpath -m "$2"); OUT=$(realpath -m "$3")
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -72,9 +73,11 @@ for set in dev extra; do
   (export $(remote none); run "qwen-base-$set" "$f" --llm)
   if [ $with_adapter = 1 ]; then (export $(remote summ); run "qwen-adapter-$set" "$f" --llm); fi
 done
+if [ "${TIMING:-1}" = 1 ]; then
 say "timing: the 30-page scope, 1 warm-up + 5 runs"
 ASSISTANT_LLM__MODEL=none run extractive-timing tests/data/summary_tasks.jsonl --task cloud --repeat 5
 (export $(remote none); run qwen-base-timing tests/data/summary_tasks.jsonl --task cloud --repeat 5 --llm)
 if [ $with_adapter = 1 ]; then (export $(remote summ); run qwen-adapter-timing tests/data/summary_tasks.jsonl --task cloud --repeat 5 --llm); fi
+fi
 say "done: $OUT/summary.md"
 cat "$OUT/summary.md"
