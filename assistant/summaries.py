@@ -420,7 +420,7 @@ class Summarizer:
             doc_weights=weights,
             max_words=max_words,
             word_cost=cost,
-            each=max_words // 50,
+            words_per_fact=16,  # per-page caps loose enough for a page that holds most of the rules
         )
 
     def _adapter(self) -> str | None:

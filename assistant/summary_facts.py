@@ -95,17 +95,32 @@ class Fact:
 
 def clean_markdown(text: str) -> str:
     """Inline Markdown → plain text: images dropped, links keep their text, emphasis/code marks removed."""
+    text = _ANGLE_URL.sub(lambda m: m.group(1), text)  # before tags: "<https://…>" is an address, not a tag
     text = _HTML.sub(" ", _SHORTCODE.sub(" ", text))
     text = _IMAGE.sub("", text)
     text = _LINK.sub(lambda m: m.group(1), text)
     text = _REF_LINK.sub(lambda m: m.group(1), text)
-    text = _ANGLE_URL.sub(lambda m: m.group(1), text)
     for _ in range(2):
         text = _EMPH.sub(lambda m: next(x for x in m.groups()[1:] if x is not None), text)
     text = _CODE.sub(lambda m: m.group(1), text)
     text = text.replace("\\", "")
     text = _ADMONITION.sub("", text)
     return re.sub(r"\s+", " ", text).strip().lstrip("> ").strip()
+
+
+_BARE_URL = re.compile(r"(?<![\w/])https?://([A-Za-z0-9.-]+\.[A-Za-z]{2,})(?:[/?#][^\s)\]]*)?")
+
+
+def site_names(text: str) -> str:
+    """A bare address in a sentence → the site's name: "We use https://donut.com to schedule 1-1s" →
+    "We use Donut to schedule 1-1s" (shown links are stripped by the sanitizer, which would leave a hole)."""
+
+    def name(m: re.Match) -> str:
+        labels = m.group(1).lower().split(".")
+        label = labels[-2] if len(labels) >= 2 else labels[0]
+        return label[:1].upper() + label[1:]
+
+    return _BARE_URL.sub(name, text)
 
 
 def _finish(text: str) -> str:
@@ -137,9 +152,7 @@ def _row_text(header: list[str], cells: list[str]) -> str:
         short = [(h, c) for h, c in pairs if len(c.split()) <= 20]
         if short and (first or len(short) > 1):
             pairs = short
-        rest = [
-            f"{h}: {c}" if h and h.lower() != c.lower() and len(h.split()) <= 4 else c for h, c in pairs
-        ]
+        rest = [f"{h}: {c}" if h and h.lower() != c.lower() and len(h.split()) <= 4 else c for h, c in pairs]
         lead = f"{header[0]} {first}" if first and first.replace(".", "").isdigit() and header[0] else first
         return _finish(" — ".join(x for x in (lead, "; ".join(rest)) if x))
     return _finish(" — ".join(c for c in cells if c))
@@ -189,7 +202,7 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
 
     def add(raw: str, kind: str, extra: str = "") -> None:
         for span in g.sentences(raw, min_chars=12) if kind != "row" else [g.Span(0, len(raw), raw)]:
-            t = clean_markdown(span.text)
+            t = site_names(clean_markdown(span.text))
             if not t or _DOC_LABEL.match(t) or len(g.content_words(t)) < 2 or g.looks_like_instruction(t):
                 continue
             if t.strip(" .:").lower() == title.strip().lower() or any(
