@@ -158,6 +158,7 @@ def _row_text(header: list[str], cells: list[str]) -> str:
     return _finish(" — ".join(c for c in cells if c))
 
 
+_QUOTE = re.compile(r"^(?:\s{0,3}>)+")
 _HTML_TABLE = re.compile(r"<table\b[^>]*>(.*?)</table\s*>", re.I | re.S)
 _HTML_ROW = re.compile(r"<tr\b[^>]*>(.*?)(?=<tr\b|</table|$)", re.I | re.S)
 _HTML_CELL = re.compile(r"<t[dh]\b[^>]*>(.*?)(?=<t[dh]\b|</tr|$)", re.I | re.S)
@@ -187,7 +188,8 @@ def html_tables_as_rows(text: str) -> str:
 def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
     """Candidate statements of one document, in document order."""
     text = html_tables_as_rows(g.strip_instructions(text))
-    lines = text.split("\n")
+    # a block quote's text is read as text ("> " marks blanked, so offsets stay where they are)
+    lines = [_QUOTE.sub(lambda m: " " * len(m.group(0)), line) for line in text.split("\n")]
     offs = [0]
     for line in lines:
         offs.append(offs[-1] + len(line) + 1)

@@ -405,3 +405,16 @@ def test_a_bare_address_in_a_sentence_becomes_the_sites_name_instead_of_a_hole()
     assert [f.text for f in facts] == ["We use Donut to schedule 1-1s between random teammates each week."]
     page = "We use https://donut.com to schedule 1-1s between random teammates each week."
     assert supported(facts[0].text, page)  # the name is checked against the page as written
+
+
+def test_a_block_quote_is_read_as_text_without_its_quote_marks():
+    text = (
+        "Spending over $300 USD per night requires additional approvals from\n> Finance / People Ops.\n>\n"
+        "> _Please send travel@example.com your proposal with your manager in copy._\n"
+    )
+    facts = [f.text for f in facts_of(text, doc=0, title="Travel")]
+    assert (
+        facts[0]
+        == "Spending over $300 USD per night requires additional approvals from Finance / People Ops."
+    )
+    assert not any(">" in f or "_" in f for f in facts)
