@@ -31,7 +31,8 @@ _LINK = re.compile(r"\[([^\]]*)\]\((?:[^()]|\([^)]*\))*\)")
 _REF_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
 _ANGLE_URL = re.compile(r"<(https?://[^>]+)>")
 _HTML = re.compile(r"<!--.*?-->|</?[a-zA-Z][^>]*>", re.S)
-_SHORTCODE = re.compile(r"\{\{[<%].*?[%>]\}\}", re.S)
+_SHORTCODE = re.compile(r"\{\{[<%].*?[%>]\}\}|\{#[\w-]+\}", re.S)  # Hugo shortcodes, {#anchor} ids
+_LINK_ONLY = re.compile(r"^\s*(?:\[[^\]]*\]\([^)]*\)|<https?://[^>]+>|https?://\S+)\s*[.:]?\s*$")
 _EMPH = re.compile(
     r"(\*\*|__|~~)(.+?)\1|(?<![\w*])\*(?!\s)([^*\n]+?)\*(?![\w*])|(?<![\w_])_(?!\s)([^_\n]+?)_(?![\w_])"
 )
@@ -45,6 +46,7 @@ _ANAPHORIC = re.compile(
     r"otherwise|in addition|in that case|then|example|e\.g\.|for example|instead)\b",
     re.I,
 )
+_EXAMPLE = re.compile(r"^(?:\(|for example|for instance|e\.g\.|example:|i\.e\.)", re.I)
 _DOC_LABEL = re.compile(r"^\s*(?:document|title|source|page)\s*:\s*", re.I)
 
 _MONEY = re.compile(r"[$€£¥]\s?\d|\d\s?(?:%|k\b|USD|EUR|GBP|percent)", re.I)
@@ -285,7 +287,8 @@ def facts_of(text: str, *, doc: int, title: str) -> list[Fact]:
             ):
                 body.append(lines[i].strip())
                 i += 1
-            add(" ".join(body), "item", extra=lead)
+            if not _LINK_ONLY.match(" ".join(body)):  # a list of links is navigation, not a statement
+                add(" ".join(body), "item", extra=lead)
             continue
         if not line.strip() or _FRONT.match(line) or _SETEXT.match(line) or line.strip() == "***":
             flush()
@@ -413,6 +416,8 @@ def info_score(fact: Fact) -> float:
         s -= 0.8
     elif words > 30:
         s -= min(1.2, 0.03 * (words - 30))  # a long statement costs the budget of two short ones
+    if _EXAMPLE.match(t):
+        s -= 0.5  # an example illustrates a rule stated elsewhere
     if _ANAPHORIC.match(t):
         s -= 0.4  # leans on the sentence before it, which the reader will not see
     if _CODEISH.search(t):

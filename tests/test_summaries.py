@@ -418,3 +418,13 @@ def test_a_block_quote_is_read_as_text_without_its_quote_marks():
         == "Spending over $300 USD per night requires additional approvals from Finance / People Ops."
     )
     assert not any(">" in f or "_" in f for f in facts)
+
+
+def test_a_list_of_links_and_anchor_ids_are_not_facts():
+    text = (
+        "# Working here\n\n- [Recognition and #thanks Channel best practices](#recognition)\n"
+        "- Create a shared Google Doc for 1-1 notes before the first meeting. {#google-doc}\n"
+    )
+    assert [f.text for f in facts_of(text, doc=0, title="Working here")] == [
+        "Create a shared Google Doc for 1-1 notes before the first meeting."
+    ]
