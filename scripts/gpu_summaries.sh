@@ -17,6 +17,9 @@
 #   OUT/C-timing/ (the 30-page "cloud" scope: 1 warm-up + 5 timed runs, median and min–max),
 #   OUT/server.log, OUT/summary.md (every table in one file).
 # Expected on one H200: ~1 min server start, ~1 min extractive, ~2–3 min per Qwen configuration.
+# SETS="dev" runs the dev set only; ADAPTER=none skips the adapter configuration; TIMING=0 the timed runs.
+# Without fastapi/uvicorn on the host (or with MODE=inprocess) the model runs inside eval-summaries,
+# one document at a time (coverage is the same; seconds are not the served ones).
 # CPU smoke test (tiny model, no GPU; TIMING=0 skips the timed runs):
 #   QWEN=<SmolLM2 HF folder> DEVICE=cpu OMP_NUM_THREADS=1 ASSISTANT_SUMMARIES__MAX_WORDS=60 TIMING=0 \
 #   TASKS_EXTRA="--task expenses" bash scripts/gpu_summaries.sh BUNDLE WORK OUT
@@ -35,25 +38,32 @@ say() { echo "== $* ($(date -u +%T))" | tee -a "$OUT/progress.log"; }
 
 adapter_args=(); with_adapter=0
 if [ "$ADAPTER" != none ] && [ -e "$ADAPTER/adapter_config.json" ]; then adapter_args=(--adapter "summ=$ADAPTER"); with_adapter=1; fi
-say "serve-llm: base $QWEN, adapter ${adapter_args[*]:-none}, device $DEVICE, port $PORT"
-ASSISTANT_LLM__DEVICE=$DEVICE $PY -m assistant serve-llm --base "$QWEN" "${adapter_args[@]}" --port "$PORT" \
-  --context-tokens 8192 --max-batch 64 > "$OUT/server.log" 2>&1 &
-SERVER=$!
-trap 'kill $SERVER 2>/dev/null || true' EXIT
+MODE=${MODE:-server}  # MODE=inprocess: no server, the model loads inside each eval-summaries process
+if [ $MODE = server ] && ! $PY -c "import fastapi, uvicorn" 2>/dev/null; then
+  MODE=inprocess  # serve-llm needs fastapi + uvicorn: without them the model runs inside eval-summaries (one document at a time: slower)
+  say "fastapi/uvicorn not importable: the model runs in-process, documents written one at a time (add their wheels to BUNDLE/whl for the server)"
+fi
 URL="http://127.0.0.1:$PORT/v1"
 BASE_ID=""
-for _ in $(seq 1 300); do
-  if ! kill -0 $SERVER 2>/dev/null; then echo "serve-llm exited:"; tail -30 "$OUT/server.log"; exit 1; fi
-  BASE_ID=$($PY - "$URL" <<'EOF' 2>/dev/null || true
+if [ $MODE = server ]; then
+  say "serve-llm: base $QWEN, adapter ${adapter_args[*]:-none}, device $DEVICE, port $PORT"
+  ASSISTANT_LLM__DEVICE=$DEVICE $PY -m assistant serve-llm --base "$QWEN" "${adapter_args[@]}" --port "$PORT" \
+    --context-tokens 8192 --max-batch 64 > "$OUT/server.log" 2>&1 &
+  SERVER=$!
+  trap 'kill $SERVER 2>/dev/null || true' EXIT
+  for _ in $(seq 1 300); do
+    if ! kill -0 $SERVER 2>/dev/null; then echo "serve-llm exited:"; tail -30 "$OUT/server.log"; exit 1; fi
+    BASE_ID=$($PY - "$URL" <<'EOF2' 2>/dev/null || true
 import json, sys, urllib.request
 ids = [m["id"] for m in json.load(urllib.request.urlopen(sys.argv[1] + "/models", timeout=2))["data"]]
 print([i for i in ids if i != "summ"][0])
-EOF
+EOF2
 )
-  [ -n "$BASE_ID" ] && break; sleep 2
-done
-[ -n "$BASE_ID" ] || { echo "serve-llm did not come up in 600 s"; tail -30 "$OUT/server.log"; exit 1; }
-say "server up: base id $BASE_ID"
+    [ -n "$BASE_ID" ] && break; sleep 2
+  done
+  [ -n "$BASE_ID" ] || { echo "serve-llm did not come up in 600 s"; tail -30 "$OUT/server.log"; exit 1; }
+  say "server up: base id $BASE_ID"
+fi
 
 # eval CONFIG SET FILE [extra args]: one eval-summaries run, its table appended to summary.md
 run() {
@@ -62,12 +72,19 @@ run() {
   $PY -m assistant eval-summaries "$file" --out "$OUT/$name" "$@" ${TASKS_EXTRA:-} 2>&1 | tee "$OUT/$name.log" | grep -E "covered|^\|" || true
   { echo "## $name"; echo; cat "$OUT/$name/summary_report.md"; echo; } >> "$OUT/summary.md"
 }
-remote() {  # the environment of a model-written run (adapter id or none): our client pointed at the server
-  echo ASSISTANT_LLM__ENDPOINT=$URL ASSISTANT_LLM__MODEL=$BASE_ID ASSISTANT_LLM__ADAPTER=$1 \
-    ASSISTANT_LLM__CONTEXT_TOKENS=8192 ASSISTANT_LLM__TIMEOUT_S=300 ASSISTANT_SUMMARIES__WRITE_WITH_MODEL=always
+remote() {  # the environment of a model-written run (summ = the adapter, or none): our client pointed at the server
+  local adapter=$1
+  if [ $MODE = server ]; then
+    echo ASSISTANT_LLM__ENDPOINT=$URL ASSISTANT_LLM__MODEL=$BASE_ID ASSISTANT_LLM__ADAPTER=$adapter \
+      ASSISTANT_LLM__CONTEXT_TOKENS=8192 ASSISTANT_LLM__TIMEOUT_S=300 ASSISTANT_SUMMARIES__WRITE_WITH_MODEL=always
+  else
+    [ "$adapter" = summ ] && adapter=$ADAPTER
+    echo ASSISTANT_LLM__MODEL=$QWEN ASSISTANT_LLM__ADAPTER=$adapter ASSISTANT_LLM__DEVICE=$DEVICE \
+      ASSISTANT_LLM__CONTEXT_TOKENS=8192 ASSISTANT_SUMMARIES__WRITE_WITH_MODEL=always
+  fi
 }
 : > "$OUT/summary.md"
-for set in dev extra; do
+for set in ${SETS:-dev extra}; do
   f=tests/data/summary_tasks.jsonl; [ $set = extra ] && f=tests/data/summary_tasks_extra.jsonl
   ASSISTANT_LLM__MODEL=none run "extractive-$set" "$f"
   (export $(remote none); run "qwen-base-$set" "$f" --llm)
