@@ -14,6 +14,7 @@ Not done: judging fluency or order — coverage of what a careful reader would r
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -36,6 +37,11 @@ class TaskResult:
     seconds: float
     missed: list[str]
     summary: str
+    seconds_min: float = (
+        0.0  # with --repeat N: the fastest and slowest of N warm runs (``seconds`` is the median)
+    )
+    seconds_max: float = 0.0
+    runs: int = 1
 
     @property
     def coverage(self) -> float:
@@ -84,12 +90,31 @@ def run_task(assistant, task: dict, *, who, use_focus: bool = True, use_llm: boo
     )
 
 
+def run_repeated(assistant, task: dict, *, repeat: int, **kw) -> TaskResult:
+    """One warm-up run, then ``repeat`` timed runs: the last run's result with the median seconds and
+    the min–max (a cold first run — model compile, caches — never mixes with the warm ones)."""
+    if repeat <= 1:
+        return run_task(assistant, task, **kw)
+    run_task(assistant, task, **kw)
+    runs = [run_task(assistant, task, **kw) for _ in range(repeat)]
+    secs = sorted(r.seconds for r in runs)
+    last = runs[-1]
+    last.seconds, last.seconds_min, last.seconds_max, last.runs = (
+        round(statistics.median(secs), 2),
+        secs[0],
+        secs[-1],
+        repeat,
+    )
+    return last
+
+
 def table(results: list[TaskResult]) -> str:
     lines = ["| task | coverage | words | verified | seconds |", "|---|---|---|---|---|"]
     for r in results:
-        lines.append(
-            f"| {r.id} | {r.covered}/{r.points} | {r.words} | {r.verified}/{r.checked} | {r.seconds:.1f} |"
+        secs = f"{r.seconds:.1f}" + (
+            f" ({r.seconds_min:.1f}–{r.seconds_max:.1f}, {r.runs} runs)" if r.runs > 1 else ""
         )
+        lines.append(f"| {r.id} | {r.covered}/{r.points} | {r.words} | {r.verified}/{r.checked} | {secs} |")
     n = len(results) or 1
     cov = sum(r.coverage for r in results) / n
     ver = sum(r.verified for r in results) / (sum(r.checked for r in results) or 1)
@@ -131,19 +156,40 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
         ),
         as_email: str | None = typer.Option(None, "--as"),
         show: bool = typer.Option(False, "--show", help="print each summary"),
+        repeat: int = typer.Option(
+            1, "--repeat", min=1, help="timed runs per task after one warm-up run (median, min–max)"
+        ),
+        only: list[str] = typer.Option(  # noqa: B008
+            [], "--task", help="run only the task with this id (repeatable)"
+        ),
     ) -> None:
         """Score summaries on a task set: key-point coverage, words, verified sentences, seconds."""
         from assistant.service import Assistant
 
-        tasks = load_tasks(tasks_file)
+        tasks = [t for t in load_tasks(tasks_file) if not only or t.get("id") in only]
         results = []
-        with Assistant(get_settings()) as a:
+        settings = get_settings()
+        from assistant.summaries import model_writes
+
+        writer = (
+            f"model {settings.llm.model} at {settings.llm.endpoint or 'in-process'}, adapter {settings.llm.adapter}"
+            if llm and model_writes(settings)
+            else "extractive"
+        )
+        typer.echo(f"eval-summaries: {len(tasks)} tasks, {writer}", err=True)
+        with Assistant(settings) as a:
             bad = missing_strings(a.engine.store, tasks)
             if bad:
                 typer.echo("warning: strings no page of the scope contains: " + "; ".join(bad), err=True)
             a.engine.embedder.embed(["warm up"])  # model loading is not part of a summary's time
+            if (
+                llm and tasks and repeat == 1
+            ):  # the model's first request (server warm-up) is not timed either
+                run_task(a, tasks[0], who=_who(as_email, []), use_focus=not no_focus, use_llm=llm)
             for t in tasks:
-                r = run_task(a, t, who=_who(as_email, []), use_focus=not no_focus, use_llm=llm)
+                r = run_repeated(
+                    a, t, repeat=repeat, who=_who(as_email, []), use_focus=not no_focus, use_llm=llm
+                )
                 results.append(r)
                 typer.echo(
                     f"{r.id}: {r.covered}/{r.points} covered, {r.words} words, "
@@ -159,4 +205,6 @@ def register(app: typer.Typer, get_settings: Callable[[], Settings]) -> None:
             with (out / "summary_results.jsonl").open("w") as f:
                 for r in results:
                     f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
-            (out / "summary_report.md").write_text(f"Tasks: {tasks_file} ({len(tasks)})\n\n{report}\n")
+            (out / "summary_report.md").write_text(
+                f"Tasks: {tasks_file} ({len(tasks)}); writer: {writer}\n\n{report}\n"
+            )

@@ -318,6 +318,18 @@ class SummariesSettings(_Section):
         le=100000,
         description="documents of a scope read to choose facts from (the newest when a scope holds more)",
     )
+    model_overselect: float = Field(
+        1.5,
+        ge=1.0,
+        le=4.0,
+        description="when the model writes: facts chosen for this many times max_words (the model states them more briefly; what still does not fit is cut, longest bullet first)",
+    )
+    model_workers: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="when the model writes through llm.endpoint: documents written at once (a batching server decodes them together)",
+    )
 
 
 class Settings(BaseSettings):

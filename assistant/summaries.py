@@ -31,7 +31,7 @@ import numpy as np
 from assistant import grounding as g
 from assistant import summary_changes as sc
 from assistant.retrieval import Audience
-from assistant.summary_facts import Fact, facts_of, info_score, select_facts
+from assistant.summary_facts import Fact, compact, facts_of, info_score, select_facts
 from assistant.summary_verify import supported, write_with_model
 
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
@@ -40,6 +40,7 @@ _PER_DOC = 40  # candidates per document considered (the most informative)
 _SHORTLIST = (
     60  # facts embedded one by one for the final choice (the rest are judged by their chunk's vector)
 )
+_MAX_FACT_WORDS = 45  # longer "facts" are tables or lists flattened into one line
 Scorer = Callable[[str, list[str]], list[float]]
 
 
@@ -238,12 +239,15 @@ class Summarizer:
         if not facts:
             return summary
         say(f"summarize: scoring {len(facts)} candidate facts…")
+        limit = max_words or conf.max_words
+        writes = use_llm and self.llm is not None and model_writes(self.s)
         chosen = self._choose(
             docs,
             facts,
             focus=focus,
             scorer=scorer,
-            max_words=max_words or conf.max_words,
+            # a model states facts more briefly than the pages do: it is given more of them to fit
+            max_words=int(limit * conf.model_overselect) if writes else limit,
             max_docs=max_docs or self.max_docs,
         )
         summary.timings_ms["select"] = (time.perf_counter() - t0) * 1e3 - summary.timings_ms["read"]
@@ -254,48 +258,54 @@ class Summarizer:
             groups, key=lambda d: (-(docs[d].row.modified or 0), d) if since else (docs[d].row.path, d)
         )
         texts = {d: [f.text for f in sorted(groups[d], key=lambda f: f.pos)] for d in order}
-        limit = max_words or conf.max_words
-        if use_llm and self.llm is not None and model_writes(self.s):
+        if writes:
             say(f"summarize: writing {len(order)} bullet{'s' * (len(order) != 1)} with the model…")
+            t1 = time.perf_counter()
+            size = {d: sum(len(t.split()) for t in texts[d]) for d in order}
+            total = sum(size.values()) or 1
             written, dropped = write_with_model(
                 self.llm,
                 [(docs[d].row.title, texts[d], docs[d].reference) for d in order],
                 context_tokens=min(self.llm.context_tokens, self.s.llm.context_tokens),
+                adapter=self._adapter(),
+                words=[max(12, int(limit * size[d] / total) - len(docs[d].row.title.split())) for d in order],
+                workers=conf.model_workers if self.s.llm.endpoint else 1,
             )
             texts = dict(zip(order, written))
             summary.checked += dropped  # the model's unsupported sentences were checked, and dropped
-        for _n, d in enumerate(order, start=1):
-            row = docs[d].row
-            allowed = {row.url} if row.url else set()
+            summary.timings_ms["write"] = (time.perf_counter() - t1) * 1e3
+        shown: list[tuple[int, list[str]]] = []
+        for d in order:
+            allowed = {docs[d].row.url} if docs[d].row.url else set()
             kept = []
             for sentence in texts[d]:
-                summary.checked += 1
                 if supported(sentence, docs[d].reference):
-                    summary.verified += 1
                     kept.append(g.sanitize(sentence, allowed_urls=allowed))
+                else:
+                    summary.checked += 1  # checked and dropped
             kept = [k for k in kept if len(g.content_words(k)) >= 2]
-            room = limit - summary.words - len(f"{row.title}:".split())
-            while (
-                kept and sum(len(k.split()) for k in kept) > room
-            ):  # sanitizing may have added a word or two
-                kept.pop()
             if kept:
-                summary.bullets.append(
-                    Bullet(
-                        " ".join(kept),
-                        len(summary.bullets) + 1,
-                        row.doc_id,
-                        row.source,
-                        row.path,
-                        row.title,
-                        row.url,
-                        row.modified,
-                        docs[d].new,
-                        row.key,
-                        dict(row.metadata),
-                        kept,
-                    )
+                shown.append((d, kept))
+        for d, kept in _fit(shown, {d: docs[d].row.title for d in order}, limit):
+            row = docs[d].row
+            summary.checked += len(kept)
+            summary.verified += len(kept)
+            summary.bullets.append(
+                Bullet(
+                    " ".join(kept),
+                    len(summary.bullets) + 1,
+                    row.doc_id,
+                    row.source,
+                    row.path,
+                    row.title,
+                    row.url,
+                    row.modified,
+                    docs[d].new,
+                    row.key,
+                    dict(row.metadata),
+                    kept,
                 )
+            )
         summary.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         return summary
 
@@ -320,10 +330,16 @@ class Summarizer:
                     facts = [f for f in facts if any(a <= f.start < b for a, b in spans)] or facts
         starts = [c.start for c in chunks]
         for f in facts:
+            short = compact(f.text)
+            if short != f.text and supported(short, f.text):
+                f.text = short  # the reference keeps the whole sentence it is checked against
             f.info = info_score(f)
             f.words = len(f.text.split())
             f.tokens = frozenset(g.content_words(f.text))
             f.chunk = chunks[max(0, bisect_right(starts, f.start) - 1)].id if chunks else -1
+        # a table flattened into one run-on line is no fact
+        if any(f.words <= _MAX_FACT_WORDS for f in facts):
+            facts = [f for f in facts if f.words <= _MAX_FACT_WORDS]
         if len(facts) > _PER_DOC:
             facts = sorted(sorted(facts, key=lambda f: -f.info)[:_PER_DOC], key=lambda f: f.pos)
         return _Doc(row, text, facts, reference, new)
@@ -355,6 +371,7 @@ class Summarizer:
         doc_cent = {d: _unit(fvec[doc_of == d].mean(axis=0)) for d in set(doc_of.tolist())}
         info = np.clip(np.array([f.info for f in facts]), -1.5, 2.5) / 2.5  # (n,)
         local = np.array([float(fvec[i] @ doc_cent[f.doc]) for i, f in enumerate(facts)])
+        lead = prominence([d.row.path for d in docs])  # (docs,) 1 for the scope's overview page, less deeper
         rel = 0.55 * info + 0.35 * (fvec @ centroid) + 0.25 * local
         qvec = embedder.embed_query(focus) if focus else None
         if focus and scorer is not None:
@@ -388,7 +405,10 @@ class Summarizer:
         ranked = sorted({f.doc for f in cand}, key=lambda d: -max(f.score for f in cand if f.doc == d))[
             :max_docs
         ]
-        size = {d: np.sqrt(len(docs[d].text) / 1000 + 1) * np.sqrt(worth[d] + 1) ** 0.5 for d in ranked}
+        size = {
+            d: np.sqrt(len(docs[d].text) / 1000 + 1) * np.sqrt(worth[d] + 1) ** 0.5 * (1 + 0.5 * lead[d])
+            for d in ranked
+        }
         total = sum(size.values()) or 1.0
         weights = {d: float(size[d] / total) for d in ranked}
         pool = [k for k, f in enumerate(cand) if f.doc in weights]
@@ -400,8 +420,19 @@ class Summarizer:
             doc_weights=weights,
             max_words=max_words,
             word_cost=cost,
-            each=max_words // 50,
+            words_per_fact=16,  # per-page caps loose enough for a page that holds most of the rules
         )
+
+    def _adapter(self) -> str | None:
+        """The adapter the model writes with: ``llm.adapter`` when the model offers it (on a server, the
+        adapter's model id; 'default' there means the server's base model)."""
+        spec = self.s.llm.adapter
+        if not spec or spec.lower() in ("none", "default" if self.s.llm.endpoint else "none"):
+            return None
+        if self.s.llm.endpoint:
+            return spec
+        names = getattr(self.llm, "adapter_names", lambda: [])()
+        return spec if spec in names else None
 
     def _readable(self, key: int, audience: Audience) -> bool:
         if audience.everything:
@@ -433,6 +464,46 @@ class Summarizer:
             top = sorted((p for p in dirs if p.count("/") == 1), key=lambda p: -dirs[p])[:3]
             msg += " Scopes that exist: " + ", ".join(top) + "." if top else ""
         return msg
+
+
+def _fit(
+    shown: list[tuple[int, list[str]]], titles: dict[int, str], limit: int
+) -> list[tuple[int, list[str]]]:
+    """Bullets within ``limit`` words (titles count): the last sentence of the longest bullet goes first,
+    so every document keeps its lead statement as long as possible; a bullet left empty goes."""
+    out = [(d, list(kept)) for d, kept in shown]
+
+    def words() -> int:
+        return sum(len(titles[d].split()) + sum(len(k.split()) for k in kept) for d, kept in out)
+
+    while out and words() > limit:
+        i = max(range(len(out)), key=lambda j: (len(out[j][1]) > 1, sum(len(k.split()) for k in out[j][1])))
+        out[i][1].pop()
+        if not out[i][1]:
+            out.pop(i)
+    return out
+
+
+_OVERVIEW = frozenset({"index", "readme", "_index", "overview", "home"})
+
+
+def prominence(paths: list[str]) -> np.ndarray:
+    """(n,) 0..1 per page: how close it sits to the top of the scope. The scope's overview page
+    (index.md / README at the common folder) is 1; a page beside it 0.5; one folder down half that, and so
+    on. Overview pages state a team's or topic's rules first; deep pages hold the details."""
+    if not paths:
+        return np.zeros(0, np.float32)
+    parts = [p.strip("/").split("/") for p in paths]
+    common = 0
+    while all(len(x) > common + 1 for x in parts) and len({x[common] for x in parts}) == 1:
+        common += 1
+    out = []
+    for x in parts:
+        depth = len(x) - common - 1  # folders below the common one
+        stem = x[-1].rsplit(".", 1)[0].lower()
+        overview = stem in _OVERVIEW
+        out.append(0.5 ** (depth - (1 if overview and depth > 0 else 0)) * (1.0 if overview else 0.5))
+    return np.asarray(out, dtype=np.float32)
 
 
 def model_writes(settings) -> bool:

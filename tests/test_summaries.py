@@ -344,3 +344,87 @@ def test_a_report_reads_only_its_period_and_marks_first_ingests_new(tmp_path):
         assert any("reading 1 document " in x for x in lines)  # the later and older pages are not even read
     finally:
         engine.close()
+
+
+def test_compact_drops_fillers_and_purpose_tails_but_never_a_condition_or_number():
+    from assistant.summary_facts import compact
+
+    assert (
+        compact(
+            "Please remember that each teammate has $150 per quarter for local gatherings, so you can meet "
+            "the people near you."
+        )
+        == "Each teammate has $150 per quarter for local gatherings."
+    )
+    # a tail holding a condition or a number stays: dropping it would change the rule
+    kept = "Laptops are replaced every 3 years, unless the manager approves an earlier upgrade."
+    assert compact(kept) == kept
+    assert compact("Any travel booked outside of Navan unfortunately will not be reimbursed.") == (
+        "Any travel booked outside of Navan will not be reimbursed."
+    )
+    assert (
+        compact("Short one, so that you know.") == "Short one, so that you know."
+    )  # too little would be left
+
+
+def test_an_html_table_becomes_one_fact_per_row_with_its_header():
+    text = (
+        "# Contacts\n\n<table>\n  <tr>\n   <td><strong>Request</strong>\n   </td>\n   <td><strong>Channel</strong>\n"
+        "   </td>\n  </tr>\n  <tr>\n   <td>Legal questions\n   </td>\n   <td>#legal\n   </td>\n  </tr>\n"
+        "  <tr>\n   <td>Vendor reviews\n   </td>\n   <td>#vendor-requests\n   </td>\n  </tr>\n</table>\n\n"
+        "Requests are answered within 1 business day.\n"
+    )
+    facts = facts_of(text, doc=0, title="Contacts")
+    assert [f.text for f in facts if f.kind == "row"] == [
+        "Legal questions — Channel: #legal.",
+        "Vendor reviews — Channel: #vendor-requests.",
+    ]
+    after = next(f for f in facts if "1 business day" in f.text)
+    assert text[after.start :].startswith("Requests are answered")  # offsets after the table still hold
+
+
+def test_a_quantity_with_its_unit_says_more_than_a_date_or_a_version():
+    from assistant.summary_facts import Fact, info_score
+
+    def score(t: str) -> float:
+        return info_score(Fact(t, 0, 5, "sentence"))
+
+    limit = score("Hotels are capped at $300 USD per night for every teammate.")
+    deadline = score("Expenses must be submitted within 30 days of the purchase date.")
+    dated = score("This policy was last updated on October 25, 2023 by the team.")
+    version = score("The handbook describes release 3.30.1 of the product in detail.")
+    assert min(limit, deadline) > max(dated, version) + 0.5
+
+
+def test_a_bare_address_in_a_sentence_becomes_the_sites_name_instead_of_a_hole():
+    facts = facts_of(
+        "- We use https://donut.com to schedule 1-1s between random teammates each week.\n",
+        doc=0,
+        title="Remote",
+    )
+    assert [f.text for f in facts] == ["We use Donut to schedule 1-1s between random teammates each week."]
+    page = "We use https://donut.com to schedule 1-1s between random teammates each week."
+    assert supported(facts[0].text, page)  # the name is checked against the page as written
+
+
+def test_a_block_quote_is_read_as_text_without_its_quote_marks():
+    text = (
+        "Spending over $300 USD per night requires additional approvals from\n> Finance / People Ops.\n>\n"
+        "> _Please send travel@example.com your proposal with your manager in copy._\n"
+    )
+    facts = [f.text for f in facts_of(text, doc=0, title="Travel")]
+    assert (
+        facts[0]
+        == "Spending over $300 USD per night requires additional approvals from Finance / People Ops."
+    )
+    assert not any(">" in f or "_" in f for f in facts)
+
+
+def test_a_list_of_links_and_anchor_ids_are_not_facts():
+    text = (
+        "# Working here\n\n- [Recognition and #thanks Channel best practices](#recognition)\n"
+        "- Create a shared Google Doc for 1-1 notes before the first meeting. {#google-doc}\n"
+    )
+    assert [f.text for f in facts_of(text, doc=0, title="Working here")] == [
+        "Create a shared Google Doc for 1-1 notes before the first meeting."
+    ]
