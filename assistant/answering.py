@@ -31,6 +31,7 @@ import numpy as np
 
 from assistant import grounding as g
 from assistant import quoting
+from assistant import sentence_scorer as ss
 from assistant.passages import Excerpt, build_excerpts
 from assistant.prompting import REFUSAL, Passage, build_messages
 from assistant.relevance_protocol import EmbeddingRelevance, RelevanceScorer
@@ -155,6 +156,7 @@ class Answerer:
         self.relevance = relevance
         self.scorer: RelevanceScorer = relevance if relevance is not None else EmbeddingRelevance(embedder)
         self.calibrated = relevance is not None and getattr(relevance, "calibrated", True)
+        self.sentence_scorer = ss.load_sentence_scorer(settings.answering.sentence_model)
 
     # -- public ---------------------------------------------------------------------------------
     def ask(
@@ -250,7 +252,9 @@ class Answerer:
         kept, used = self._verify(question, model_text, [s.hit for s in sources])
         model_refused = bool(_REFUSAL_HINT.search(model_text)) and not kept
         floor = a.min_answer_relevance if self.calibrated else a.min_quote_score
-        if model_refused and not self.calibrated:
+        if not self.calibrated and self.sentence_scorer is not None:
+            floor = self.sentence_scorer.threshold  # a calibrated probability from the learned scorer
+        elif model_refused and not self.calibrated:
             floor = max(floor, a.model_refusal_quote_score)
         good = [p for p in picks if p is not None and p.score >= floor]
         confidence = max((p.score for p in picks if p is not None), default=None)
@@ -368,6 +372,43 @@ class Answerer:
         order = np.argsort(-scores, kind="stable")
         return [(hits[i], float(scores[i])) for i in order]
 
+    def _candidates(self, part: str, excerpts: list[Excerpt]) -> list[tuple[int, list[g.Span], int, ss.Unit]]:
+        """The answer units of the excerpts (one per sentence, its quote composed), at most
+        ``answering.max_sentences`` of them: those sharing most words with ``part``, spread over the
+        excerpts (each keeps its share, in reading order on ties)."""
+        cands: list[tuple[int, list[g.Span], int, ss.Unit]] = []
+        qw = set(ss.terms(part))
+        for e, ex in enumerate(excerpts):
+            spans = g.sentences(g.strip_instructions(ex.hit.text))
+            for j, sp in enumerate(spans):
+                heading = ex.heading_at(sp.start)
+                quote = quoting.compose(ex.hit.text, spans, j, heading)
+                unit = ss.Unit(
+                    quote=quote,
+                    sentence=sp.text,
+                    title=ex.hit.title,
+                    heading=heading[-1] if heading else "",
+                    excerpt=e,
+                    rank=e,
+                    prior=float(ex.score),
+                    position=j / max(1, len(spans) - 1),
+                )
+                cands.append((e, spans, j, unit))
+        cap = self.s.answering.max_sentences
+        if len(cands) > cap:
+            # scoring every unit costs embeddings: keep the ones sharing most words with the question
+            share = max(1, cap // len(excerpts))
+            keep: list[int] = []
+            for e in range(len(excerpts)):
+                mine = [i for i, c in enumerate(cands) if c[0] == e]
+                mine.sort(
+                    key=lambda i: -len(qw & set(ss.terms(f"{cands[i][3].heading} {cands[i][3].quote}")))
+                )
+                keep += mine[:share]
+            keep.sort()
+            cands = [cands[i] for i in keep]
+        return cands
+
     def _pick(
         self,
         part: str,
@@ -377,52 +418,31 @@ class Answerer:
         *,
         avoid: set[str] = frozenset(),
     ) -> _Pick | None:
-        """The sentence of the excerpts that best answers ``part``, with the quote built around it."""
-        cands: list[tuple[int, list[g.Span], int]] = []  # (excerpt, its sentences, sentence index)
-        texts: list[str] = []
-        per: list[list[g.Span]] = []
-        qw = g.content_words(part)
-        for e, ex in enumerate(excerpts):
-            spans = g.sentences(g.strip_instructions(ex.hit.text))
-            per.append(spans)
-            for j, sp in enumerate(spans):
-                cands.append((e, spans, j))
-                # a table row is read with its header ("Severity: Medium; Fix within: 40 days")
-                body = quoting.compose(ex.hit.text, spans, j) if sp.text.startswith("|") else sp.text
-                heading = ex.heading_at(sp.start)[-1:]  # the title and the nearest heading carry the topic
-                texts.append(f"{self._context(ex.hit.title, heading)}: {body[:400]}")
+        """The unit of the excerpts that best answers ``part``: the quote built around its sentence."""
+        cands = self._candidates(part, excerpts)
         if not cands:
             return None
-        cap = self.s.answering.max_sentences
-        if len(cands) > cap:
-            # scoring every sentence costs a model call each: keep the ones sharing most words with the
-            # question, spread over the excerpts (each excerpt keeps its share, in reading order on ties)
-            share = max(1, cap // len(excerpts))
-            keep: list[int] = []
-            for e in range(len(excerpts)):
-                mine = [i for i, c in enumerate(cands) if c[0] == e]
-                mine.sort(key=lambda i: -len(qw & g.content_words(texts[i])))
-                keep += mine[:share]
-            keep.sort()
-            cands, texts = [cands[i] for i in keep], [texts[i] for i in keep]
-        rel = self.scorer.score(query, texts)  # (n,)
-        prior = np.array([excerpts[e].score for e, _, _ in cands])  # (n,)
-        if self.calibrated:
-            score = 0.8 * rel + 0.2 * prior
+        units = [c[3] for c in cands]
+        learned = None if self.calibrated else self.sentence_scorer
+        if learned is not None:
+            score = learned.probability(ss.featurize(query, units, self.embedder))  # (n,) 0..1
         else:
-            wants_number = bool(_QUANTITY.search(part))
-            lex = np.array([len(qw & g.content_words(t)) / (len(qw) or 1) for t in texts])
-            num = np.array(
-                [1.0 if wants_number and g.numbers(spans[j].text) else 0.0 for _, spans, j in cands]
-            )
-            a = self.s.answering
-            score = 0.7 * (rel + a.lexical_weight * lex + 0.05 * num) + 0.3 * prior
+            texts = [ss.context_text(u) for u in units]
+            rel = self.scorer.score(query, texts)  # (n,)
+            prior = np.array([u.prior for u in units])  # (n,)
+            if self.calibrated:
+                score = 0.8 * rel + 0.2 * prior
+            else:
+                qw = g.content_words(part)
+                wants_number = bool(_QUANTITY.search(part))
+                lex = np.array([len(qw & g.content_words(t)) / (len(qw) or 1) for t in texts])
+                num = np.array([1.0 if wants_number and g.numbers(u.sentence) else 0.0 for u in units])
+                a = self.s.answering
+                score = 0.7 * (rel + a.lexical_weight * lex + 0.05 * num) + 0.3 * prior
         for best in np.argsort(-score, kind="stable")[:5]:  # another part's quote is not shown twice
-            e, spans, j = cands[best]
-            ex = excerpts[e]
-            quote = quoting.compose(ex.hit.text, spans, j, ex.heading_at(spans[j].start))
-            if quote not in avoid:
-                return _Pick(part, index[e], float(score[best]), quote)
+            e, _spans, _j, unit = cands[best]
+            if unit.quote not in avoid:
+                return _Pick(part, index[e], float(score[best]), unit.quote)
         return None
 
     def _fit_sources(self, question: str, sources: list[Excerpt], history) -> list[Excerpt]:

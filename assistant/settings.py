@@ -200,6 +200,10 @@ class AnsweringSettings(_Section):
         le=2.0,
         description="without a relevance model: weight of the share of question words a sentence repeats, beside its embedding similarity",
     )
+    sentence_model: str = Field(
+        "default",
+        description="without a relevance model: the learned answer-unit scorer that picks the quote and decides refusal — 'default' (the weights shipped in assistant/models/sentence_scorer.json), 'none' (embedding cosine + shared words, thresholds above) or a path to a weights file from scripts/train_sentence_scorer.py",
+    )
 
 
 class GoogleDriveSettings(_Section):
