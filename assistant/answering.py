@@ -439,11 +439,32 @@ class Answerer:
                 num = np.array([1.0 if wants_number and g.numbers(u.sentence) else 0.0 for u in units])
                 a = self.s.answering
                 score = 0.7 * (rel + a.lexical_weight * lex + 0.05 * num) + 0.3 * prior
-        for best in np.argsort(-score, kind="stable")[:5]:  # another part's quote is not shown twice
-            e, _spans, _j, unit = cands[best]
-            if unit.quote not in avoid:
-                return _Pick(part, index[e], float(score[best]), unit.quote)
+        order = np.argsort(-score, kind="stable")
+        for best in order[:5]:  # another part's quote is not shown twice
+            e, _spans, j, unit = cands[best]
+            if unit.quote in avoid:
+                continue
+            quote = unit.quote
+            if learned is not None:
+                quote = self._with_second(cands, score, int(best), order)
+            return _Pick(part, index[e], float(score[best]), quote)
         return None
+
+    def _with_second(self, cands, score: np.ndarray, best: int, order: np.ndarray) -> str:
+        """The best unit's quote, joined (in reading order) with the next-best unit of the same excerpt
+        and section when that one scores at least ``answering.second_unit_ratio`` of the best and says
+        something the first quote does not."""
+        e, _spans, j, unit = cands[best]
+        ratio = self.s.answering.second_unit_ratio
+        for other in order[1:4]:
+            oe, _os, oj, ou = cands[other]
+            if other == best or oe != e or ou.heading != unit.heading or score[other] < ratio * score[best]:
+                continue
+            if ou.quote in unit.quote or unit.quote in ou.quote or abs(oj - j) > 6:
+                continue
+            first, second = (unit.quote, ou.quote) if j < oj else (ou.quote, unit.quote)
+            return f"{first} … {second}"
+        return unit.quote
 
     def _fit_sources(self, question: str, sources: list[Excerpt], history) -> list[Excerpt]:
         """Drop the weakest sources (the last ones) until prompt + answer fit the model's context."""

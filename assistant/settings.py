@@ -204,6 +204,12 @@ class AnsweringSettings(_Section):
         "default",
         description="without a relevance model: the learned answer-unit scorer that picks the quote and decides refusal — 'default' (the weights shipped in assistant/models/sentence_scorer.json), 'none' (embedding cosine + shared words, thresholds above) or a path to a weights file from scripts/train_sentence_scorer.py",
     )
+    second_unit_ratio: float = Field(
+        0.5,
+        ge=0.0,
+        le=2.0,
+        description="with the learned scorer: a second quote of the same section is shown beside the best one when its probability is at least this share of the best's (above 1: never)",
+    )
 
 
 class GoogleDriveSettings(_Section):
