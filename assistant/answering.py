@@ -182,10 +182,12 @@ class Answerer:
         hits_all: list[Hit] = []
         picks: list[_Pick | None] = []
         for n, part in enumerate(parts):
-            # a later part that refers back ("…, and who handles it?") borrows the first part's key words
+            # a later part that refers back ("…, and who handles it?") or is too short to stand alone
+            # ("…, and where do I ask?") borrows the first part's key words
             query = (
                 part
-                if n == 0 or not _BACKREF.search(part)
+                if n == 0
+                or not (_BACKREF.search(part) or len(g.content_words(part)) <= a.short_part_words)
                 else f"{part} ({' '.join(sorted(g.content_words(parts[0])))})"
             )
             if history:

@@ -210,6 +210,12 @@ class AnsweringSettings(_Section):
         le=2.0,
         description="with the learned scorer: a second quote of the same section is shown beside the best one when its probability is at least this share of the best's (above 1: never)",
     )
+    short_part_words: int = Field(
+        4,
+        ge=0,
+        le=50,
+        description="a later part of a multi-part question with at most this many content words (or one that refers back with 'it', 'they', …) is searched with the first part's key words added",
+    )
 
 
 class GoogleDriveSettings(_Section):

@@ -43,7 +43,7 @@ def norm(text: str) -> str:
     return " ".join(text.split())
 
 
-def collect(args) -> dict:
+def collect(args, *, checkpoint: Path | None = None) -> dict:
     from assistant import sentence_scorer as ss
     from assistant.cli_context import who
     from assistant.passages import build_excerpts
@@ -92,9 +92,15 @@ def collect(args) -> dict:
             kinds.append(kind)
             docs.append(r["doc_path"])
             stats[kind] += 1
-        if qi % 25 == 0:
+        if qi % 25 == 0 or qi == len(rows) - 1:
             print(f"[{qi + 1}/{len(rows)}] {time.time() - t0:.0f}s {stats}", flush=True)
+            if xs and checkpoint is not None:  # a long run can be stopped and refitted with --reuse
+                np.savez_compressed(checkpoint, **_pack(xs, ys, kinds, docs, {**stats, "questions": qi + 1}))
     assistant.close()
+    return _pack(xs, ys, kinds, docs, stats)
+
+
+def _pack(xs, ys, kinds, docs, stats) -> dict:
     sizes = np.array([len(y) for y in ys])
     return {
         "x": np.concatenate(xs),
@@ -162,7 +168,7 @@ def main(argv=None) -> int:
     if args.reuse and cache.is_file():
         data = dict(np.load(cache))
     else:
-        data = collect(args)
+        data = collect(args, checkpoint=cache)
         np.savez_compressed(cache, **data)
     x, y, group, kind, doc = data["x"], data["y"], data["group"], data["kind"], data["doc"]
     rng = random.Random(args.seed)
