@@ -427,7 +427,7 @@ class Answerer:
         units = [c[3] for c in cands]
         learned = None if self.calibrated else self.sentence_scorer
         if learned is not None:
-            score = learned.probability(ss.featurize(query, units, self.embedder))  # (n,) 0..1
+            score = learned.probability(ss.featurize(part, units, self.embedder))  # (n,) 0..1
         else:
             texts = [ss.context_text(u) for u in units]
             rel = self.scorer.score(query, texts)  # (n,)
