@@ -120,6 +120,12 @@ def _prompt_text(text: str) -> str:
     return re.sub(r"\n[ \t]*(?:\n[ \t]*)+", "\n\n", clean).strip()
 
 
+def _z(v: np.ndarray) -> np.ndarray:
+    """``v`` standardised (mean 0, sd 1; all zeros when constant)."""
+    sd = float(np.std(v))
+    return (v - np.mean(v)) / sd if sd > 1e-9 else np.zeros_like(v)
+
+
 def split_question(question: str) -> list[str]:
     """The parts of a multi-part question ("What is A, and how do I B?" → two parts); one part otherwise.
     A part too short to stand alone (fewer than three words) is not split off."""
@@ -254,8 +260,8 @@ class Answerer:
         kept, used = self._verify(question, model_text, [s.hit for s in sources])
         model_refused = bool(_REFUSAL_HINT.search(model_text)) and not kept
         floor = a.min_answer_relevance if self.calibrated else a.min_quote_score
-        if not self.calibrated and self.sentence_scorer is not None:
-            floor = self.sentence_scorer.threshold  # a calibrated probability from the learned scorer
+        if not self.calibrated and self.sentence_scorer is not None and a.learned_refusal:
+            floor = self.sentence_scorer.threshold  # a probability from the learned scorer
         elif model_refused and not self.calibrated:
             floor = max(floor, a.model_refusal_quote_score)
         good = [p for p in picks if p is not None and p.score >= floor]
@@ -426,21 +432,36 @@ class Answerer:
             return None
         units = [c[3] for c in cands]
         learned = None if self.calibrated else self.sentence_scorer
+        texts = [ss.context_text(u) for u in units]
         if learned is not None:
-            score = learned.probability(ss.featurize(part, units, self.embedder))  # (n,) 0..1
+            x = ss.featurize(part, units, self.embedder)  # (n, d); its cos_ctx is the embedding relevance
+            score = prob = learned.probability(x)  # (n,) 0..1
+            rel = x[:, ss.FEATURES.index("cos_ctx")]
         else:
-            texts = [ss.context_text(u) for u in units]
             rel = self.scorer.score(query, texts)  # (n,)
-            prior = np.array([u.prior for u in units])  # (n,)
-            if self.calibrated:
-                score = 0.8 * rel + 0.2 * prior
+        prior = np.array([u.prior for u in units])  # (n,)
+        if self.calibrated:
+            signal = score = 0.8 * rel + 0.2 * prior
+        else:
+            qw = g.content_words(part)
+            wants_number = bool(_QUANTITY.search(part))
+            lex = np.array([len(qw & g.content_words(t)) / (len(qw) or 1) for t in texts])
+            num = np.array([1.0 if wants_number and g.numbers(u.sentence) else 0.0 for u in units])
+            a = self.s.answering
+            signal = 0.7 * (rel + a.lexical_weight * lex + 0.05 * num) + 0.3 * prior
+            if learned is None:
+                score = signal
             else:
-                qw = g.content_words(part)
-                wants_number = bool(_QUANTITY.search(part))
-                lex = np.array([len(qw & g.content_words(t)) / (len(qw) or 1) for t in texts])
-                num = np.array([1.0 if wants_number and g.numbers(u.sentence) else 0.0 for u in units])
-                a = self.s.answering
-                score = 0.7 * (rel + a.lexical_weight * lex + 0.05 * num) + 0.3 * prior
+                if a.learned_refusal:
+                    signal = score
+                # the pick: the learned probability blended with the embedding + shared-words score,
+                # each standardised over this question's units (learned_weight 1 = the learned one only)
+                w = a.learned_weight
+                score = w * _z(np.log(score + 1e-6) - np.log1p(-score + 1e-6)) + (1 - w) * _z(signal)
+        # the refusal signal: the learned probability only with answering.learned_refusal; otherwise the
+        # best unit's embedding + shared-words score (it separates answerable from unanswerable dev
+        # questions better than the learned probability, which is calibrated on generated questions)
+        confidence = float(np.max(signal))
         order = np.argsort(-score, kind="stable")
         for best in order[:5]:  # another part's quote is not shown twice
             e, _spans, j, unit = cands[best]
@@ -448,19 +469,19 @@ class Answerer:
                 continue
             quote = unit.quote
             if learned is not None:
-                quote = self._with_second(cands, score, int(best), order)
-            return _Pick(part, index[e], float(score[best]), quote)
+                quote = self._with_second(cands, prob, int(best), order)
+            return _Pick(part, index[e], confidence if learned is not None else float(score[best]), quote)
         return None
 
-    def _with_second(self, cands, score: np.ndarray, best: int, order: np.ndarray) -> str:
+    def _with_second(self, cands, prob: np.ndarray, best: int, order: np.ndarray) -> str:
         """The best unit's quote, joined (in reading order) with the next-best unit of the same excerpt
-        and section when that one scores at least ``answering.second_unit_ratio`` of the best and says
-        something the first quote does not."""
+        and section (among the next three) whose learned probability is at least
+        ``answering.second_unit_ratio`` of the best's and that says something the first quote does not."""
         e, _spans, j, unit = cands[best]
         ratio = self.s.answering.second_unit_ratio
         for other in order[1:4]:
             oe, _os, oj, ou = cands[other]
-            if other == best or oe != e or ou.heading != unit.heading or score[other] < ratio * score[best]:
+            if other == best or oe != e or ou.heading != unit.heading or prob[other] < ratio * prob[best]:
                 continue
             if ou.quote in unit.quote or unit.quote in ou.quote or abs(oj - j) > 6:
                 continue

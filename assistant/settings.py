@@ -216,6 +216,16 @@ class AnsweringSettings(_Section):
         le=50,
         description="a later part of a multi-part question with at most this many content words (or one that refers back with 'it', 'they', …) is searched with the first part's key words added",
     )
+    learned_refusal: bool = Field(
+        False,
+        description="with the learned scorer: refuse when its best probability is below the threshold stored with its weights; false = refuse on the embedding + shared-words score (min_quote_score), which measured better on the dev set",
+    )
+    learned_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="with the learned scorer: its share in the score that picks the quote, beside the embedding + shared-words score (both standardised per question); 1 = the learned scorer alone",
+    )
 
 
 class GoogleDriveSettings(_Section):

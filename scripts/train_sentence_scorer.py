@@ -160,6 +160,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--reuse", action="store_true", help="reuse <report>/features.npz")
+    ap.add_argument("--drop", default="", help="comma-separated features left out of the fit (weight 0)")
     args = ap.parse_args(argv)
     from assistant import sentence_scorer as ss
 
@@ -171,6 +172,9 @@ def main(argv=None) -> int:
         data = collect(args, checkpoint=cache)
         np.savez_compressed(cache, **data)
     x, y, group, kind, doc = data["x"], data["y"], data["group"], data["kind"], data["doc"]
+    dropped = [ss.FEATURES.index(f) for f in filter(None, args.drop.split(","))]
+    x = x.copy()
+    x[:, dropped] = 0.0  # a constant column: standardised to 0, so its weight stays 0
     rng = random.Random(args.seed)
     udocs = sorted(set(doc.tolist()))
     rng.shuffle(udocs)
@@ -237,6 +241,7 @@ def main(argv=None) -> int:
         "validation_by_document": {**val_metrics, **baseline, "threshold_fit_on_train_docs": held.threshold},
         "final_threshold": final.threshold,
         "l2": args.l2,
+        "dropped": [ss.FEATURES[i] for i in dropped],
         "weights": dict(zip(ss.FEATURES, [round(float(c), 3) for c in final.coef])),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

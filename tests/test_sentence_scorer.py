@@ -144,7 +144,9 @@ def test_hand_made_weights_decide_the_quote_and_the_refusal(tmp_path_factory, co
     weights = tmp_path_factory.mktemp("w")
     # all weight on the share of (IDF-weighted) question words: the sentence repeating them wins
     lex = _weights(weights / "lex.json", feature="lex_idf", threshold=0.6, bias=-1.0)
-    settings, eng = _engine(tmp_path_factory, corpus, HashEmbedder(), sentence_model=str(lex))
+    settings, eng = _engine(
+        tmp_path_factory, corpus, HashEmbedder(), sentence_model=str(lex), learned_refusal=True
+    )
     try:
         ans = _ask(settings, eng, "How many weeks of fully paid leave do secondary caregivers get?")
         assert not ans.refused
