@@ -432,13 +432,16 @@ class Answerer:
             return None
         units = [c[3] for c in cands]
         learned = None if self.calibrated else self.sentence_scorer
-        texts = [ss.context_text(u) for u in units]
+        # each sentence read with its title and nearest heading (a table row with its header): the text
+        # the relevance score and the refusal thresholds are calibrated on
+        texts = [
+            f"{self._context(u.title, (u.heading,))}: "
+            f"{(u.quote if u.sentence.startswith('|') else u.sentence)[:400]}"
+            for u in units
+        ]
+        rel = self.scorer.score(query, texts)  # (n,)
         if learned is not None:
-            x = ss.featurize(part, units, self.embedder)  # (n, d); its cos_ctx is the embedding relevance
-            score = prob = learned.probability(x)  # (n,) 0..1
-            rel = x[:, ss.FEATURES.index("cos_ctx")]
-        else:
-            rel = self.scorer.score(query, texts)  # (n,)
+            score = prob = learned.probability(ss.featurize(part, units, self.embedder))  # (n,) 0..1
         prior = np.array([u.prior for u in units])  # (n,)
         if self.calibrated:
             signal = score = 0.8 * rel + 0.2 * prior
