@@ -192,8 +192,7 @@ class Answerer:
             # ("…, and where do I ask?") borrows the first part's key words
             query = (
                 part
-                if n == 0
-                or not (_BACKREF.search(part) or len(g.content_words(part)) <= a.short_part_words)
+                if n == 0 or not (_BACKREF.search(part) or len(g.content_words(part)) <= a.short_part_words)
                 else f"{part} ({' '.join(sorted(g.content_words(parts[0])))})"
             )
             if history:
