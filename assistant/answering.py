@@ -5,8 +5,11 @@
    *excerpts*: the section around each matching chunk (assistant/passages.py), not a lone chunk.
 2. Every sentence of the excerpts is scored against the question, read with its title and heading
    ("Parental leave > How much leave: …"). With a relevance model (``RelevanceScorer``, a calibrated
-   cross-encoder) that score is the answer/refusal signal; without one the embedding model's cosine
-   (plus shared words) stands in, with its own thresholds.
+   cross-encoder) that score is the answer/refusal signal. Without one (the CPU default) each sentence
+   becomes an *answer unit* (the quote a person would read) and the pick blends the learned answer-unit
+   scorer (assistant/sentence_scorer.py, trained on generated questions) with the embedding model's
+   cosine plus shared words; the latter, with its own thresholds, also decides refusal. A second unit of
+   the same section is joined when it scores nearly as high.
 3. A model's answer (when there is a model) is checked sentence by sentence against the sources it
    cites: numbers and key terms must appear there, or the sentence must be close in meaning to a source
    sentence, and it must address the question. Unsupported sentences are dropped.

@@ -3,7 +3,11 @@ of the handbook, and fit its refusal threshold on the same data with near-miss n
 
     PYTHONPATH=. .venv/bin/python scripts/train_sentence_scorer.py \\
         --data-dir /tmp/handbook-copy --questions /work/data/gpu_out/questions.jsonl \\
-        --out assistant/models/sentence_scorer.json --report scripts/results/sentence_scorer --limit 900
+        --out assistant/models/sentence_scorer.json --report scripts/results/sentence_scorer --limit 600
+
+(about 5-15 s per question on a shared 2-core machine; the features are checkpointed every 25 questions, so
+a run can be stopped and refitted with --reuse. The shipped weights come from the checkpoint after 301
+questions of that command, refitted with --reuse.)
 
 For every generated (question, answer span, doc_path) whose span is verbatim in its passage, the question
 runs through the answerer's own candidate path (retrieval → passage rerank → excerpts → answer units):
