@@ -5,8 +5,11 @@
    *excerpts*: the section around each matching chunk (assistant/passages.py), not a lone chunk.
 2. Every sentence of the excerpts is scored against the question, read with its title and heading
    ("Parental leave > How much leave: …"). With a relevance model (``RelevanceScorer``, a calibrated
-   cross-encoder) that score is the answer/refusal signal; without one the embedding model's cosine
-   (plus shared words) stands in, with its own thresholds.
+   cross-encoder) that score is the answer/refusal signal. Without one (the CPU default) each sentence
+   becomes an *answer unit* (the quote a person would read) and the pick blends the learned answer-unit
+   scorer (assistant/sentence_scorer.py, trained on generated questions) with the embedding model's
+   cosine plus shared words; the latter, with its own thresholds, also decides refusal. A second unit of
+   the same section is joined when it scores nearly as high.
 3. A model's answer (when there is a model) is checked sentence by sentence against the sources it
    cites: numbers and key terms must appear there, or the sentence must be close in meaning to a source
    sentence, and it must address the question. Unsupported sentences are dropped.
@@ -31,6 +34,7 @@ import numpy as np
 
 from assistant import grounding as g
 from assistant import quoting
+from assistant import sentence_scorer as ss
 from assistant.passages import Excerpt, build_excerpts
 from assistant.prompting import REFUSAL, Passage, build_messages
 from assistant.relevance_protocol import EmbeddingRelevance, RelevanceScorer
@@ -120,6 +124,12 @@ def _prompt_text(text: str) -> str:
     return re.sub(r"\n[ \t]*(?:\n[ \t]*)+", "\n\n", clean).strip()
 
 
+def _z(v: np.ndarray) -> np.ndarray:
+    """``v`` standardised (mean 0, sd 1; all zeros when constant)."""
+    sd = float(np.std(v))
+    return (v - np.mean(v)) / sd if sd > 1e-9 else np.zeros_like(v)
+
+
 def split_question(question: str) -> list[str]:
     """The parts of a multi-part question ("What is A, and how do I B?" → two parts); one part otherwise.
     A part too short to stand alone (fewer than three words) is not split off."""
@@ -156,6 +166,7 @@ class Answerer:
         self.relevance = relevance
         self.scorer: RelevanceScorer = relevance if relevance is not None else EmbeddingRelevance(embedder)
         self.calibrated = relevance is not None and getattr(relevance, "calibrated", True)
+        self.sentence_scorer = ss.load_sentence_scorer(settings.answering.sentence_model)
 
     # -- public ---------------------------------------------------------------------------------
     def ask(
@@ -181,10 +192,11 @@ class Answerer:
         hits_all: list[Hit] = []
         picks: list[_Pick | None] = []
         for n, part in enumerate(parts):
-            # a later part that refers back ("…, and who handles it?") borrows the first part's key words
+            # a later part that refers back ("…, and who handles it?") or is too short to stand alone
+            # ("…, and where do I ask?") borrows the first part's key words
             query = (
                 part
-                if n == 0 or not _BACKREF.search(part)
+                if n == 0 or not (_BACKREF.search(part) or len(g.content_words(part)) <= a.short_part_words)
                 else f"{part} ({' '.join(sorted(g.content_words(parts[0])))})"
             )
             if history:
@@ -260,7 +272,9 @@ class Answerer:
         )
         model_refused = bool(_REFUSAL_HINT.search(model_text)) and not kept
         floor = a.min_answer_relevance if self.calibrated else a.min_quote_score
-        if model_refused and not self.calibrated:
+        if not self.calibrated and self.sentence_scorer is not None and a.learned_refusal:
+            floor = self.sentence_scorer.threshold  # a probability from the learned scorer
+        elif model_refused and not self.calibrated:
             floor = max(floor, a.model_refusal_quote_score)
         good = [p for p in picks if p is not None and p.score >= floor]
         confidence = max((p.score for p in picks if p is not None), default=None)
@@ -378,6 +392,43 @@ class Answerer:
         order = np.argsort(-scores, kind="stable")
         return [(hits[i], float(scores[i])) for i in order]
 
+    def _candidates(self, part: str, excerpts: list[Excerpt]) -> list[tuple[int, list[g.Span], int, ss.Unit]]:
+        """The answer units of the excerpts (one per sentence, its quote composed), at most
+        ``answering.max_sentences`` of them: those sharing most words with ``part``, spread over the
+        excerpts (each keeps its share, in reading order on ties)."""
+        cands: list[tuple[int, list[g.Span], int, ss.Unit]] = []
+        qw = set(ss.terms(part))
+        for e, ex in enumerate(excerpts):
+            spans = g.sentences(g.strip_instructions(ex.hit.text))
+            for j, sp in enumerate(spans):
+                heading = ex.heading_at(sp.start)
+                quote = quoting.compose(ex.hit.text, spans, j, heading)
+                unit = ss.Unit(
+                    quote=quote,
+                    sentence=sp.text,
+                    title=ex.hit.title,
+                    heading=heading[-1] if heading else "",
+                    excerpt=e,
+                    rank=e,
+                    prior=float(ex.score),
+                    position=j / max(1, len(spans) - 1),
+                )
+                cands.append((e, spans, j, unit))
+        cap = self.s.answering.max_sentences
+        if len(cands) > cap:
+            # scoring every unit costs embeddings: keep the ones sharing most words with the question
+            share = max(1, cap // len(excerpts))
+            keep: list[int] = []
+            for e in range(len(excerpts)):
+                mine = [i for i, c in enumerate(cands) if c[0] == e]
+                mine.sort(
+                    key=lambda i: -len(qw & set(ss.terms(f"{cands[i][3].heading} {cands[i][3].quote}")))
+                )
+                keep += mine[:share]
+            keep.sort()
+            cands = [cands[i] for i in keep]
+        return cands
+
     def _pick(
         self,
         part: str,
@@ -387,53 +438,71 @@ class Answerer:
         *,
         avoid: set[str] = frozenset(),
     ) -> _Pick | None:
-        """The sentence of the excerpts that best answers ``part``, with the quote built around it."""
-        cands: list[tuple[int, list[g.Span], int]] = []  # (excerpt, its sentences, sentence index)
-        texts: list[str] = []
-        per: list[list[g.Span]] = []
-        qw = g.content_words(part)
-        for e, ex in enumerate(excerpts):
-            spans = g.sentences(g.strip_instructions(ex.hit.text))
-            per.append(spans)
-            for j, sp in enumerate(spans):
-                cands.append((e, spans, j))
-                # a table row is read with its header ("Severity: Medium; Fix within: 40 days")
-                body = quoting.compose(ex.hit.text, spans, j) if sp.text.startswith("|") else sp.text
-                heading = ex.heading_at(sp.start)[-1:]  # the title and the nearest heading carry the topic
-                texts.append(f"{self._context(ex.hit.title, heading)}: {body[:400]}")
+        """The unit of the excerpts that best answers ``part``: the quote built around its sentence."""
+        cands = self._candidates(part, excerpts)
         if not cands:
             return None
-        cap = self.s.answering.max_sentences
-        if len(cands) > cap:
-            # scoring every sentence costs a model call each: keep the ones sharing most words with the
-            # question, spread over the excerpts (each excerpt keeps its share, in reading order on ties)
-            share = max(1, cap // len(excerpts))
-            keep: list[int] = []
-            for e in range(len(excerpts)):
-                mine = [i for i, c in enumerate(cands) if c[0] == e]
-                mine.sort(key=lambda i: -len(qw & g.content_words(texts[i])))
-                keep += mine[:share]
-            keep.sort()
-            cands, texts = [cands[i] for i in keep], [texts[i] for i in keep]
+        units = [c[3] for c in cands]
+        learned = None if self.calibrated else self.sentence_scorer
+        # each sentence read with its title and nearest heading (a table row with its header): the text
+        # the relevance score and the refusal thresholds are calibrated on
+        texts = [
+            f"{self._context(u.title, (u.heading,))}: "
+            f"{(u.quote if u.sentence.startswith('|') else u.sentence)[:400]}"
+            for u in units
+        ]
         rel = self.scorer.score(query, texts)  # (n,)
-        prior = np.array([excerpts[e].score for e, _, _ in cands])  # (n,)
+        if learned is not None:
+            score = prob = learned.probability(ss.featurize(part, units, self.embedder))  # (n,) 0..1
+        prior = np.array([u.prior for u in units])  # (n,)
         if self.calibrated:
-            score = 0.8 * rel + 0.2 * prior
+            signal = score = 0.8 * rel + 0.2 * prior
         else:
+            qw = g.content_words(part)
             wants_number = bool(_QUANTITY.search(part))
             lex = np.array([len(qw & g.content_words(t)) / (len(qw) or 1) for t in texts])
-            num = np.array(
-                [1.0 if wants_number and g.numbers(spans[j].text) else 0.0 for _, spans, j in cands]
-            )
+            num = np.array([1.0 if wants_number and g.numbers(u.sentence) else 0.0 for u in units])
             a = self.s.answering
-            score = 0.7 * (rel + a.lexical_weight * lex + 0.05 * num) + 0.3 * prior
-        for best in np.argsort(-score, kind="stable")[:5]:  # another part's quote is not shown twice
-            e, spans, j = cands[best]
-            ex = excerpts[e]
-            quote = quoting.compose(ex.hit.text, spans, j, ex.heading_at(spans[j].start))
-            if quote not in avoid:
-                return _Pick(part, index[e], float(score[best]), quote)
+            signal = 0.7 * (rel + a.lexical_weight * lex + 0.05 * num) + 0.3 * prior
+            if learned is None:
+                score = signal
+            else:
+                if a.learned_refusal:
+                    signal = score
+                # the pick: the learned probability blended with the embedding + shared-words score,
+                # each standardised over this question's units (learned_weight 1 = the learned one only)
+                w = a.learned_weight
+                score = w * _z(np.log(score + 1e-6) - np.log1p(-score + 1e-6)) + (1 - w) * _z(signal)
+        # the refusal signal: the learned probability only with answering.learned_refusal; otherwise the
+        # best unit's embedding + shared-words score (it separates answerable from unanswerable dev
+        # questions better than the learned probability, which is calibrated on generated questions)
+        confidence = float(np.max(signal))
+        order = np.argsort(-score, kind="stable")
+        for best in order[:5]:  # another part's quote is not shown twice
+            e, _spans, j, unit = cands[best]
+            if unit.quote in avoid:
+                continue
+            quote = unit.quote
+            if learned is not None:
+                quote = self._with_second(cands, prob, int(best), order)
+            return _Pick(part, index[e], confidence if learned is not None else float(score[best]), quote)
         return None
+
+    def _with_second(self, cands, prob: np.ndarray, best: int, order: np.ndarray) -> str:
+        """The best unit's quote, joined (in reading order) with the next-best unit of the same excerpt
+        and section (among the next three) whose learned probability is at least
+        ``answering.second_unit_ratio`` of the best's and that says something the first quote does not."""
+        e, _spans, j, unit = cands[best]
+        ratio = self.s.answering.second_unit_ratio
+        for other in order[1:4]:
+            oe, _os, oj, ou = cands[other]
+            if other == best or oe != e or ou.heading != unit.heading or prob[other] < ratio * prob[best]:
+                continue
+            if ou.quote in unit.quote or unit.quote in ou.quote or abs(oj - j) > 6:
+                continue
+            first, second = (unit.quote, ou.quote) if j < oj else (ou.quote, unit.quote)
+            return f"{first} … {second}"
+        return unit.quote
 
     def _fit_sources(self, question: str, sources: list[Excerpt], history) -> list[Excerpt]:
         """Drop the weakest sources (the last ones) until prompt + answer fit the model's context."""

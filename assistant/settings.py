@@ -198,6 +198,33 @@ class AnsweringSettings(_Section):
         le=2.0,
         description="without a relevance model: weight of the share of question words a sentence repeats, beside its embedding similarity",
     )
+    sentence_model: str = Field(
+        "default",
+        description="without a relevance model: the learned answer-unit scorer that picks the quote and decides refusal — 'default' (the weights shipped in assistant/models/sentence_scorer.json), 'none' (embedding cosine + shared words, thresholds above) or a path to a weights file from scripts/train_sentence_scorer.py",
+    )
+    second_unit_ratio: float = Field(
+        0.5,
+        ge=0.0,
+        le=2.0,
+        description="with the learned scorer: a second quote of the same section is shown beside the best one when its probability is at least this share of the best's (above 1: never)",
+    )
+    short_part_words: int = Field(
+        4,
+        ge=0,
+        le=50,
+        description="a later part of a multi-part question with at most this many content words (or one that refers back with 'it', 'they', …) is searched with the first part's key words added",
+    )
+    learned_refusal: bool = Field(
+        False,
+        description="with the learned scorer: refuse when its best probability is below the threshold stored with its weights; false = refuse on the embedding + shared-words score (min_quote_score), which measured better on the dev set",
+    )
+    learned_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="with the learned scorer: its share in the score that picks the quote, beside the embedding + shared-words score (both standardised per question); 1 = the learned scorer alone",
+    )
+
     model_context_tokens: int = Field(
         8192,
         ge=512,
