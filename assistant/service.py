@@ -13,18 +13,10 @@ from pathlib import Path
 
 from assistant.answering import Answer, Answerer
 from assistant.engine import Engine
-from assistant.settings import Settings
+from assistant.settings import Settings, is_no_model
 from assistant.summaries import Summarizer, Summary
 
 _UNSET = object()
-NO_MODEL = "none"  # llm.model / llm.adapter value meaning "no model" / "no adapter"
-
-
-def is_no_model(spec: str | None) -> bool:
-    """True for the ``"none"`` sentinel of ``llm.model`` and ``llm.adapter`` (any case). The one
-    place it is tested, so callers need not spell the string (``"auto"`` may still resolve to it:
-    ``Assistant.llm`` is None then)."""
-    return (spec or "").lower() == NO_MODEL
 
 
 class Assistant:

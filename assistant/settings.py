@@ -515,6 +515,16 @@ def load_settings(
         raise explain(Settings, e, where) from None
 
 
+NO_MODEL = "none"  # llm.model / llm.adapter value meaning "no model" / "no adapter"
+
+
+def is_no_model(spec: str | None) -> bool:
+    """True for the ``"none"`` sentinel of ``llm.model`` and ``llm.adapter`` (any case): the one place it
+    is tested, so callers need not spell the string (``"auto"`` may still resolve to no model:
+    ``Assistant.llm`` is None then)."""
+    return (spec or "").lower() == NO_MODEL
+
+
 def environment_values(*names: str) -> dict[str, str | None]:
     """The current values of the environment variables ``names`` (None when unset), for run records:
     e.g. the NCCL switches a training process was started with (``finetune.train``'s training.json)."""

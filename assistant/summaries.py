@@ -31,6 +31,7 @@ import numpy as np
 from assistant import grounding as g
 from assistant import summary_changes as sc
 from assistant.retrieval import Audience
+from assistant.settings import is_no_model
 from assistant.summary_facts import Fact, compact, facts_of, info_score, select_facts
 from assistant.summary_verify import supported, write_with_model
 
@@ -427,7 +428,7 @@ class Summarizer:
         """The adapter the model writes with: ``llm.adapter`` when the model offers it (on a server, the
         adapter's model id; 'default' there means the server's base model)."""
         spec = self.s.llm.adapter
-        if not spec or spec.lower() in ("none", "default" if self.s.llm.endpoint else "none"):
+        if not spec or is_no_model(spec) or (self.s.llm.endpoint and spec.lower() == "default"):
             return None
         if self.s.llm.endpoint:
             return spec
@@ -511,8 +512,10 @@ def model_writes(settings) -> bool:
     (an endpoint, or a model other than the bundled 135M one, whose rewrites lose more facts than they clarify)."""
     mode = settings.summaries.write_with_model
     if mode != "auto":
-        return mode == "always" and settings.llm.model.lower() != "none"
-    return bool(settings.llm.endpoint) or settings.llm.model.lower() not in ("bundled", "none")
+        return mode == "always" and not is_no_model(settings.llm.model)
+    return bool(settings.llm.endpoint) or not (
+        is_no_model(settings.llm.model) or settings.llm.model.lower() == "bundled"
+    )
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

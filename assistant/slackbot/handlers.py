@@ -44,7 +44,7 @@ from slack_sdk.errors import SlackApiError
 
 from assistant.errors import AssistantError
 from assistant.retrieval import Audience
-from assistant.service import is_no_model
+from assistant.settings import is_no_model
 from assistant.slackbot import blocks as bk
 from assistant.slackbot.inbox import Inbox, Job, Once, is_final, posted_reply
 from assistant.slackbot.schedule_command import CHANNEL_REF, handle_schedule_command, scope_from_words
