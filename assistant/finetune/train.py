@@ -52,7 +52,6 @@ from assistant.finetune.checkpoints import load_checkpoint, save_checkpoint
 from assistant.finetune.data import messages_of
 from assistant.finetune.distributed import Dist, init_distributed  # noqa: F401  (public here too)
 from assistant.finetune.runtime import attach_lora, setup, sync_context  # noqa: F401  (attach_lora: public)
-from assistant.settings import environment_values
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -354,7 +353,7 @@ def train_encoded(
                         "strategy": s.strategy,
                         "checkpointing": s.checkpointing,
                         "loss_impl": s.loss_impl,
-                        "launch_env": environment_values(*DI.NO_MULTICAST),
+                        "launch_env": _launch_env(),
                     },
                     indent=1,
                 )
@@ -444,3 +443,14 @@ def train(
         progress=progress,
         data_fingerprint=data_fingerprint,
     )
+
+
+def _launch_env() -> dict[str, str | None]:
+    """The NVLink-multicast switches this process was started with, for training.json. Read through
+    ``assistant.settings`` (the one module that reads the environment), imported here so that training
+    still imports on a GPU host without pydantic; there the record says so instead."""
+    try:
+        from assistant.settings import environment_values
+    except ImportError:
+        return {name: "unknown (assistant.settings needs pydantic)" for name in DI.NO_MULTICAST}
+    return environment_values(*DI.NO_MULTICAST)
