@@ -80,6 +80,14 @@ def adjacent(raw: str, a: g.Span, b: g.Span) -> bool:
     return not gap.strip() and "\n\n" not in gap
 
 
+def _follows(raw: str, a: g.Span, b: g.Span) -> bool:
+    """``b`` continues ``a``: nothing but whitespace and code-block fences between them, and no blank line
+    unless a fence is there (a command in a fenced block between "…without asking:" and "Then post …"
+    reads as one step; a new prose paragraph does not)."""
+    gap = raw[a.end : b.start]
+    return not gap.replace("```", "").strip() and ("```" in gap or "\n\n" not in gap)
+
+
 def compose(raw: str, spans: list[g.Span], i: int, heading: tuple[str, ...] = ()) -> str:
     """The quote for sentence ``spans[i]`` of an excerpt. ``raw`` is the excerpt's original text, ``spans``
     its sentences (computed on the text with injected instructions blanked)."""
@@ -95,24 +103,29 @@ def compose(raw: str, spans: list[g.Span], i: int, heading: tuple[str, ...] = ()
     if (
         i > 0
         and _BACKREF.match(s)
-        and adjacent(raw, spans[i - 1], sp)
+        and (adjacent(raw, spans[i - 1], sp) or _follows(raw, spans[i - 1], sp))
         and not spans[i - 1].text.startswith("|")
     ):
         chosen.insert(0, spans[i - 1])
+        # "…may roll back without asking:" + a command + "Then post …": the step's lead-in comes too
+        if i > 1 and spans[i - 2].text.rstrip().endswith(":") and _follows(raw, spans[i - 2], spans[i - 1]):
+            chosen.insert(0, spans[i - 2])
     colon = s.endswith(":")
     j = i + 1
     while j < len(spans) and (colon or len(" ".join(c.text for c in chosen)) < _SHORT):
         nxt = spans[j]
         gap = raw[chosen[-1].end : nxt.start]
-        if gap.strip() or (
-            "\n\n" in gap and not (colon and _ITEM.match(nxt.text) and gap.count("\n\n") == 1)
+        fenced = colon and "```" in gap and not gap.replace("```", "").strip()  # "…asking:" + a command block
+        if not fenced and (
+            gap.strip()
+            or ("\n\n" in gap and not (colon and _ITEM.match(nxt.text) and gap.count("\n\n") == 1))
         ):
             break
         if len(" ".join(c.text for c in chosen)) + len(nxt.text) > _MAX:
             break
         chosen.append(nxt)
         j += 1
-        if not (colon and _ITEM.match(nxt.text)):
+        if not (colon and (_ITEM.match(nxt.text) or fenced)):
             break
     out = g.clean_quote(chosen[0].text)
     for prev, c in itertools.pairwise(chosen):

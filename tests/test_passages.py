@@ -63,3 +63,37 @@ def test_a_long_section_is_capped_and_snapped_to_paragraphs():
     [ex] = build_excerpts(shelf, [(_hit(shelf.rows[5]), 0.9)], max_docs=1, max_chars=600)
     assert len(ex.hit.text) < 600 + 200
     assert ex.hit.text.startswith("Paragraph ") and ex.hit.text.rstrip().endswith("policy.")
+
+
+def test_a_then_step_is_quoted_with_the_command_and_lead_in_before_it():
+    """A how-to answer picked at "Then post …" must not drop the command it follows (make demo's
+    roll-back question answered only the last step before this)."""
+    from assistant import grounding as g
+    from assistant import quoting
+
+    raw = (
+        "## Rolling back\n\nAnyone on the rotation may roll back without asking:\n\n```\n"
+        "nwctl rollback <service>\n```\n\nThen post in #deploys what you rolled back and why.\n"
+    )
+    spans = g.sentences(raw)
+    i = next(n for n, sp in enumerate(spans) if sp.text.startswith("Then post"))
+    quote = quoting.compose(raw, spans, i)
+    assert quote.startswith("Anyone on the rotation may roll back without asking:")
+    assert "nwctl rollback <service>" in quote and quote.endswith("rolled back and why.")
+    # a "Then" sentence after a new paragraph of unrelated prose is not glued to it
+    other = "The office closes at six.\n\n\nThen post in #deploys what you rolled back and why.\n"
+    spans = g.sentences(other)
+    assert quoting.compose(other, spans, len(spans) - 1).startswith("Then post")
+
+
+def test_a_lead_in_ending_with_a_colon_is_quoted_with_the_command_block_after_it():
+    from assistant import grounding as g
+    from assistant import quoting
+
+    raw = (
+        "## Rolling back\n\nAnyone on the rotation may roll back without asking:\n\n```\n"
+        "nwctl rollback <service>\n```\n\nThen post in #deploys what you rolled back and why.\n"
+    )
+    spans = g.sentences(raw)
+    i = next(n for n, sp in enumerate(spans) if sp.text.startswith("Anyone"))
+    assert "nwctl rollback <service>" in quoting.compose(raw, spans, i)
