@@ -103,7 +103,7 @@ def compose(raw: str, spans: list[g.Span], i: int, heading: tuple[str, ...] = ()
     if (
         i > 0
         and _BACKREF.match(s)
-        and (adjacent(raw, spans[i - 1], sp) or _follows(raw, spans[i - 1], sp))
+        and _follows(raw, spans[i - 1], sp)
         and not spans[i - 1].text.startswith("|")
     ):
         chosen.insert(0, spans[i - 1])
